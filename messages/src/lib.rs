@@ -1,0 +1,15 @@
+//! voiyd's resource types: protobuf messages (prost) with their protobuf-JSON
+//! mapping (pbjson), manifest parsing for YAML and JSON, and validation.
+
+/// Generated protobuf types of package `voiyd.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/voiyd.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/voiyd.v1.serde.rs"));
+}
+
+pub mod manifest;
+pub mod resource;
+
+pub use pbjson_types::Timestamp;
+pub use resource::{Kind, Resource};

@@ -1,0 +1,162 @@
+//! The [`Resource`] trait: what every stored kind (task, node, volume, set, lease) shares.
+
+use crate::v1::{ContainerSet, Lease, Meta, Node, Task, Volume};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// The kinds of resource voiyd stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A container on one node.
+    Task,
+    /// A host running voiyd-node.
+    Node,
+    /// Storage that tasks mount.
+    Volume,
+    /// Replicas of a task template.
+    ContainerSet,
+    /// Which node holds a task.
+    Lease,
+}
+
+impl Kind {
+    /// Every kind, in display order.
+    pub const ALL: [Kind; 5] = [
+        Kind::Task,
+        Kind::Node,
+        Kind::Volume,
+        Kind::ContainerSet,
+        Kind::Lease,
+    ];
+
+    /// Singular lower-case name, used in event subjects and status keys (`task`).
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Task => "task",
+            Kind::Node => "node",
+            Kind::Volume => "volume",
+            Kind::ContainerSet => "set",
+            Kind::Lease => "lease",
+        }
+    }
+
+    /// Plural name, used in API subjects (`tasks`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Task => "tasks",
+            Kind::Node => "nodes",
+            Kind::Volume => "volumes",
+            Kind::ContainerSet => "sets",
+            Kind::Lease => "leases",
+        }
+    }
+
+    /// The `version` a manifest of this kind carries (`task/v1`).
+    pub fn manifest_version(self) -> &'static str {
+        match self {
+            Kind::Task => "task/v1",
+            Kind::Node => "node/v1",
+            Kind::Volume => "volume/v1",
+            Kind::ContainerSet => "containerset/v1",
+            Kind::Lease => "lease/v1",
+        }
+    }
+
+    /// Parses a kind as users type it: singular, plural or a short alias.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "task" | "tasks" | "t" => Kind::Task,
+            "node" | "nodes" | "no" => Kind::Node,
+            "volume" | "volumes" | "vol" | "vols" => Kind::Volume,
+            "set" | "sets" | "containerset" | "containersets" | "cs" => Kind::ContainerSet,
+            "lease" | "leases" => Kind::Lease,
+            _ => return None,
+        })
+    }
+
+    /// The kind a manifest `version` names, e.g. `task/v1`.
+    pub fn from_manifest_version(v: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.manifest_version() == v)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.singular())
+    }
+}
+
+/// A stored resource: a prost message with a [`Meta`] and a protobuf-JSON mapping.
+pub trait Resource:
+    prost::Message
+    + Default
+    + Clone
+    + PartialEq
+    + std::fmt::Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// This resource's kind.
+    const KIND: Kind;
+
+    /// The metadata, if set.
+    fn meta(&self) -> Option<&Meta>;
+    /// The metadata, created empty when missing.
+    fn meta_mut(&mut self) -> &mut Meta;
+    /// The `version` field (`task/v1`).
+    fn version_mut(&mut self) -> &mut String;
+    /// Drops the observed status, leaving the spec.
+    fn clear_status(&mut self);
+
+    /// The resource's name, or "" when it has no meta.
+    fn name(&self) -> &str {
+        self.meta().map(|m| m.name.as_str()).unwrap_or("")
+    }
+    /// The labels, empty when unset.
+    fn labels(&self) -> std::collections::BTreeMap<String, String> {
+        self.meta().map(|m| m.labels.clone()).unwrap_or_default()
+    }
+}
+
+macro_rules! resource {
+    ($ty:ty, $kind:expr, status) => {
+        impl Resource for $ty {
+            const KIND: Kind = $kind;
+            fn meta(&self) -> Option<&Meta> {
+                self.meta.as_ref()
+            }
+            fn meta_mut(&mut self) -> &mut Meta {
+                self.meta.get_or_insert_with(Meta::default)
+            }
+            fn version_mut(&mut self) -> &mut String {
+                &mut self.version
+            }
+            fn clear_status(&mut self) {
+                self.status = None;
+            }
+        }
+    };
+    ($ty:ty, $kind:expr) => {
+        impl Resource for $ty {
+            const KIND: Kind = $kind;
+            fn meta(&self) -> Option<&Meta> {
+                self.meta.as_ref()
+            }
+            fn meta_mut(&mut self) -> &mut Meta {
+                self.meta.get_or_insert_with(Meta::default)
+            }
+            fn version_mut(&mut self) -> &mut String {
+                &mut self.version
+            }
+            fn clear_status(&mut self) {}
+        }
+    };
+}
+
+resource!(Task, Kind::Task, status);
+resource!(Node, Kind::Node, status);
+resource!(Volume, Kind::Volume, status);
+resource!(ContainerSet, Kind::ContainerSet, status);
+resource!(Lease, Kind::Lease);

@@ -1,0 +1,182 @@
+//! Every NATS subject, KV bucket and stream name voiyd uses, built here and only here.
+//!
+//! These names are a public interface (see `docs/nats-interface.md`): other services and
+//! the NATS tooling watch them. They are laid out so that NATS permissions can confine a
+//! node to names that carry its own name as a token.
+//!
+//! Resource names may contain `.`, which is the NATS token separator. Wherever a name
+//! becomes one token of a subject or a KV key it goes through [`token`], which replaces
+//! `.` by `=2E` (`=` never occurs in a valid name, so the mapping is one-to-one).
+
+/// Prefix of every API subject.
+pub const API_PREFIX: &str = "voiyd.api.v1";
+/// Name under which servers register the API with the NATS service framework.
+pub const API_SERVICE: &str = "voiyd-api";
+/// Queue group shared by every voiyd-server for work that exactly one must do.
+pub const SERVER_QUEUE: &str = "voiyd-server";
+
+/// Bucket of task specs, keyed by task name.
+pub const BUCKET_TASKS: &str = "voiyd_tasks";
+/// Bucket of node records, keyed by node name.
+pub const BUCKET_NODES: &str = "voiyd_nodes";
+/// Bucket of volume specs, keyed by volume name.
+pub const BUCKET_VOLUMES: &str = "voiyd_volumes";
+/// Bucket of container set specs, keyed by set name.
+pub const BUCKET_SETS: &str = "voiyd_sets";
+/// Bucket of observed status, keyed `<kind>.<name>`, written by servers from node reports.
+pub const BUCKET_STATUS: &str = "voiyd_status";
+/// Bucket of per-node work, keyed `<node>.<task>`; a node watches `<node>.>`.
+pub const BUCKET_WORK: &str = "voiyd_work";
+/// TTL bucket of leases: task leases keyed `task.<task>`, node liveness keyed `node.<node>`.
+pub const BUCKET_LEASES: &str = "voiyd_leases";
+
+/// Every KV bucket voiyd creates.
+pub const ALL_BUCKETS: &[&str] = &[
+    BUCKET_TASKS,
+    BUCKET_NODES,
+    BUCKET_VOLUMES,
+    BUCKET_SETS,
+    BUCKET_STATUS,
+    BUCKET_WORK,
+    BUCKET_LEASES,
+];
+
+/// The events stream.
+pub const STREAM_EVENTS: &str = "VOIYD_EVENTS";
+/// Subjects captured by [`STREAM_EVENTS`].
+pub const EVENTS_SUBJECTS: &str = "voiyd.events.>";
+
+/// Encodes a resource name as one subject token or key token.
+pub fn token(name: &str) -> String {
+    name.replace('.', "=2E")
+}
+
+/// Inverse of [`token`].
+pub fn untoken(token: &str) -> String {
+    token.replace("=2E", ".")
+}
+
+/// API subject for a kind and verb, e.g. `voiyd.api.v1.tasks.create`.
+pub fn api_subject(kind: &str, verb: &str) -> String {
+    format!("{API_PREFIX}.{kind}.{verb}")
+}
+
+/// Event subject: `voiyd.events.<kind>.<name>.<type>`.
+pub fn event_subject(kind: &str, name: &str, event_type: &str) -> String {
+    format!("voiyd.events.{kind}.{}.{event_type}", token(name))
+}
+
+/// Filter for events of one kind (and optionally one name).
+pub fn event_filter(kind: Option<&str>, name: Option<&str>) -> String {
+    match (kind, name) {
+        (None, None) => EVENTS_SUBJECTS.to_string(),
+        (Some(k), None) => format!("voiyd.events.{k}.>"),
+        (None, Some(n)) => format!("voiyd.events.*.{}.*", token(n)),
+        (Some(k), Some(n)) => format!("voiyd.events.{k}.{}.*", token(n)),
+    }
+}
+
+/// Key of a resource in its spec bucket.
+pub fn spec_key(name: &str) -> String {
+    token(name)
+}
+
+/// Key of a resource's status in [`BUCKET_STATUS`]: `<kind>.<name>`.
+pub fn status_key(kind: &str, name: &str) -> String {
+    format!("{kind}.{}", token(name))
+}
+
+/// Key of one task's assignment in [`BUCKET_WORK`]: `<node>.<task>`.
+pub fn work_key(node: &str, task: &str) -> String {
+    format!("{}.{}", token(node), token(task))
+}
+
+/// Watch filter for one node's work: `<node>.>`.
+pub fn work_filter(node: &str) -> String {
+    format!("{}.>", token(node))
+}
+
+/// Splits a [`BUCKET_WORK`] key back into (node, task).
+pub fn parse_work_key(key: &str) -> Option<(String, String)> {
+    let (n, t) = key.split_once('.')?;
+    if n.is_empty() || t.is_empty() || t.contains('.') {
+        return None;
+    }
+    Some((untoken(n), untoken(t)))
+}
+
+/// Lease key of a task in [`BUCKET_LEASES`].
+pub fn task_lease_key(task: &str) -> String {
+    format!("task.{}", token(task))
+}
+
+/// Liveness lease key of a node in [`BUCKET_LEASES`].
+pub fn node_lease_key(node: &str) -> String {
+    format!("node.{}", token(node))
+}
+
+/// Subjects a node publishes on and serves. All start with `voiyd.node.<node>.`.
+pub mod node {
+    use super::token;
+
+    /// Prefix of everything belonging to one node.
+    pub fn prefix(node: &str) -> String {
+        format!("voiyd.node.{}", token(node))
+    }
+    /// Task status reports from a node.
+    pub fn status(node: &str) -> String {
+        format!("{}.status", prefix(node))
+    }
+    /// Heartbeats (and registration) from a node.
+    pub fn heartbeat(node: &str) -> String {
+        format!("{}.heartbeat", prefix(node))
+    }
+    /// Log requests a node serves for one task.
+    pub fn logs(node: &str, task: &str) -> String {
+        format!("{}.logs.{}", prefix(node), token(task))
+    }
+    /// Exec requests a node serves for one task.
+    pub fn exec(node: &str, task: &str) -> String {
+        format!("{}.exec.{}", prefix(node), token(task))
+    }
+    /// Wildcard servers subscribe to for all nodes' status reports.
+    pub const ALL_STATUS: &str = "voiyd.node.*.status";
+    /// Wildcard servers subscribe to for all nodes' heartbeats.
+    pub const ALL_HEARTBEATS: &str = "voiyd.node.*.heartbeat";
+    /// Extracts the node name from a `voiyd.node.<node>.…` subject.
+    pub fn node_of(subject: &str) -> Option<String> {
+        let rest = subject.strip_prefix("voiyd.node.")?;
+        let tok = rest.split('.').next()?;
+        (!tok.is_empty()).then(|| super::untoken(tok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_names_stay_one_token() {
+        assert_eq!(work_key("n.1", "web.a"), "n=2E1.web=2Ea");
+        assert_eq!(
+            parse_work_key(&work_key("n.1", "web.a")),
+            Some(("n.1".into(), "web.a".into()))
+        );
+        // Node "a" must not see node "a.b"'s work through its filter.
+        let filter = work_filter("a");
+        assert!(!work_key("a.b", "x").starts_with(filter.trim_end_matches('>')));
+    }
+
+    #[test]
+    fn node_subjects_carry_node_token() {
+        assert_eq!(node::status("n1"), "voiyd.node.n1.status");
+        assert_eq!(
+            node::node_of("voiyd.node.x=2Ey.heartbeat").as_deref(),
+            Some("x.y")
+        );
+        assert_eq!(
+            event_subject("task", "a.b", "created"),
+            "voiyd.events.task.a=2Eb.created"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! voiyd-node library.
