@@ -1,1 +1,98 @@
-fn main() {}
+//! voiyd-server binary: flags and logging; everything else is in the library.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use voiyd_nats::bootstrap::BootstrapOptions;
+use voiyd_nats::connect::ConnectOptions;
+
+/// The voiyd control plane.
+#[derive(Parser, Debug)]
+#[command(name = "voiyd-server", version, about)]
+struct Args {
+    /// Directory for the embedded NATS config and JetStream store.
+    #[arg(long, default_value = "/var/lib/voiyd/server", env = "VOIYD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Client address of the embedded NATS; nodes and voiydctl connect here.
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    nats_listen: SocketAddr,
+    /// Use an existing NATS server or cluster (comma-separated URLs) instead of the embedded one.
+    #[arg(long, env = "VOIYD_NATS_URL")]
+    nats_url: Option<String>,
+    /// nats-server binary for embedded mode (default: $VOIYD_NATS_SERVER, then PATH).
+    #[arg(long)]
+    nats_server_bin: Option<PathBuf>,
+    /// NATS credentials file (external mode).
+    #[arg(long)]
+    nats_creds: Option<PathBuf>,
+    /// NKEY seed, or a file holding it (external mode).
+    #[arg(long)]
+    nats_nkey: Option<String>,
+    /// NATS user (external mode).
+    #[arg(long)]
+    nats_user: Option<String>,
+    /// NATS password (external mode).
+    #[arg(long, env = "VOIYD_NATS_PASSWORD")]
+    nats_password: Option<String>,
+    /// CA certificate to verify the NATS server.
+    #[arg(long)]
+    nats_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    #[arg(long)]
+    nats_cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    #[arg(long)]
+    nats_key: Option<PathBuf>,
+    /// Replicas of every bucket and stream (3 on a NATS cluster).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Seconds without heartbeat before a node is NotReady.
+    #[arg(long, default_value_t = 5)]
+    node_timeout: u64,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, default_value = "info", env = "VOIYD_LOG")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+    let nats = args.nats_url.as_ref().map(|urls| {
+        let mut o = ConnectOptions::from_urls(urls);
+        o.creds_file = args.nats_creds.clone();
+        o.nkey_seed = args.nats_nkey.clone();
+        o.user = args.nats_user.clone();
+        o.password = args.nats_password.clone();
+        o.tls_ca = args.nats_ca.clone();
+        o.tls_cert = args.nats_cert.clone();
+        o.tls_key = args.nats_key.clone();
+        o.retry_on_initial_connect = true;
+        o
+    });
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let cfg = voiyd_server::ServerConfig {
+        data_dir: args.data_dir,
+        nats_listen: args.nats_listen,
+        nats,
+        nats_server_bin: args.nats_server_bin,
+        bootstrap: BootstrapOptions { replicas: args.replicas, ..Default::default() },
+        node_timeout: Duration::from_secs(args.node_timeout),
+        id: format!("{}-{}", host.trim(), std::process::id()),
+    };
+    if let Err(e) = voiyd_server::run(cfg).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

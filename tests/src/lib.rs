@@ -1,1 +1,206 @@
-//! Test harness.
+//! End-to-end test harness: starts real processes of our binaries (voiyd-server,
+//! voiyd-node, voiydctl) against real nats-server processes, and stops exactly the
+//! processes it started, by PID.
+//!
+//! The binaries must be built first (`cargo build --bins`, which `scripts/test.sh` does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use voiyd_nats::api::ApiClient;
+
+/// Path of one of our binaries in the workspace's target directory.
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = target.join("debug").join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --bins` first", p.display());
+    p
+}
+
+/// Polls `check` until it returns `Some`, or panics after `deadline` with `what`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A child process we started, killed (SIGKILL) on drop unless stopped before.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Its log file (stdout and stderr).
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `program` with `args`, logging to `log`.
+    pub fn spawn(program: &Path, args: &[&str], envs: &[(&str, &str)], log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("create log file");
+        let err = out.try_clone().expect("clone log file");
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        Proc { child, log }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on a pid we own; no memory is touched.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM, then waits up to `grace` and SIGKILLs. Returns the exit status.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Children of a process, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// A voiyd-server process.
+pub struct Server {
+    /// The process.
+    pub proc: Proc,
+    /// The NATS URL it uses (or serves, in embedded mode).
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts a server against an existing NATS and waits until it answers the API.
+    pub async fn external(nats_url: &str) -> Server {
+        Self::start(nats_url, &["--nats-url", nats_url]).await
+    }
+
+    /// Starts a server with its embedded NATS on a free loopback port.
+    pub async fn embedded() -> Server {
+        let port = voiyd_nats::testing::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let url = format!("nats://{listen}");
+        Self::start(&url, &["--nats-listen", &listen]).await
+    }
+
+    async fn start(url: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap().to_string();
+        let mut args = vec!["--data-dir", data.as_str(), "--log-level", "debug"];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(&bin("voiyd-server"), &args, &[], dir.path().join("server.log"));
+        let server = Server { proc, url: url.to_string(), _dir: dir };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Waits until this server (or another on the same NATS) answers `nodes.list`.
+    pub async fn wait_ready(&self) {
+        let url = self.url.clone();
+        let log = self.proc.log.clone();
+        let start = Instant::now();
+        loop {
+            if let Ok(client) = async_nats::connect(&url).await {
+                let api = ApiClient::new(client).with_timeout(Duration::from_secs(2));
+                if api.list::<voiyd_messages::v1::Node>("").await.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "voiyd-server did not become ready; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// An API client connected to this server's NATS.
+    pub async fn api(&self) -> ApiClient {
+        let client = async_nats::connect(&self.url).await.expect("connect to NATS");
+        ApiClient::new(client)
+    }
+}
+
+/// Runs voiydctl against `url` with `args`, optional stdin, and extra environment.
+pub fn voiydctl(url: &str, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(bin("voiydctl"));
+    cmd.arg("--server").arg(url).args(args);
+    cmd.env("HOME", std::env::temp_dir()).env_remove("VOIYD_CONFIG");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn voiydctl");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().expect("voiydctl output")
+}
+
+/// stdout of an output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr of an output as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

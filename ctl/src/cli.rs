@@ -1,0 +1,417 @@
+//! The command line: clap definitions only.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// voiydctl: manage a voiyd cluster.
+#[derive(Debug, Parser)]
+#[command(name = "voiydctl", version, about = "Manage a voiyd cluster", long_about = None)]
+pub struct Cli {
+    /// Config file [default: ~/.voiyd/voiydctl.yaml].
+    #[arg(short = 'c', long = "config", env = "VOIYD_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// NATS URL(s) of the cluster, comma-separated; overrides the config's current server.
+    #[arg(long, env = "VOIYD_SERVER", global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// How long each API call waits for its reply (give it before the command).
+    #[arg(long = "timeout", value_name = "DURATION", default_value = "10s")]
+    pub api_timeout: String,
+    /// Print more about what voiydctl does, on stderr (give it before the command).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats of `get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// More columns.
+    Wide,
+    /// protobuf JSON: one object, or an array for lists.
+    Json,
+    /// YAML documents separated by `---`.
+    Yaml,
+    /// `kind/name` lines.
+    Name,
+}
+
+/// Output formats of `events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventOutput {
+    /// Aligned columns.
+    Table,
+    /// One JSON object a line.
+    Json,
+}
+
+/// Restart policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Restart {
+    /// Restart whenever the container exits.
+    Always,
+    /// Restart when it exits non-zero.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+impl Restart {
+    /// The policy as TaskConfig spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::Never => "never",
+        }
+    }
+}
+
+/// Shells `completion` generates scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// bash
+    Bash,
+    /// zsh
+    Zsh,
+    /// fish
+    Fish,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update resources from manifests.
+    Apply(FileArgs),
+    /// Create resources from manifests; fails if one exists.
+    Create(FileArgs),
+    /// Show resources: tasks, nodes, volumes, sets, leases, events.
+    Get(GetArgs),
+    /// Delete resources by name or from manifests.
+    Delete(DeleteArgs),
+    /// Edit a resource in $VISUAL / $EDITOR and update it.
+    Edit(EditArgs),
+    /// Show cluster events; -w follows them.
+    Events(EventsArgs),
+    /// Create a task and wait until it runs.
+    Run(Box<RunArgs>),
+    /// Start stopped tasks and wait until they run.
+    Start(ActionArgs),
+    /// Stop tasks and wait until they stopped.
+    Stop(StopArgs),
+    /// Set the replica count of a container set.
+    Scale(ScaleArgs),
+    /// Mark a node unschedulable.
+    Cordon(NodeArgs),
+    /// Mark a node schedulable again.
+    Uncordon(NodeArgs),
+    /// Set (k=v) or remove (k-) labels of a resource.
+    Label(LabelArgs),
+    /// Manage the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: Shell,
+    },
+}
+
+/// Manifest file arguments.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// Manifest file, or `-` for stdin; repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<String>,
+}
+
+/// `get` arguments.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// tasks, nodes, volumes, sets, leases or events (singular, plural or alias).
+    pub kind: String,
+    /// Names to show; all when none.
+    pub names: Vec<String>,
+    /// Label selector, e.g. `app=web,tier!=db`.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Waiting for a state after an action.
+#[derive(Debug, Args, Clone)]
+pub struct WaitArgs {
+    /// Wait until the state is reached (default).
+    #[arg(long, overrides_with = "no_wait")]
+    pub wait: bool,
+    /// Return as soon as the server accepted the request.
+    #[arg(long = "no-wait")]
+    pub no_wait: bool,
+    /// How long to wait.
+    #[arg(long = "timeout", value_name = "DURATION", default_value = "2m")]
+    pub timeout: String,
+}
+
+impl WaitArgs {
+    /// Whether to wait.
+    pub fn enabled(&self) -> bool {
+        !self.no_wait || self.wait
+    }
+}
+
+/// `delete` arguments.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Kind of the resources to delete (not with -f).
+    pub kind: Option<String>,
+    /// Names of the resources.
+    pub names: Vec<String>,
+    /// Delete what these manifests name.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub files: Vec<String>,
+    /// Remove everything the resource left behind (e.g. volume data).
+    #[arg(long)]
+    pub purge: bool,
+    /// Delete even when the resource is in use, and kill instead of stopping gracefully.
+    #[arg(long)]
+    pub force: bool,
+    /// Waiting (tasks only).
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `edit` arguments.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// Kind of the resource.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// `events` arguments.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Follow new events until Ctrl-C.
+    #[arg(short = 'w', long = "watch")]
+    pub watch: bool,
+    /// Start at a stream sequence number, or this long ago (e.g. 10m).
+    #[arg(long, value_name = "SEQ|DURATION")]
+    pub since: Option<String>,
+    /// Only events of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only events of resources with this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: EventOutput,
+}
+
+/// `run` arguments.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// Task name.
+    pub name: String,
+    /// Image reference.
+    #[arg(long)]
+    pub image: String,
+    /// Environment variable NAME=VALUE; repeatable.
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Label KEY=VALUE; repeatable.
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Only nodes with this label KEY=VALUE; repeatable.
+    #[arg(long = "node-selector", value_name = "KEY=VALUE")]
+    pub node_selector: Vec<String>,
+    /// Restart policy.
+    #[arg(long, value_enum)]
+    pub restart: Option<Restart>,
+    /// CPU request, e.g. 0.5 or 500m.
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory request, e.g. 256Mi.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]; repeatable.
+    #[arg(short = 'p', long = "publish", value_name = "PORT")]
+    pub publish: Vec<String>,
+    /// Mount a volume (VOLUME:/path[:ro]) or host directory (/host:/path[:ro]); repeatable.
+    #[arg(short = 'v', long = "volume", value_name = "VOLUME:/PATH[:ro]")]
+    pub volumes: Vec<String>,
+    /// User name or uid[:gid] inside the container.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// Run privileged.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a Linux capability; repeatable.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability; repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Use the host's network namespace.
+    #[arg(long = "host-network")]
+    pub host_network: bool,
+    /// Replace the image entrypoint; repeat for each word.
+    #[arg(long = "command", value_name = "CMD")]
+    pub command: Vec<String>,
+    /// Always or IfNotPresent.
+    #[arg(long = "pull-policy", value_name = "POLICY")]
+    pub pull_policy: Option<String>,
+    /// Time between SIGTERM and SIGKILL on stop, e.g. 10s.
+    #[arg(long = "stop-grace", value_name = "DURATION")]
+    pub stop_grace: Option<String>,
+    /// Waiting.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Arguments to the container command (after `--`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+impl Default for WaitArgs {
+    fn default() -> Self {
+        WaitArgs {
+            wait: false,
+            no_wait: false,
+            timeout: "2m".to_string(),
+        }
+    }
+}
+
+/// `start` arguments.
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// Kind: task.
+    pub kind: String,
+    /// Task names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Waiting.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `stop` arguments.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Kind: task.
+    pub kind: String,
+    /// Task names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Kill at once instead of SIGTERM and a grace period.
+    #[arg(long)]
+    pub force: bool,
+    /// Waiting.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `scale` arguments.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Kind: set.
+    pub kind: String,
+    /// Set name.
+    pub name: String,
+    /// Desired number of tasks.
+    #[arg(long)]
+    pub replicas: u32,
+}
+
+/// `cordon` / `uncordon` arguments.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Node name.
+    pub node: String,
+}
+
+/// `label` arguments.
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// Kind of the resource (e.g. node).
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// KEY=VALUE to set, KEY- to remove.
+    #[arg(required = true)]
+    pub labels: Vec<String>,
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write a config with one server `local` at nats://127.0.0.1:4222.
+    Init {
+        /// Overwrite an existing config.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add or replace a server.
+    CreateServer(CreateServerArgs),
+    /// Make a server the current one.
+    Use {
+        /// Server name.
+        name: String,
+    },
+    /// Print the config.
+    View,
+    /// List the servers; `*` marks the current one.
+    ListServers,
+}
+
+/// `config create-server` arguments.
+#[derive(Debug, Args, Default)]
+pub struct CreateServerArgs {
+    /// Server name.
+    pub name: String,
+    /// NATS URL(s), comma-separated.
+    #[arg(long)]
+    pub address: String,
+    /// Require TLS.
+    #[arg(long)]
+    pub tls: bool,
+    /// CA bundle (PEM file, stored inline).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM file, stored inline).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM file, stored inline).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Skip verification of the server certificate.
+    #[arg(long)]
+    pub insecure: bool,
+    /// NATS credentials file.
+    #[arg(long, value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// NATS nkey seed file.
+    #[arg(long = "nkey", value_name = "FILE")]
+    pub nkey: Option<PathBuf>,
+    /// NATS user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// NATS password.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// NATS token.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Also make it the current server.
+    #[arg(long = "use")]
+    pub use_it: bool,
+}

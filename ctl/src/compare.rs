@@ -1,0 +1,46 @@
+//! Deciding whether an applied manifest changes anything: the "spec" of a resource is
+//! everything except its status and the meta fields the server manages.
+
+use voiyd_messages::manifest::AnyResource;
+use voiyd_messages::Resource;
+
+/// Clears the status and the server-managed meta fields (created, updated,
+/// generation, resource_version, uid), leaving what a user writes.
+pub fn strip_managed<R: Resource>(r: &mut R) {
+    r.clear_status();
+    if r.meta().is_some() {
+        let m = r.meta_mut();
+        m.created = None;
+        m.updated = None;
+        m.generation = 0;
+        m.resource_version = 0;
+        m.uid = String::new();
+    }
+}
+
+/// Whether two resources have the same user-written content.
+pub fn spec_equal<R: Resource>(a: &R, b: &R) -> bool {
+    let (mut a, mut b) = (a.clone(), b.clone());
+    strip_managed(&mut a);
+    strip_managed(&mut b);
+    a == b
+}
+
+/// [`strip_managed`] for any kind.
+pub fn strip_any(r: &mut AnyResource) {
+    match r {
+        AnyResource::Task(x) => strip_managed(x),
+        AnyResource::Node(x) => strip_managed(x),
+        AnyResource::Volume(x) => strip_managed(x),
+        AnyResource::ContainerSet(x) => strip_managed(x),
+        AnyResource::Lease(x) => strip_managed(x),
+    }
+}
+
+/// [`spec_equal`] for any kind; different kinds are never equal.
+pub fn any_spec_equal(a: &AnyResource, b: &AnyResource) -> bool {
+    let (mut a, mut b) = (a.clone(), b.clone());
+    strip_any(&mut a);
+    strip_any(&mut b);
+    a == b
+}

@@ -1,0 +1,324 @@
+//! Connecting to NATS: options shared by every voiyd program, and errors that say what to do.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+/// How to reach and authenticate to NATS.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Server URLs (`nats://host:port`, `tls://host:port`); the client picks among them.
+    pub urls: Vec<String>,
+    /// Connection name shown in the server's monitoring (`/connz`).
+    pub name: String,
+    /// A `.creds` file (JWT + nkey seed).
+    pub creds_file: Option<PathBuf>,
+    /// An nkey seed: the seed text itself, or the path of a file holding it.
+    pub nkey_seed: Option<String>,
+    /// User for user/password authentication.
+    pub user: Option<String>,
+    /// Password for user/password authentication.
+    pub password: Option<String>,
+    /// Token authentication.
+    pub token: Option<String>,
+    /// PEM file of CA certificates to trust for the server.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for mutual TLS (needs `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Refuse to talk to a server without TLS.
+    pub tls_required: bool,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// Keep retrying in the background when the first attempt fails (daemons); when false
+    /// the first failure is returned at once (CLIs).
+    pub retry_on_initial_connect: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            urls: vec!["nats://127.0.0.1:4222".to_string()],
+            name: "voiyd".to_string(),
+            creds_file: None,
+            nkey_seed: None,
+            user: None,
+            password: None,
+            token: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_required: false,
+            connect_timeout: Duration::from_secs(5),
+            retry_on_initial_connect: false,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Options with default settings for a comma-separated list of URLs.
+    pub fn from_urls(urls: &str) -> Self {
+        Self {
+            urls: urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    fn urls_text(&self) -> String {
+        self.urls.join(",")
+    }
+}
+
+/// Why connecting to NATS failed. Every message is one line and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No URL, or one that does not parse.
+    #[error("invalid NATS server URL {urls:?} ({reason}): use nats://HOST:PORT, comma-separated for several")]
+    BadUrl {
+        /// The URLs as given.
+        urls: String,
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// A credentials, seed or certificate file could not be read.
+    #[error("cannot read {what} {path}: {reason}: check the path and its permissions")]
+    File {
+        /// What the file was for ("credentials file", "nkey seed file").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The server could not be reached.
+    #[error("cannot reach NATS at {urls} ({reason}): start voiyd-server or pass --server URL")]
+    Unreachable {
+        /// The URLs tried.
+        urls: String,
+        /// Why, e.g. "connection refused".
+        reason: String,
+    },
+    /// Connecting took longer than the connect timeout.
+    #[error("timed out after {timeout:?} connecting to NATS at {urls}: check the address, firewalls, and that NATS is running")]
+    Timeout {
+        /// The URLs tried.
+        urls: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The server rejected the credentials.
+    #[error("NATS at {urls} rejected the credentials ({reason}): check --creds, the nkey seed, user/password or token")]
+    Auth {
+        /// The URLs tried.
+        urls: String,
+        /// What the server or client said.
+        reason: String,
+    },
+    /// TLS setup or handshake failed.
+    #[error("TLS to NATS at {urls} failed ({reason}): check the CA, client certificate and key, and the server's TLS settings")]
+    Tls {
+        /// The URLs tried.
+        urls: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Installs the process-wide rustls crypto provider (ring). Idempotent; every `main`
+/// calls it before the first TLS connection, because rustls refuses to guess when
+/// more than one provider is compiled in.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider was installed first, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Connects to NATS.
+///
+/// With `retry_on_initial_connect` false, an unreachable server fails within
+/// `connect_timeout`; with it true, the client is returned at once and connects in the
+/// background. Once connected, the client reconnects forever.
+pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, ConnectError> {
+    install_crypto_provider();
+    let urls = opts.urls_text();
+    if opts.urls.is_empty() {
+        return Err(ConnectError::BadUrl {
+            urls,
+            reason: "no URL given".to_string(),
+        });
+    }
+    let addrs = opts
+        .urls
+        .iter()
+        .map(|u| u.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConnectError::BadUrl {
+            urls: urls.clone(),
+            reason: e.to_string(),
+        })?;
+
+    let nats_opts = build_options(opts).await?;
+    // async-nats bounds each attempt by the connection timeout, but resolving, TLS and
+    // the handshake happen around it; this outer bound keeps the CLI promise.
+    let outer = opts.connect_timeout + Duration::from_secs(1);
+    match tokio::time::timeout(outer, nats_opts.connect(addrs)).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(map_connect_error(&urls, opts.connect_timeout, e)),
+        Err(_) => Err(ConnectError::Timeout {
+            urls,
+            timeout: opts.connect_timeout,
+        }),
+    }
+}
+
+async fn build_options(opts: &ConnectOptions) -> Result<async_nats::ConnectOptions, ConnectError> {
+    let mut o = async_nats::ConnectOptions::new()
+        .name(&opts.name)
+        .connection_timeout(opts.connect_timeout)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                other => tracing::debug!(event = %other, "NATS client event"),
+            }
+        });
+    if opts.retry_on_initial_connect {
+        o = o.retry_on_initial_connect();
+    }
+    if let Some(path) = &opts.creds_file {
+        o = o
+            .credentials_file(path)
+            .await
+            .map_err(|e| ConnectError::File {
+                what: "credentials file",
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    if let Some(seed) = &opts.nkey_seed {
+        o = o.nkey(read_seed(seed)?);
+    }
+    if let Some(user) = &opts.user {
+        o = o.user_and_password(user.clone(), opts.password.clone().unwrap_or_default());
+    }
+    if let Some(token) = &opts.token {
+        o = o.token(token.clone());
+    }
+    for (what, path) in [
+        ("TLS CA file", &opts.tls_ca),
+        ("TLS certificate", &opts.tls_cert),
+        ("TLS key", &opts.tls_key),
+    ] {
+        if let Some(path) = path {
+            check_readable(what, path)?;
+        }
+    }
+    if let Some(ca) = &opts.tls_ca {
+        o = o.add_root_certificates(ca.clone());
+    }
+    match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => o = o.add_client_certificate(cert.clone(), key.clone()),
+        (None, None) => {}
+        _ => {
+            return Err(ConnectError::Tls {
+                urls: opts.urls_text(),
+                reason: "a client certificate needs both a certificate and a key".to_string(),
+            })
+        }
+    }
+    if opts.tls_required {
+        o = o.require_tls(true);
+    }
+    Ok(o)
+}
+
+/// A seed is given inline (it starts with `S`, as every nkey seed does) or as a file.
+fn read_seed(seed: &str) -> Result<String, ConnectError> {
+    let path = Path::new(seed);
+    if seed.starts_with('S') && !path.exists() {
+        return Ok(seed.trim().to_string());
+    }
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| ConnectError::File {
+            what: "nkey seed file",
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+fn check_readable(what: &'static str, path: &Path) -> Result<(), ConnectError> {
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| ConnectError::File {
+            what,
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+fn map_connect_error(
+    urls: &str,
+    timeout: Duration,
+    e: async_nats::ConnectError,
+) -> ConnectError {
+    use async_nats::ConnectErrorKind as K;
+    let urls = urls.to_string();
+    let reason = root_reason(&e);
+    match e.kind() {
+        K::ServerParse => ConnectError::BadUrl { urls, reason },
+        K::TimedOut => ConnectError::Timeout { urls, timeout },
+        K::Authentication | K::AuthorizationViolation => ConnectError::Auth { urls, reason },
+        K::Tls => ConnectError::Tls { urls, reason },
+        K::Dns | K::Io | K::MaxReconnects => ConnectError::Unreachable { urls, reason },
+    }
+}
+
+/// The most specific cause in an error chain, with I/O errors named the way people
+/// say them ("connection refused") rather than with OS codes.
+fn root_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(io) = cur.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                std::io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+                std::io::ErrorKind::TimedOut => "timed out".to_string(),
+                _ => io.to_string(),
+            };
+        }
+        match cur.source() {
+            Some(next) => cur = next,
+            None => return cur.to_string().replace(['\r', '\n'], " "),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_urls_splits_and_trims() {
+        let o = ConnectOptions::from_urls(" nats://a:1, nats://b:2 ,");
+        assert_eq!(o.urls, vec!["nats://a:1", "nats://b:2"]);
+        assert!(!o.retry_on_initial_connect);
+    }
+
+    #[test]
+    fn inline_seed_is_kept() {
+        assert_eq!(read_seed("SUAEXAMPLE ").unwrap(), "SUAEXAMPLE");
+        assert!(matches!(
+            read_seed("/nonexistent/seed"),
+            Err(ConnectError::File { .. })
+        ));
+    }
+}

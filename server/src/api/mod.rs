@@ -1,0 +1,166 @@
+//! The API: one NATS service endpoint per (kind, verb), all in one queue group so that
+//! any number of servers share the requests.
+
+mod failure;
+pub mod resources;
+mod tasks;
+
+pub use failure::Failure;
+
+use crate::events::Events;
+use crate::managed::Managed;
+use async_nats::service::{Request, ServiceExt};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use voiyd_messages::v1::{
+    ContainerSet, ContainerSetList, DeleteRequest, EventsRequest, Node, NodeList, Task, TaskList,
+    Volume, VolumeList,
+};
+use voiyd_messages::Kind;
+use voiyd_nats::api::{service_error, ErrorCode, MAX_REQUEST_BYTES};
+use voiyd_nats::bootstrap::Cluster;
+use voiyd_nats::names;
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct Ctx {
+    /// Buckets and streams.
+    pub cluster: Cluster,
+    /// Event publisher.
+    pub events: Events,
+    /// The status bucket.
+    pub status: crate::status::StatusKv,
+    /// The per-node work bucket.
+    pub work: async_nats::jetstream::kv::Store,
+}
+
+/// The verbs every managed kind answers.
+const CRUD: &[&str] = &["create", "get", "list", "update", "patch", "delete"];
+
+/// Every (kind, verb) the API serves.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    let mut r = Vec::new();
+    for kind in [Kind::Task, Kind::Node, Kind::Volume, Kind::ContainerSet] {
+        for verb in CRUD {
+            r.push((kind.plural(), *verb));
+        }
+    }
+    for verb in ["start", "stop", "kill"] {
+        r.push((Kind::Task.plural(), verb));
+    }
+    r.push((Kind::Lease.plural(), "get"));
+    r.push((Kind::Lease.plural(), "list"));
+    r.push(("events", "list"));
+    r
+}
+
+/// How many requests one server handles at once.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// Serves the API until the NATS connection closes.
+pub async fn serve(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats::Error> {
+    let service = client
+        .service_builder()
+        .description("voiyd control-plane API")
+        .start(names::API_SERVICE, env!("CARGO_PKG_VERSION"))
+        .await?;
+    let mut endpoints = Vec::new();
+    for (kind, verb) in routes() {
+        let ep = service
+            .endpoint_builder()
+            .name(format!("{kind}-{verb}"))
+            .add(names::api_subject(kind, verb))
+            .await?;
+        endpoints.push(ep.map(move |req| (kind, verb, req)).boxed());
+    }
+    let mut all = futures::stream::select_all(endpoints);
+    let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    tracing::info!(subjects = %format!("{}.>", names::API_PREFIX), "API ready");
+    while let Some((kind, verb, req)) = all.next().await {
+        let permit = limit.clone().acquire_owned().await.expect("semaphore never closed");
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            respond(&ctx, kind, verb, req).await;
+            drop(permit);
+        });
+    }
+    Ok(())
+}
+
+async fn respond(ctx: &Ctx, kind: &str, verb: &str, req: Request) {
+    let body = req.message.payload.clone();
+    let result = if body.len() > MAX_REQUEST_BYTES {
+        Err(Failure {
+            code: ErrorCode::TooLarge,
+            message: format!(
+                "request is {} bytes, more than the limit of {MAX_REQUEST_BYTES}: split it up",
+                body.len()
+            ),
+        })
+    } else {
+        handle(ctx, kind, verb, body).await
+    };
+    let reply = match result {
+        Ok(bytes) => Ok(bytes),
+        Err(f) => {
+            if f.code == ErrorCode::Internal || f.code == ErrorCode::Unavailable {
+                tracing::warn!(kind, verb, error = %f.message, "request failed");
+            } else {
+                tracing::debug!(kind, verb, error = %f.message, "request refused");
+            }
+            Err(service_error(f.code, f.message))
+        }
+    };
+    if let Err(e) = req.respond(reply).await {
+        tracing::warn!(kind, verb, error = %e, "cannot send reply");
+    }
+}
+
+fn encode<M: Message>(m: M) -> Bytes {
+    Bytes::from(m.encode_to_vec())
+}
+
+/// Dispatches one request to its handler.
+pub async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<Bytes, Failure> {
+    match kind {
+        "tasks" => match verb {
+            "start" | "stop" | "kill" => tasks::action(ctx, verb, body).await.map(encode),
+            "create" => tasks::create(ctx, body).await.map(encode),
+            "update" | "patch" => tasks::update(ctx, verb, body).await.map(encode),
+            "delete" => tasks::delete(ctx, body).await.map(encode),
+            _ => crud::<Task>(ctx, verb, body, |items| TaskList { items }).await,
+        },
+        "nodes" => crud::<Node>(ctx, verb, body, |items| NodeList { items }).await,
+        "volumes" => crud::<Volume>(ctx, verb, body, |items| VolumeList { items }).await,
+        "sets" => crud::<ContainerSet>(ctx, verb, body, |items| ContainerSetList { items }).await,
+        "leases" => crate::leases::handle(ctx, verb, body).await,
+        "events" => {
+            let req = EventsRequest::decode(body)?;
+            ctx.events.list(&req).await.map(encode).map_err(Failure::internal)
+        }
+        _ => Err(Failure::invalid(format!("unknown API kind `{kind}`"))),
+    }
+}
+
+async fn crud<R: Managed>(
+    ctx: &Ctx,
+    verb: &str,
+    body: Bytes,
+    wrap: impl FnOnce(Vec<R>) -> impl Message,
+) -> Result<Bytes, Failure> {
+    match verb {
+        "create" => resources::create::<R>(ctx, body).await.map(encode),
+        "get" => resources::get::<R>(ctx, body).await.map(encode),
+        "list" => resources::list::<R>(ctx, body).await.map(|items| encode(wrap(items))),
+        "update" => resources::update::<R>(ctx, body).await.map(encode),
+        "patch" => resources::patch::<R>(ctx, body).await.map(encode),
+        "delete" => {
+            let req = DeleteRequest::decode(body)?;
+            resources::delete::<R>(ctx, &req).await.map(|_| encode(resources::deleted(&req.name)))
+        }
+        _ => Err(Failure::invalid(format!("unknown verb `{verb}` for {}", R::KIND.plural()))),
+    }
+}

@@ -1,0 +1,46 @@
+//! Task verbs: create/update/delete also keep the node's work in step; start, stop
+//! and kill change the desired run state.
+
+use super::{resources, Ctx, Failure};
+use crate::scheduler;
+use bytes::Bytes;
+use prost::Message;
+use voiyd_messages::v1::{DeleteReply, DeleteRequest, Task, TaskActionRequest};
+use voiyd_messages::Resource;
+
+/// Creates a task and places it.
+pub async fn create(ctx: &Ctx, body: Bytes) -> Result<Task, Failure> {
+    let task = resources::create::<Task>(ctx, body).await?;
+    scheduler::sync_task(ctx, task.name(), false).await
+}
+
+/// Updates (or patches) a task and hands the new spec to its node.
+pub async fn update(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Task, Failure> {
+    let task = match verb {
+        "patch" => resources::patch::<Task>(ctx, body).await?,
+        _ => resources::update::<Task>(ctx, body).await?,
+    };
+    scheduler::sync_task(ctx, task.name(), false).await
+}
+
+/// Deletes a task: its spec, its status and its node's work (the node then removes
+/// the container).
+pub async fn delete(ctx: &Ctx, body: Bytes) -> Result<DeleteReply, Failure> {
+    let req = DeleteRequest::decode(body)?;
+    let task = resources::delete::<Task>(ctx, &req).await?;
+    scheduler::unassign(ctx, &task).await;
+    Ok(resources::deleted(&req.name))
+}
+
+/// start: desired state running; stop: stopped (SIGTERM, then SIGKILL after the
+/// grace period); kill or stop --force: stopped by SIGKILL at once.
+pub async fn action(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Task, Failure> {
+    let req = TaskActionRequest::decode(body)?;
+    let mut task = resources::fetch::<Task>(ctx, &req.name).await?;
+    let stopped = verb != "start";
+    let kill = verb == "kill" || (verb == "stop" && req.force);
+    let rv = task.meta().map(|m| m.resource_version).unwrap_or(0);
+    task.config.get_or_insert_with(Default::default).stopped = stopped;
+    let task = resources::write_update(ctx, task, rv).await?;
+    scheduler::sync_task(ctx, task.name(), kill).await
+}

@@ -1,0 +1,133 @@
+//! Folds what nodes report into the cluster state: heartbeats register a node and keep
+//! it Ready; task status reports are accepted only from the node that holds the task.
+
+use crate::api::{Ctx, Failure};
+use crate::managed::Managed;
+use crate::status;
+use futures::StreamExt;
+use prost::Message;
+use voiyd_messages::v1::{Meta, Node, NodeConfig, NodeStatus, NodeStatusReport, TaskStatus, TaskStatusReport};
+use voiyd_messages::Resource;
+use voiyd_nats::names;
+use voiyd_nats::store::StoreError;
+
+/// Handles heartbeats and status reports until the connection closes. Every server
+/// subscribes in one queue group, so each report is folded in once.
+pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats::Error> {
+    let mut heartbeats = client
+        .queue_subscribe(names::node::ALL_HEARTBEATS, names::SERVER_QUEUE.to_string())
+        .await?;
+    let mut statuses = client
+        .queue_subscribe(names::node::ALL_STATUS, names::SERVER_QUEUE.to_string())
+        .await?;
+    loop {
+        tokio::select! {
+            Some(msg) = heartbeats.next() => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = heartbeat(&ctx, &msg).await {
+                        tracing::warn!(subject = %msg.subject, error = %e.message, "heartbeat dropped");
+                    }
+                });
+            }
+            Some(msg) = statuses.next() => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = task_status(&ctx, &msg).await {
+                        tracing::warn!(subject = %msg.subject, error = %e.message, "status report dropped");
+                    }
+                });
+            }
+            else => return Ok(()),
+        }
+    }
+}
+
+/// Registers the node on first sight, then records its status.
+async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> {
+    let node_name = names::node::node_of(&msg.subject).unwrap_or_default();
+    let report = NodeStatusReport::decode(msg.payload.clone())?;
+    if report.node != node_name {
+        return Err(Failure::invalid(format!("node {node_name} sent a heartbeat for {}", report.node)));
+    }
+    let store = Node::store(&ctx.cluster);
+    let existing = store.get(&node_name).await?;
+    let mut joined = false;
+    if existing.is_none() {
+        let now = crate::now();
+        let node = Node {
+            version: "node/v1".into(),
+            meta: Some(Meta {
+                name: node_name.clone(),
+                labels: report.labels.clone(),
+                created: Some(now),
+                updated: Some(now),
+                generation: 1,
+                uid: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
+            }),
+            config: Some(NodeConfig::default()),
+            status: None,
+        };
+        node.validate().map_err(Failure::invalid)?;
+        match store.create(&node).await {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => joined = true,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut st = report.status.unwrap_or_default();
+    st.phase = "Ready".into();
+    st.last_heartbeat = Some(crate::now());
+    let prev = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node_name).await?;
+    let was_ready = prev.as_ref().is_some_and(|p| p.status.phase == "Ready");
+    let rev = prev.map(|p| p.revision).unwrap_or(0);
+    // A lost race means another server just wrote a fresher heartbeat: nothing to do.
+    status::write(&ctx.status.0, "node", &node_name, &st, rev).await?;
+    if joined || !was_ready {
+        ctx.events.publish("node", &node_name, "ready", "NodeReady", "node is ready".into(), None).await;
+        if let Err(e) = crate::scheduler::place_pending(ctx).await {
+            tracing::warn!(error = %e.message, "placing pending tasks failed");
+        }
+    }
+    Ok(())
+}
+
+/// Folds one task status report in, if the reporting node holds the task.
+async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> {
+    let node_name = names::node::node_of(&msg.subject).unwrap_or_default();
+    let report = TaskStatusReport::decode(msg.payload.clone())?;
+    for _ in 0..5 {
+        let Some(task) = voiyd_messages::v1::Task::store(&ctx.cluster).get(&report.task).await? else {
+            return Ok(()); // deleted meanwhile
+        };
+        if task.meta().map(|m| m.uid.as_str()) != Some(report.uid.as_str()) {
+            return Ok(()); // a report about an older task of the same name
+        }
+        let Some(current) = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", &report.task).await? else {
+            return Ok(());
+        };
+        if current.status.node != node_name {
+            tracing::debug!(task = %report.task, node = %node_name, "ignoring report from a node that does not hold the task");
+            return Ok(());
+        }
+        let mut st = report.status.clone().unwrap_or_default();
+        // The server owns placement and rescheduling history.
+        st.node = current.status.node.clone();
+        st.reschedule_count = current.status.reschedule_count;
+        st.last_reschedule_reason = current.status.last_reschedule_reason.clone();
+        if st == current.status {
+            return Ok(());
+        }
+        let phase_changed = st.phase != current.status.phase;
+        if status::write(&ctx.status.0, "task", &report.task, &st, current.revision).await?.is_some() {
+            if phase_changed {
+                let what = if st.message.is_empty() { st.phase.clone() } else { format!("{}: {}", st.phase, st.message) };
+                ctx.events
+                    .publish("task", &report.task, &st.phase.to_lowercase(), &st.reason, what, None)
+                    .await;
+            }
+            return Ok(());
+        }
+    }
+    Err(Failure::conflict(format!("status of task {} kept changing", report.task)))
+}
