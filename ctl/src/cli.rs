@@ -8,14 +8,21 @@ use std::path::PathBuf;
 #[command(name = "voiydctl", version, about = "Manage a voiyd cluster", long_about = None)]
 pub struct Cli {
     /// Config file [default: ~/.voiyd/voiydctl.yaml].
-    #[arg(short = 'c', long = "config", env = "VOIYD_CONFIG", global = true, value_name = "FILE")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "VOIYD_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
     /// NATS URL(s) of the cluster, comma-separated; overrides the config's current server.
     #[arg(long, env = "VOIYD_SERVER", global = true, value_name = "URL")]
     pub server: Option<String>,
-    /// How long each API call waits for its reply (give it before the command).
-    #[arg(long = "timeout", value_name = "DURATION", default_value = "10s")]
-    pub api_timeout: String,
+    /// How long an API call waits for its reply [default: 10s]; for commands that wait
+    /// for a state (run, start, stop, delete task), how long to wait for it [default: 2m].
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub timeout: Option<String>,
     /// Print more about what voiydctl does, on stderr (give it before the command).
     #[arg(short, long)]
     pub verbose: bool,
@@ -144,7 +151,7 @@ pub struct GetArgs {
 }
 
 /// Waiting for a state after an action.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct WaitArgs {
     /// Wait until the state is reached (default).
     #[arg(long, overrides_with = "no_wait")]
@@ -152,9 +159,6 @@ pub struct WaitArgs {
     /// Return as soon as the server accepted the request.
     #[arg(long = "no-wait")]
     pub no_wait: bool,
-    /// How long to wait.
-    #[arg(long = "timeout", value_name = "DURATION", default_value = "2m")]
-    pub timeout: String,
 }
 
 impl WaitArgs {
@@ -281,16 +285,6 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
-impl Default for WaitArgs {
-    fn default() -> Self {
-        WaitArgs {
-            wait: false,
-            no_wait: false,
-            timeout: "2m".to_string(),
-        }
-    }
-}
-
 /// `start` arguments.
 #[derive(Debug, Args)]
 pub struct ActionArgs {
@@ -361,14 +355,18 @@ pub enum ConfigCommand {
         force: bool,
     },
     /// Add or replace a server.
-    CreateServer(CreateServerArgs),
+    CreateServer(Box<CreateServerArgs>),
     /// Make a server the current one.
     Use {
         /// Server name.
         name: String,
     },
-    /// Print the config.
-    View,
+    /// Print the config (secrets redacted unless --raw).
+    View {
+        /// Show passwords, tokens, seeds and private keys.
+        #[arg(long)]
+        raw: bool,
+    },
     /// List the servers; `*` marks the current one.
     ListServers,
 }

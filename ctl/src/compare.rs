@@ -37,10 +37,13 @@ pub fn strip_any(r: &mut AnyResource) {
     }
 }
 
-/// [`spec_equal`] for any kind; different kinds are never equal.
+/// [`spec_equal`] for any kind, after bringing both sides to canonical form (so an
+/// omitted default equals the value the server filled in); different kinds are never equal.
 pub fn any_spec_equal(a: &AnyResource, b: &AnyResource) -> bool {
     let (mut a, mut b) = (a.clone(), b.clone());
-    strip_any(&mut a);
-    strip_any(&mut b);
+    for r in [&mut a, &mut b] {
+        strip_any(r);
+        crate::checks::normalize(r);
+    }
     a == b
 }

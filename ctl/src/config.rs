@@ -125,7 +125,10 @@ pub fn normalize_address(address: &str) -> Result<Vec<String>, String> {
         }
         let hostport = rest.trim_end_matches('/');
         // Credentials in the URL (`user:pass@host`) are kept; the port is checked after them.
-        let host_part = hostport.rsplit_once('@').map(|(_, h)| h).unwrap_or(hostport);
+        let host_part = hostport
+            .rsplit_once('@')
+            .map(|(_, h)| h)
+            .unwrap_or(hostport);
         if host_part.is_empty() || host_part.contains('/') {
             return Err(format!(
                 "address `{part}` is not host:port: use e.g. nats://127.0.0.1:4222"
@@ -136,7 +139,9 @@ pub fn normalize_address(address: &str) -> Result<Vec<String>, String> {
             Some((h, _)) if host_part.starts_with('[') && !h.ends_with(']') => false,
             Some((_, port)) => {
                 port.parse::<u16>().map_err(|_| {
-                    format!("address `{part}` has a bad port `{port}`: use a number from 1 to 65535")
+                    format!(
+                        "address `{part}` has a bad port `{port}`: use a number from 1 to 65535"
+                    )
                 })?;
                 true
             }
@@ -271,6 +276,23 @@ impl Config {
         }
         self.current = name.to_string();
         Ok(())
+    }
+
+    /// A copy with passwords, tokens, nkey seeds and private keys replaced by `REDACTED`.
+    pub fn redacted(&self) -> Config {
+        const R: &str = "REDACTED";
+        let mut c = self.clone();
+        for s in &mut c.servers {
+            for secret in [&mut s.password, &mut s.token, &mut s.nkey_seed] {
+                if secret.is_some() {
+                    *secret = Some(R.to_string());
+                }
+            }
+            if let Some(tls) = s.tls.as_mut().filter(|t| !t.key.is_empty()) {
+                tls.key = R.to_string();
+            }
+        }
+        c
     }
 
     /// Lists servers, one a line, the current one marked with `*`.

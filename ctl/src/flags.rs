@@ -5,7 +5,9 @@ use crate::cli::RunArgs;
 use crate::timefmt::{format_duration, parse_duration};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use voiyd_messages::v1::{Capabilities, EnvVar, Meta, Mount, PortMapping, Resources, Task, TaskConfig};
+use voiyd_messages::v1::{
+    Capabilities, EnvVar, Meta, Mount, PortMapping, Resources, Task, TaskConfig,
+};
 use voiyd_messages::Kind;
 
 /// Parses `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
@@ -33,7 +35,10 @@ pub fn parse_port(text: &str) -> Result<PortMapping, String> {
         let parts: Vec<&str> = spec.split(':').collect();
         match parts.len() {
             2 => (None, spec),
-            3 => (Some(parts[0]), spec.split_once(':').map(|(_, p)| p).unwrap_or("")),
+            3 => (
+                Some(parts[0]),
+                spec.split_once(':').map(|(_, p)| p).unwrap_or(""),
+            ),
             _ => return Err(usage()),
         }
     };
@@ -172,7 +177,11 @@ pub fn task_from_run(args: &RunArgs) -> Result<Task, String> {
             .restart
             .map(|r| r.as_str().to_string())
             .unwrap_or_default(),
-        pull_policy: args.pull_policy.as_deref().map(pull_policy).unwrap_or_default(),
+        pull_policy: args
+            .pull_policy
+            .as_deref()
+            .map(pull_policy)
+            .unwrap_or_default(),
         ..TaskConfig::default()
     };
     config.envvars = args

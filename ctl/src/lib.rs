@@ -1,1 +1,102 @@
-//! voiydctl library.
+//! voiydctl: the command-line client of voiyd.
+//!
+//! The binary only parses arguments and calls [`run`]; everything else lives here, with
+//! rendering and parsing kept in pure functions so they can be tested without a cluster.
+
+pub mod checks;
+pub mod cli;
+pub mod commands;
+pub mod compare;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod flags;
+pub mod manifests;
+pub mod ops;
+pub mod render;
+pub mod table;
+pub mod timefmt;
+pub mod wait;
+
+pub use cli::Cli;
+pub use error::{CtlError, Result};
+
+use clap::CommandFactory;
+use cli::{Command, Shell};
+use connection::Globals;
+use std::time::Duration;
+
+/// Default timeout of one API call.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time commands wait for a task to reach a state.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn globals(cli: &Cli) -> Result<Globals> {
+    let timeout = cli
+        .timeout
+        .as_deref()
+        .map(timefmt::parse_duration)
+        .transpose()
+        .map_err(|e| CtlError::Usage(format!("--timeout: {e}")))?;
+    if timeout == Some(Duration::ZERO) {
+        return Err(CtlError::Usage(
+            "--timeout must be more than 0, e.g. 30s".to_string(),
+        ));
+    }
+    Ok(Globals {
+        config_path: cli.config.clone().unwrap_or_else(config::default_path),
+        server: cli.server.clone().filter(|s| !s.trim().is_empty()),
+        api_timeout: timeout.unwrap_or(DEFAULT_API_TIMEOUT),
+        wait_timeout: timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
+        verbose: cli.verbose,
+    })
+}
+
+/// Runs a parsed command line to completion.
+pub fn run(cli: Cli) -> Result<()> {
+    let g = globals(&cli)?;
+    match &cli.command {
+        // Commands that need no cluster run without an async runtime.
+        Command::Config(cmd) => return commands::config::run(&g.config_path, cmd),
+        Command::Completion { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "voiydctl",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CtlError::Other(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(dispatch(&g, &cli.command))
+}
+
+async fn dispatch(g: &Globals, command: &Command) -> Result<()> {
+    match command {
+        Command::Apply(a) => commands::apply::apply(g, &a.files).await,
+        Command::Create(a) => commands::apply::create(g, &a.files).await,
+        Command::Get(a) => commands::get::run(g, a).await,
+        Command::Delete(a) => commands::delete::run(g, a).await,
+        Command::Edit(a) => commands::edit::run(g, a).await,
+        Command::Events(a) => commands::events::run(g, a).await,
+        Command::Run(a) => commands::tasks::run(g, a).await,
+        Command::Start(a) => commands::tasks::start(g, a).await,
+        Command::Stop(a) => commands::tasks::stop(g, a).await,
+        Command::Scale(a) => commands::patch::scale(g, a).await,
+        Command::Cordon(a) => commands::patch::cordon(g, &a.node, true).await,
+        Command::Uncordon(a) => commands::patch::cordon(g, &a.node, false).await,
+        Command::Label(a) => commands::patch::label(g, a).await,
+        Command::Config(_) | Command::Completion { .. } => unreachable!("handled in run"),
+    }
+}

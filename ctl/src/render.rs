@@ -90,7 +90,7 @@ impl Row for Node {
         }
         let (cpu, mem) = match &st.capacity {
             Some(cap) => {
-                let alloc = st.allocated.clone().unwrap_or_default();
+                let alloc = st.allocated.unwrap_or_default();
                 (
                     format!(
                         "{}/{}",
@@ -191,7 +191,11 @@ impl Row for ContainerSet {
             age_of(created, now),
         ];
         if wide {
-            let image = self.template.as_ref().map(|t| t.image.as_str()).unwrap_or("");
+            let image = self
+                .template
+                .as_ref()
+                .map(|t| t.image.as_str())
+                .unwrap_or("");
             r.push(dash(image));
         }
         r
@@ -266,7 +270,9 @@ pub fn yaml_stream<R: Resource>(items: &[R]) -> String {
 
 /// Column headers of the events table.
 pub fn event_headers() -> Vec<&'static str> {
-    vec!["SEQ", "AGE", "KIND", "NAME", "TYPE", "REASON", "SOURCE", "MESSAGE"]
+    vec![
+        "SEQ", "AGE", "KIND", "NAME", "TYPE", "REASON", "SOURCE", "MESSAGE",
+    ]
 }
 
 /// One row of the events table.
@@ -303,6 +309,18 @@ pub fn event_line(e: &Event, now: i64) -> String {
     let mut s = format!(
         "{:<8} {:<4} {:<8} {:<20} {:<10} {:<16} {:<12} {}",
         cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7]
+    );
+    s.truncate(s.trim_end().len());
+    s.push('\n');
+    s
+}
+
+/// The header of the live event view ([`event_line`]).
+pub fn event_header_line() -> String {
+    let h = event_headers();
+    let mut s = format!(
+        "{:<8} {:<4} {:<8} {:<20} {:<10} {:<16} {:<12} {}",
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]
     );
     s.truncate(s.trim_end().len());
     s.push('\n');

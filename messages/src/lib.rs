@@ -9,7 +9,10 @@ pub mod v1 {
 }
 
 pub mod manifest;
+pub mod quantity;
 pub mod resource;
+pub mod selector;
+pub mod validate;
 
 pub use pbjson_types::Timestamp;
 pub use resource::{Kind, Resource};

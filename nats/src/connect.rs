@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
-/// How to reach and authenticate to NATS.
-#[derive(Debug, Clone)]
+/// How to reach and authenticate to NATS. `Debug` hides secrets.
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// Server URLs (`nats://host:port`, `tls://host:port`); the client picks among them.
     pub urls: Vec<String>,
@@ -34,6 +34,28 @@ pub struct ConnectOptions {
     /// Keep retrying in the background when the first attempt fails (daemons); when false
     /// the first failure is returned at once (CLIs).
     pub retry_on_initial_connect: bool,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Options end up in logged configs: show which secrets are set, never their value.
+        let hidden = |set: bool| if set { "<set>" } else { "<none>" };
+        f.debug_struct("ConnectOptions")
+            .field("urls", &self.urls)
+            .field("name", &self.name)
+            .field("creds_file", &self.creds_file)
+            .field("nkey_seed", &hidden(self.nkey_seed.is_some()))
+            .field("user", &self.user)
+            .field("password", &hidden(self.password.is_some()))
+            .field("token", &hidden(self.token.is_some()))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_required", &self.tls_required)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry_on_initial_connect", &self.retry_on_initial_connect)
+            .finish()
+    }
 }
 
 impl Default for ConnectOptions {
@@ -166,9 +188,10 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, Connec
         })?;
 
     let nats_opts = build_options(opts).await?;
-    // async-nats bounds each attempt by the connection timeout, but resolving, TLS and
-    // the handshake happen around it; this outer bound keeps the CLI promise.
-    let outer = opts.connect_timeout + Duration::from_secs(1);
+    // async-nats bounds each attempt (one per URL) by the connection timeout, but
+    // resolving, TLS and the handshake happen around it; this outer bound keeps the
+    // fail-fast promise.
+    let outer = opts.connect_timeout * opts.urls.len() as u32 + Duration::from_secs(1);
     match tokio::time::timeout(outer, nats_opts.connect(addrs)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(map_connect_error(&urls, opts.connect_timeout, e)),
@@ -265,11 +288,7 @@ fn check_readable(what: &'static str, path: &Path) -> Result<(), ConnectError> {
         })
 }
 
-fn map_connect_error(
-    urls: &str,
-    timeout: Duration,
-    e: async_nats::ConnectError,
-) -> ConnectError {
+fn map_connect_error(urls: &str, timeout: Duration, e: async_nats::ConnectError) -> ConnectError {
     use async_nats::ConnectErrorKind as K;
     let urls = urls.to_string();
     let reason = root_reason(&e);
@@ -311,6 +330,23 @@ mod tests {
         let o = ConnectOptions::from_urls(" nats://a:1, nats://b:2 ,");
         assert_eq!(o.urls, vec!["nats://a:1", "nats://b:2"]);
         assert!(!o.retry_on_initial_connect);
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let o = ConnectOptions {
+            password: Some("hunter2".into()),
+            token: Some("tok-secret".into()),
+            nkey_seed: Some("SUASECRET".into()),
+            ..ConnectOptions::default()
+        };
+        let text = format!("{o:?}");
+        assert!(
+            !text.contains("hunter2")
+                && !text.contains("tok-secret")
+                && !text.contains("SUASECRET")
+        );
+        assert!(text.contains("<set>"));
     }
 
     #[test]

@@ -59,4 +59,4 @@ macro_rules! managed {
 managed!(Task, TaskStatus, tasks, validate::validate_task, Task);
 managed!(Node, NodeStatus, nodes, validate::validate_node, Node);
 managed!(Volume, VolumeStatus, volumes, validate::validate_volume, Volume);
-managed!(ContainerSet, ContainerSetStatus, sets, validate::validate_containerset, Set);
+managed!(ContainerSet, ContainerSetStatus, sets, validate::validate_container_set, Set);

@@ -105,12 +105,12 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// Children of a process, from /proc.
+/// Children of a process (spawned from any of its threads), from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    threads
+        .flatten()
+        .flat_map(|t| std::fs::read_to_string(t.path().join("children")).unwrap_or_default().split_whitespace().filter_map(|s| s.parse().ok()).collect::<Vec<u32>>())
         .collect()
 }
 

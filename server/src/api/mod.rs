@@ -131,11 +131,11 @@ pub async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<By
             "create" => tasks::create(ctx, body).await.map(encode),
             "update" | "patch" => tasks::update(ctx, verb, body).await.map(encode),
             "delete" => tasks::delete(ctx, body).await.map(encode),
-            _ => crud::<Task>(ctx, verb, body, |items| TaskList { items }).await,
+            _ => crud::<Task, _>(ctx, verb, body, |items| TaskList { items }).await,
         },
-        "nodes" => crud::<Node>(ctx, verb, body, |items| NodeList { items }).await,
-        "volumes" => crud::<Volume>(ctx, verb, body, |items| VolumeList { items }).await,
-        "sets" => crud::<ContainerSet>(ctx, verb, body, |items| ContainerSetList { items }).await,
+        "nodes" => crud::<Node, _>(ctx, verb, body, |items| NodeList { items }).await,
+        "volumes" => crud::<Volume, _>(ctx, verb, body, |items| VolumeList { items }).await,
+        "sets" => crud::<ContainerSet, _>(ctx, verb, body, |items| ContainerSetList { items }).await,
         "leases" => crate::leases::handle(ctx, verb, body).await,
         "events" => {
             let req = EventsRequest::decode(body)?;
@@ -145,11 +145,11 @@ pub async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<By
     }
 }
 
-async fn crud<R: Managed>(
+async fn crud<R: Managed, L: Message>(
     ctx: &Ctx,
     verb: &str,
     body: Bytes,
-    wrap: impl FnOnce(Vec<R>) -> impl Message,
+    wrap: impl FnOnce(Vec<R>) -> L,
 ) -> Result<Bytes, Failure> {
     match verb {
         "create" => resources::create::<R>(ctx, body).await.map(encode),

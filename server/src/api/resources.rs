@@ -8,7 +8,6 @@ use bytes::Bytes;
 use prost::Message;
 use voiyd_messages::selector::Selector;
 use voiyd_messages::v1::{DeleteReply, DeleteRequest, GetRequest, ListRequest, PatchRequest};
-use voiyd_messages::Resource;
 use voiyd_nats::store::StoreError;
 
 fn label(kind: &str, name: &str) -> String {

@@ -1,0 +1,214 @@
+//! Waiting for a task to reach a state, with progress on a terminal.
+
+use crate::error::{CtlError, Result};
+use crate::timefmt::format_duration;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+use voiyd_messages::v1::Task;
+use voiyd_nats::api::{ApiClient, ApiError};
+
+/// How often the task is read while waiting.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The state to wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// Phase Running (or Succeeded: it ran to completion).
+    Running,
+    /// Phase Stopped, Succeeded or Failed.
+    Stopped,
+    /// The task no longer exists.
+    Gone,
+}
+
+impl Goal {
+    fn label(self) -> &'static str {
+        match self {
+            Goal::Running => "Running",
+            Goal::Stopped => "Stopped",
+            Goal::Gone => "deletion",
+        }
+    }
+}
+
+/// Where a task stands relative to a goal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Reached; the line to print.
+    Done(String),
+    /// Will not be reached; the error message.
+    Failed(String),
+    /// Not yet; a short description of the current state (`Pulling (3.0/12.5 MiB)`).
+    Pending(String),
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Describes a task's current state in a few words.
+pub fn describe(task: &Task) -> String {
+    let st = task.status.clone().unwrap_or_default();
+    let mut s = if st.phase.is_empty() {
+        "Pending".to_string()
+    } else {
+        st.phase.clone()
+    };
+    if st.phase == "Pulling" && st.pull_bytes_total > 0 {
+        s.push_str(&format!(
+            " ({:.1}/{:.1} MiB)",
+            st.pull_bytes_done as f64 / MIB,
+            st.pull_bytes_total as f64 / MIB
+        ));
+    } else if !st.reason.is_empty() || !st.message.is_empty() {
+        let detail = [st.reason.as_str(), st.message.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        s.push_str(&format!(" ({detail})"));
+    }
+    s
+}
+
+/// Decides whether `task` (None: it does not exist) has reached `goal`. A status
+/// observed for a generation older than `min_generation` is not trusted yet.
+pub fn assess(goal: Goal, name: &str, task: Option<&Task>, min_generation: u64) -> Verdict {
+    let Some(task) = task else {
+        return match goal {
+            Goal::Gone => Verdict::Done(format!("task/{name} deleted")),
+            _ => Verdict::Failed(format!(
+                "task {name} was deleted while waiting for it to reach {}",
+                goal.label()
+            )),
+        };
+    };
+    let st = task.status.clone().unwrap_or_default();
+    let stale = st.observed_generation != 0 && st.observed_generation < min_generation;
+    if goal == Goal::Gone || stale {
+        return Verdict::Pending(describe(task));
+    }
+    let failure = || {
+        let why = [st.reason.as_str(), st.message.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        let why = if why.is_empty() {
+            format!("exit code {}", st.exit_code)
+        } else {
+            why
+        };
+        format!("task {name} failed: {why}: see `voiydctl events --name {name}`")
+    };
+    match (goal, st.phase.as_str()) {
+        (Goal::Running, "Running") => Verdict::Done(if st.node.is_empty() {
+            format!("task/{name} running")
+        } else {
+            format!("task/{name} running on node {}", st.node)
+        }),
+        (Goal::Running, "Succeeded") => {
+            Verdict::Done(format!("task/{name} ran to completion (exit code 0)"))
+        }
+        (Goal::Running, "Failed") => Verdict::Failed(failure()),
+        (Goal::Stopped, "Stopped" | "Succeeded" | "Failed") => {
+            Verdict::Done(format!("task/{name} stopped ({})", st.phase))
+        }
+        _ => Verdict::Pending(describe(task)),
+    }
+}
+
+/// Prints progress: one rewritten line on a terminal, a line per change otherwise.
+struct Progress {
+    tty: bool,
+    last: String,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            tty: std::io::stdout().is_terminal(),
+            last: String::new(),
+        }
+    }
+
+    fn show(&mut self, name: &str, state: &str) {
+        if state == self.last {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if self.tty {
+            let _ = write!(out, "\r\x1b[2Ktask/{name} {state}");
+        } else {
+            // Only phase changes, not every pull progress tick, get a line of their own.
+            let phase = |s: &str| s.split(' ').next().unwrap_or("").to_string();
+            if phase(state) == phase(&self.last) {
+                self.last = state.to_string();
+                return;
+            }
+            let _ = writeln!(out, "task/{name} {state}");
+        }
+        let _ = out.flush();
+        self.last = state.to_string();
+    }
+
+    fn finish(&mut self) {
+        if self.tty && !self.last.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "\r\x1b[2K");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Polls a task until `goal` is reached, it fails, or `timeout` passes.
+pub async fn wait_task(
+    api: &ApiClient,
+    name: &str,
+    goal: Goal,
+    min_generation: u64,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut progress = Progress::new();
+    let mut state = "Pending".to_string();
+    loop {
+        let verdict = match api.get::<Task>(name).await {
+            Ok(t) => assess(goal, name, Some(&t), min_generation),
+            Err(ApiError::NotFound(_)) => assess(goal, name, None, min_generation),
+            // A server restart or a slow reply is not a verdict: keep trying until the deadline.
+            Err(
+                e @ (ApiError::Timeout { .. } | ApiError::NoServer { .. } | ApiError::Server(_)),
+            ) => Verdict::Pending(format!("{state}; last error: {e}")),
+            Err(e) => {
+                progress.finish();
+                return Err(e.into());
+            }
+        };
+        match verdict {
+            Verdict::Done(line) => {
+                progress.finish();
+                println!("{line}");
+                return Ok(());
+            }
+            Verdict::Failed(msg) => {
+                progress.finish();
+                return Err(CtlError::Wait(msg));
+            }
+            Verdict::Pending(s) => {
+                progress.show(name, &s);
+                state = s;
+            }
+        }
+        if Instant::now() + POLL_INTERVAL > deadline {
+            progress.finish();
+            let within = format_duration(timeout);
+            return Err(CtlError::Wait(match goal {
+                Goal::Gone => format!("task {name} was not deleted within {within}: phase {state}"),
+                _ => format!(
+                    "task {name} did not reach {} within {within}: phase {state}",
+                    goal.label()
+                ),
+            }));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}

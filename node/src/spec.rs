@@ -1,0 +1,1151 @@
+//! The OCI runtime spec of a task's container: a pure function of the task, the image config
+//! and what the node prepared (rootfs, network namespace, mounts). Docker's defaults and
+//! Kubernetes' command/args rules apply, so images behave as they do elsewhere.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+use voiyd_messages::quantity::{parse_cpu, parse_memory};
+use voiyd_messages::v1::TaskConfig;
+
+use crate::image::ImageConfig;
+
+/// PATH for containers whose image sets none (Docker's default).
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// CFS period used for CPU limits, in microseconds.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Docker's default capability set for unprivileged containers.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_MKNOD",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+/// Every Linux capability up to 5.9 (what runc 1.1 knows).
+pub const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_CONTROL",
+    "CAP_AUDIT_READ",
+    "CAP_AUDIT_WRITE",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_KILL",
+    "CAP_LEASE",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MKNOD",
+    "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_RAW",
+    "CAP_PERFMON",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYSLOG",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_NICE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_WAKE_ALARM",
+];
+
+/// Paths Docker hides from unprivileged containers.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+/// Paths Docker makes read-only for unprivileged containers.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Why a spec could not be built. Each message names the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Neither task nor image say what to run.
+    #[error("nothing to run: the image has no ENTRYPOINT or CMD; set command or args in the task")]
+    NoCommand,
+    /// A user name is not in the image.
+    #[error("user '{0}' not found in the image's /etc/passwd; use a uid or a user the image defines")]
+    UserNotFound(String),
+    /// A group name is not in the image.
+    #[error("group '{0}' not found in the image's /etc/group; use a gid or a group the image defines")]
+    GroupNotFound(String),
+    /// A path that must be absolute is not.
+    #[error("{what} '{path}' must be an absolute path")]
+    RelativePath {
+        /// Which setting.
+        what: &'static str,
+        /// The value.
+        path: String,
+    },
+    /// Unknown capability name.
+    #[error("unknown capability '{0}'; use names like NET_ADMIN or CAP_NET_ADMIN, or ALL")]
+    UnknownCapability(String),
+    /// A resource quantity does not parse.
+    #[error("resources.{field}: {reason}")]
+    Quantity {
+        /// cpu or memory.
+        field: &'static str,
+        /// The parser's message.
+        reason: String,
+    },
+    /// An environment variable without a name.
+    #[error("environment variable with an empty name (value '{0}')")]
+    EmptyEnvName(String),
+}
+
+/// What kind of filesystem a task mount is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    /// A bind mount of a host path (volumes resolve to their host directory).
+    Bind,
+    /// A fresh tmpfs.
+    Tmpfs,
+}
+
+/// A task mount the node resolved to a host path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedMount {
+    /// Host path (ignored for tmpfs).
+    pub source: String,
+    /// Path inside the container.
+    pub destination: String,
+    /// Bind or tmpfs.
+    pub kind: MountKind,
+    /// Extra mount options, e.g. `ro`, `size=64m`.
+    pub options: Vec<String>,
+}
+
+/// Everything [`build_spec`] needs.
+#[derive(Debug, Clone)]
+pub struct SpecInput<'a> {
+    /// Task name: becomes the hostname.
+    pub task_name: &'a str,
+    /// The task's desired configuration.
+    pub config: &'a TaskConfig,
+    /// The image's runtime defaults.
+    pub image: &'a ImageConfig,
+    /// Root filesystem path (relative to the bundle, usually `rootfs`).
+    pub rootfs_path: String,
+    /// Contents of the image's `/etc/passwd`, if it has one.
+    pub passwd: Option<String>,
+    /// Contents of the image's `/etc/group`, if it has one.
+    pub group: Option<String>,
+    /// Network namespace to join; `None` with host networking or to let runc create one.
+    pub netns_path: Option<String>,
+    /// Task mounts, resolved to host paths.
+    pub mounts: Vec<ResolvedMount>,
+    /// Host file bind-mounted as `/etc/hosts`.
+    pub hosts_path: Option<String>,
+    /// Host file bind-mounted as `/etc/resolv.conf`.
+    pub resolv_path: Option<String>,
+    /// cgroup path, e.g. `/voiyd/<node>/<task>` or `system.slice:voiyd:<task>`.
+    pub cgroups_path: String,
+}
+
+/// Builds the OCI runtime spec (config.json) for a task's container.
+pub fn build_spec(input: &SpecInput<'_>) -> Result<Value, SpecError> {
+    let cfg = input.config;
+    let privileged = cfg.privileged;
+    let args = process_args(cfg, input.image)?;
+    let cwd = working_dir(cfg, input.image)?;
+    let user = resolve_user(
+        non_empty(&cfg.user).unwrap_or(&input.image.user),
+        input.passwd.as_deref(),
+        input.group.as_deref(),
+    )?;
+    let env = environment(cfg, input.image, input.task_name, &user.home)?;
+    let caps = capabilities(cfg)?;
+    let mounts = mounts(input)?;
+
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if !cfg.host_network {
+        namespaces.push(match &input.netns_path {
+            Some(path) => json!({"type": "network", "path": path}),
+            None => json!({"type": "network"}),
+        });
+    }
+
+    let mut linux = json!({
+        "cgroupsPath": input.cgroups_path,
+        "namespaces": namespaces,
+        "resources": resources(cfg)?,
+    });
+    if !privileged {
+        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["readonlyPaths"] = json!(READONLY_PATHS);
+    }
+
+    let mut process = json!({
+        "terminal": false,
+        "user": {"uid": user.uid, "gid": user.gid},
+        "args": args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {
+            "bounding": caps,
+            "effective": caps,
+            "permitted": caps,
+        },
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64}],
+        "noNewPrivileges": false,
+    });
+    if !user.additional_gids.is_empty() {
+        process["user"]["additionalGids"] = json!(user.additional_gids);
+    }
+
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": input.rootfs_path, "readonly": false},
+        "hostname": input.task_name,
+        "mounts": mounts,
+        "linux": linux,
+    }))
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Kubernetes rules: `command` replaces ENTRYPOINT and then CMD is dropped too; `args` replaces CMD.
+fn process_args(cfg: &TaskConfig, image: &ImageConfig) -> Result<Vec<String>, SpecError> {
+    let (entrypoint, cmd) = match (cfg.command.is_empty(), cfg.args.is_empty()) {
+        (true, true) => (&image.entrypoint, &image.cmd),
+        (true, false) => (&image.entrypoint, &cfg.args),
+        (false, true) => (&cfg.command, &Vec::new()),
+        (false, false) => (&cfg.command, &cfg.args),
+    };
+    let args: Vec<String> = entrypoint.iter().chain(cmd.iter()).cloned().collect();
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok(args)
+}
+
+fn working_dir(cfg: &TaskConfig, image: &ImageConfig) -> Result<String, SpecError> {
+    let cwd = non_empty(&cfg.working_dir)
+        .or_else(|| non_empty(&image.working_dir))
+        .unwrap_or("/");
+    if !cwd.starts_with('/') {
+        return Err(SpecError::RelativePath {
+            what: "working directory",
+            path: cwd.to_string(),
+        });
+    }
+    Ok(cwd.to_string())
+}
+
+/// Image env overridden by the task's, in image order with new names appended; PATH, HOSTNAME
+/// and HOME are added when neither sets them (as Docker does).
+fn environment(
+    cfg: &TaskConfig,
+    image: &ImageConfig,
+    hostname: &str,
+    home: &str,
+) -> Result<Vec<String>, SpecError> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |name: &str, value: &str| {
+        match env.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = value.to_string(),
+            None => env.push((name.to_string(), value.to_string())),
+        }
+    };
+    for kv in &image.env {
+        let (n, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        if !n.is_empty() {
+            set(n, v);
+        }
+    }
+    for e in &cfg.envvars {
+        if e.name.is_empty() {
+            return Err(SpecError::EmptyEnvName(e.value.clone()));
+        }
+        set(&e.name, &e.value);
+    }
+    let (path_name, path_value) = DEFAULT_PATH.split_once('=').unwrap_or_default();
+    for (name, value) in [(path_name, path_value), ("HOSTNAME", hostname), ("HOME", home)] {
+        if !env.iter().any(|(n, _)| n == name) {
+            env.push((name.to_string(), value.to_string()));
+        }
+    }
+    Ok(env.into_iter().map(|(n, v)| format!("{n}={v}")).collect())
+}
+
+/// The resolved identity of the container process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct User {
+    uid: u32,
+    gid: u32,
+    additional_gids: Vec<u32>,
+    home: String,
+}
+
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+    home: &'a str,
+}
+
+fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    passwd.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 4 || line.starts_with('#') {
+            return None;
+        }
+        Some(PasswdEntry {
+            name: f[0],
+            uid: f[2].parse().ok()?,
+            gid: f[3].parse().ok()?,
+            home: f.get(5).copied().unwrap_or("/"),
+        })
+    })
+}
+
+/// `(name, gid, members)` of each /etc/group line.
+fn group_entries(group: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
+    group.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 3 || line.starts_with('#') {
+            return None;
+        }
+        let members = f
+            .get(3)
+            .map(|m| m.split(',').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        Some((f[0], f[2].parse().ok()?, members))
+    })
+}
+
+/// Resolves `name|uid[:group|gid]` against the image's passwd and group files, as Docker does:
+/// a known user brings its primary gid, home and supplementary groups.
+fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<User, SpecError> {
+    let (user_part, group_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
+    let entry = passwd.and_then(|p| {
+        passwd_entries(p).find(|e| match user_part.parse::<u32>() {
+            Ok(uid) => e.uid == uid,
+            Err(_) => e.name == user_part,
+        })
+    });
+    let (uid, mut gid, name, home) = match (user_part.parse::<u32>(), &entry) {
+        (_, Some(e)) => (e.uid, e.gid, Some(e.name), e.home.to_string()),
+        (Ok(uid), None) => (uid, 0, None, "/".to_string()),
+        (Err(_), None) => return Err(SpecError::UserNotFound(user_part.to_string())),
+    };
+    if let Some(g) = group_part.filter(|g| !g.is_empty()) {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .and_then(|gr| group_entries(gr).find(|(n, _, _)| *n == g).map(|(_, id, _)| id))
+                .ok_or_else(|| SpecError::GroupNotFound(g.to_string()))?,
+        };
+    }
+    let mut additional_gids: Vec<u32> = match (name, group) {
+        (Some(name), Some(gr)) => group_entries(gr)
+            .filter(|(_, id, members)| *id != gid && members.contains(&name))
+            .map(|(_, id, _)| id)
+            .collect(),
+        _ => Vec::new(),
+    };
+    additional_gids.sort_unstable();
+    additional_gids.dedup();
+    Ok(User {
+        uid,
+        gid,
+        additional_gids,
+        home,
+    })
+}
+
+/// `net_admin` / `CAP_NET_ADMIN` → `CAP_NET_ADMIN`; `all` → `ALL`.
+fn normalize_cap(name: &str) -> Result<String, SpecError> {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(upper);
+    }
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    if ALL_CAPABILITIES.contains(&full.as_str()) {
+        Ok(full)
+    } else {
+        Err(SpecError::UnknownCapability(name.to_string()))
+    }
+}
+
+/// Docker's rules: privileged gets all; `add: [ALL]` gives all but the dropped ones;
+/// `drop: [ALL]` gives only the added ones; otherwise default minus drops plus adds.
+fn capabilities(cfg: &TaskConfig) -> Result<Vec<String>, SpecError> {
+    if cfg.privileged {
+        return Ok(ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect());
+    }
+    let (add, drop) = match &cfg.capabilities {
+        Some(c) => (
+            c.add.iter().map(|s| normalize_cap(s)).collect::<Result<Vec<_>, _>>()?,
+            c.drop.iter().map(|s| normalize_cap(s)).collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let all = "ALL".to_string();
+    let caps: BTreeSet<String> = if add.contains(&all) {
+        ALL_CAPABILITIES
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect()
+    } else if drop.contains(&all) {
+        add.into_iter().collect()
+    } else {
+        DEFAULT_CAPABILITIES
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|c| !drop.contains(c))
+            .chain(add)
+            .collect()
+    };
+    Ok(caps.into_iter().collect())
+}
+
+fn resources(cfg: &TaskConfig) -> Result<Value, SpecError> {
+    let privileged = cfg.privileged;
+    // Unprivileged: deny every device except runc's defaults (null, zero, tty, …), which runc adds.
+    let devices = json!([{"allow": privileged, "access": "rwm"}]);
+    let mut res = json!({ "devices": devices });
+    let Some(r) = &cfg.resources else {
+        return Ok(res);
+    };
+    if let Some(mem) = non_empty(&r.memory) {
+        let limit = parse_memory(mem).map_err(|e| SpecError::Quantity {
+            field: "memory",
+            reason: e.to_string(),
+        })?;
+        res["memory"] = json!({ "limit": limit });
+    }
+    if let Some(cpu) = non_empty(&r.cpu) {
+        let millis = parse_cpu(cpu).map_err(|e| SpecError::Quantity {
+            field: "cpu",
+            reason: e.to_string(),
+        })?;
+        // Kubernetes' conversion: shares = millicores * 1024 / 1000 (at least 2).
+        let shares = (millis.saturating_mul(1024) / 1000).max(2);
+        res["cpu"] = json!({
+            "quota": millis.saturating_mul(CPU_PERIOD_US / 1000),
+            "period": CPU_PERIOD_US,
+            "shares": shares,
+        });
+    }
+    Ok(res)
+}
+
+fn default_mounts(privileged: bool) -> Vec<(String, Value)> {
+    let ro_unless_privileged = |mut opts: Vec<&'static str>| -> Vec<&'static str> {
+        opts.push(if privileged { "rw" } else { "ro" });
+        opts
+    };
+    vec![
+        ("/proc", "proc", "proc", vec!["nosuid", "noexec", "nodev"]),
+        (
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            vec!["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        (
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        ),
+        (
+            "/dev/shm",
+            "shm",
+            "tmpfs",
+            vec!["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        ("/dev/mqueue", "mqueue", "mqueue", vec!["nosuid", "noexec", "nodev"]),
+        ("/sys", "sysfs", "sysfs", ro_unless_privileged(vec!["nosuid", "noexec", "nodev"])),
+        (
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            ro_unless_privileged(vec!["nosuid", "noexec", "nodev", "relatime"]),
+        ),
+    ]
+    .into_iter()
+    .map(|(dest, source, kind, opts)| {
+        (
+            dest.to_string(),
+            json!({"destination": dest, "type": kind, "source": source, "options": opts}),
+        )
+    })
+    .collect()
+}
+
+/// Default mounts, then /etc/hosts and /etc/resolv.conf, then task mounts (parents before
+/// children). A task mount replaces a default mount at the same destination.
+fn mounts(input: &SpecInput<'_>) -> Result<Vec<Value>, SpecError> {
+    let mut user: Vec<(String, Value)> = Vec::new();
+    for m in &input.mounts {
+        if !m.destination.starts_with('/') {
+            return Err(SpecError::RelativePath {
+                what: "mount destination",
+                path: m.destination.clone(),
+            });
+        }
+        let dest = m.destination.trim_end_matches('/');
+        let dest = if dest.is_empty() { "/" } else { dest };
+        let value = match m.kind {
+            MountKind::Bind => {
+                if !m.source.starts_with('/') {
+                    return Err(SpecError::RelativePath {
+                        what: "bind mount source",
+                        path: m.source.clone(),
+                    });
+                }
+                let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
+                opts.extend(m.options.iter().cloned());
+                json!({"destination": dest, "type": "bind", "source": m.source, "options": opts})
+            }
+            MountKind::Tmpfs => {
+                let mut opts = vec!["nosuid".to_string(), "nodev".to_string()];
+                opts.extend(m.options.iter().cloned());
+                json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": opts})
+            }
+        };
+        user.push((dest.to_string(), value));
+    }
+    // Stable sort by depth: a mount at /a must precede one at /a/b or it would hide it.
+    user.sort_by_key(|(dest, _)| dest.matches('/').count());
+    let taken = |dest: &str| user.iter().any(|(d, _)| d == dest);
+
+    let mut out: Vec<Value> = default_mounts(input.config.privileged)
+        .into_iter()
+        .filter(|(d, _)| !taken(d))
+        .map(|(_, v)| v)
+        .collect();
+    for (dest, file) in [
+        ("/etc/hosts", &input.hosts_path),
+        ("/etc/resolv.conf", &input.resolv_path),
+    ] {
+        if let Some(src) = file {
+            if !taken(dest) {
+                out.push(json!({"destination": dest, "type": "bind", "source": src,
+                    "options": ["rbind", "rprivate"]}));
+            }
+        }
+    }
+    out.extend(user.into_iter().map(|(_, v)| v));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use voiyd_messages::v1::{Capabilities, EnvVar, Resources};
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+        nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n\
+        app:x:1000:1000:app:/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\napp:x:1000:\nstaff:x:50:app,other\nvideo:x:44:app\nnogroup:x:65534:\n";
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into(), "--port=80".into()],
+            env: vec!["PATH=/opt/bin:/bin".into(), "A=image".into(), "B=image".into()],
+            working_dir: "/srv".into(),
+            user: String::new(),
+            ..Default::default()
+        }
+    }
+
+    fn spec_with(cfg: &TaskConfig, img: &ImageConfig) -> Result<Value, SpecError> {
+        build_spec(&SpecInput {
+            task_name: "web-1",
+            config: cfg,
+            image: img,
+            rootfs_path: "rootfs".into(),
+            passwd: Some(PASSWD.into()),
+            group: Some(GROUP.into()),
+            netns_path: Some("/var/run/netns/web-1".into()),
+            mounts: vec![],
+            hosts_path: None,
+            resolv_path: None,
+            cgroups_path: "/voiyd/web-1".into(),
+        })
+    }
+
+    fn spec(cfg: &TaskConfig) -> Value {
+        spec_with(cfg, &image()).unwrap()
+    }
+
+    fn strs(v: &Value) -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn env_of(s: &Value) -> Vec<String> {
+        strs(&s["process"]["env"])
+    }
+
+    #[test]
+    fn args_default_to_entrypoint_then_cmd() {
+        let s = spec(&TaskConfig::default());
+        assert_eq!(strs(&s["process"]["args"]), ["/entry", "serve", "--port=80"]);
+    }
+
+    #[test]
+    fn task_args_replace_cmd_and_keep_entrypoint() {
+        let cfg = TaskConfig {
+            args: vec!["x".into()],
+            ..Default::default()
+        };
+        assert_eq!(strs(&spec(&cfg)["process"]["args"]), ["/entry", "x"]);
+    }
+
+    #[test]
+    fn task_command_replaces_entrypoint_and_drops_cmd() {
+        let cfg = TaskConfig {
+            command: vec!["/bin/sh".into(), "-c".into()],
+            ..Default::default()
+        };
+        assert_eq!(strs(&spec(&cfg)["process"]["args"]), ["/bin/sh", "-c"]);
+        let cfg = TaskConfig {
+            command: vec!["/bin/sh".into(), "-c".into()],
+            args: vec!["echo hi".into()],
+            ..Default::default()
+        };
+        assert_eq!(strs(&spec(&cfg)["process"]["args"]), ["/bin/sh", "-c", "echo hi"]);
+    }
+
+    #[test]
+    fn nothing_to_run_is_an_error() {
+        let img = ImageConfig::default();
+        let e = spec_with(&TaskConfig::default(), &img).unwrap_err();
+        assert_eq!(e, SpecError::NoCommand);
+        // args alone are enough when the image has no entrypoint.
+        let cfg = TaskConfig {
+            args: vec!["/bin/true".into()],
+            ..Default::default()
+        };
+        let s = spec_with(&cfg, &img).unwrap();
+        assert_eq!(strs(&s["process"]["args"]), ["/bin/true"]);
+    }
+
+    #[test]
+    fn env_is_image_env_overridden_by_task_env() {
+        let cfg = TaskConfig {
+            envvars: vec![
+                EnvVar {
+                    name: "B".into(),
+                    value: "task".into(),
+                },
+                EnvVar {
+                    name: "C".into(),
+                    value: "new=with=equals".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let env = env_of(&spec(&cfg));
+        assert_eq!(
+            env,
+            [
+                "PATH=/opt/bin:/bin",
+                "A=image",
+                "B=task",
+                "C=new=with=equals",
+                "HOSTNAME=web-1",
+                "HOME=/root"
+            ]
+        );
+    }
+
+    #[test]
+    fn default_path_when_image_sets_none() {
+        let img = ImageConfig {
+            cmd: vec!["x".into()],
+            ..Default::default()
+        };
+        let env = env_of(&spec_with(&TaskConfig::default(), &img).unwrap());
+        assert!(env.contains(&DEFAULT_PATH.to_string()), "{env:?}");
+        // A task-provided PATH wins over the default.
+        let cfg = TaskConfig {
+            envvars: vec![EnvVar {
+                name: "PATH".into(),
+                value: "/x".into(),
+            }],
+            ..Default::default()
+        };
+        let env = env_of(&spec_with(&cfg, &img).unwrap());
+        assert!(env.contains(&"PATH=/x".to_string()));
+        assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+    }
+
+    #[test]
+    fn empty_env_name_is_rejected() {
+        let cfg = TaskConfig {
+            envvars: vec![EnvVar {
+                name: "".into(),
+                value: "v".into(),
+            }],
+            ..Default::default()
+        };
+        assert!(matches!(
+            spec_with(&cfg, &image()),
+            Err(SpecError::EmptyEnvName(_))
+        ));
+    }
+
+    #[test]
+    fn cwd_prefers_task_then_image_then_root() {
+        assert_eq!(spec(&TaskConfig::default())["process"]["cwd"], "/srv");
+        let cfg = TaskConfig {
+            working_dir: "/data".into(),
+            ..Default::default()
+        };
+        assert_eq!(spec(&cfg)["process"]["cwd"], "/data");
+        let img = ImageConfig {
+            cmd: vec!["x".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            spec_with(&TaskConfig::default(), &img).unwrap()["process"]["cwd"],
+            "/"
+        );
+        let cfg = TaskConfig {
+            working_dir: "data".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            spec_with(&cfg, &image()),
+            Err(SpecError::RelativePath { .. })
+        ));
+    }
+
+    fn user_of(user: &str) -> Result<Value, SpecError> {
+        let cfg = TaskConfig {
+            user: user.into(),
+            ..Default::default()
+        };
+        spec_with(&cfg, &image()).map(|s| s["process"]["user"].clone())
+    }
+
+    #[test]
+    fn default_user_is_root() {
+        assert_eq!(user_of("").unwrap(), json!({"uid": 0, "gid": 0}));
+    }
+
+    #[test]
+    fn user_name_resolves_uid_gid_and_supplementary_groups() {
+        assert_eq!(
+            user_of("app").unwrap(),
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [44, 50]})
+        );
+        let cfg = TaskConfig {
+            user: "app".into(),
+            ..Default::default()
+        };
+        assert!(env_of(&spec(&cfg)).contains(&"HOME=/home/app".to_string()));
+    }
+
+    #[test]
+    fn numeric_user_and_group_pass_through() {
+        assert_eq!(user_of("4242:77").unwrap(), json!({"uid": 4242, "gid": 77}));
+        // A uid without gid: its passwd entry's gid, or 0 when it has none.
+        assert_eq!(user_of("4242").unwrap(), json!({"uid": 4242, "gid": 0}));
+        assert_eq!(user_of("65534").unwrap(), json!({"uid": 65534, "gid": 65534}));
+    }
+
+    #[test]
+    fn group_names_resolve_via_etc_group() {
+        assert_eq!(
+            user_of("app:staff").unwrap(),
+            json!({"uid": 1000, "gid": 50, "additionalGids": [44]})
+        );
+        assert_eq!(user_of("1000:app").unwrap()["gid"], 1000);
+    }
+
+    #[test]
+    fn image_user_applies_unless_task_overrides() {
+        let img = ImageConfig {
+            user: "1000:1000".into(),
+            ..image()
+        };
+        let s = spec_with(&TaskConfig::default(), &img).unwrap();
+        assert_eq!(s["process"]["user"]["uid"], 1000);
+        let cfg = TaskConfig {
+            user: "0".into(),
+            ..Default::default()
+        };
+        assert_eq!(spec_with(&cfg, &img).unwrap()["process"]["user"]["uid"], 0);
+    }
+
+    #[test]
+    fn unknown_user_or_group_is_an_error() {
+        assert_eq!(
+            user_of("x").unwrap_err().to_string(),
+            "user 'x' not found in the image's /etc/passwd; use a uid or a user the image defines"
+        );
+        assert_eq!(user_of("app:nope").unwrap_err(), SpecError::GroupNotFound("nope".into()));
+        // Without an /etc/passwd only numeric users work.
+        let cfg = TaskConfig {
+            user: "app".into(),
+            ..Default::default()
+        };
+        let img = image();
+        let e = build_spec(&SpecInput {
+            passwd: None,
+            group: None,
+            ..input(&cfg, &img)
+        })
+        .unwrap_err();
+        assert_eq!(e, SpecError::UserNotFound("app".into()));
+    }
+
+    fn input<'a>(cfg: &'a TaskConfig, img: &'a ImageConfig) -> SpecInput<'a> {
+        SpecInput {
+            task_name: "web-1",
+            config: cfg,
+            image: img,
+            rootfs_path: "rootfs".into(),
+            passwd: Some(PASSWD.into()),
+            group: Some(GROUP.into()),
+            netns_path: None,
+            mounts: vec![],
+            hosts_path: None,
+            resolv_path: None,
+            cgroups_path: "/voiyd/web-1".into(),
+        }
+    }
+
+    #[test]
+    fn hostname_root_and_cgroups_path() {
+        let s = spec(&TaskConfig::default());
+        assert_eq!(s["hostname"], "web-1");
+        assert_eq!(s["root"], json!({"path": "rootfs", "readonly": false}));
+        assert_eq!(s["linux"]["cgroupsPath"], "/voiyd/web-1");
+        assert_eq!(s["ociVersion"], "1.0.2");
+    }
+
+    fn caps(cfg: &TaskConfig) -> Vec<String> {
+        let s = spec(cfg);
+        let b = strs(&s["process"]["capabilities"]["bounding"]);
+        assert_eq!(b, strs(&s["process"]["capabilities"]["effective"]));
+        assert_eq!(b, strs(&s["process"]["capabilities"]["permitted"]));
+        b
+    }
+
+    fn with_caps(add: &[&str], drop: &[&str]) -> TaskConfig {
+        TaskConfig {
+            capabilities: Some(Capabilities {
+                add: add.iter().map(|s| s.to_string()).collect(),
+                drop: drop.iter().map(|s| s.to_string()).collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn default_capabilities_are_dockers() {
+        let c = caps(&TaskConfig::default());
+        let mut want: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(c, want);
+        assert!(!c.contains(&"CAP_SYS_ADMIN".to_string()));
+    }
+
+    #[test]
+    fn cap_add_and_drop_accept_names_with_or_without_prefix() {
+        let c = caps(&with_caps(&["NET_ADMIN", "cap_sys_time"], &["CAP_CHOWN", "kill"]));
+        assert!(c.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(c.contains(&"CAP_SYS_TIME".to_string()));
+        assert!(!c.contains(&"CAP_CHOWN".to_string()));
+        assert!(!c.contains(&"CAP_KILL".to_string()));
+        assert!(c.contains(&"CAP_SETUID".to_string()));
+    }
+
+    #[test]
+    fn drop_all_keeps_only_added() {
+        assert_eq!(
+            caps(&with_caps(&["NET_BIND_SERVICE"], &["ALL"])),
+            ["CAP_NET_BIND_SERVICE"]
+        );
+        assert!(caps(&with_caps(&[], &["all"])).is_empty());
+    }
+
+    #[test]
+    fn add_all_gives_everything_but_drops() {
+        let c = caps(&with_caps(&["ALL"], &["SYS_ADMIN"]));
+        assert_eq!(c.len(), ALL_CAPABILITIES.len() - 1);
+        assert!(!c.contains(&"CAP_SYS_ADMIN".to_string()));
+    }
+
+    #[test]
+    fn unknown_capability_is_an_error() {
+        let e = spec_with(&with_caps(&["FLY"], &[]), &image()).unwrap_err();
+        assert_eq!(e, SpecError::UnknownCapability("FLY".into()));
+    }
+
+    #[test]
+    fn privileged_gets_all_caps_no_masks_and_all_devices() {
+        let cfg = TaskConfig {
+            privileged: true,
+            capabilities: Some(Capabilities {
+                add: vec![],
+                drop: vec!["ALL".into()],
+            }),
+            ..Default::default()
+        };
+        let s = spec(&cfg);
+        assert_eq!(
+            strs(&s["process"]["capabilities"]["bounding"]).len(),
+            ALL_CAPABILITIES.len()
+        );
+        assert!(s["linux"].get("maskedPaths").is_none());
+        assert!(s["linux"].get("readonlyPaths").is_none());
+        assert!(s["linux"].get("seccomp").is_none());
+        assert_eq!(
+            s["linux"]["resources"]["devices"],
+            json!([{"allow": true, "access": "rwm"}])
+        );
+        let sys = mount_at(&s, "/sys").unwrap();
+        assert!(strs(&sys["options"]).contains(&"rw".to_string()));
+    }
+
+    #[test]
+    fn unprivileged_has_docker_masked_and_readonly_paths_and_denies_devices() {
+        let s = spec(&TaskConfig::default());
+        assert_eq!(strs(&s["linux"]["maskedPaths"]), MASKED_PATHS);
+        assert!(strs(&s["linux"]["maskedPaths"]).contains(&"/proc/kcore".to_string()));
+        assert_eq!(strs(&s["linux"]["readonlyPaths"]), READONLY_PATHS);
+        assert_eq!(
+            s["linux"]["resources"]["devices"],
+            json!([{"allow": false, "access": "rwm"}])
+        );
+    }
+
+    fn mount_at(s: &Value, dest: &str) -> Option<Value> {
+        s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == dest)
+            .cloned()
+    }
+
+    #[test]
+    fn default_mounts_are_present_with_sys_and_cgroup_read_only() {
+        let s = spec(&TaskConfig::default());
+        let dests: Vec<String> = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            dests,
+            ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"]
+        );
+        assert!(strs(&mount_at(&s, "/sys").unwrap()["options"]).contains(&"ro".to_string()));
+        let cg = mount_at(&s, "/sys/fs/cgroup").unwrap();
+        assert_eq!(cg["type"], "cgroup");
+        assert!(strs(&cg["options"]).contains(&"ro".to_string()));
+        assert_eq!(mount_at(&s, "/proc").unwrap()["type"], "proc");
+    }
+
+    #[test]
+    fn task_mounts_hosts_and_resolv_are_added_parents_first() {
+        let cfg = TaskConfig::default();
+        let img = image();
+        let s = build_spec(&SpecInput {
+            mounts: vec![
+                ResolvedMount {
+                    source: "/var/lib/voiyd/volumes/v/sub".into(),
+                    destination: "/data/sub".into(),
+                    kind: MountKind::Bind,
+                    options: vec!["ro".into()],
+                },
+                ResolvedMount {
+                    source: "/var/lib/voiyd/volumes/v".into(),
+                    destination: "/data/".into(),
+                    kind: MountKind::Bind,
+                    options: vec![],
+                },
+                ResolvedMount {
+                    source: String::new(),
+                    destination: "/dev/shm".into(),
+                    kind: MountKind::Tmpfs,
+                    options: vec!["size=1g".into()],
+                },
+            ],
+            hosts_path: Some("/run/voiyd/web-1/hosts".into()),
+            resolv_path: Some("/run/voiyd/web-1/resolv.conf".into()),
+            ..input(&cfg, &img)
+        })
+        .unwrap();
+        let mounts = s["mounts"].as_array().unwrap();
+        let pos = |d: &str| mounts.iter().position(|m| m["destination"] == d).unwrap();
+        assert!(pos("/data") < pos("/data/sub"));
+        let data = &mounts[pos("/data")];
+        assert_eq!(data["type"], "bind");
+        assert_eq!(data["source"], "/var/lib/voiyd/volumes/v");
+        assert_eq!(strs(&mounts[pos("/data/sub")]["options"]), ["rbind", "rprivate", "ro"]);
+        // The task's /dev/shm replaces the default one.
+        assert_eq!(mounts.iter().filter(|m| m["destination"] == "/dev/shm").count(), 1);
+        assert_eq!(strs(&mounts[pos("/dev/shm")]["options"]), ["nosuid", "nodev", "size=1g"]);
+        assert_eq!(mounts[pos("/etc/hosts")]["source"], "/run/voiyd/web-1/hosts");
+        assert_eq!(mounts[pos("/etc/resolv.conf")]["type"], "bind");
+    }
+
+    #[test]
+    fn relative_mount_paths_are_rejected() {
+        let cfg = TaskConfig::default();
+        let img = image();
+        let e = build_spec(&SpecInput {
+            mounts: vec![ResolvedMount {
+                source: "/x".into(),
+                destination: "data".into(),
+                kind: MountKind::Bind,
+                options: vec![],
+            }],
+            ..input(&cfg, &img)
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "mount destination 'data' must be an absolute path");
+    }
+
+    fn ns_types(s: &Value) -> Vec<Value> {
+        s["linux"]["namespaces"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn namespaces_join_given_netns() {
+        let s = spec(&TaskConfig::default());
+        let ns = ns_types(&s);
+        for t in ["pid", "ipc", "uts", "mount"] {
+            assert!(ns.contains(&json!({"type": t})), "{t}");
+        }
+        assert!(ns.contains(&json!({"type": "network", "path": "/var/run/netns/web-1"})));
+    }
+
+    #[test]
+    fn host_network_has_no_network_namespace() {
+        let cfg = TaskConfig {
+            host_network: true,
+            ..Default::default()
+        };
+        let ns = ns_types(&spec(&cfg));
+        assert!(!ns.iter().any(|n| n["type"] == "network"));
+        assert_eq!(ns.len(), 4);
+    }
+
+    #[test]
+    fn no_netns_path_creates_a_fresh_network_namespace() {
+        let cfg = TaskConfig::default();
+        let img = image();
+        let s = build_spec(&input(&cfg, &img)).unwrap();
+        assert!(ns_types(&s).contains(&json!({"type": "network"})));
+    }
+
+    #[test]
+    fn resources_convert_memory_and_cpu() {
+        let cfg = TaskConfig {
+            resources: Some(Resources {
+                cpu: "500m".into(),
+                memory: "256Mi".into(),
+            }),
+            ..Default::default()
+        };
+        let r = &spec(&cfg)["linux"]["resources"];
+        assert_eq!(r["memory"]["limit"], 268_435_456u64);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["cpu"]["quota"], 50_000);
+        let cfg = TaskConfig {
+            resources: Some(Resources {
+                cpu: "1.5".into(),
+                memory: String::new(),
+            }),
+            ..Default::default()
+        };
+        let r = &spec(&cfg)["linux"]["resources"];
+        assert_eq!(r["cpu"]["quota"], 150_000);
+        assert!(r.get("memory").is_none());
+        assert!(spec(&TaskConfig::default())["linux"]["resources"]
+            .get("cpu")
+            .is_none());
+    }
+
+    #[test]
+    fn bad_quantities_name_the_field() {
+        let cfg = TaskConfig {
+            resources: Some(Resources {
+                cpu: String::new(),
+                memory: "lots".into(),
+            }),
+            ..Default::default()
+        };
+        let e = spec_with(&cfg, &image()).unwrap_err();
+        assert!(e.to_string().starts_with("resources.memory: "), "{e}");
+    }
+}
