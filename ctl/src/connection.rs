@@ -69,6 +69,11 @@ pub fn resolve(globals: &Globals) -> Result<Target> {
         options.tls_key = s.key_file.clone();
         if let Some(tls) = &s.tls {
             options.tls_required = true;
+            if tls.insecure && globals.verbose {
+                // voiyd's NATS connector has no switch to skip verification; erring on
+                // the safe side, the server certificate is still verified.
+                eprintln!("note: tls.insecure of server {} is ignored: the server certificate is verified (give its CA with --ca)", s.name);
+            }
             options.tls_ca = options.tls_ca.or_else(|| tls.ca_file.clone());
             options.tls_cert = options.tls_cert.or_else(|| tls.cert_file.clone());
             options.tls_key = options.tls_key.or_else(|| tls.key_file.clone());

@@ -3,6 +3,16 @@
 //! The binary only parses arguments and calls [`run`]; everything else lives here, with
 //! rendering and parsing kept in pure functions so they can be tested without a cluster.
 
+/// `print!` that survives a closed stdout (`voiydctl get tasks | head`): see [`emit`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::emit(&format!($($arg)*)) };
+}
+
+/// `println!` that survives a closed stdout: see [`emit`].
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::emit(&format!("{}\n", format!($($arg)*))) };
+}
+
 pub mod checks;
 pub mod cli;
 pub mod commands;
@@ -25,6 +35,19 @@ use clap::CommandFactory;
 use cli::{Command, Shell};
 use connection::Globals;
 use std::time::Duration;
+
+/// Writes command output to stdout. When the reader has gone away (a closed pipe) the
+/// output is no longer wanted, so voiydctl exits quietly instead of panicking like
+/// `print!` does.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
 
 /// Default timeout of one API call.
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(10);

@@ -186,7 +186,7 @@ pub async fn wait_task(
         match verdict {
             Verdict::Done(line) => {
                 progress.finish();
-                println!("{line}");
+                outln!("{line}");
                 return Ok(());
             }
             Verdict::Failed(msg) => {

@@ -2,8 +2,12 @@
 
 pub mod containerd;
 pub mod image;
-pub mod spec;
-pub mod testing;
 pub mod phase;
 pub mod reconcile;
 pub mod restart;
+pub mod spec;
+pub mod testing;
+pub mod agent;
+pub mod logs;
+pub mod runtime;
+pub mod timefmt;

@@ -15,6 +15,10 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 /// CFS period used for CPU limits, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
+/// Open-file limit of container processes (containerd's default; higher values fail where the
+/// node's own hard limit is lower).
+pub const NOFILE_LIMIT: u64 = 1024;
+
 /// Docker's default capability set for unprivileged containers.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
@@ -110,10 +114,14 @@ pub enum SpecError {
     #[error("nothing to run: the image has no ENTRYPOINT or CMD; set command or args in the task")]
     NoCommand,
     /// A user name is not in the image.
-    #[error("user '{0}' not found in the image's /etc/passwd; use a uid or a user the image defines")]
+    #[error(
+        "user '{0}' not found in the image's /etc/passwd; use a uid or a user the image defines"
+    )]
     UserNotFound(String),
     /// A group name is not in the image.
-    #[error("group '{0}' not found in the image's /etc/group; use a gid or a group the image defines")]
+    #[error(
+        "group '{0}' not found in the image's /etc/group; use a gid or a group the image defines"
+    )]
     GroupNotFound(String),
     /// A path that must be absolute is not.
     #[error("{what} '{path}' must be an absolute path")]
@@ -237,7 +245,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Value, SpecError> {
             "effective": caps,
             "permitted": caps,
         },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64}],
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": NOFILE_LIMIT, "soft": NOFILE_LIMIT}],
         "noNewPrivileges": false,
     });
     if !user.additional_gids.is_empty() {
@@ -295,11 +303,9 @@ fn environment(
     home: &str,
 ) -> Result<Vec<String>, SpecError> {
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |name: &str, value: &str| {
-        match env.iter_mut().find(|(n, _)| n == name) {
-            Some(entry) => entry.1 = value.to_string(),
-            None => env.push((name.to_string(), value.to_string())),
-        }
+    let mut set = |name: &str, value: &str| match env.iter_mut().find(|(n, _)| n == name) {
+        Some(entry) => entry.1 = value.to_string(),
+        None => env.push((name.to_string(), value.to_string())),
     };
     for kv in &image.env {
         let (n, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
@@ -314,7 +320,11 @@ fn environment(
         set(&e.name, &e.value);
     }
     let (path_name, path_value) = DEFAULT_PATH.split_once('=').unwrap_or_default();
-    for (name, value) in [(path_name, path_value), ("HOSTNAME", hostname), ("HOME", home)] {
+    for (name, value) in [
+        (path_name, path_value),
+        ("HOSTNAME", hostname),
+        ("HOME", home),
+    ] {
         if !env.iter().any(|(n, _)| n == name) {
             env.push((name.to_string(), value.to_string()));
         }
@@ -391,7 +401,11 @@ fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result
         gid = match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => group
-                .and_then(|gr| group_entries(gr).find(|(n, _, _)| *n == g).map(|(_, id, _)| id))
+                .and_then(|gr| {
+                    group_entries(gr)
+                        .find(|(n, _, _)| *n == g)
+                        .map(|(_, id, _)| id)
+                })
                 .ok_or_else(|| SpecError::GroupNotFound(g.to_string()))?,
         };
     }
@@ -438,8 +452,14 @@ fn capabilities(cfg: &TaskConfig) -> Result<Vec<String>, SpecError> {
     }
     let (add, drop) = match &cfg.capabilities {
         Some(c) => (
-            c.add.iter().map(|s| normalize_cap(s)).collect::<Result<Vec<_>, _>>()?,
-            c.drop.iter().map(|s| normalize_cap(s)).collect::<Result<Vec<_>, _>>()?,
+            c.add
+                .iter()
+                .map(|s| normalize_cap(s))
+                .collect::<Result<Vec<_>, _>>()?,
+            c.drop
+                .iter()
+                .map(|s| normalize_cap(s))
+                .collect::<Result<Vec<_>, _>>()?,
         ),
         None => (Vec::new(), Vec::new()),
     };
@@ -511,7 +531,14 @@ fn default_mounts(privileged: bool) -> Vec<(String, Value)> {
             "/dev/pts",
             "devpts",
             "devpts",
-            vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            vec![
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         ),
         (
             "/dev/shm",
@@ -519,8 +546,18 @@ fn default_mounts(privileged: bool) -> Vec<(String, Value)> {
             "tmpfs",
             vec!["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         ),
-        ("/dev/mqueue", "mqueue", "mqueue", vec!["nosuid", "noexec", "nodev"]),
-        ("/sys", "sysfs", "sysfs", ro_unless_privileged(vec!["nosuid", "noexec", "nodev"])),
+        (
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            vec!["nosuid", "noexec", "nodev"],
+        ),
+        (
+            "/sys",
+            "sysfs",
+            "sysfs",
+            ro_unless_privileged(vec!["nosuid", "noexec", "nodev"]),
+        ),
         (
             "/sys/fs/cgroup",
             "cgroup",
@@ -603,13 +640,18 @@ mod tests {
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
         nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n\
         app:x:1000:1000:app:/home/app:/bin/sh\n";
-    const GROUP: &str = "root:x:0:\napp:x:1000:\nstaff:x:50:app,other\nvideo:x:44:app\nnogroup:x:65534:\n";
+    const GROUP: &str =
+        "root:x:0:\napp:x:1000:\nstaff:x:50:app,other\nvideo:x:44:app\nnogroup:x:65534:\n";
 
     fn image() -> ImageConfig {
         ImageConfig {
             entrypoint: vec!["/entry".into()],
             cmd: vec!["serve".into(), "--port=80".into()],
-            env: vec!["PATH=/opt/bin:/bin".into(), "A=image".into(), "B=image".into()],
+            env: vec![
+                "PATH=/opt/bin:/bin".into(),
+                "A=image".into(),
+                "B=image".into(),
+            ],
             working_dir: "/srv".into(),
             user: String::new(),
             ..Default::default()
@@ -651,7 +693,10 @@ mod tests {
     #[test]
     fn args_default_to_entrypoint_then_cmd() {
         let s = spec(&TaskConfig::default());
-        assert_eq!(strs(&s["process"]["args"]), ["/entry", "serve", "--port=80"]);
+        assert_eq!(
+            strs(&s["process"]["args"]),
+            ["/entry", "serve", "--port=80"]
+        );
     }
 
     #[test]
@@ -675,7 +720,10 @@ mod tests {
             args: vec!["echo hi".into()],
             ..Default::default()
         };
-        assert_eq!(strs(&spec(&cfg)["process"]["args"]), ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(
+            strs(&spec(&cfg)["process"]["args"]),
+            ["/bin/sh", "-c", "echo hi"]
+        );
     }
 
     #[test]
@@ -814,7 +862,10 @@ mod tests {
         assert_eq!(user_of("4242:77").unwrap(), json!({"uid": 4242, "gid": 77}));
         // A uid without gid: its passwd entry's gid, or 0 when it has none.
         assert_eq!(user_of("4242").unwrap(), json!({"uid": 4242, "gid": 0}));
-        assert_eq!(user_of("65534").unwrap(), json!({"uid": 65534, "gid": 65534}));
+        assert_eq!(
+            user_of("65534").unwrap(),
+            json!({"uid": 65534, "gid": 65534})
+        );
     }
 
     #[test]
@@ -847,7 +898,10 @@ mod tests {
             user_of("x").unwrap_err().to_string(),
             "user 'x' not found in the image's /etc/passwd; use a uid or a user the image defines"
         );
-        assert_eq!(user_of("app:nope").unwrap_err(), SpecError::GroupNotFound("nope".into()));
+        assert_eq!(
+            user_of("app:nope").unwrap_err(),
+            SpecError::GroupNotFound("nope".into())
+        );
         // Without an /etc/passwd only numeric users work.
         let cfg = TaskConfig {
             user: "app".into(),
@@ -917,7 +971,10 @@ mod tests {
 
     #[test]
     fn cap_add_and_drop_accept_names_with_or_without_prefix() {
-        let c = caps(&with_caps(&["NET_ADMIN", "cap_sys_time"], &["CAP_CHOWN", "kill"]));
+        let c = caps(&with_caps(
+            &["NET_ADMIN", "cap_sys_time"],
+            &["CAP_CHOWN", "kill"],
+        ));
         assert!(c.contains(&"CAP_NET_ADMIN".to_string()));
         assert!(c.contains(&"CAP_SYS_TIME".to_string()));
         assert!(!c.contains(&"CAP_CHOWN".to_string()));
@@ -1005,7 +1062,15 @@ mod tests {
             .collect();
         assert_eq!(
             dests,
-            ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"]
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys",
+                "/sys/fs/cgroup"
+            ]
         );
         assert!(strs(&mount_at(&s, "/sys").unwrap()["options"]).contains(&"ro".to_string()));
         let cg = mount_at(&s, "/sys/fs/cgroup").unwrap();
@@ -1050,11 +1115,26 @@ mod tests {
         let data = &mounts[pos("/data")];
         assert_eq!(data["type"], "bind");
         assert_eq!(data["source"], "/var/lib/voiyd/volumes/v");
-        assert_eq!(strs(&mounts[pos("/data/sub")]["options"]), ["rbind", "rprivate", "ro"]);
+        assert_eq!(
+            strs(&mounts[pos("/data/sub")]["options"]),
+            ["rbind", "rprivate", "ro"]
+        );
         // The task's /dev/shm replaces the default one.
-        assert_eq!(mounts.iter().filter(|m| m["destination"] == "/dev/shm").count(), 1);
-        assert_eq!(strs(&mounts[pos("/dev/shm")]["options"]), ["nosuid", "nodev", "size=1g"]);
-        assert_eq!(mounts[pos("/etc/hosts")]["source"], "/run/voiyd/web-1/hosts");
+        assert_eq!(
+            mounts
+                .iter()
+                .filter(|m| m["destination"] == "/dev/shm")
+                .count(),
+            1
+        );
+        assert_eq!(
+            strs(&mounts[pos("/dev/shm")]["options"]),
+            ["nosuid", "nodev", "size=1g"]
+        );
+        assert_eq!(
+            mounts[pos("/etc/hosts")]["source"],
+            "/run/voiyd/web-1/hosts"
+        );
         assert_eq!(mounts[pos("/etc/resolv.conf")]["type"], "bind");
     }
 
@@ -1072,7 +1152,10 @@ mod tests {
             ..input(&cfg, &img)
         })
         .unwrap_err();
-        assert_eq!(e.to_string(), "mount destination 'data' must be an absolute path");
+        assert_eq!(
+            e.to_string(),
+            "mount destination 'data' must be an absolute path"
+        );
     }
 
     fn ns_types(s: &Value) -> Vec<Value> {

@@ -126,10 +126,15 @@ impl Drop for TestContainerd {
 }
 
 /// The directory holding `busybox.tar` and `multi.tar`, built once per process.
+///
+/// One shared directory: the build is deterministic and replaces files atomically, so
+/// concurrent test processes write identical bytes and readers never see partial archives.
 pub fn test_images_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("voiyd-test-images-{}", std::process::id()));
+        // SAFETY: getuid(2) has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let dir = std::env::temp_dir().join(format!("voiyd-test-images-{uid}"));
         let script = scripts_dir().join("build-test-images.py");
         let out = Command::new("python3")
             .arg(&script)

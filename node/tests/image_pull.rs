@@ -25,7 +25,10 @@ async fn pull_recording(
     cd: &Containerd,
     reference: &str,
     o: &PullOptions,
-) -> (Result<voiyd_node::image::PulledImage, PullError>, Vec<PullProgress>) {
+) -> (
+    Result<voiyd_node::image::PulledImage, PullError>,
+    Vec<PullProgress>,
+) {
     let seen = Mutex::new(Vec::new());
     let r = pull(cd, reference, o, |p| seen.lock().unwrap().push(p)).await;
     (r, seen.into_inner().unwrap())
@@ -38,14 +41,19 @@ async fn pulls_busybox_and_multi_layer_images_into_containerd() {
     let reg = TestRegistry::start();
     let cd = ctd.connect().await.unwrap();
 
-    let (img, progress) = pull_recording(&cd, &reg.image("busybox"), &opts(PullPolicy::Always)).await;
+    let (img, progress) =
+        pull_recording(&cd, &reg.image("busybox"), &opts(PullPolicy::Always)).await;
     let img = img.unwrap_or_else(|e| panic!("{e}\n{}", ctd.log()));
     assert_eq!(img.name, reg.image("busybox"));
     let last = progress.last().expect("progress reported");
     assert!(last.bytes_total > 1_000_000, "busybox is ~1 MB: {last:?}");
     assert_eq!(last.bytes_done, last.bytes_total);
-    assert!(progress.windows(2).all(|w| w[0].bytes_done <= w[1].bytes_done));
-    assert!(snapshot_exists(&cd, "overlayfs", &img.chain_id).await.unwrap());
+    assert!(progress
+        .windows(2)
+        .all(|w| w[0].bytes_done <= w[1].bytes_done));
+    assert!(snapshot_exists(&cd, "overlayfs", &img.chain_id)
+        .await
+        .unwrap());
     assert_eq!(img.config.cmd, ["sh"]);
 
     // Read back from containerd only.
@@ -60,9 +68,13 @@ async fn pulls_busybox_and_multi_layer_images_into_containerd() {
     assert!(multi.config.env.contains(&"GREETING=hello".to_string()));
     assert_eq!(multi.config.exposed_ports, ["8080/tcp"]);
     assert_ne!(multi.chain_id, img.chain_id);
-    assert!(snapshot_exists(&cd, "overlayfs", &multi.chain_id).await.unwrap());
+    assert!(snapshot_exists(&cd, "overlayfs", &multi.chain_id)
+        .await
+        .unwrap());
     // The first layer is shared with busybox: its snapshot is busybox's top snapshot.
-    assert!(snapshot_exists(&cd, "overlayfs", &img.chain_id).await.unwrap());
+    assert!(snapshot_exists(&cd, "overlayfs", &img.chain_id)
+        .await
+        .unwrap());
 
     // Pulling again with Always re-resolves but finds everything present.
     let again = pull(&cd, &reg.image("multi"), &opts(PullPolicy::Always), |_| {})
@@ -107,7 +119,8 @@ async fn if_not_present_uses_the_local_image_without_the_registry() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains(&format!("cannot reach registry {}", reg.host)),
+        err.to_string()
+            .contains(&format!("cannot reach registry {}", reg.host)),
         "{err}"
     );
 }
@@ -133,7 +146,10 @@ async fn errors_carry_the_registry_reason_or_connection_failure() {
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with(&format!("pull {unknown_repo}: ")), "{text}");
+    assert!(
+        text.starts_with(&format!("pull {unknown_repo}: ")),
+        "{text}"
+    );
     assert!(text.ends_with("(404 from registry)"), "{text}");
 
     let closed = format!("127.0.0.1:{}/x:1", free_port());
@@ -151,7 +167,11 @@ async fn errors_carry_the_registry_reason_or_connection_failure() {
     let err = pull(&cd, "Bad/Name", &opts(PullPolicy::Always), |_| {})
         .await
         .unwrap_err();
-    assert!(err.to_string().starts_with("invalid image reference 'Bad/Name'"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("invalid image reference 'Bad/Name'"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +188,10 @@ async fn basic_auth_registry_needs_credentials_from_the_auth_file() {
     let text = err.to_string();
     assert!(text.contains("(401 from registry)"), "{text}");
     assert!(
-        text.ends_with(&format!("add credentials for {} to the registry auth file", reg.host)),
+        text.ends_with(&format!(
+            "add credentials for {} to the registry auth file",
+            reg.host
+        )),
         "{text}"
     );
 
@@ -192,7 +215,8 @@ async fn basic_auth_registry_needs_credentials_from_the_auth_file() {
     };
     let err = pull(&cd, &reference, &o, |_| {}).await.unwrap_err();
     assert!(
-        err.to_string().ends_with(&format!("check the credentials for {}", reg.host)),
+        err.to_string()
+            .ends_with(&format!("check the credentials for {}", reg.host)),
         "{err}"
     );
 
@@ -202,5 +226,7 @@ async fn basic_auth_registry_needs_credentials_from_the_auth_file() {
         ..opts(PullPolicy::Always)
     };
     let img = pull(&cd, &reference, &o, |_| {}).await.unwrap();
-    assert!(snapshot_exists(&cd, "overlayfs", &img.chain_id).await.unwrap());
+    assert!(snapshot_exists(&cd, "overlayfs", &img.chain_id)
+        .await
+        .unwrap());
 }

@@ -204,3 +204,61 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A voiyd-node agent process on a test containerd.
+pub struct NodeAgent {
+    /// The process.
+    pub proc: Proc,
+    /// Node name.
+    pub name: String,
+    /// Agent data directory.
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl NodeAgent {
+    /// Starts `voiyd-node` against NATS `url` and the containerd at `socket`, in its own
+    /// containerd namespace (so several agents can share one containerd).
+    pub fn start(url: &str, name: &str, socket: &Path, data_dir: &Path, extra: &[&str]) -> NodeAgent {
+        let mut args: Vec<String> = [
+            "--server",
+            url,
+            "--name",
+            name,
+            "--containerd-socket",
+            socket.to_str().unwrap(),
+            "--namespace",
+            &format!("voiyd-{name}-{}", std::process::id()),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--log-level",
+            "voiyd_node=debug,info",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        std::fs::create_dir_all(data_dir).unwrap();
+        let proc = Self::spawn(&args, data_dir, 0);
+        NodeAgent { proc, name: name.to_string(), data_dir: data_dir.to_path_buf(), args }
+    }
+
+    fn spawn(args: &[String], data_dir: &Path, n: usize) -> Proc {
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        Proc::spawn(&bin("voiyd-node"), &args, &[], data_dir.join(format!("agent-{n}.log")))
+    }
+
+    /// Kills the agent (SIGKILL) and starts it again; `n` numbers its new log file.
+    pub fn restart(&mut self, n: usize) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        self.proc = Self::spawn(&self.args, &self.data_dir, n);
+    }
+
+    /// Lines the task wrote, from the node's log files.
+    pub fn task_output(&self, task: &str) -> Vec<String> {
+        voiyd_node::logs::read_all(&self.data_dir.join("logs").join(task))
+            .map(|lines| lines.into_iter().map(|l| l.text).collect())
+            .unwrap_or_default()
+    }
+}

@@ -81,7 +81,7 @@ pub async fn apply(globals: &Globals, files: &[String]) -> Result<()> {
         let outcome = apply_one(&session.api, doc)
             .await
             .map_err(|e| CtlError::Other(format!("cannot apply {}: {e}", ops::ref_of(doc))))?;
-        println!("{} {}", ops::ref_of(doc), outcome.as_str());
+        outln!("{} {}", ops::ref_of(doc), outcome.as_str());
     }
     Ok(())
 }
@@ -94,7 +94,7 @@ pub async fn create(globals: &Globals, files: &[String]) -> Result<()> {
         let mut d = doc.clone();
         compare::strip_any(&mut d);
         match ops::create_any(&session.api, &d).await {
-            Ok(_) => println!("{} created", ops::ref_of(doc)),
+            Ok(_) => outln!("{} created", ops::ref_of(doc)),
             Err(ApiError::Conflict(_)) => {
                 return Err(CtlError::Other(format!(
                     "{} already exists: use `voiydctl apply -f` to update it",

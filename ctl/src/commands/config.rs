@@ -99,7 +99,7 @@ pub fn run(path: &Path, cmd: &ConfigCommand) -> Result<()> {
                 )));
             }
             Config::local().save(path)?;
-            println!(
+            outln!(
                 "wrote {} (server local -> nats://127.0.0.1:4222)",
                 path.display()
             );
@@ -116,7 +116,7 @@ pub fn run(path: &Path, cmd: &ConfigCommand) -> Result<()> {
                 cfg.current = args.name.clone();
             }
             cfg.save(path)?;
-            println!(
+            outln!(
                 "server {} {}{}",
                 args.name,
                 if replaced { "updated" } else { "added" },
@@ -131,16 +131,16 @@ pub fn run(path: &Path, cmd: &ConfigCommand) -> Result<()> {
             let mut cfg = load_existing(path)?;
             cfg.use_server(name)?;
             cfg.save(path)?;
-            println!("current server is now {name}");
+            outln!("current server is now {name}");
         }
         ConfigCommand::View { raw } => {
             let cfg = load_existing(path)?;
             let cfg = if *raw { cfg } else { cfg.redacted() };
-            print!("{}", cfg.to_yaml());
+            out!("{}", cfg.to_yaml());
         }
         ConfigCommand::ListServers => {
             let cfg = load_existing(path)?;
-            print!("{}", cfg.render_servers());
+            out!("{}", cfg.render_servers());
         }
     }
     Ok(())

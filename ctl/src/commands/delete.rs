@@ -52,10 +52,10 @@ pub async fn run(globals: &Globals, args: &DeleteArgs) -> Result<()> {
         // Tasks go away only once their node has stopped them: wait for that.
         match (kind, timeout) {
             (Kind::Task, Some(t)) => {
-                println!("task/{name} deleting");
+                outln!("task/{name} deleting");
                 wait_task(&session.api, name, Goal::Gone, 0, t).await?;
             }
-            _ => println!("{}/{name} deleted", kind.singular()),
+            _ => outln!("{}/{name} deleted", kind.singular()),
         }
     }
     if missing.is_empty() {

@@ -136,12 +136,12 @@ pub async fn run(globals: &Globals, args: &EditArgs) -> Result<()> {
     let mut edited = match interpret(&original, &text).map_err(|e| keep(format!("{what}: {e}")))? {
         Edited::Cancelled => {
             let _ = std::fs::remove_file(&path);
-            println!("{what} edit cancelled (empty file)");
+            outln!("{what} edit cancelled (empty file)");
             return Ok(());
         }
         Edited::Unchanged => {
             let _ = std::fs::remove_file(&path);
-            println!("{what} unchanged (no edits)");
+            outln!("{what} unchanged (no edits)");
             return Ok(());
         }
         Edited::Changed(r) => *r,
@@ -151,7 +151,7 @@ pub async fn run(globals: &Globals, args: &EditArgs) -> Result<()> {
     match ops::update_any(&session.api, &edited).await {
         Ok(_) => {
             let _ = std::fs::remove_file(&path);
-            println!("{what} edited");
+            outln!("{what} edited");
             Ok(())
         }
         Err(ApiError::Conflict(_)) => Err(CtlError::Other(format!(

@@ -132,9 +132,9 @@ pub async fn list_once(
     match output {
         EventOutput::Json => events
             .iter()
-            .for_each(|e| print!("{}", render::event_json_line(e))),
+            .for_each(|e| out!("{}", render::event_json_line(e))),
         EventOutput::Table if events.is_empty() => eprintln!("No events found."),
-        EventOutput::Table => print!("{}", render::render_events(&events, now_secs())),
+        EventOutput::Table => out!("{}", render::render_events(&events, now_secs())),
     }
     Ok(())
 }
@@ -148,11 +148,11 @@ pub async fn run(globals: &Globals, args: &EventsArgs) -> Result<()> {
     let session = connection::session(globals).await?;
     let output = args.output;
     let show = |e: &Event| match output {
-        EventOutput::Json => print!("{}", render::event_json_line(e)),
-        EventOutput::Table => print!("{}", render::event_line(e, now_secs())),
+        EventOutput::Json => out!("{}", render::event_json_line(e)),
+        EventOutput::Table => out!("{}", render::event_line(e, now_secs())),
     };
     if output == EventOutput::Table {
-        print!("{}", render::event_header_line());
+        out!("{}", render::event_header_line());
     }
     let last = read_all(&session.api, &q, show).await?;
     tokio::select! {
@@ -178,16 +178,36 @@ pub async fn follow(
     let mut failures = 0u32;
     loop {
         let before = last;
-        let Err(e) = follow_once(&js, &filter, q, &mut last, &show).await;
+        let Err(e) = tokio::select! {
+            r = follow_once(&js, &filter, q, &mut last, &show) => r,
+            // The consumer may be gone with the server we were connected to; the
+            // ordered consumer would only notice after missed heartbeats (many
+            // seconds), so start over from the last sequence at once.
+            () = reconnected(nats) => Err("reconnected to NATS".to_string()),
+        };
         if last > before {
             failures = 0;
         }
         failures += 1;
-        if failures == 1 {
+        if failures == 1 && !e.starts_with("reconnected") {
             eprintln!("warning: event stream interrupted ({e}); resuming after sequence {last}");
         }
         // Back off between attempts so a long outage does not spin.
         tokio::time::sleep(Duration::from_millis(250 * u64::from(failures.min(8)))).await;
+    }
+}
+
+/// Returns once the client has been disconnected and is connected again.
+async fn reconnected(nats: &async_nats::Client) {
+    use async_nats::connection::State;
+    let mut was_down = false;
+    loop {
+        match nats.connection_state() {
+            State::Connected if was_down => return,
+            State::Connected => {}
+            State::Disconnected | State::Pending => was_down = true,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -5,7 +5,6 @@ use crate::cli::{EventOutput, GetArgs, Output};
 use crate::commands::events;
 use crate::connection::{self, Globals};
 use crate::error::{CtlError, Result};
-use crate::ops;
 use crate::render::{render_resources, Row};
 use crate::timefmt::now_secs;
 use voiyd_messages::v1::{ContainerSet, Lease, Node, Task, Volume};
@@ -34,7 +33,12 @@ pub async fn run(globals: &Globals, args: &GetArgs) -> Result<()> {
         };
         return events::list_once(globals, None, output).await;
     }
-    let kind = ops::parse_kind(&args.kind)?;
+    let kind = voiyd_messages::Kind::parse(&args.kind).ok_or_else(|| {
+        CtlError::Usage(format!(
+            "unknown kind `{}`: use tasks, nodes, volumes, sets, leases or events",
+            args.kind
+        ))
+    })?;
     if !args.names.is_empty() && args.selector.is_some() {
         return Err(CtlError::Usage(
             "give names or a selector (-l), not both".to_string(),
@@ -77,7 +81,7 @@ async fn show<R: Row>(api: &ApiClient, args: &GetArgs, selector: &str) -> Result
             eprintln!("No {} found.", R::KIND.plural());
         }
     } else if !(items.is_empty() && single) {
-        print!(
+        out!(
             "{}",
             render_resources(&items, args.output, now_secs(), single)
         );

@@ -76,7 +76,7 @@ pub async fn scale(globals: &Globals, args: &ScaleArgs) -> Result<()> {
     }
     let session = connection::session(globals).await?;
     patch_any(&session.api, kind, &args.name, &scale_patch(args.replicas)).await?;
-    println!("set/{} scaled to {}", args.name, args.replicas);
+    outln!("set/{} scaled to {}", args.name, args.replicas);
     Ok(())
 }
 
@@ -84,7 +84,7 @@ pub async fn scale(globals: &Globals, args: &ScaleArgs) -> Result<()> {
 pub async fn cordon(globals: &Globals, node: &str, unschedulable: bool) -> Result<()> {
     let session = connection::session(globals).await?;
     patch_any(&session.api, Kind::Node, node, &cordon_patch(unschedulable)).await?;
-    println!(
+    outln!(
         "node/{node} {}",
         if unschedulable {
             "cordoned"
@@ -102,7 +102,7 @@ pub async fn label(globals: &Globals, args: &LabelArgs) -> Result<()> {
     let patch = label_patch(&args.labels).map_err(CtlError::Usage)?;
     let session = connection::session(globals).await?;
     patch_any(&session.api, kind, &args.name, &patch).await?;
-    println!("{}/{} labeled", kind.singular(), args.name);
+    outln!("{}/{} labeled", kind.singular(), args.name);
     Ok(())
 }
 

@@ -43,7 +43,7 @@ pub async fn run(globals: &Globals, args: &RunArgs) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    println!("task/{} created", args.name);
+    outln!("task/{} created", args.name);
     if let Some(t) = timeout {
         let generation = created.meta().map(|m| m.generation).unwrap_or(0);
         wait_task(&session.api, &args.name, Goal::Running, generation, t).await?;
@@ -58,7 +58,7 @@ pub async fn start(globals: &Globals, args: &ActionArgs) -> Result<()> {
     let session = connection::session(globals).await?;
     for name in &args.names {
         let t = session.api.task_action("start", name, false).await?;
-        println!("task/{name} started");
+        outln!("task/{name} started");
         if let Some(to) = timeout {
             let generation = t.meta().map(|m| m.generation).unwrap_or(0);
             wait_task(&session.api, name, Goal::Running, generation, to).await?;
@@ -75,7 +75,7 @@ pub async fn stop(globals: &Globals, args: &StopArgs) -> Result<()> {
     for name in &args.names {
         // force asks the server for SIGKILL without the grace period.
         let t = session.api.task_action("stop", name, args.force).await?;
-        println!("task/{name} stopping");
+        outln!("task/{name} stopping");
         if let Some(to) = timeout {
             let generation = t.meta().map(|m| m.generation).unwrap_or(0);
             wait_task(&session.api, name, Goal::Stopped, generation, to).await?;

@@ -173,7 +173,10 @@ mod tests {
         let c = a.get("127.0.0.1:5000").unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("alice", "pw"));
         let c = a.get("registry-1.docker.io").unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("bob", "s3:cret"));
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("bob", "s3:cret")
+        );
         assert!(a.get("other:1").is_none());
     }
 

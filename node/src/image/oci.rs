@@ -123,7 +123,9 @@ impl ImageIndex {
                 .filter(|d| d.platform.as_ref().is_some_and(|p| platform.accepts(p)))
         };
         candidates()
-            .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_ref()) == platform.variant.as_ref())
+            .find(|d| {
+                d.platform.as_ref().and_then(|p| p.variant.as_ref()) == platform.variant.as_ref()
+            })
             .or_else(|| candidates().next())
     }
 }
@@ -348,7 +350,8 @@ mod tests {
         assert_eq!(ic.exposed_ports, vec!["80/tcp"]);
         assert_eq!(c.rootfs.diff_ids, vec!["sha256:aa"]);
         // Docker writes null for unset lists.
-        let raw = r#"{"config":{"Cmd":null,"Entrypoint":null},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let raw =
+            r#"{"config":{"Cmd":null,"Entrypoint":null},"rootfs":{"type":"layers","diff_ids":[]}}"#;
         let c: ConfigFile = serde_json::from_str(raw).unwrap();
         assert!(c.image_config().cmd.is_empty());
     }

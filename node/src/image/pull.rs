@@ -142,7 +142,9 @@ pub enum PullError {
         reference: String,
     },
     /// The image is not in containerd's image store.
-    #[error("image {name} is not in containerd's image store (namespace {namespace}); pull it first")]
+    #[error(
+        "image {name} is not in containerd's image store (namespace {namespace}); pull it first"
+    )]
     NotFound {
         /// containerd image name.
         name: String,
@@ -229,7 +231,11 @@ where
         total: resolved.index.as_ref().map_or(0, |i| i.bytes.len() as u64)
             + resolved.manifest.bytes.len() as u64
             + config_bytes.len() as u64
-            + manifest.layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>(),
+            + manifest
+                .layers
+                .iter()
+                .map(|l| l.size.max(0) as u64)
+                .sum::<u64>(),
         report: &progress,
     };
     tracker.add(0);
@@ -237,10 +243,8 @@ where
     let lease = cd.create_lease(LEASE_EXPIRY).await.map_err(cd_err)?;
     let result = async {
         for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
-            let labels = HashMap::from([(
-                "containerd.io/uncompressed".to_string(),
-                diff_id.clone(),
-            )]);
+            let labels =
+                HashMap::from([("containerd.io/uncompressed".to_string(), diff_id.clone())]);
             if content_exists(&lease, cd, &layer.digest).await? {
                 tracker.add(layer.size.max(0) as u64);
                 continue;
@@ -251,17 +255,35 @@ where
                 .map_err(BlobError::Registry)?;
             write_stream(cd, &lease, layer, labels, resp, &mut tracker).await?;
         }
-        write_small(cd, &lease, &manifest.config, &config_bytes, HashMap::new(), &mut tracker)
-            .await?;
+        write_small(
+            cd,
+            &lease,
+            &manifest.config,
+            &config_bytes,
+            HashMap::new(),
+            &mut tracker,
+        )
+        .await?;
         let mut mlabels = HashMap::from([(
             "containerd.io/gc.ref.content.config".to_string(),
             manifest.config.digest.clone(),
         )]);
         for (i, l) in manifest.layers.iter().enumerate() {
-            mlabels.insert(format!("containerd.io/gc.ref.content.l.{i}"), l.digest.clone());
+            mlabels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                l.digest.clone(),
+            );
         }
         let mdesc = descriptor_of(&resolved.manifest);
-        write_small(cd, &lease, &mdesc, &resolved.manifest.bytes, mlabels, &mut tracker).await?;
+        write_small(
+            cd,
+            &lease,
+            &mdesc,
+            &resolved.manifest.bytes,
+            mlabels,
+            &mut tracker,
+        )
+        .await?;
         if let Some(index) = &resolved.index {
             let parsed: ImageIndex = serde_json::from_slice(&index.bytes)
                 .map_err(|e| BlobError::Invalid(format!("image index: {e}")))?;
@@ -269,12 +291,32 @@ where
                 .manifests
                 .iter()
                 .enumerate()
-                .map(|(i, m)| (format!("containerd.io/gc.ref.content.m.{i}"), m.digest.clone()))
+                .map(|(i, m)| {
+                    (
+                        format!("containerd.io/gc.ref.content.m.{i}"),
+                        m.digest.clone(),
+                    )
+                })
                 .collect();
-            write_small(cd, &lease, &descriptor_of(index), &index.bytes, ilabels, &mut tracker)
-                .await?;
+            write_small(
+                cd,
+                &lease,
+                &descriptor_of(index),
+                &index.bytes,
+                ilabels,
+                &mut tracker,
+            )
+            .await?;
         }
-        unpack(cd, &lease, &opts.snapshotter, &manifest.layers, diff_ids, &chains).await?;
+        unpack(
+            cd,
+            &lease,
+            &opts.snapshotter,
+            &manifest.layers,
+            diff_ids,
+            &chains,
+        )
+        .await?;
         if let Some(top) = chains.last() {
             label_content(
                 cd,
@@ -347,9 +389,7 @@ pub async fn image_config_in(
             namespace: cd.namespace().to_string(),
         })?;
     let mut manifest_digest = target.digest.clone();
-    let mut bytes = read_content(cd, &target.digest)
-        .await
-        .map_err(cd_err)?;
+    let mut bytes = read_content(cd, &target.digest).await.map_err(cd_err)?;
     if oci::is_index(&target.media_type) {
         let index: ImageIndex =
             serde_json::from_slice(&bytes).map_err(|e| invalid(format!("image index: {e}")))?;
@@ -365,8 +405,8 @@ pub async fn image_config_in(
     let config_bytes = read_content(cd, &manifest.config.digest)
         .await
         .map_err(cd_err)?;
-    let config: ConfigFile = serde_json::from_slice(&config_bytes)
-        .map_err(|e| invalid(format!("image config: {e}")))?;
+    let config: ConfigFile =
+        serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("image config: {e}")))?;
     Ok(PulledImage {
         name: name.to_string(),
         target_digest: target.digest,
@@ -660,7 +700,12 @@ impl<'a> ContentWriter<'a> {
                 0
             }
             Some(Err(s)) => return Err(cd.map_status(&op, s)),
-            None => return Err(ContainerdError::rpc(op, containerd_client::tonic::Status::unknown("write stream closed"))),
+            None => {
+                return Err(ContainerdError::rpc(
+                    op,
+                    containerd_client::tonic::Status::unknown("write stream closed"),
+                ))
+            }
         };
         let _ = offset; // a previous partial write is overwritten from offset 0
         Ok(ContentWriter {
@@ -804,7 +849,11 @@ async fn unpack(
                 cd.map_status(&format!("apply layer {}", layer.digest), s),
             )),
             Ok(resp) => {
-                let got = resp.into_inner().applied.map(|d| d.digest).unwrap_or_default();
+                let got = resp
+                    .into_inner()
+                    .applied
+                    .map(|d| d.digest)
+                    .unwrap_or_default();
                 if &got != diff_id {
                     Err(BlobError::Invalid(format!(
                         "layer {} unpacked to {got}, the config says {diff_id}",
@@ -910,15 +959,30 @@ mod tests {
         let latest = Reference::parse("busybox").unwrap();
         let explicit_latest = Reference::parse("busybox:latest").unwrap();
         let pinned = Reference::parse("busybox:1.36").unwrap();
-        assert_eq!(PullPolicy::resolve("", &latest).unwrap(), PullPolicy::Always);
-        assert_eq!(PullPolicy::resolve("", &explicit_latest).unwrap(), PullPolicy::Always);
-        assert_eq!(PullPolicy::resolve("", &pinned).unwrap(), PullPolicy::IfNotPresent);
-        assert_eq!(PullPolicy::resolve("Always", &pinned).unwrap(), PullPolicy::Always);
+        assert_eq!(
+            PullPolicy::resolve("", &latest).unwrap(),
+            PullPolicy::Always
+        );
+        assert_eq!(
+            PullPolicy::resolve("", &explicit_latest).unwrap(),
+            PullPolicy::Always
+        );
+        assert_eq!(
+            PullPolicy::resolve("", &pinned).unwrap(),
+            PullPolicy::IfNotPresent
+        );
+        assert_eq!(
+            PullPolicy::resolve("Always", &pinned).unwrap(),
+            PullPolicy::Always
+        );
         assert_eq!(
             PullPolicy::resolve("IfNotPresent", &latest).unwrap(),
             PullPolicy::IfNotPresent
         );
-        assert_eq!(PullPolicy::resolve("Never", &latest).unwrap(), PullPolicy::Never);
+        assert_eq!(
+            PullPolicy::resolve("Never", &latest).unwrap(),
+            PullPolicy::Never
+        );
         let e = PullPolicy::resolve("Sometimes", &latest).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -175,7 +175,9 @@ fn validate_digest(d: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("digest '{d}' must look like sha256:<64 hex digits>"))
+        Err(format!(
+            "digest '{d}' must look like sha256:<64 hex digits>"
+        ))
     }
 }
 
@@ -243,7 +245,10 @@ mod tests {
         let r = p("bitnami/redis:7.2");
         assert_eq!(r.to_string(), "docker.io/bitnami/redis:7.2");
         assert!(!r.is_latest());
-        assert_eq!(p("index.docker.io/library/alpine:3").registry(), "docker.io");
+        assert_eq!(
+            p("index.docker.io/library/alpine:3").registry(),
+            "docker.io"
+        );
     }
 
     #[test]

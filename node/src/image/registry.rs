@@ -383,10 +383,7 @@ impl RegistryClient {
             .await
             .map_err(|e| auth_err(format!("token request to {realm}: {}", error_chain(&e))))?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| auth_err(error_chain(&e)))?;
+        let body = resp.bytes().await.map_err(|e| auth_err(error_chain(&e)))?;
         if !status.is_success() {
             let (message, _) = registry_message(status, &body);
             return Err(auth_err(format!(
@@ -475,10 +472,7 @@ fn registry_message(status: StatusCode, body: &[u8]) -> (String, String) {
             return (msg, first.code);
         }
     }
-    let reason = status
-        .canonical_reason()
-        .unwrap_or("error")
-        .to_lowercase();
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
     (reason, String::new())
 }
 
@@ -573,7 +567,12 @@ mod tests {
         ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["10.0.0.1:5000", "docker.io", "registry-1.docker.io", "[fe80::1]:5"] {
+        for h in [
+            "10.0.0.1:5000",
+            "docker.io",
+            "registry-1.docker.io",
+            "[fe80::1]:5",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }
@@ -596,7 +595,8 @@ mod tests {
 
     #[test]
     fn registry_error_message_comes_from_json_body() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        let body =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(
             registry_message(StatusCode::NOT_FOUND, body).0,
             "manifest unknown"
@@ -615,7 +615,8 @@ mod tests {
 
     #[test]
     fn insecure_list_and_loopback_use_plain_http() {
-        let c = RegistryClient::new(RegistryAuth::anonymous(), vec!["reg.lan:5000".into()]).unwrap();
+        let c =
+            RegistryClient::new(RegistryAuth::anonymous(), vec!["reg.lan:5000".into()]).unwrap();
         assert!(c.is_plain_http("reg.lan:5000"));
         assert!(c.is_plain_http("127.0.0.1:5000"));
         assert!(!c.is_plain_http("reg.lan"));

@@ -1,0 +1,518 @@
+//! The node agent: dials out to NATS, registers through heartbeats, watches its own work
+//! (`voiyd_work`, keys `<node>.>`) and runs one reconcile worker per task, which drives
+//! the runtime towards the assignment and reports the task's status.
+
+use crate::phase;
+use crate::reconcile::{decide, Action, ContainerState, Desired, Exit, Observed};
+use crate::restart::backoff;
+use crate::runtime::{ContainerView, Runtime, RuntimeError};
+use futures::StreamExt;
+use prost::Message;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{watch, Notify};
+use voiyd_messages::v1::{Assignment, NodeResources, NodeStatus, NodeStatusReport, TaskStatus, TaskStatusReport};
+use voiyd_nats::connect::{connect, ConnectOptions};
+use voiyd_nats::names;
+use voiyd_nats::store::{RawKv, TypedKv};
+
+/// How an agent is set up.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node name (unique in the cluster).
+    pub name: String,
+    /// Labels the node registers with (the agent adds `voiyd.io/os`, `arch`, `hostname`).
+    pub labels: BTreeMap<String, String>,
+    /// How to reach NATS.
+    pub nats: ConnectOptions,
+    /// Agent data directory (logs, FIFOs, volumes).
+    pub data_dir: PathBuf,
+    /// Heartbeat period.
+    pub heartbeat_every: Duration,
+    /// Full resync period (re-read all work, re-report every status).
+    pub resync_every: Duration,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// NATS could not be reached or used.
+    #[error("{0}")]
+    Nats(String),
+    /// The runtime could not be used.
+    #[error("{0}")]
+    Runtime(#[from] RuntimeError),
+}
+
+/// The node's identity labels and capacity, computed once.
+pub fn host_facts(name: &str) -> (BTreeMap<String, String>, NodeResources) {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let labels = BTreeMap::from([
+        ("voiyd.io/os".to_string(), std::env::consts::OS.to_string()),
+        ("voiyd.io/arch".to_string(), arch.to_string()),
+        ("voiyd.io/hostname".to_string(), if hostname.is_empty() { name.to_string() } else { hostname }),
+    ]);
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .unwrap_or(0);
+    (labels, NodeResources { cpu_millis: cpus * 1000, memory_bytes: mem_kib * 1024 })
+}
+
+struct Worker {
+    desired: watch::Sender<Option<Desired>>,
+    wake: Arc<Notify>,
+}
+
+struct Shared<R> {
+    cfg: AgentConfig,
+    rt: Arc<R>,
+    client: async_nats::Client,
+    workers: Mutex<HashMap<String, Worker>>,
+    resync: watch::Sender<u64>,
+}
+
+/// Runs the agent until `shutdown` resolves. Running containers are left alone on
+/// shutdown: a restarted agent re-attaches to them.
+pub async fn run<R: Runtime>(
+    cfg: AgentConfig,
+    rt: Arc<R>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let mut opts = cfg.nats.clone();
+    opts.retry_on_initial_connect = true;
+    opts.name = format!("voiyd-node {}", cfg.name);
+    let client = connect(&opts).await.map_err(|e| AgentError::Nats(e.to_string()))?;
+    let info = rt.info().await?;
+    tracing::info!(node = %cfg.name, runtime = %info.name, version = %info.version, "agent connected");
+    let (resync, _) = watch::channel(0u64);
+    let shared = Arc::new(Shared { cfg, rt, client, workers: Mutex::new(HashMap::new()), resync });
+
+    let hb = tokio::spawn(heartbeats(shared.clone(), info));
+    let work = tokio::spawn(follow_work(shared.clone()));
+    let exits = tokio::spawn(forward_exits(shared.clone()));
+    let ticks = tokio::spawn(resync_ticks(shared.clone()));
+    shutdown.await;
+    for t in [hb, work, exits, ticks] {
+        t.abort();
+    }
+    let _ = shared.client.flush().await;
+    Ok(())
+}
+
+async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runtime::RuntimeInfo) {
+    let (mut labels, capacity) = host_facts(&s.cfg.name);
+    labels.extend(s.cfg.labels.clone());
+    let subject = names::node::heartbeat(&s.cfg.name);
+    let mut tick = tokio::time::interval(s.cfg.heartbeat_every);
+    loop {
+        tick.tick().await;
+        let status = NodeStatus {
+            hostname: labels.get("voiyd.io/hostname").cloned().unwrap_or_default(),
+            runtime: info.name.clone(),
+            runtime_version: info.version.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            os: std::env::consts::OS.to_string(),
+            arch: labels.get("voiyd.io/arch").cloned().unwrap_or_default(),
+            capacity: Some(capacity),
+            ..Default::default()
+        };
+        let report = NodeStatusReport { node: s.cfg.name.clone(), labels: labels.clone(), status: Some(status) };
+        if let Err(e) = s.client.publish(subject.clone(), report.encode_to_vec().into()).await {
+            tracing::debug!(error = %e, "heartbeat not sent");
+        }
+    }
+}
+
+async fn resync_ticks<R: Runtime>(s: Arc<Shared<R>>) {
+    let mut tick = tokio::time::interval(s.cfg.resync_every);
+    let mut n = 0u64;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let _ = s.resync.send(n);
+    }
+}
+
+async fn forward_exits<R: Runtime>(s: Arc<Shared<R>>) {
+    let mut rx = s.rt.exits();
+    loop {
+        match rx.recv().await {
+            Ok(task) => {
+                if let Some(w) = s.workers.lock().expect("workers lock").get(&task) {
+                    w.wake.notify_one();
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => wake_all(&s),
+            Err(_) => return,
+        }
+    }
+}
+
+fn wake_all<R: Runtime>(s: &Shared<R>) {
+    for w in s.workers.lock().expect("workers lock").values() {
+        w.wake.notify_one();
+    }
+}
+
+/// Keeps the desired map equal to the node's work: a full read (at start and on every
+/// resync, healing anything a watch missed) plus a live watch for low latency.
+async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
+    let js = async_nats::jetstream::new(s.client.clone());
+    let filter = names::work_filter(&s.cfg.name);
+    let mut resync = s.resync.subscribe();
+    loop {
+        let kv = match js.get_key_value(names::BUCKET_WORK).await {
+            Ok(kv) => TypedKv::<Assignment>::new(kv, "work"),
+            Err(e) => {
+                tracing::info!(error = %e, "work bucket not available yet; waiting for voiyd-server");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = full_sync(&s, &kv, &filter).await {
+            tracing::warn!(error = %e, "cannot read work");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let mut changes = match kv.watch(&filter).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch work");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                change = changes.next() => match change {
+                    Some(Ok(c)) => {
+                        if let Some((_, task)) = names::parse_work_key(&c.key) {
+                            let desired = c.value.as_ref().and_then(Desired::from_assignment);
+                            set_desired(&s, &task, desired);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "work watch failed; re-reading");
+                        break;
+                    }
+                    None => break,
+                },
+                _ = resync.changed() => {
+                    if let Err(e) = full_sync(&s, &kv, &filter).await {
+                        tracing::warn!(error = %e, "resync failed");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn full_sync<R: Runtime>(s: &Arc<Shared<R>>, kv: &TypedKv<Assignment>, filter: &str) -> Result<(), String> {
+    let entries = kv.entries(filter).await.map_err(|e| e.to_string())?;
+    let mut desired: HashMap<String, Desired> = HashMap::new();
+    for (key, a, _) in entries {
+        if let (Some((_, task)), Some(d)) = (names::parse_work_key(&key), Desired::from_assignment(&a)) {
+            desired.insert(task, d);
+        }
+    }
+    // Containers this node runs but has no work for get a worker too, which removes them.
+    let existing: Vec<String> = s.rt.list().await.map_err(|e| e.to_string())?.into_iter().map(|v| v.task).collect();
+    let known: Vec<String> = s.workers.lock().expect("workers lock").keys().cloned().collect();
+    for task in existing.into_iter().chain(known) {
+        if !desired.contains_key(&task) {
+            set_desired(s, &task, None);
+        }
+    }
+    for (task, d) in desired {
+        set_desired(s, &task, Some(d));
+    }
+    wake_all(s);
+    Ok(())
+}
+
+fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: Option<Desired>) {
+    let mut workers = s.workers.lock().expect("workers lock");
+    if let Some(w) = workers.get(task) {
+        if !w.desired.is_closed() {
+            w.desired.send_if_modified(|cur| {
+                let changed = *cur != desired;
+                *cur = desired.clone();
+                changed
+            });
+            return;
+        }
+    }
+    let (tx, rx) = watch::channel(desired);
+    let wake = Arc::new(Notify::new());
+    workers.insert(task.to_string(), Worker { desired: tx, wake: wake.clone() });
+    tokio::spawn(task_worker(s.clone(), task.to_string(), rx, wake));
+}
+
+/// What a worker remembers about its task between passes.
+#[derive(Default)]
+struct Memory {
+    stop_requested_at: Option<SystemTime>,
+    last_exit: Option<Exit>,
+    last_error: Option<RuntimeError>,
+    failures: u32,
+    pulling: Option<(u64, u64)>,
+    last_report: Option<TaskStatus>,
+}
+
+fn observed(view: Option<&ContainerView>, mem: &Memory) -> Option<Observed> {
+    let v = view?;
+    let last_exit = match v.state {
+        ContainerState::Exited { code, at } => Some(Exit { code, at }),
+        _ => mem.last_exit,
+    };
+    Some(Observed {
+        task: v.task.clone(),
+        uid: v.uid.clone(),
+        generation: v.generation,
+        state: v.state,
+        restart_count: v.restart_count,
+        last_started: v.started_at,
+        last_exit,
+        stop_requested_at: mem.stop_requested_at,
+    })
+}
+
+async fn task_worker<R: Runtime>(
+    s: Arc<Shared<R>>,
+    task: String,
+    mut desired_rx: watch::Receiver<Option<Desired>>,
+    wake: Arc<Notify>,
+) {
+    let mut mem = Memory::default();
+    let mut resync = s.resync.subscribe();
+    let progress = Arc::new(Mutex::new(None::<(u64, u64)>));
+    loop {
+        let desired = desired_rx.borrow_and_update().clone();
+        let view = match s.rt.inspect(&task).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(%task, error = %e, "cannot inspect container");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let obs = observed(view.as_ref(), &mem);
+        let now = SystemTime::now();
+        let decision = decide(desired.as_ref(), obs.as_ref(), now);
+        report(&s, &task, desired.as_ref(), obs.as_ref(), &mut mem, false).await;
+
+        if desired.is_none() && obs.is_none() {
+            // Gone from this node: forget it, and its logs.
+            let mut workers = s.workers.lock().expect("workers lock");
+            if desired_rx.borrow().is_none() {
+                workers.remove(&task);
+                crate::logs::remove(&crate::logs::TaskPaths::new(&s.cfg.data_dir, &task), true);
+                return;
+            }
+            continue;
+        }
+
+        let mut wait = decision.requeue_after;
+        if !decision.actions.is_empty() {
+            match execute(&s, &task, desired.as_ref(), obs.as_ref(), &decision.actions, &mut mem, &progress).await {
+                Ok(()) => {
+                    mem.last_error = None;
+                    mem.failures = 0;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(%task, reason = e.reason, error = %e.message, "task step failed");
+                    mem.failures = mem.failures.saturating_add(1);
+                    mem.last_error = Some(e);
+                    mem.pulling = None;
+                    report(&s, &task, desired.as_ref(), obs.as_ref(), &mut mem, false).await;
+                    wait = Some(backoff(mem.failures.saturating_sub(1)).min(Duration::from_secs(60)));
+                }
+            }
+        }
+        let sleep = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600)));
+        tokio::select! {
+            r = desired_rx.changed() => {
+                if r.is_err() { return; }
+                // A new spec gets fresh attempts.
+                mem.last_error = None;
+                mem.failures = 0;
+            }
+            _ = wake.notified() => {}
+            _ = sleep => {}
+            _ = resync.changed() => {
+                let d = desired_rx.borrow().clone();
+                report(&s, &task, d.as_ref(), obs.as_ref(), &mut mem, true).await;
+            }
+        }
+    }
+}
+
+async fn execute<R: Runtime>(
+    s: &Arc<Shared<R>>,
+    task: &str,
+    desired: Option<&Desired>,
+    obs: Option<&Observed>,
+    actions: &[Action],
+    mem: &mut Memory,
+    progress: &Arc<Mutex<Option<(u64, u64)>>>,
+) -> Result<(), RuntimeError> {
+    let restarts = obs.map(|o| o.restart_count).unwrap_or(0);
+    for action in actions {
+        tracing::debug!(%task, ?action, "executing");
+        match *action {
+            Action::Pull => {
+                let d = desired.expect("pull only with a desired task");
+                mem.pulling = Some((0, 0));
+                report(s, task, desired, obs, mem, false).await;
+                *progress.lock().expect("progress lock") = Some((0, 0));
+                let p = progress.clone();
+                let reporter = {
+                    let s = s.clone();
+                    let task = task.to_string();
+                    let p = progress.clone();
+                    let d = d.clone();
+                    tokio::spawn(async move {
+                        let mut last = None;
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                            let cur = *p.lock().expect("progress lock");
+                            if cur != last {
+                                last = cur;
+                                publish_pull(&s, &task, &d, cur.unwrap_or((0, 0))).await;
+                            }
+                        }
+                    })
+                };
+                let r = s
+                    .rt
+                    .pull(d, Arc::new(move |done, total| *p.lock().expect("progress lock") = Some((done, total))))
+                    .await;
+                reporter.abort();
+                mem.pulling = None;
+                r?;
+            }
+            Action::Create => s.rt.create(desired.expect("create only with a desired task")).await?,
+            Action::Start => {
+                s.rt.start(task).await?;
+                mem.stop_requested_at = None;
+            }
+            Action::Stop { kill, .. } => {
+                s.rt.signal(task, kill).await?;
+                if mem.stop_requested_at.is_none() {
+                    mem.stop_requested_at = Some(SystemTime::now());
+                }
+            }
+            Action::Delete => {
+                s.rt.delete(task).await?;
+                mem.stop_requested_at = None;
+                mem.last_exit = None;
+            }
+            Action::DeleteTask => {
+                if let Some(Observed { state: ContainerState::Exited { code, at }, .. }) = obs {
+                    mem.last_exit = Some(Exit { code: *code, at: *at });
+                }
+                s.rt.delete_task(task).await?;
+            }
+            Action::CountRestart => s.rt.set_restart_count(task, restarts.saturating_add(1)).await?,
+            Action::ResetRestarts => s.rt.set_restart_count(task, 0).await?,
+        }
+    }
+    Ok(())
+}
+
+async fn publish_pull<R: Runtime>(s: &Arc<Shared<R>>, task: &str, d: &Desired, (done, total): (u64, u64)) {
+    let status = TaskStatus {
+        phase: phase::PULLING.into(),
+        reason: "Pulling".into(),
+        message: format!("pulling {}", d.config.image),
+        node: s.cfg.name.clone(),
+        pull_bytes_done: done,
+        pull_bytes_total: total,
+        observed_generation: d.generation,
+        ..Default::default()
+    };
+    send(s, task, &d.uid, status).await;
+}
+
+fn ts(t: SystemTime) -> voiyd_messages::Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    voiyd_messages::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// Reports the task's status when it changed (or always, with `force`).
+async fn report<R: Runtime>(
+    s: &Arc<Shared<R>>,
+    task: &str,
+    desired: Option<&Desired>,
+    obs: Option<&Observed>,
+    mem: &mut Memory,
+    force: bool,
+) {
+    let Some(d) = desired else { return };
+    let err = mem.last_error.as_ref().map(|e| (e.reason, e.message.as_str()));
+    let p = phase::derive(desired, obs, mem.pulling, err, SystemTime::now());
+    let mut st = TaskStatus {
+        phase: p.phase.to_string(),
+        reason: p.reason,
+        message: p.message,
+        node: s.cfg.name.clone(),
+        observed_generation: d.generation,
+        ..Default::default()
+    };
+    if let Some(o) = obs.filter(|o| o.uid == d.uid) {
+        st.id = o.task.clone();
+        st.restart_count = o.restart_count;
+        st.started_at = o.last_started.map(ts);
+        match o.state {
+            ContainerState::Running { pid, .. } => st.pid = pid,
+            ContainerState::Exited { code, at } => {
+                st.exit_code = code;
+                st.finished_at = Some(ts(at));
+                st.exited = true;
+            }
+            _ => {}
+        }
+        if !o.state.is_running() {
+            if let Some(e) = o.last_exit.filter(|_| !st.exited) {
+                st.exit_code = e.code;
+                st.finished_at = Some(ts(e.at));
+            }
+        }
+    }
+    if !force && mem.last_report.as_ref() == Some(&st) {
+        return;
+    }
+    mem.last_report = Some(st.clone());
+    send(s, task, &d.uid, st).await;
+}
+
+async fn send<R: Runtime>(s: &Arc<Shared<R>>, task: &str, uid: &str, status: TaskStatus) {
+    let report = TaskStatusReport {
+        task: task.to_string(),
+        node: s.cfg.name.clone(),
+        uid: uid.to_string(),
+        status: Some(status),
+    };
+    if let Err(e) = s.client.publish(names::node::status(&s.cfg.name), report.encode_to_vec().into()).await {
+        tracing::debug!(%task, error = %e, "status not sent");
+    }
+}
+
+// The raw store type is used by callers that inspect work directly (tests, tools).
+#[allow(dead_code)]
+fn _uses(_: RawKv) {}

@@ -1,0 +1,470 @@
+//! The containerd runtime: each task is one container (id = task name) with labels that
+//! record which task, uid and generation it was made for, and one containerd task for
+//! its process, whose stdout and stderr go to agent-owned FIFOs.
+
+use super::{ContainerView, Progress, Runtime, RuntimeError, RuntimeInfo};
+use crate::containerd::Containerd;
+use crate::image::pull::{image_config_in, pull, PullOptions, PullPolicy, PulledImage};
+use crate::image::reference::Reference;
+use crate::logs::{self, Capture, Rotation, TaskPaths};
+use crate::reconcile::{ContainerState, Desired};
+use crate::spec::{build_spec, MountKind, ResolvedMount, SpecInput};
+use containerd_client::services::v1::container::Runtime as CdRuntime;
+use containerd_client::services::v1::snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
+    GetContainerRequest, KillRequest, ListContainersRequest, ListTasksRequest, StartRequest,
+    SubscribeRequest, UpdateContainerRequest,
+};
+use containerd_client::tonic::Code;
+use containerd_client::types::v1::{Process, Status as ProcStatus};
+use containerd_client::types::Mount;
+use futures::StreamExt;
+use prost::Message;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, Mutex};
+
+const LABEL_TASK: &str = "voiyd.task";
+const LABEL_UID: &str = "voiyd.uid";
+const LABEL_GENERATION: &str = "voiyd.generation";
+const LABEL_RESTARTS: &str = "voiyd.restarts";
+const LABEL_STARTED: &str = "voiyd.started-at";
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const RUNC_V2: &str = "io.containerd.runc.v2";
+
+/// Settings of the containerd runtime.
+#[derive(Debug, Clone)]
+pub struct ContainerdConfig {
+    /// The agent's data directory (FIFOs, logs, volumes).
+    pub data_dir: PathBuf,
+    /// Registry settings; the policy is chosen per task.
+    pub pull: PullOptions,
+    /// Parent of every task's cgroup, e.g. `/voiyd/<node>`.
+    pub cgroup_parent: String,
+    /// Log rotation.
+    pub rotation: Rotation,
+}
+
+/// Runs tasks as containerd containers in one namespace.
+pub struct ContainerdRuntime {
+    cd: Containerd,
+    cfg: ContainerdConfig,
+    captures: Mutex<HashMap<String, Capture>>,
+    exits: broadcast::Sender<String>,
+}
+
+fn cd_err<'a>(reason: &'static str, what: &'a str) -> impl FnOnce(containerd_client::tonic::Status) -> RuntimeError + 'a {
+    move |s| RuntimeError::new(reason, format!("{what}: {} ({:?})", s.message(), s.code()))
+}
+
+fn ts_to_time(ts: Option<&prost_types::Timestamp>) -> SystemTime {
+    ts.map(|t| UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+impl ContainerdRuntime {
+    /// A runtime over `cd`. Starts following containerd's exit events.
+    pub fn new(cd: Containerd, cfg: ContainerdConfig) -> std::sync::Arc<Self> {
+        let (exits, _) = broadcast::channel(1024);
+        let rt = std::sync::Arc::new(ContainerdRuntime { cd, cfg, captures: Mutex::new(HashMap::new()), exits });
+        tokio::spawn(follow_exits(rt.cd.clone(), rt.exits.clone()));
+        rt
+    }
+
+    /// The connection.
+    pub fn containerd(&self) -> &Containerd {
+        &self.cd
+    }
+
+    fn paths(&self, task: &str) -> TaskPaths {
+        TaskPaths::new(&self.cfg.data_dir, task)
+    }
+
+    async fn containers(&self) -> Result<Vec<Container>, RuntimeError> {
+        let req = ListContainersRequest { filters: vec![format!("labels.\"{LABEL_TASK}\"")] };
+        let resp = self
+            .cd
+            .containers()
+            .list(self.cd.request(req))
+            .await
+            .map_err(cd_err("RuntimeUnavailable", "list containers"))?;
+        Ok(resp.into_inner().containers)
+    }
+
+    async fn processes(&self) -> Result<HashMap<String, Process>, RuntimeError> {
+        let resp = self
+            .cd
+            .tasks()
+            .list(self.cd.request(ListTasksRequest { filter: String::new() }))
+            .await
+            .map_err(cd_err("RuntimeUnavailable", "list tasks"))?;
+        Ok(resp.into_inner().tasks.into_iter().map(|p| (p.container_id.clone(), p)).collect())
+    }
+
+    async fn container(&self, task: &str) -> Result<Option<Container>, RuntimeError> {
+        match self.cd.containers().get(self.cd.request(GetContainerRequest { id: task.to_string() })).await {
+            Ok(r) => Ok(r.into_inner().container),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(cd_err("RuntimeUnavailable", "get container")(s)),
+        }
+    }
+
+    fn view(c: &Container, p: Option<&Process>) -> ContainerView {
+        let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
+        let state = match p {
+            None => ContainerState::Created,
+            Some(p) => match ProcStatus::try_from(p.status).unwrap_or(ProcStatus::Unknown) {
+                ProcStatus::Running | ProcStatus::Paused | ProcStatus::Pausing => ContainerState::Running {
+                    pid: p.pid,
+                    since: label(LABEL_STARTED)
+                        .parse::<u64>()
+                        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+                        .unwrap_or_else(|_| SystemTime::now()),
+                },
+                ProcStatus::Stopped => ContainerState::Exited {
+                    code: p.exit_status as i32,
+                    at: ts_to_time(p.exited_at.as_ref()),
+                },
+                ProcStatus::Created | ProcStatus::Unknown => ContainerState::Created,
+            },
+        };
+        ContainerView {
+            task: c.id.clone(),
+            uid: label(LABEL_UID),
+            generation: label(LABEL_GENERATION).parse().unwrap_or(0),
+            state,
+            restart_count: label(LABEL_RESTARTS).parse().unwrap_or(0),
+            started_at: label(LABEL_STARTED).parse::<u64>().ok().map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        }
+    }
+
+    async fn update_labels(&self, task: &str, set: &[(&str, String)]) -> Result<(), RuntimeError> {
+        let Some(mut c) = self.container(task).await? else { return Ok(()) };
+        for (k, v) in set {
+            c.labels.insert((*k).to_string(), v.clone());
+        }
+        let paths = set.iter().map(|(k, _)| format!("labels.{k}")).collect();
+        let req = UpdateContainerRequest {
+            container: Some(c),
+            update_mask: Some(prost_types::FieldMask { paths }),
+        };
+        self.cd
+            .containers()
+            .update(self.cd.request(req))
+            .await
+            .map_err(cd_err("RuntimeUnavailable", "update container labels"))?;
+        Ok(())
+    }
+
+    async fn rootfs(&self, task: &str) -> Result<Vec<Mount>, RuntimeError> {
+        let req = MountsRequest { snapshotter: self.cfg.pull.snapshotter.clone(), key: task.to_string() };
+        let resp = self
+            .cd
+            .snapshots()
+            .mounts(self.cd.request(req))
+            .await
+            .map_err(cd_err("StartFailed", "snapshot mounts"))?;
+        Ok(resp.into_inner().mounts)
+    }
+
+    async fn ensure_capture(&self, task: &str) -> Result<(), RuntimeError> {
+        let mut caps = self.captures.lock().await;
+        if caps.contains_key(task) {
+            return Ok(());
+        }
+        let paths = self.paths(task);
+        logs::prepare(&paths).map_err(|e| RuntimeError::new("StartFailed", format!("log FIFOs: {e}")))?;
+        let cap = Capture::start(&paths, self.cfg.rotation)
+            .await
+            .map_err(|e| RuntimeError::new("StartFailed", format!("log capture: {e}")))?;
+        caps.insert(task.to_string(), cap);
+        Ok(())
+    }
+
+    /// Re-attaches log capture to tasks that survived an agent restart.
+    pub async fn reattach(&self) -> Result<(), RuntimeError> {
+        let procs = self.processes().await?;
+        for c in self.containers().await? {
+            if procs.get(&c.id).is_some_and(|p| p.status == ProcStatus::Running as i32) {
+                self.ensure_capture(&c.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_mounts(&self, desired: &Desired) -> Result<Vec<ResolvedMount>, RuntimeError> {
+        let mut out = Vec::new();
+        for m in &desired.config.mounts {
+            let kind = voiyd_messages::validate::mount_type(m).unwrap_or_default();
+            let (source, kind) = match kind.as_str() {
+                "bind" => (m.source.clone(), MountKind::Bind),
+                "tmpfs" => (String::new(), MountKind::Tmpfs),
+                _ => {
+                    let dir = self.cfg.data_dir.join("volumes").join(&m.volume);
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        RuntimeError::new("CreateFailed", format!("volume {}: {}: {e}", m.volume, dir.display()))
+                    })?;
+                    (dir.to_string_lossy().into_owned(), MountKind::Bind)
+                }
+            };
+            out.push(ResolvedMount { source, destination: m.destination.clone(), kind, options: m.options.clone() });
+        }
+        Ok(out)
+    }
+
+    async fn image(&self, desired: &Desired) -> Result<PulledImage, RuntimeError> {
+        let name = Reference::parse(&desired.config.image)
+            .map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))?
+            .to_string();
+        image_config_in(&self.cd, &name, &self.cfg.pull.snapshotter)
+            .await
+            .map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))
+    }
+
+    async fn remove_container(&self, task: &str) -> Result<(), RuntimeError> {
+        match self.cd.containers().delete(self.cd.request(DeleteContainerRequest { id: task.to_string() })).await {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(cd_err("DeleteFailed", "delete container")(s)),
+        }
+        let req = RemoveSnapshotRequest { snapshotter: self.cfg.pull.snapshotter.clone(), key: task.to_string() };
+        match self.cd.snapshots().remove(self.cd.request(req)).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(cd_err("DeleteFailed", "remove snapshot")(s)),
+        }
+    }
+}
+
+/// Reads the first of `rel` found in an overlay or bind rootfs, upper layer first.
+fn read_from_rootfs(mounts: &[Mount], rel: &str) -> Option<String> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for m in mounts {
+        if m.r#type == "bind" {
+            dirs.push(PathBuf::from(&m.source));
+        }
+        for o in &m.options {
+            if let Some(u) = o.strip_prefix("upperdir=") {
+                dirs.insert(0, PathBuf::from(u));
+            }
+        }
+        for o in &m.options {
+            if let Some(l) = o.strip_prefix("lowerdir=") {
+                dirs.extend(l.split(':').map(PathBuf::from));
+            }
+        }
+    }
+    dirs.iter().find_map(|d| std::fs::read_to_string(d.join(rel)).ok())
+}
+
+async fn follow_exits(cd: Containerd, tx: broadcast::Sender<String>) {
+    loop {
+        let req = SubscribeRequest { filters: vec!["topic==\"/tasks/exit\"".to_string()] };
+        match cd.events().subscribe(cd.request(req)).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                while let Some(Ok(env)) = stream.next().await {
+                    if env.namespace != cd.namespace() {
+                        continue;
+                    }
+                    let Some(any) = env.event else { continue };
+                    if let Ok(exit) = containerd_client::events::TaskExit::decode(any.value.as_slice()) {
+                        let _ = tx.send(exit.container_id);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "containerd events unavailable"),
+        }
+        // containerd restarted or the stream broke: the agent's periodic resync covers the gap.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl Runtime for ContainerdRuntime {
+    async fn info(&self) -> Result<RuntimeInfo, RuntimeError> {
+        let version = self.cd.version().await.map_err(|e| RuntimeError::new("RuntimeUnavailable", e.to_string()))?;
+        Ok(RuntimeInfo { name: "containerd".into(), version })
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerView>, RuntimeError> {
+        let procs = self.processes().await?;
+        Ok(self.containers().await?.iter().map(|c| Self::view(c, procs.get(&c.id))).collect())
+    }
+
+    async fn inspect(&self, task: &str) -> Result<Option<ContainerView>, RuntimeError> {
+        let Some(c) = self.container(task).await? else { return Ok(None) };
+        if !c.labels.contains_key(LABEL_TASK) {
+            return Ok(None);
+        }
+        let req = containerd_client::services::v1::GetRequest { container_id: task.to_string(), exec_id: String::new() };
+        let p = match self.cd.tasks().get(self.cd.request(req)).await {
+            Ok(r) => r.into_inner().process,
+            Err(s) if s.code() == Code::NotFound => None,
+            Err(s) => return Err(cd_err("RuntimeUnavailable", "get task")(s)),
+        };
+        Ok(Some(Self::view(&c, p.as_ref())))
+    }
+
+    async fn pull(&self, desired: &Desired, progress: Progress) -> Result<(), RuntimeError> {
+        let reference = Reference::parse(&desired.config.image).map_err(|e| RuntimeError::new("PullFailed", e.to_string()))?;
+        let mut opts = self.cfg.pull.clone();
+        opts.policy = PullPolicy::resolve(&desired.config.pull_policy, &reference)
+            .map_err(|e| RuntimeError::new("PullFailed", e.to_string()))?;
+        pull(&self.cd, &desired.config.image, &opts, |p| progress(p.bytes_done, p.bytes_total))
+            .await
+            .map(|_| ())
+            .map_err(|e| RuntimeError::new("PullFailed", e.to_string()))
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<(), RuntimeError> {
+        let task = desired.task.as_str();
+        // A leftover of an interrupted attempt is replaced.
+        self.remove_container(task).await?;
+        let image = self.image(desired).await?;
+        let lease = self
+            .cd
+            .create_lease(Duration::from_secs(600))
+            .await
+            .map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))?;
+        let prep = PrepareSnapshotRequest {
+            snapshotter: self.cfg.pull.snapshotter.clone(),
+            key: task.to_string(),
+            parent: image.chain_id.clone(),
+            labels: Default::default(),
+        };
+        let mounts = self
+            .cd
+            .snapshots()
+            .prepare(lease.request(prep))
+            .await
+            .map_err(cd_err("CreateFailed", "prepare snapshot"))?
+            .into_inner()
+            .mounts;
+        let input = SpecInput {
+            task_name: task,
+            config: &desired.config,
+            image: &image.config,
+            rootfs_path: "rootfs".into(),
+            passwd: read_from_rootfs(&mounts, "etc/passwd"),
+            group: read_from_rootfs(&mounts, "etc/group"),
+            netns_path: None,
+            mounts: self.resolve_mounts(desired)?,
+            hosts_path: None,
+            resolv_path: None,
+            cgroups_path: format!("{}/{task}", self.cfg.cgroup_parent),
+        };
+        let spec = build_spec(&input).map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))?;
+        let labels = HashMap::from([
+            (LABEL_TASK.to_string(), task.to_string()),
+            (LABEL_UID.to_string(), desired.uid.clone()),
+            (LABEL_GENERATION.to_string(), desired.generation.to_string()),
+            (LABEL_RESTARTS.to_string(), "0".to_string()),
+        ]);
+        let container = Container {
+            id: task.to_string(),
+            labels,
+            image: image.name.clone(),
+            runtime: Some(CdRuntime { name: RUNC_V2.into(), options: None }),
+            spec: Some(prost_types::Any { type_url: SPEC_TYPE_URL.into(), value: spec.to_string().into_bytes() }),
+            snapshotter: self.cfg.pull.snapshotter.clone(),
+            snapshot_key: task.to_string(),
+            ..Default::default()
+        };
+        self.cd
+            .containers()
+            .create(lease.request(CreateContainerRequest { container: Some(container) }))
+            .await
+            .map_err(cd_err("CreateFailed", "create container"))?;
+        let _ = lease.release().await;
+        Ok(())
+    }
+
+    async fn start(&self, task: &str) -> Result<u32, RuntimeError> {
+        // A task left in the container (exited, or created by an interrupted start) goes first.
+        self.delete_task(task).await?;
+        self.ensure_capture(task).await?;
+        let paths = self.paths(task);
+        let req = CreateTaskRequest {
+            container_id: task.to_string(),
+            rootfs: self.rootfs(task).await?,
+            stdout: paths.stdout().to_string_lossy().into_owned(),
+            stderr: paths.stderr().to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let created = self
+            .cd
+            .tasks()
+            .create(self.cd.request(req))
+            .await
+            .map_err(cd_err("StartFailed", "create task"))?
+            .into_inner();
+        let start = StartRequest { container_id: task.to_string(), exec_id: String::new() };
+        if let Err(s) = self.cd.tasks().start(self.cd.request(start)).await {
+            let _ = self.delete_task(task).await;
+            return Err(cd_err("StartFailed", "start task")(s));
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.update_labels(task, &[(LABEL_STARTED, now.to_string())]).await?;
+        Ok(created.pid)
+    }
+
+    async fn signal(&self, task: &str, kill: bool) -> Result<(), RuntimeError> {
+        let req = KillRequest {
+            container_id: task.to_string(),
+            exec_id: String::new(),
+            signal: if kill { libc::SIGKILL as u32 } else { libc::SIGTERM as u32 },
+            all: kill,
+        };
+        match self.cd.tasks().kill(self.cd.request(req)).await {
+            Ok(_) => Ok(()),
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
+            Err(s) => Err(cd_err("StopFailed", "kill task")(s)),
+        }
+    }
+
+    async fn delete_task(&self, task: &str) -> Result<(), RuntimeError> {
+        let req = DeleteTaskRequest { container_id: task.to_string() };
+        match self.cd.tasks().delete(self.cd.request(req.clone())).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                // Still running or only created: kill it, then delete.
+                self.signal(task, true).await?;
+                for _ in 0..50 {
+                    match self.cd.tasks().delete(self.cd.request(req.clone())).await {
+                        Ok(_) => return Ok(()),
+                        Err(s) if s.code() == Code::NotFound => return Ok(()),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                Err(RuntimeError::new("DeleteFailed", format!("task {task} did not exit after SIGKILL")))
+            }
+            Err(s) => Err(cd_err("DeleteFailed", "delete task")(s)),
+        }
+    }
+
+    async fn delete(&self, task: &str) -> Result<(), RuntimeError> {
+        self.delete_task(task).await?;
+        self.remove_container(task).await?;
+        if let Some(cap) = self.captures.lock().await.remove(task) {
+            cap.finish().await;
+        }
+        logs::remove(&self.paths(task), false);
+        Ok(())
+    }
+
+    async fn set_restart_count(&self, task: &str, count: u32) -> Result<(), RuntimeError> {
+        self.update_labels(task, &[(LABEL_RESTARTS, count.to_string())]).await
+    }
+
+    fn exits(&self) -> broadcast::Receiver<String> {
+        self.exits.subscribe()
+    }
+}
+
+/// The log directory of a task under a data directory.
+pub fn log_dir(data_dir: &Path, task: &str) -> PathBuf {
+    TaskPaths::new(data_dir, task).log_dir
+}
