@@ -72,7 +72,7 @@ async fn run_stop_start_delete_on_real_containerd() {
 
     let image = c.registry.image("busybox");
     let out = c.ok(&["run", "web", "--image", &image, "--stop-grace", "1s", "--timeout", "60s", "--", "sleep", "1000"]);
-    assert!(out.contains("Running"), "{out}");
+    assert!(out.to_lowercase().contains("running"), "{out}");
     let t = c.task("web").await;
     assert_eq!(st(&t).node, "n1");
     assert!(st(&t).pid > 0 && pid_alive(st(&t).pid), "{:?}", t.status);

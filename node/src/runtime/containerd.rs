@@ -100,7 +100,13 @@ impl ContainerdRuntime {
             .list(self.cd.request(ListTasksRequest { filter: String::new() }))
             .await
             .map_err(cd_err("RuntimeUnavailable", "list tasks"))?;
-        Ok(resp.into_inner().tasks.into_iter().map(|p| (p.container_id.clone(), p)).collect())
+        // containerd 1.6 leaves `container_id` empty in listings and puts the container's id in `id`.
+        Ok(resp
+            .into_inner()
+            .tasks
+            .into_iter()
+            .map(|p| (if p.container_id.is_empty() { p.id.clone() } else { p.container_id.clone() }, p))
+            .collect())
     }
 
     async fn container(&self, task: &str) -> Result<Option<Container>, RuntimeError> {
@@ -189,6 +195,7 @@ impl ContainerdRuntime {
         for c in self.containers().await? {
             if procs.get(&c.id).is_some_and(|p| p.status == ProcStatus::Running as i32) {
                 self.ensure_capture(&c.id).await?;
+                tracing::info!(task = %c.id, "re-attached to the output of a running task");
             }
         }
         Ok(())
