@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
-use voiyd_messages::v1::{Assignment, NodeResources, NodeStatus, NodeStatusReport, TaskStatus, TaskStatusReport};
+use voiyd_messages::v1::{
+    Assignment, NodeResources, NodeStatus, NodeStatusReport, TaskStatus, TaskStatusReport,
+};
 use voiyd_nats::connect::{connect, ConnectOptions};
 use voiyd_nats::names;
 use voiyd_nats::store::{RawKv, TypedKv};
@@ -48,7 +50,10 @@ pub enum AgentError {
 
 /// The node's identity labels and capacity, computed once.
 pub fn host_facts(name: &str) -> (BTreeMap<String, String>, NodeResources) {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -57,18 +62,37 @@ pub fn host_facts(name: &str) -> (BTreeMap<String, String>, NodeResources) {
     let labels = BTreeMap::from([
         ("voiyd.io/os".to_string(), std::env::consts::OS.to_string()),
         ("voiyd.io/arch".to_string(), arch.to_string()),
-        ("voiyd.io/hostname".to_string(), if hostname.is_empty() { name.to_string() } else { hostname }),
+        (
+            "voiyd.io/hostname".to_string(),
+            if hostname.is_empty() {
+                name.to_string()
+            } else {
+                hostname
+            },
+        ),
     ]);
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
     let mem_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
             m.lines()
                 .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
         })
         .unwrap_or(0);
-    (labels, NodeResources { cpu_millis: cpus * 1000, memory_bytes: mem_kib * 1024 })
+    (
+        labels,
+        NodeResources {
+            cpu_millis: cpus * 1000,
+            memory_bytes: mem_kib * 1024,
+        },
+    )
 }
 
 struct Worker {
@@ -94,11 +118,19 @@ pub async fn run<R: Runtime>(
     let mut opts = cfg.nats.clone();
     opts.retry_on_initial_connect = true;
     opts.name = format!("voiyd-node {}", cfg.name);
-    let client = connect(&opts).await.map_err(|e| AgentError::Nats(e.to_string()))?;
+    let client = connect(&opts)
+        .await
+        .map_err(|e| AgentError::Nats(e.to_string()))?;
     let info = rt.info().await?;
     tracing::info!(node = %cfg.name, runtime = %info.name, version = %info.version, "agent connected");
     let (resync, _) = watch::channel(0u64);
-    let shared = Arc::new(Shared { cfg, rt, client, workers: Mutex::new(HashMap::new()), resync });
+    let shared = Arc::new(Shared {
+        cfg,
+        rt,
+        client,
+        workers: Mutex::new(HashMap::new()),
+        resync,
+    });
 
     let hb = tokio::spawn(heartbeats(shared.clone(), info));
     let work = tokio::spawn(follow_work(shared.clone()));
@@ -129,8 +161,16 @@ async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runtime::Runtime
             capacity: Some(capacity),
             ..Default::default()
         };
-        let report = NodeStatusReport { node: s.cfg.name.clone(), labels: labels.clone(), status: Some(status) };
-        if let Err(e) = s.client.publish(subject.clone(), report.encode_to_vec().into()).await {
+        let report = NodeStatusReport {
+            node: s.cfg.name.clone(),
+            labels: labels.clone(),
+            status: Some(status),
+        };
+        if let Err(e) = s
+            .client
+            .publish(subject.clone(), report.encode_to_vec().into())
+            .await
+        {
             tracing::debug!(error = %e, "heartbeat not sent");
         }
     }
@@ -221,17 +261,35 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
     }
 }
 
-async fn full_sync<R: Runtime>(s: &Arc<Shared<R>>, kv: &TypedKv<Assignment>, filter: &str) -> Result<(), String> {
+async fn full_sync<R: Runtime>(
+    s: &Arc<Shared<R>>,
+    kv: &TypedKv<Assignment>,
+    filter: &str,
+) -> Result<(), String> {
     let entries = kv.entries(filter).await.map_err(|e| e.to_string())?;
     let mut desired: HashMap<String, Desired> = HashMap::new();
     for (key, a, _) in entries {
-        if let (Some((_, task)), Some(d)) = (names::parse_work_key(&key), Desired::from_assignment(&a)) {
+        if let (Some((_, task)), Some(d)) =
+            (names::parse_work_key(&key), Desired::from_assignment(&a))
+        {
             desired.insert(task, d);
         }
     }
     // Containers this node runs but has no work for get a worker too, which removes them.
-    let existing: Vec<String> = s.rt.list().await.map_err(|e| e.to_string())?.into_iter().map(|v| v.task).collect();
-    let known: Vec<String> = s.workers.lock().expect("workers lock").keys().cloned().collect();
+    let existing: Vec<String> =
+        s.rt.list()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|v| v.task)
+            .collect();
+    let known: Vec<String> = s
+        .workers
+        .lock()
+        .expect("workers lock")
+        .keys()
+        .cloned()
+        .collect();
     for task in existing.into_iter().chain(known) {
         if !desired.contains_key(&task) {
             set_desired(s, &task, None);
@@ -258,7 +316,13 @@ fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: Option<Desir
     }
     let (tx, rx) = watch::channel(desired);
     let wake = Arc::new(Notify::new());
-    workers.insert(task.to_string(), Worker { desired: tx, wake: wake.clone() });
+    workers.insert(
+        task.to_string(),
+        Worker {
+            desired: tx,
+            wake: wake.clone(),
+        },
+    );
     tokio::spawn(task_worker(s.clone(), task.to_string(), rx, wake));
 }
 
@@ -328,7 +392,17 @@ async fn task_worker<R: Runtime>(
 
         let mut wait = decision.requeue_after;
         if !decision.actions.is_empty() {
-            match execute(&s, &task, desired.as_ref(), obs.as_ref(), &decision.actions, &mut mem, &progress).await {
+            match execute(
+                &s,
+                &task,
+                desired.as_ref(),
+                obs.as_ref(),
+                &decision.actions,
+                &mut mem,
+                &progress,
+            )
+            .await
+            {
                 Ok(()) => {
                     mem.last_error = None;
                     mem.failures = 0;
@@ -340,7 +414,8 @@ async fn task_worker<R: Runtime>(
                     mem.last_error = Some(e);
                     mem.pulling = None;
                     report(&s, &task, desired.as_ref(), obs.as_ref(), &mut mem, false).await;
-                    wait = Some(backoff(mem.failures.saturating_sub(1)).min(Duration::from_secs(60)));
+                    wait =
+                        Some(backoff(mem.failures.saturating_sub(1)).min(Duration::from_secs(60)));
                 }
             }
         }
@@ -398,15 +473,22 @@ async fn execute<R: Runtime>(
                         }
                     })
                 };
-                let r = s
-                    .rt
-                    .pull(d, Arc::new(move |done, total| *p.lock().expect("progress lock") = Some((done, total))))
+                let r =
+                    s.rt.pull(
+                        d,
+                        Arc::new(move |done, total| {
+                            *p.lock().expect("progress lock") = Some((done, total))
+                        }),
+                    )
                     .await;
                 reporter.abort();
                 mem.pulling = None;
                 r?;
             }
-            Action::Create => s.rt.create(desired.expect("create only with a desired task")).await?,
+            Action::Create => {
+                s.rt.create(desired.expect("create only with a desired task"))
+                    .await?
+            }
             Action::Start => {
                 s.rt.start(task).await?;
                 mem.stop_requested_at = None;
@@ -423,19 +505,34 @@ async fn execute<R: Runtime>(
                 mem.last_exit = None;
             }
             Action::DeleteTask => {
-                if let Some(Observed { state: ContainerState::Exited { code, at }, .. }) = obs {
-                    mem.last_exit = Some(Exit { code: *code, at: *at });
+                if let Some(Observed {
+                    state: ContainerState::Exited { code, at },
+                    ..
+                }) = obs
+                {
+                    mem.last_exit = Some(Exit {
+                        code: *code,
+                        at: *at,
+                    });
                 }
                 s.rt.delete_task(task).await?;
             }
-            Action::CountRestart => s.rt.set_restart_count(task, restarts.saturating_add(1)).await?,
+            Action::CountRestart => {
+                s.rt.set_restart_count(task, restarts.saturating_add(1))
+                    .await?
+            }
             Action::ResetRestarts => s.rt.set_restart_count(task, 0).await?,
         }
     }
     Ok(())
 }
 
-async fn publish_pull<R: Runtime>(s: &Arc<Shared<R>>, task: &str, d: &Desired, (done, total): (u64, u64)) {
+async fn publish_pull<R: Runtime>(
+    s: &Arc<Shared<R>>,
+    task: &str,
+    d: &Desired,
+    (done, total): (u64, u64),
+) {
     let status = TaskStatus {
         phase: phase::PULLING.into(),
         reason: "Pulling".into(),
@@ -451,7 +548,10 @@ async fn publish_pull<R: Runtime>(s: &Arc<Shared<R>>, task: &str, d: &Desired, (
 
 fn ts(t: SystemTime) -> voiyd_messages::Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    voiyd_messages::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    voiyd_messages::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
 }
 
 /// Reports the task's status when it changed (or always, with `force`).
@@ -464,7 +564,10 @@ async fn report<R: Runtime>(
     force: bool,
 ) {
     let Some(d) = desired else { return };
-    let err = mem.last_error.as_ref().map(|e| (e.reason, e.message.as_str()));
+    let err = mem
+        .last_error
+        .as_ref()
+        .map(|e| (e.reason, e.message.as_str()));
     let p = phase::derive(desired, obs, mem.pulling, err, SystemTime::now());
     let mut st = TaskStatus {
         phase: p.phase.to_string(),
@@ -508,7 +611,14 @@ async fn send<R: Runtime>(s: &Arc<Shared<R>>, task: &str, uid: &str, status: Tas
         uid: uid.to_string(),
         status: Some(status),
     };
-    if let Err(e) = s.client.publish(names::node::status(&s.cfg.name), report.encode_to_vec().into()).await {
+    if let Err(e) = s
+        .client
+        .publish(
+            names::node::status(&s.cfg.name),
+            report.encode_to_vec().into(),
+        )
+        .await
+    {
         tracing::debug!(%task, error = %e, "status not sent");
     }
 }

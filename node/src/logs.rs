@@ -33,7 +33,10 @@ pub struct TaskPaths {
 impl TaskPaths {
     /// Paths under the agent's data directory.
     pub fn new(data_dir: &Path, task: &str) -> Self {
-        TaskPaths { fifo_dir: data_dir.join("fifo").join(task), log_dir: data_dir.join("logs").join(task) }
+        TaskPaths {
+            fifo_dir: data_dir.join("fifo").join(task),
+            log_dir: data_dir.join("logs").join(task),
+        }
     }
     /// The stdout FIFO.
     pub fn stdout(&self) -> PathBuf {
@@ -59,7 +62,8 @@ pub fn prepare(paths: &TaskPaths) -> io::Result<()> {
             Ok(_) => std::fs::remove_file(&p)?,
             Err(_) => {}
         }
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+        let c =
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
         // SAFETY: mkfifo(3) with a valid NUL-terminated path.
         if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
             return Err(io::Error::last_os_error());
@@ -87,7 +91,10 @@ pub struct Rotation {
 
 impl Default for Rotation {
     fn default() -> Self {
-        Rotation { max_bytes: 10 * 1024 * 1024, keep: 3 }
+        Rotation {
+            max_bytes: 10 * 1024 * 1024,
+            keep: 3,
+        }
     }
 }
 
@@ -102,9 +109,18 @@ struct LogFile {
 impl LogFile {
     async fn open(dir: &Path, rotation: Rotation) -> io::Result<Self> {
         let path = dir.join(CURRENT);
-        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await?;
         let size = file.metadata().await?.len();
-        Ok(LogFile { dir: dir.to_path_buf(), file, size, rotation })
+        Ok(LogFile {
+            dir: dir.to_path_buf(),
+            file,
+            size,
+            rotation,
+        })
     }
 
     async fn write_line(&mut self, stream: &str, line: &[u8]) -> io::Result<()> {
@@ -137,7 +153,11 @@ impl LogFile {
         } else {
             tokio::fs::remove_file(self.dir.join(CURRENT)).await?;
         }
-        self.file = tokio::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(CURRENT)).await?;
+        self.file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(CURRENT))
+            .await?;
         self.size = 0;
         Ok(())
     }
@@ -156,8 +176,15 @@ impl Capture {
         let (stop, stopped) = watch::channel(false);
         let mut readers = Vec::new();
         for (stream, path) in [("stdout", paths.stdout()), ("stderr", paths.stderr())] {
-            let rx = tokio::net::unix::pipe::OpenOptions::new().read_write(true).open_receiver(&path)?;
-            readers.push(tokio::spawn(read_stream(rx, stream, file.clone(), stopped.clone())));
+            let rx = tokio::net::unix::pipe::OpenOptions::new()
+                .read_write(true)
+                .open_receiver(&path)?;
+            readers.push(tokio::spawn(read_stream(
+                rx,
+                stream,
+                file.clone(),
+                stopped.clone(),
+            )));
         }
         Ok(Capture { stop, readers })
     }
@@ -244,7 +271,11 @@ pub struct LogLine {
 pub fn parse_line(line: &str) -> Option<LogLine> {
     let (time, rest) = line.split_once(' ')?;
     let (stream, text) = rest.split_once(' ').unwrap_or((rest, ""));
-    Some(LogLine { time: crate::timefmt::parse_rfc3339(time)?, stream: stream.to_string(), text: text.to_string() })
+    Some(LogLine {
+        time: crate::timefmt::parse_rfc3339(time)?,
+        stream: stream.to_string(),
+        text: text.to_string(),
+    })
 }
 
 /// Reads a task's stored lines, oldest first, across rotated files.
@@ -254,7 +285,10 @@ pub fn read_all(log_dir: &Path) -> io::Result<Vec<LogLine>> {
         let name = entry?.file_name().to_string_lossy().into_owned();
         if name == CURRENT {
             files.push((0, log_dir.join(&name)));
-        } else if let Some(i) = name.strip_prefix(&format!("{CURRENT}.")).and_then(|i| i.parse().ok()) {
+        } else if let Some(i) = name
+            .strip_prefix(&format!("{CURRENT}."))
+            .and_then(|i| i.parse().ok())
+        {
             files.push((i, log_dir.join(&name)));
         }
     }
@@ -277,23 +311,45 @@ mod tests {
         let paths = TaskPaths::new(dir.path(), "t1");
         prepare(&paths).unwrap();
         prepare(&paths).unwrap(); // idempotent
-        let cap = Capture::start(&paths, Rotation { max_bytes: 400, keep: 2 }).await.unwrap();
-        let mut out = tokio::net::unix::pipe::OpenOptions::new().open_sender(paths.stdout()).unwrap();
-        let mut err = tokio::net::unix::pipe::OpenOptions::new().open_sender(paths.stderr()).unwrap();
+        let cap = Capture::start(
+            &paths,
+            Rotation {
+                max_bytes: 400,
+                keep: 2,
+            },
+        )
+        .await
+        .unwrap();
+        let mut out = tokio::net::unix::pipe::OpenOptions::new()
+            .open_sender(paths.stdout())
+            .unwrap();
+        let mut err = tokio::net::unix::pipe::OpenOptions::new()
+            .open_sender(paths.stderr())
+            .unwrap();
         for i in 0..20 {
-            out.write_all(format!("out {i}\n").as_bytes()).await.unwrap();
+            out.write_all(format!("out {i}\n").as_bytes())
+                .await
+                .unwrap();
         }
         err.write_all(b"err line\npartial").await.unwrap();
         drop((out, err));
         cap.finish().await;
         let lines = read_all(&paths.log_dir).unwrap();
-        let outs: Vec<&str> = lines.iter().filter(|l| l.stream == "stdout").map(|l| l.text.as_str()).collect();
+        let outs: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.stream == "stdout")
+            .map(|l| l.text.as_str())
+            .collect();
         // Rotation kept the newest lines; whatever is kept is in order and ends with the last one.
         assert_eq!(outs.last(), Some(&"out 19"));
         let nums: Vec<u32> = outs.iter().map(|s| s[4..].parse().unwrap()).collect();
         assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
-        assert!(lines.iter().any(|l| l.stream == "stderr" && l.text == "err line"));
-        assert!(lines.iter().any(|l| l.stream == "stderr" && l.text == "partial"));
+        assert!(lines
+            .iter()
+            .any(|l| l.stream == "stderr" && l.text == "err line"));
+        assert!(lines
+            .iter()
+            .any(|l| l.stream == "stderr" && l.text == "partial"));
         assert!(paths.log_dir.join("current.log.1").exists());
         assert!(!paths.log_dir.join("current.log.3").exists());
         remove(&paths, true);

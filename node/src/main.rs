@@ -69,8 +69,10 @@ fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         let (k, v) = item
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("label `{item}` must be key=value"))?;
-        voiyd_messages::validate::check_label_key(k).map_err(|e| anyhow::anyhow!("label `{item}`: {e}"))?;
-        voiyd_messages::validate::check_label_value(v).map_err(|e| anyhow::anyhow!("label `{item}`: {e}"))?;
+        voiyd_messages::validate::check_label_key(k)
+            .map_err(|e| anyhow::anyhow!("label `{item}`: {e}"))?;
+        voiyd_messages::validate::check_label_value(v)
+            .map_err(|e| anyhow::anyhow!("label `{item}`: {e}"))?;
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
@@ -80,9 +82,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     install_crypto_provider();
     let name = match args.name {
         Some(n) => n,
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_string(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")?
+            .trim()
+            .to_string(),
     };
-    voiyd_messages::validate::validate_name("node", &name).map_err(|e| anyhow::anyhow!("{e}: pass --name"))?;
+    voiyd_messages::validate::validate_name("node", &name)
+        .map_err(|e| anyhow::anyhow!("{e}: pass --name"))?;
     let labels = parse_labels(&args.labels)?;
     std::fs::create_dir_all(&args.data_dir)?;
     let auth = match &args.registry_auth {
@@ -94,7 +99,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cd,
         ContainerdConfig {
             data_dir: args.data_dir.clone(),
-            pull: PullOptions { insecure_registries: args.insecure_registries, auth, ..Default::default() },
+            pull: PullOptions {
+                insecure_registries: args.insecure_registries,
+                auth,
+                ..Default::default()
+            },
             cgroup_parent: format!("/voiyd/{}", args.namespace),
             rotation: Rotation::default(),
         },
@@ -115,7 +124,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         resync_every: Duration::from_secs(10),
     };
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -131,7 +141,10 @@ async fn main() {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if let Err(e) = run(args).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);

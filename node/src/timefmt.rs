@@ -67,7 +67,10 @@ mod tests {
         let s = rfc3339_nanos(t);
         assert_eq!(s, "2026-11-18T11:06:40.123456789Z");
         assert_eq!(parse_rfc3339(&s), Some(t));
-        assert_eq!(parse_rfc3339("2000-02-29T12:00:00Z"), Some(UNIX_EPOCH + Duration::from_secs(951_825_600)));
+        assert_eq!(
+            parse_rfc3339("2000-02-29T12:00:00Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(951_825_600))
+        );
         assert_eq!(parse_rfc3339("garbage"), None);
     }
 }

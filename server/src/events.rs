@@ -20,7 +20,10 @@ pub const MAX_EVENTS_PER_LIST: u32 = 10_000;
 impl Events {
     /// Events published by `source` (the server's id).
     pub fn new(js: jetstream::Context, source: impl Into<String>) -> Self {
-        Self { js, source: source.into() }
+        Self {
+            js,
+            source: source.into(),
+        }
     }
 
     /// Publishes one event and waits for the stream's ack. A failure is logged, not
@@ -46,7 +49,11 @@ impl Events {
             object,
         };
         let subject = names::event_subject(kind, name, event_type);
-        match self.js.publish(subject.clone(), ev.encode_to_vec().into()).await {
+        match self
+            .js
+            .publish(subject.clone(), ev.encode_to_vec().into())
+            .await
+        {
             Ok(ack) => {
                 if let Err(e) = ack.await {
                     tracing::warn!(%subject, error = %e, "event not acknowledged");
@@ -72,7 +79,9 @@ impl Events {
             (!req.name.is_empty()).then_some(req.name.as_str()),
         );
         let deliver_policy = if req.since_seq > 0 {
-            consumer::DeliverPolicy::ByStartSequence { start_sequence: req.since_seq }
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: req.since_seq,
+            }
         } else {
             consumer::DeliverPolicy::All
         };
@@ -90,7 +99,10 @@ impl Events {
         if pending == 0 {
             return Ok(EventList { items });
         }
-        let mut messages = consumer.messages().await.map_err(|e| format!("cannot read events: {e}"))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("cannot read events: {e}"))?;
         while items.len() < limit {
             let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
             let Ok(Some(Ok(msg))) = next else { break };

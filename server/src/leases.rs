@@ -20,9 +20,14 @@ pub async fn handle(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Bytes, Failure
     match verb {
         "get" => {
             let req = GetRequest::decode(body)?;
-            let lease = read(names::task_lease_key(&req.name)).await?.ok_or_else(|| {
-                Failure::not_found(format!("lease {} not found: `voiydctl get leases` lists them", req.name))
-            })?;
+            let lease = read(names::task_lease_key(&req.name))
+                .await?
+                .ok_or_else(|| {
+                    Failure::not_found(format!(
+                        "lease {} not found: `voiydctl get leases` lists them",
+                        req.name
+                    ))
+                })?;
             Ok(lease.encode_to_vec().into())
         }
         "list" => {
@@ -39,6 +44,8 @@ pub async fn handle(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Bytes, Failure
             items.sort_by(|a, b| a.task.cmp(&b.task));
             Ok(LeaseList { items }.encode_to_vec().into())
         }
-        _ => Err(Failure::invalid(format!("unknown verb `{verb}` for leases"))),
+        _ => Err(Failure::invalid(format!(
+            "unknown verb `{verb}` for leases"
+        ))),
     }
 }

@@ -9,9 +9,9 @@ pub mod managed;
 pub mod merge_patch;
 pub mod placement;
 pub mod reports;
+mod run;
 pub mod scheduler;
 pub mod status;
-mod run;
 
 pub use run::{run, ServerConfig};
 
@@ -20,5 +20,8 @@ pub fn now() -> voiyd_messages::Timestamp {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    voiyd_messages::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    voiyd_messages::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
 }

@@ -63,7 +63,9 @@ async fn main() {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if args.log_format == "json" {
         fmt.json().init();
     } else {
@@ -87,7 +89,10 @@ async fn main() {
         nats_listen: args.nats_listen,
         nats,
         nats_server_bin: args.nats_server_bin,
-        bootstrap: BootstrapOptions { replicas: args.replicas, ..Default::default() },
+        bootstrap: BootstrapOptions {
+            replicas: args.replicas,
+            ..Default::default()
+        },
         node_timeout: Duration::from_secs(args.node_timeout),
         id: format!("{}-{}", host.trim(), std::process::id()),
     };

@@ -1,7 +1,10 @@
 //! What the server needs to know about each stored kind: where it lives, how it is
 //! validated, and how its status is kept apart from its spec.
 
-use voiyd_messages::v1::{event, ContainerSet, ContainerSetStatus, Node, NodeStatus, Task, TaskStatus, Volume, VolumeStatus};
+use voiyd_messages::v1::{
+    event, ContainerSet, ContainerSetStatus, Node, NodeStatus, Task, TaskStatus, Volume,
+    VolumeStatus,
+};
 use voiyd_messages::{validate, Resource};
 use voiyd_nats::bootstrap::Cluster;
 use voiyd_nats::store::Store;
@@ -58,5 +61,17 @@ macro_rules! managed {
 
 managed!(Task, TaskStatus, tasks, validate::validate_task, Task);
 managed!(Node, NodeStatus, nodes, validate::validate_node, Node);
-managed!(Volume, VolumeStatus, volumes, validate::validate_volume, Volume);
-managed!(ContainerSet, ContainerSetStatus, sets, validate::validate_container_set, Set);
+managed!(
+    Volume,
+    VolumeStatus,
+    volumes,
+    validate::validate_volume,
+    Volume
+);
+managed!(
+    ContainerSet,
+    ContainerSetStatus,
+    sets,
+    validate::validate_container_set,
+    Set
+);

@@ -49,7 +49,11 @@ impl std::fmt::Display for Unplaceable {
             return f.write_str("0/0 nodes: no node has joined the cluster; start voiyd-node");
         }
         write!(f, "0/{} nodes available:", self.total)?;
-        let parts: Vec<String> = self.reasons.iter().map(|(r, n)| format!(" {n} {r}")).collect();
+        let parts: Vec<String> = self
+            .reasons
+            .iter()
+            .map(|(r, n)| format!(" {n} {r}"))
+            .collect();
         f.write_str(&parts.join(","))
     }
 }
@@ -69,7 +73,10 @@ pub fn place(config: &TaskConfig, nodes: &[Candidate]) -> Result<String, Unplace
             Some("not ready")
         } else if n.unschedulable {
             Some("cordoned")
-        } else if !config.node_selector.iter().all(|(k, v)| n.labels.get(k) == Some(v))
+        } else if !config
+            .node_selector
+            .iter()
+            .all(|(k, v)| n.labels.get(k) == Some(v))
             || !affinity.iter().all(|s| s.matches(&n.labels))
         {
             Some("node selector mismatch")
@@ -85,7 +92,10 @@ pub fn place(config: &TaskConfig, nodes: &[Candidate]) -> Result<String, Unplace
             }
         }
     }
-    best.map(|n| n.name.clone()).ok_or(Unplaceable { total: nodes.len(), reasons })
+    best.map(|n| n.name.clone()).ok_or(Unplaceable {
+        total: nodes.len(),
+        reasons,
+    })
 }
 
 #[cfg(test)]
@@ -95,7 +105,10 @@ mod tests {
     fn node(name: &str, ready: bool, labels: &[(&str, &str)], tasks: usize) -> Candidate {
         Candidate {
             name: name.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ready,
             unschedulable: false,
             tasks,
@@ -123,14 +136,26 @@ mod tests {
         cordoned.unschedulable = true;
         let nodes = vec![node("a", true, &[], 0), node("b", false, &[], 0), cordoned];
         let e = place(&cfg, &nodes).unwrap_err();
-        assert_eq!(e.to_string(), "0/3 nodes available: 1 cordoned, 1 node selector mismatch, 1 not ready");
-        assert!(place(&cfg, &[]).unwrap_err().to_string().contains("start voiyd-node"));
+        assert_eq!(
+            e.to_string(),
+            "0/3 nodes available: 1 cordoned, 1 node selector mismatch, 1 not ready"
+        );
+        assert!(place(&cfg, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("start voiyd-node"));
     }
 
     #[test]
     fn affinity_expressions_filter() {
-        let cfg = TaskConfig { node_affinity: vec!["zone in (a,b)".into()], ..Default::default() };
-        let nodes = vec![node("x", true, &[("zone", "c")], 0), node("y", true, &[("zone", "b")], 5)];
+        let cfg = TaskConfig {
+            node_affinity: vec!["zone in (a,b)".into()],
+            ..Default::default()
+        };
+        let nodes = vec![
+            node("x", true, &[("zone", "c")], 0),
+            node("y", true, &[("zone", "b")], 5),
+        ];
         assert_eq!(place(&cfg, &nodes).unwrap(), "y");
     }
 }

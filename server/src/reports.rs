@@ -6,7 +6,9 @@ use crate::managed::Managed;
 use crate::status;
 use futures::StreamExt;
 use prost::Message;
-use voiyd_messages::v1::{Meta, Node, NodeConfig, NodeStatus, NodeStatusReport, TaskStatus, TaskStatusReport};
+use voiyd_messages::v1::{
+    Meta, Node, NodeConfig, NodeStatus, NodeStatusReport, TaskStatus, TaskStatusReport,
+};
 use voiyd_messages::Resource;
 use voiyd_nats::names;
 use voiyd_nats::store::StoreError;
@@ -48,7 +50,10 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
     let node_name = names::node::node_of(&msg.subject).unwrap_or_default();
     let report = NodeStatusReport::decode(msg.payload.clone())?;
     if report.node != node_name {
-        return Err(Failure::invalid(format!("node {node_name} sent a heartbeat for {}", report.node)));
+        return Err(Failure::invalid(format!(
+            "node {node_name} sent a heartbeat for {}",
+            report.node
+        )));
     }
     let store = Node::store(&ctx.cluster);
     let existing = store.get(&node_name).await?;
@@ -84,7 +89,16 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
     // A lost race means another server just wrote a fresher heartbeat: nothing to do.
     status::write(&ctx.status.0, "node", &node_name, &st, rev).await?;
     if joined || !was_ready {
-        ctx.events.publish("node", &node_name, "ready", "NodeReady", "node is ready".into(), None).await;
+        ctx.events
+            .publish(
+                "node",
+                &node_name,
+                "ready",
+                "NodeReady",
+                "node is ready".into(),
+                None,
+            )
+            .await;
         if let Err(e) = crate::scheduler::place_pending(ctx).await {
             tracing::warn!(error = %e.message, "placing pending tasks failed");
         }
@@ -97,13 +111,18 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
     let node_name = names::node::node_of(&msg.subject).unwrap_or_default();
     let report = TaskStatusReport::decode(msg.payload.clone())?;
     for _ in 0..5 {
-        let Some(task) = voiyd_messages::v1::Task::store(&ctx.cluster).get(&report.task).await? else {
+        let Some(task) = voiyd_messages::v1::Task::store(&ctx.cluster)
+            .get(&report.task)
+            .await?
+        else {
             return Ok(()); // deleted meanwhile
         };
         if task.meta().map(|m| m.uid.as_str()) != Some(report.uid.as_str()) {
             return Ok(()); // a report about an older task of the same name
         }
-        let Some(current) = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", &report.task).await? else {
+        let Some(current) =
+            status::read_versioned::<TaskStatus>(&ctx.status.0, "task", &report.task).await?
+        else {
             return Ok(());
         };
         if current.status.node != node_name {
@@ -119,15 +138,32 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
             return Ok(());
         }
         let phase_changed = st.phase != current.status.phase;
-        if status::write(&ctx.status.0, "task", &report.task, &st, current.revision).await?.is_some() {
+        if status::write(&ctx.status.0, "task", &report.task, &st, current.revision)
+            .await?
+            .is_some()
+        {
             if phase_changed {
-                let what = if st.message.is_empty() { st.phase.clone() } else { format!("{}: {}", st.phase, st.message) };
+                let what = if st.message.is_empty() {
+                    st.phase.clone()
+                } else {
+                    format!("{}: {}", st.phase, st.message)
+                };
                 ctx.events
-                    .publish("task", &report.task, &st.phase.to_lowercase(), &st.reason, what, None)
+                    .publish(
+                        "task",
+                        &report.task,
+                        &st.phase.to_lowercase(),
+                        &st.reason,
+                        what,
+                        None,
+                    )
                     .await;
             }
             return Ok(());
         }
     }
-    Err(Failure::conflict(format!("status of task {} kept changing", report.task)))
+    Err(Failure::conflict(format!(
+        "status of task {} kept changing",
+        report.task
+    )))
 }

@@ -45,7 +45,10 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 data_dir: cfg.data_dir.clone(),
                 listen: cfg.nats_listen,
                 monitor: None,
-                server_name: format!("voiyd-{}", cfg.id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")),
+                server_name: format!(
+                    "voiyd-{}",
+                    cfg.id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+                ),
                 extra_config: String::new(),
             })
             .await?;
@@ -110,15 +113,33 @@ async fn upkeep(ctx: Ctx, node_timeout: Duration) {
 async fn mark_lost_nodes(ctx: &Ctx, timeout: Duration) -> Result<(), api::Failure> {
     let now = crate::now().seconds;
     for node in status::read_all::<Node>(&ctx.status).await?.into_keys() {
-        let Some(v) = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node).await? else { continue };
-        let last = v.status.last_heartbeat.as_ref().map(|t| t.seconds).unwrap_or(0);
+        let Some(v) = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node).await?
+        else {
+            continue;
+        };
+        let last = v
+            .status
+            .last_heartbeat
+            .as_ref()
+            .map(|t| t.seconds)
+            .unwrap_or(0);
         if v.status.phase == "Ready" && now - last > timeout.as_secs() as i64 {
             let mut st = v.status.clone();
             st.phase = "NotReady".into();
-            if status::write(&ctx.status.0, "node", &node, &st, v.revision).await?.is_some() {
+            if status::write(&ctx.status.0, "node", &node, &st, v.revision)
+                .await?
+                .is_some()
+            {
                 tracing::warn!(%node, "node missed its heartbeats: NotReady");
                 ctx.events
-                    .publish("node", &node, "notready", "NodeLost", format!("no heartbeat for {}s", now - last), None)
+                    .publish(
+                        "node",
+                        &node,
+                        "notready",
+                        "NodeLost",
+                        format!("no heartbeat for {}s", now - last),
+                        None,
+                    )
                     .await;
             }
         }

@@ -46,10 +46,20 @@ pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failur
                 st.phase = SCHEDULED.to_string();
                 st.reason = String::new();
                 st.message = format!("placed on {node}");
-                if status::write(&ctx.status.0, "task", name, &st, rev).await?.is_some() {
+                if status::write(&ctx.status.0, "task", name, &st, rev)
+                    .await?
+                    .is_some()
+                {
                     write_work(ctx, &node, &task, kill).await?;
                     ctx.events
-                        .publish("task", name, "scheduled", "Scheduled", format!("placed on node {node}"), None)
+                        .publish(
+                            "task",
+                            name,
+                            "scheduled",
+                            "Scheduled",
+                            format!("placed on node {node}"),
+                            None,
+                        )
                         .await;
                     let mut t = task;
                     t.set_status(Some(st));
@@ -62,7 +72,11 @@ pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failur
                 st.phase = PENDING.to_string();
                 st.reason = "Unschedulable".to_string();
                 st.message = message;
-                if !changed || status::write(&ctx.status.0, "task", name, &st, rev).await?.is_some() {
+                if !changed
+                    || status::write(&ctx.status.0, "task", name, &st, rev)
+                        .await?
+                        .is_some()
+                {
                     let mut t = task;
                     t.set_status(Some(st));
                     return Ok(t);
@@ -71,11 +85,16 @@ pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failur
         }
         // Someone else wrote the status first: read again and follow their decision.
     }
-    Err(Failure::conflict(format!("task {name} is being changed by others too often: retry")))
+    Err(Failure::conflict(format!(
+        "task {name} is being changed by others too often: retry"
+    )))
 }
 
 async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<(), Failure> {
-    let a = Assignment { task: Some(task.clone()), kill };
+    let a = Assignment {
+        task: Some(task.clone()),
+        kill,
+    };
     let key = names::work_key(node, task.name());
     ctx.work
         .put(&key, a.encode_to_vec().into())
@@ -118,7 +137,9 @@ async fn candidates(ctx: &Ctx) -> Result<Vec<Candidate>, Failure> {
 
 async fn work_counts(work: &kv::Store) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    let Ok(keys) = work.keys().await else { return counts };
+    let Ok(keys) = work.keys().await else {
+        return counts;
+    };
     let keys: Vec<String> = keys.try_collect().await.unwrap_or_default();
     for key in keys {
         if let Some((node, _)) = names::parse_work_key(&key) {

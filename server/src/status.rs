@@ -34,20 +34,33 @@ pub async fn read_versioned<S: Message + Default>(
     let entry = kv.entry(&key).await.map_err(|e| unavailable("get", e))?;
     match entry {
         Some(e) if e.operation == kv::Operation::Put => {
-            let status = S::decode(e.value).map_err(|e| Failure::internal(format!("corrupt status {key}: {e}")))?;
-            Ok(Some(Versioned { status, revision: e.revision }))
+            let status = S::decode(e.value)
+                .map_err(|e| Failure::internal(format!("corrupt status {key}: {e}")))?;
+            Ok(Some(Versioned {
+                status,
+                revision: e.revision,
+            }))
         }
         _ => Ok(None),
     }
 }
 
 /// Reads the status of one resource.
-pub async fn read<R: Managed>(cluster: &StatusKv, name: &str) -> Result<Option<R::Status>, Failure> {
-    Ok(read_versioned::<R::Status>(&cluster.0, R::KIND.singular(), name).await?.map(|v| v.status))
+pub async fn read<R: Managed>(
+    cluster: &StatusKv,
+    name: &str,
+) -> Result<Option<R::Status>, Failure> {
+    Ok(
+        read_versioned::<R::Status>(&cluster.0, R::KIND.singular(), name)
+            .await?
+            .map(|v| v.status),
+    )
 }
 
 /// Reads every status of one kind, keyed by resource name.
-pub async fn read_all<R: Managed>(cluster: &StatusKv) -> Result<HashMap<String, R::Status>, Failure> {
+pub async fn read_all<R: Managed>(
+    cluster: &StatusKv,
+) -> Result<HashMap<String, R::Status>, Failure> {
     let kind = R::KIND.singular();
     let prefix = format!("{kind}.");
     let mut out = HashMap::new();

@@ -15,7 +15,11 @@ pub fn bin(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let p = target.join("debug").join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --bins` first",
+        p.display()
+    );
     p
 }
 
@@ -30,7 +34,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -53,7 +60,9 @@ impl Proc {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         Proc { child, log }
     }
 
@@ -100,17 +109,30 @@ impl Drop for Proc {
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
 
 /// Children of a process (spawned from any of its threads), from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
     threads
         .flatten()
-        .flat_map(|t| std::fs::read_to_string(t.path().join("children")).unwrap_or_default().split_whitespace().filter_map(|s| s.parse().ok()).collect::<Vec<u32>>())
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect::<Vec<u32>>()
+        })
         .collect()
 }
 
@@ -143,23 +165,32 @@ impl Server {
         let data = data.to_str().unwrap().to_string();
         let mut args = vec!["--data-dir", data.as_str(), "--log-level", "debug"];
         args.extend_from_slice(extra);
-        let proc = Proc::spawn(&bin("voiyd-server"), &args, &[], dir.path().join("server.log"));
-        let server = Server { proc, url: url.to_string(), _dir: dir };
+        let proc = Proc::spawn(
+            &bin("voiyd-server"),
+            &args,
+            &[],
+            dir.path().join("server.log"),
+        );
+        let server = Server {
+            proc,
+            url: url.to_string(),
+            _dir: dir,
+        };
         server.wait_ready().await;
         server
     }
 
-    /// Waits until this server (or another on the same NATS) answers `nodes.list`.
+    /// Waits until this server has its API up (its log says so) and the API answers.
     pub async fn wait_ready(&self) {
         let url = self.url.clone();
         let log = self.proc.log.clone();
         let start = Instant::now();
         loop {
-            if let Ok(client) = async_nats::connect(&url).await {
-                let api = ApiClient::new(client).with_timeout(Duration::from_secs(2));
-                if api.list::<voiyd_messages::v1::Node>("").await.is_ok() {
-                    return;
-                }
+            // The log line means this server's endpoints are subscribed; a reply alone
+            // could come from another server on the same NATS.
+            let up = std::fs::read_to_string(&log).is_ok_and(|l| l.contains("API ready"));
+            if up && api_answers(&url).await {
+                return;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
@@ -172,9 +203,19 @@ impl Server {
 
     /// An API client connected to this server's NATS.
     pub async fn api(&self) -> ApiClient {
-        let client = async_nats::connect(&self.url).await.expect("connect to NATS");
+        let client = async_nats::connect(&self.url)
+            .await
+            .expect("connect to NATS");
         ApiClient::new(client)
     }
+}
+
+async fn api_answers(url: &str) -> bool {
+    let Ok(client) = async_nats::connect(url).await else {
+        return false;
+    };
+    let api = ApiClient::new(client).with_timeout(Duration::from_secs(2));
+    api.list::<voiyd_messages::v1::Node>("").await.is_ok()
 }
 
 /// Runs voiydctl against `url` with `args`, optional stdin, and extra environment.
@@ -182,15 +223,25 @@ pub fn voiydctl(url: &str, args: &[&str], stdin: Option<&str>, envs: &[(&str, &s
     use std::io::Write;
     let mut cmd = Command::new(bin("voiydctl"));
     cmd.arg("--server").arg(url).args(args);
-    cmd.env("HOME", std::env::temp_dir()).env_remove("VOIYD_CONFIG");
+    cmd.env("HOME", std::env::temp_dir())
+        .env_remove("VOIYD_CONFIG");
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn voiydctl");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().expect("voiydctl output")
 }
@@ -219,7 +270,13 @@ pub struct NodeAgent {
 impl NodeAgent {
     /// Starts `voiyd-node` against NATS `url` and the containerd at `socket`, in its own
     /// containerd namespace (so several agents can share one containerd).
-    pub fn start(url: &str, name: &str, socket: &Path, data_dir: &Path, extra: &[&str]) -> NodeAgent {
+    pub fn start(
+        url: &str,
+        name: &str,
+        socket: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> NodeAgent {
         let mut args: Vec<String> = [
             "--server",
             url,
@@ -240,12 +297,22 @@ impl NodeAgent {
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::create_dir_all(data_dir).unwrap();
         let proc = Self::spawn(&args, data_dir, 0);
-        NodeAgent { proc, name: name.to_string(), data_dir: data_dir.to_path_buf(), args }
+        NodeAgent {
+            proc,
+            name: name.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            args,
+        }
     }
 
     fn spawn(args: &[String], data_dir: &Path, n: usize) -> Proc {
         let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        Proc::spawn(&bin("voiyd-node"), &args, &[], data_dir.join(format!("agent-{n}.log")))
+        Proc::spawn(
+            &bin("voiyd-node"),
+            &args,
+            &[],
+            data_dir.join(format!("agent-{n}.log")),
+        )
     }
 
     /// Kills the agent (SIGKILL) and starts it again; `n` numbers its new log file.

@@ -16,10 +16,16 @@ fn task(name: &str, image: &str, labels: &[(&str, &str)]) -> Task {
         version: "task/v1".into(),
         meta: Some(Meta {
             name: name.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }),
-        config: Some(TaskConfig { image: image.into(), ..Default::default() }),
+        config: Some(TaskConfig {
+            image: image.into(),
+            ..Default::default()
+        }),
         status: None,
     }
 }
@@ -35,7 +41,10 @@ async fn task_verbs_and_their_errors() {
     let api = server.api().await;
 
     // create assigns server fields
-    let t = api.create(&task("web", "busybox:1", &[("app", "web")])).await.unwrap();
+    let t = api
+        .create(&task("web", "busybox:1", &[("app", "web")]))
+        .await
+        .unwrap();
     let m = t.meta.clone().unwrap();
     assert_eq!(m.generation, 1);
     assert!(m.resource_version > 0 && !m.uid.is_empty() && m.created.is_some());
@@ -45,29 +54,51 @@ async fn task_verbs_and_their_errors() {
     assert!(st.message.contains("start voiyd-node"), "{}", st.message);
 
     // create again: conflict
-    let e = api.create(&task("web", "busybox:1", &[])).await.unwrap_err();
-    assert!(matches!(e, ApiError::Conflict(ref m) if m.contains("already exists")), "{e}");
+    let e = api
+        .create(&task("web", "busybox:1", &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ApiError::Conflict(ref m) if m.contains("already exists")),
+        "{e}"
+    );
 
     // invalid name and missing image: one line naming the fields
     let e = api.create(&task("bad name!", "", &[])).await.unwrap_err();
-    let ApiError::Invalid(msg) = e else { panic!("want Invalid, got {e:?}") };
-    assert!(msg.contains("name") && msg.contains("image") && !msg.contains('\n'), "{msg}");
+    let ApiError::Invalid(msg) = e else {
+        panic!("want Invalid, got {e:?}")
+    };
+    assert!(
+        msg.contains("name") && msg.contains("image") && !msg.contains('\n'),
+        "{msg}"
+    );
 
     // get / not found
     let got: Task = api.get("web").await.unwrap();
     assert_eq!(got.meta.as_ref().unwrap().uid, m.uid);
     let e = api.get::<Task>("nope").await.unwrap_err();
-    assert!(matches!(e, ApiError::NotFound(ref m) if m.contains("task nope not found")), "{e}");
+    assert!(
+        matches!(e, ApiError::NotFound(ref m) if m.contains("task nope not found")),
+        "{e}"
+    );
 
     // list with selectors
-    api.create(&task("db", "busybox:1", &[("app", "db")])).await.unwrap();
+    api.create(&task("db", "busybox:1", &[("app", "db")]))
+        .await
+        .unwrap();
     let all: Vec<Task> = api.list("").await.unwrap();
-    assert_eq!(all.iter().map(|t| t.name()).collect::<Vec<_>>(), ["db", "web"]);
+    assert_eq!(
+        all.iter().map(|t| t.name()).collect::<Vec<_>>(),
+        ["db", "web"]
+    );
     let webs: Vec<Task> = api.list("app=web").await.unwrap();
     assert_eq!(webs.len(), 1);
     let not_web: Vec<Task> = api.list("app notin (web)").await.unwrap();
     assert_eq!(not_web.iter().map(|t| t.name()).collect::<Vec<_>>(), ["db"]);
-    assert!(matches!(api.list::<Task>("app in (").await.unwrap_err(), ApiError::Invalid(_)));
+    assert!(matches!(
+        api.list::<Task>("app in (").await.unwrap_err(),
+        ApiError::Invalid(_)
+    ));
 
     // update bumps generation when the spec changes, not when only labels do
     let mut changed = got.clone();
@@ -76,7 +107,12 @@ async fn task_verbs_and_their_errors() {
     assert_eq!(updated.meta.as_ref().unwrap().generation, 2);
     assert!(rv(&updated) > rv(&got));
     let mut relabel = updated.clone();
-    relabel.meta.as_mut().unwrap().labels.insert("tier".into(), "front".into());
+    relabel
+        .meta
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("tier".into(), "front".into());
     let relabeled = api.update(&relabel).await.unwrap();
     assert_eq!(relabeled.meta.as_ref().unwrap().generation, 2);
     // an update that changes nothing writes nothing
@@ -85,17 +121,32 @@ async fn task_verbs_and_their_errors() {
 
     // stale resource_version is refused, and nothing is written
     let e = api.update(&changed).await.unwrap_err();
-    assert!(matches!(e, ApiError::Conflict(ref m) if m.contains("changed by someone else")), "{e}");
+    assert!(
+        matches!(e, ApiError::Conflict(ref m) if m.contains("changed by someone else")),
+        "{e}"
+    );
     let now: Task = api.get("web").await.unwrap();
     assert_eq!(now.config.as_ref().unwrap().image, "busybox:2");
 
     // patch (merge patch), with and without the right version
-    let p: Task = api.patch("web", r#"{"config":{"args":["-c","echo hi"]}}"#, 0).await.unwrap();
+    let p: Task = api
+        .patch("web", r#"{"config":{"args":["-c","echo hi"]}}"#, 0)
+        .await
+        .unwrap();
     assert_eq!(p.config.as_ref().unwrap().args, ["-c", "echo hi"]);
     assert_eq!(p.config.as_ref().unwrap().image, "busybox:2");
-    assert!(matches!(api.patch::<Task>("web", r#"{"config":{"args":[]}}"#, 1).await, Err(ApiError::Conflict(_))));
-    assert!(matches!(api.patch::<Task>("web", r#"{"config":{"bogus":1}}"#, 0).await, Err(ApiError::Invalid(ref m)) if m.contains("bogus")));
-    assert!(matches!(api.patch::<Task>("web", "not json", 0).await, Err(ApiError::Invalid(_))));
+    assert!(matches!(
+        api.patch::<Task>("web", r#"{"config":{"args":[]}}"#, 1)
+            .await,
+        Err(ApiError::Conflict(_))
+    ));
+    assert!(
+        matches!(api.patch::<Task>("web", r#"{"config":{"bogus":1}}"#, 0).await, Err(ApiError::Invalid(ref m)) if m.contains("bogus"))
+    );
+    assert!(matches!(
+        api.patch::<Task>("web", "not json", 0).await,
+        Err(ApiError::Invalid(_))
+    ));
 
     // stop / start change desired state
     let stopped = api.task_action("stop", "web", false).await.unwrap();
@@ -104,26 +155,54 @@ async fn task_verbs_and_their_errors() {
     assert!(!started.config.as_ref().unwrap().stopped);
 
     // delete, with a stale version refused first
-    let req = DeleteRequest { name: "web".into(), resource_version: 1, ..Default::default() };
-    assert!(matches!(api.delete(Kind::Task, &req).await, Err(ApiError::Conflict(_))));
-    let req = DeleteRequest { name: "web".into(), ..Default::default() };
+    let req = DeleteRequest {
+        name: "web".into(),
+        resource_version: 1,
+        ..Default::default()
+    };
+    assert!(matches!(
+        api.delete(Kind::Task, &req).await,
+        Err(ApiError::Conflict(_))
+    ));
+    let req = DeleteRequest {
+        name: "web".into(),
+        ..Default::default()
+    };
     api.delete(Kind::Task, &req).await.unwrap();
-    assert!(matches!(api.get::<Task>("web").await, Err(ApiError::NotFound(_))));
-    assert!(matches!(api.delete(Kind::Task, &req).await, Err(ApiError::NotFound(_))));
+    assert!(matches!(
+        api.get::<Task>("web").await,
+        Err(ApiError::NotFound(_))
+    ));
+    assert!(matches!(
+        api.delete(Kind::Task, &req).await,
+        Err(ApiError::NotFound(_))
+    ));
 
     // oversize payload
     let mut big = task("big", "busybox:1", &[]);
     big.config.as_mut().unwrap().args = vec!["x".repeat(1024); 1100];
     let e = api.create(&big).await.unwrap_err();
-    assert!(matches!(e, ApiError::TooLarge(_) | ApiError::Invalid(_)), "{e}");
-    assert!(matches!(api.get::<Task>("big").await, Err(ApiError::NotFound(_))));
+    assert!(
+        matches!(e, ApiError::TooLarge(_) | ApiError::Invalid(_)),
+        "{e}"
+    );
+    assert!(matches!(
+        api.get::<Task>("big").await,
+        Err(ApiError::NotFound(_))
+    ));
 
     // malformed body
     let e = api
-        .call_raw::<Task>(&voiyd_nats::names::api_subject("tasks", "create"), vec![0xff, 0xff, 0xff].into())
+        .call_raw::<Task>(
+            &voiyd_nats::names::api_subject("tasks", "create"),
+            vec![0xff, 0xff, 0xff].into(),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(e, ApiError::Invalid(ref m) if m.contains("malformed")), "{e}");
+    assert!(
+        matches!(e, ApiError::Invalid(ref m) if m.contains("malformed")),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -134,16 +213,28 @@ async fn volumes_sets_and_events() {
 
     let vol = Volume {
         version: String::new(),
-        meta: Some(Meta { name: "data".into(), ..Default::default() }),
-        config: Some(VolumeConfig { host_local: Some(HostLocal {}), ..Default::default() }),
+        meta: Some(Meta {
+            name: "data".into(),
+            ..Default::default()
+        }),
+        config: Some(VolumeConfig {
+            host_local: Some(HostLocal {}),
+            ..Default::default()
+        }),
         status: None,
     };
     let v = api.create(&vol).await.unwrap();
     assert_eq!(v.version, "volume/v1");
     let set = ContainerSet {
         version: "containerset/v1".into(),
-        meta: Some(Meta { name: "web".into(), ..Default::default() }),
-        template: Some(TaskConfig { image: "busybox:1".into(), ..Default::default() }),
+        meta: Some(Meta {
+            name: "web".into(),
+            ..Default::default()
+        }),
+        template: Some(TaskConfig {
+            image: "busybox:1".into(),
+            ..Default::default()
+        }),
         replicas: Some(3),
         ..Default::default()
     };
@@ -154,22 +245,61 @@ async fn volumes_sets_and_events() {
     let mut wrong = vol.clone();
     wrong.version = "task/v1".into();
     wrong.meta.as_mut().unwrap().name = "other".into();
-    assert!(matches!(api.create(&wrong).await, Err(ApiError::Invalid(_))));
-    api.delete(Kind::Volume, &DeleteRequest { name: "data".into(), ..Default::default() }).await.unwrap();
+    assert!(matches!(
+        api.create(&wrong).await,
+        Err(ApiError::Invalid(_))
+    ));
+    api.delete(
+        Kind::Volume,
+        &DeleteRequest {
+            name: "data".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
 
     // events: in order, readable from any sequence, filterable
     let all = api.events(&EventsRequest::default()).await.unwrap().items;
-    let kinds: Vec<(String, String)> = all.iter().map(|e| (e.kind.clone(), e.r#type.clone())).collect();
+    let kinds: Vec<(String, String)> = all
+        .iter()
+        .map(|e| (e.kind.clone(), e.r#type.clone()))
+        .collect();
     assert_eq!(
         kinds,
-        [("volume".into(), "created".into()), ("set".into(), "created".into()), ("volume".into(), "deleted".into())]
+        [
+            ("volume".into(), "created".into()),
+            ("set".into(), "created".into()),
+            ("volume".into(), "deleted".into())
+        ]
     );
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
-    let from = api.events(&EventsRequest { since_seq: all[1].seq, ..Default::default() }).await.unwrap().items;
+    let from = api
+        .events(&EventsRequest {
+            since_seq: all[1].seq,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
     assert_eq!(from.len(), 2);
-    let vols = api.events(&EventsRequest { kind: "volume".into(), ..Default::default() }).await.unwrap().items;
+    let vols = api
+        .events(&EventsRequest {
+            kind: "volume".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
     assert_eq!(vols.len(), 2);
-    let none = api.events(&EventsRequest { since_seq: all[2].seq + 1, ..Default::default() }).await.unwrap().items;
+    let none = api
+        .events(&EventsRequest {
+            since_seq: all[2].seq + 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
     assert!(none.is_empty());
 }
 
@@ -184,11 +314,19 @@ async fn two_servers_share_the_work_and_never_double_create() {
     let mut jobs = Vec::new();
     for i in 0..200 {
         let api = api.clone();
-        jobs.push(tokio::spawn(async move { api.create(&task(&format!("t{i}"), "busybox:1", &[])).await.map(|_| ()) }));
+        jobs.push(tokio::spawn(async move {
+            api.create(&task(&format!("t{i}"), "busybox:1", &[]))
+                .await
+                .map(|_| ())
+        }));
     }
     for i in 0..100 {
         let api = api.clone();
-        jobs.push(tokio::spawn(async move { api.create(&task(&format!("race{}", i % 5), "busybox:1", &[])).await.map(|_| ()) }));
+        jobs.push(tokio::spawn(async move {
+            api.create(&task(&format!("race{}", i % 5), "busybox:1", &[]))
+                .await
+                .map(|_| ())
+        }));
     }
     let mut ok = 0;
     let mut conflicts = 0;
@@ -206,7 +344,10 @@ async fn two_servers_share_the_work_and_never_double_create() {
     // Both servers answered requests (the service framework reports per-instance stats).
     let stats = service_request_counts(api.nats()).await;
     assert_eq!(stats.len(), 2, "two API instances expected: {stats:?}");
-    assert!(stats.iter().all(|n| *n > 0), "a server served nothing: {stats:?}");
+    assert!(
+        stats.iter().all(|n| *n > 0),
+        "a server served nothing: {stats:?}"
+    );
 
     // Concurrent CAS updates of one task from the same version: exactly one wins.
     let base: Task = api.get("t1").await.unwrap();
@@ -239,7 +380,11 @@ async fn service_request_counts(client: &async_nats::Client) -> Vec<u64> {
     let inbox = client.new_inbox();
     let mut sub = client.subscribe(inbox.clone()).await.unwrap();
     client
-        .publish_with_reply(format!("$SRV.STATS.{}", voiyd_nats::names::API_SERVICE), inbox, "".into())
+        .publish_with_reply(
+            format!("$SRV.STATS.{}", voiyd_nats::names::API_SERVICE),
+            inbox,
+            "".into(),
+        )
         .await
         .unwrap();
     let mut counts = Vec::new();

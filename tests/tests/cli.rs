@@ -32,15 +32,28 @@ template:
 
 fn ok(url: &str, args: &[&str], stdin: Option<&str>) -> String {
     let o = voiydctl(url, args, stdin, &[]);
-    assert!(o.status.success(), "voiydctl {args:?} failed: {}{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "voiydctl {args:?} failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
 fn fails(url: &str, args: &[&str], stdin: Option<&str>) -> String {
     let o = voiydctl(url, args, stdin, &[]);
-    assert!(!o.status.success(), "voiydctl {args:?} should fail: {}", stdout(&o));
+    assert!(
+        !o.status.success(),
+        "voiydctl {args:?} should fail: {}",
+        stdout(&o)
+    );
     let err = stderr(&o);
-    assert_eq!(err.trim_end().lines().count(), 1, "error must be one line: {err:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error must be one line: {err:?}"
+    );
     err
 }
 
@@ -53,7 +66,10 @@ async fn apply_get_edit_delete_round_trip() {
     let out = ok(&url, &["apply", "-f", "-"], Some(MANIFEST));
     assert!(out.contains("task/web created"), "{out}");
     assert!(out.contains("volume/data created"), "{out}");
-    assert!(out.contains("containerset/api created") || out.contains("set/api created"), "{out}");
+    assert!(
+        out.contains("containerset/api created") || out.contains("set/api created"),
+        "{out}"
+    );
     let out = ok(&url, &["apply", "-f", "-"], Some(MANIFEST));
     assert_eq!(out.matches("unchanged").count(), 3, "{out}");
     let changed = MANIFEST.replace("args: [httpd, -f]", "args: [httpd, -f, -v]");
@@ -62,7 +78,10 @@ async fn apply_get_edit_delete_round_trip() {
 
     // get tables and yaml; the yaml applies back unchanged
     let table = ok(&url, &["get", "tasks"], None);
-    assert!(table.starts_with("NAME") && table.contains("AGE") && table.contains("web"), "{table}");
+    assert!(
+        table.starts_with("NAME") && table.contains("AGE") && table.contains("web"),
+        "{table}"
+    );
     let yaml = ok(&url, &["get", "tasks", "-o", "yaml"], None);
     let out = ok(&url, &["apply", "-f", "-"], Some(&yaml));
     assert!(out.contains("task/web unchanged"), "{out}");
@@ -77,15 +96,28 @@ async fn apply_get_edit_delete_round_trip() {
     let editor = dir.path().join("ed.sh");
     std::fs::write(&editor, "#!/bin/sh\nsed -i 's/httpd/echo/' \"$1\"\n").unwrap();
     std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let o = voiydctl(&url, &["edit", "task", "web"], None, &[("EDITOR", editor.to_str().unwrap())]);
+    let o = voiydctl(
+        &url,
+        &["edit", "task", "web"],
+        None,
+        &[("EDITOR", editor.to_str().unwrap())],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let yaml = ok(&url, &["get", "task", "web", "-o", "yaml"], None);
     assert!(yaml.contains("- echo"), "{yaml}");
 
     // bad input: one line, non-zero, nothing written
-    let err = fails(&url, &["apply", "-f", "-"], Some("version: task/v1\nmeta: {name: x}\nconfig: {image: a, imagee: b}\n"));
+    let err = fails(
+        &url,
+        &["apply", "-f", "-"],
+        Some("version: task/v1\nmeta: {name: x}\nconfig: {image: a, imagee: b}\n"),
+    );
     assert!(err.contains("imagee"), "{err}");
-    let err = fails(&url, &["apply", "-f", "-"], Some("version: task/v1\nmeta: {name: 'bad name'}\nconfig: {image: a}\n"));
+    let err = fails(
+        &url,
+        &["apply", "-f", "-"],
+        Some("version: task/v1\nmeta: {name: 'bad name'}\nconfig: {image: a}\n"),
+    );
     assert!(err.contains("name"), "{err}");
     let err = fails(&url, &["apply", "-f", "-"], Some("{not yaml"));
     assert!(!err.is_empty());

@@ -6,7 +6,8 @@ use voiyd_tests::{children_of, eventually, pid_alive, Server};
 
 fn nats_child(server_pid: u32) -> Option<u32> {
     children_of(server_pid).into_iter().find(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "nats-server")
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "nats-server")
     })
 }
 
@@ -16,8 +17,14 @@ async fn killed_nats_is_restarted_and_state_survives() {
     let api = server.api().await;
     let t = Task {
         version: "task/v1".into(),
-        meta: Some(Meta { name: "keep".into(), ..Default::default() }),
-        config: Some(TaskConfig { image: "busybox:1".into(), ..Default::default() }),
+        meta: Some(Meta {
+            name: "keep".into(),
+            ..Default::default()
+        }),
+        config: Some(TaskConfig {
+            image: "busybox:1".into(),
+            ..Default::default()
+        }),
         status: None,
     };
     api.create(&t).await.unwrap();
@@ -31,10 +38,14 @@ async fn killed_nats_is_restarted_and_state_survives() {
     .await;
     assert_ne!(first, second);
     server.wait_ready().await;
-    let got: Task = eventually(Duration::from_secs(15), "task readable after restart", || {
-        let api = api.clone();
-        async move { api.get::<Task>("keep").await.ok() }
-    })
+    let got: Task = eventually(
+        Duration::from_secs(15),
+        "task readable after restart",
+        || {
+            let api = api.clone();
+            async move { api.get::<Task>("keep").await.ok() }
+        },
+    )
     .await;
     assert_eq!(got.config.unwrap().image, "busybox:1");
 }
@@ -44,17 +55,28 @@ async fn no_orphan_when_the_server_is_killed_or_stopped() {
     let server = Server::embedded().await;
     let child = nats_child(server.proc.pid()).expect("embedded nats-server child");
     server.proc.signal(libc::SIGKILL);
-    eventually(Duration::from_secs(10), "nats-server gone after SIGKILL of its parent", || async {
-        (!pid_alive(child)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "nats-server gone after SIGKILL of its parent",
+        || async { (!pid_alive(child)).then_some(()) },
+    )
     .await;
 
     let mut server = Server::embedded().await;
     let child = nats_child(server.proc.pid()).expect("embedded nats-server child");
-    let status = server.proc.stop(Duration::from_secs(10)).expect("server exited");
-    assert!(status.success(), "voiyd-server exit status {status}: {}", server.proc.log_text());
-    eventually(Duration::from_secs(10), "nats-server gone after SIGTERM", || async {
-        (!pid_alive(child)).then_some(())
-    })
+    let status = server
+        .proc
+        .stop(Duration::from_secs(10))
+        .expect("server exited");
+    assert!(
+        status.success(),
+        "voiyd-server exit status {status}: {}",
+        server.proc.log_text()
+    );
+    eventually(
+        Duration::from_secs(10),
+        "nats-server gone after SIGTERM",
+        || async { (!pid_alive(child)).then_some(()) },
+    )
     .await;
 }

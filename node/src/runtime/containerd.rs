@@ -10,11 +10,13 @@ use crate::logs::{self, Capture, Rotation, TaskPaths};
 use crate::reconcile::{ContainerState, Desired};
 use crate::spec::{build_spec, MountKind, ResolvedMount, SpecInput};
 use containerd_client::services::v1::container::Runtime as CdRuntime;
-use containerd_client::services::v1::snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::snapshots::{
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
 use containerd_client::services::v1::{
-    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
-    GetContainerRequest, KillRequest, ListContainersRequest, ListTasksRequest, StartRequest,
-    SubscribeRequest, UpdateContainerRequest,
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteTaskRequest, GetContainerRequest, KillRequest, ListContainersRequest, ListTasksRequest,
+    StartRequest, SubscribeRequest, UpdateContainerRequest,
 };
 use containerd_client::tonic::Code;
 use containerd_client::types::v1::{Process, Status as ProcStatus};
@@ -55,7 +57,10 @@ pub struct ContainerdRuntime {
     exits: broadcast::Sender<String>,
 }
 
-fn cd_err<'a>(reason: &'static str, what: &'a str) -> impl FnOnce(containerd_client::tonic::Status) -> RuntimeError + 'a {
+fn cd_err<'a>(
+    reason: &'static str,
+    what: &'a str,
+) -> impl FnOnce(containerd_client::tonic::Status) -> RuntimeError + 'a {
     move |s| RuntimeError::new(reason, format!("{what}: {} ({:?})", s.message(), s.code()))
 }
 
@@ -68,7 +73,12 @@ impl ContainerdRuntime {
     /// A runtime over `cd`. Starts following containerd's exit events.
     pub fn new(cd: Containerd, cfg: ContainerdConfig) -> std::sync::Arc<Self> {
         let (exits, _) = broadcast::channel(1024);
-        let rt = std::sync::Arc::new(ContainerdRuntime { cd, cfg, captures: Mutex::new(HashMap::new()), exits });
+        let rt = std::sync::Arc::new(ContainerdRuntime {
+            cd,
+            cfg,
+            captures: Mutex::new(HashMap::new()),
+            exits,
+        });
         tokio::spawn(follow_exits(rt.cd.clone(), rt.exits.clone()));
         rt
     }
@@ -83,7 +93,9 @@ impl ContainerdRuntime {
     }
 
     async fn containers(&self) -> Result<Vec<Container>, RuntimeError> {
-        let req = ListContainersRequest { filters: vec![format!("labels.\"{LABEL_TASK}\"")] };
+        let req = ListContainersRequest {
+            filters: vec![format!("labels.\"{LABEL_TASK}\"")],
+        };
         let resp = self
             .cd
             .containers()
@@ -97,7 +109,9 @@ impl ContainerdRuntime {
         let resp = self
             .cd
             .tasks()
-            .list(self.cd.request(ListTasksRequest { filter: String::new() }))
+            .list(self.cd.request(ListTasksRequest {
+                filter: String::new(),
+            }))
             .await
             .map_err(cd_err("RuntimeUnavailable", "list tasks"))?;
         // containerd 1.6 leaves `container_id` empty in listings and puts the container's id in `id`.
@@ -105,12 +119,28 @@ impl ContainerdRuntime {
             .into_inner()
             .tasks
             .into_iter()
-            .map(|p| (if p.container_id.is_empty() { p.id.clone() } else { p.container_id.clone() }, p))
+            .map(|p| {
+                (
+                    if p.container_id.is_empty() {
+                        p.id.clone()
+                    } else {
+                        p.container_id.clone()
+                    },
+                    p,
+                )
+            })
             .collect())
     }
 
     async fn container(&self, task: &str) -> Result<Option<Container>, RuntimeError> {
-        match self.cd.containers().get(self.cd.request(GetContainerRequest { id: task.to_string() })).await {
+        match self
+            .cd
+            .containers()
+            .get(self.cd.request(GetContainerRequest {
+                id: task.to_string(),
+            }))
+            .await
+        {
             Ok(r) => Ok(r.into_inner().container),
             Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(cd_err("RuntimeUnavailable", "get container")(s)),
@@ -122,13 +152,15 @@ impl ContainerdRuntime {
         let state = match p {
             None => ContainerState::Created,
             Some(p) => match ProcStatus::try_from(p.status).unwrap_or(ProcStatus::Unknown) {
-                ProcStatus::Running | ProcStatus::Paused | ProcStatus::Pausing => ContainerState::Running {
-                    pid: p.pid,
-                    since: label(LABEL_STARTED)
-                        .parse::<u64>()
-                        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
-                        .unwrap_or_else(|_| SystemTime::now()),
-                },
+                ProcStatus::Running | ProcStatus::Paused | ProcStatus::Pausing => {
+                    ContainerState::Running {
+                        pid: p.pid,
+                        since: label(LABEL_STARTED)
+                            .parse::<u64>()
+                            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+                            .unwrap_or_else(|_| SystemTime::now()),
+                    }
+                }
                 ProcStatus::Stopped => ContainerState::Exited {
                     code: p.exit_status as i32,
                     at: ts_to_time(p.exited_at.as_ref()),
@@ -142,12 +174,17 @@ impl ContainerdRuntime {
             generation: label(LABEL_GENERATION).parse().unwrap_or(0),
             state,
             restart_count: label(LABEL_RESTARTS).parse().unwrap_or(0),
-            started_at: label(LABEL_STARTED).parse::<u64>().ok().map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+            started_at: label(LABEL_STARTED)
+                .parse::<u64>()
+                .ok()
+                .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
         }
     }
 
     async fn update_labels(&self, task: &str, set: &[(&str, String)]) -> Result<(), RuntimeError> {
-        let Some(mut c) = self.container(task).await? else { return Ok(()) };
+        let Some(mut c) = self.container(task).await? else {
+            return Ok(());
+        };
         for (k, v) in set {
             c.labels.insert((*k).to_string(), v.clone());
         }
@@ -165,7 +202,10 @@ impl ContainerdRuntime {
     }
 
     async fn rootfs(&self, task: &str) -> Result<Vec<Mount>, RuntimeError> {
-        let req = MountsRequest { snapshotter: self.cfg.pull.snapshotter.clone(), key: task.to_string() };
+        let req = MountsRequest {
+            snapshotter: self.cfg.pull.snapshotter.clone(),
+            key: task.to_string(),
+        };
         let resp = self
             .cd
             .snapshots()
@@ -181,7 +221,8 @@ impl ContainerdRuntime {
             return Ok(());
         }
         let paths = self.paths(task);
-        logs::prepare(&paths).map_err(|e| RuntimeError::new("StartFailed", format!("log FIFOs: {e}")))?;
+        logs::prepare(&paths)
+            .map_err(|e| RuntimeError::new("StartFailed", format!("log FIFOs: {e}")))?;
         let cap = Capture::start(&paths, self.cfg.rotation)
             .await
             .map_err(|e| RuntimeError::new("StartFailed", format!("log capture: {e}")))?;
@@ -193,7 +234,10 @@ impl ContainerdRuntime {
     pub async fn reattach(&self) -> Result<(), RuntimeError> {
         let procs = self.processes().await?;
         for c in self.containers().await? {
-            if procs.get(&c.id).is_some_and(|p| p.status == ProcStatus::Running as i32) {
+            if procs
+                .get(&c.id)
+                .is_some_and(|p| p.status == ProcStatus::Running as i32)
+            {
                 self.ensure_capture(&c.id).await?;
                 tracing::info!(task = %c.id, "re-attached to the output of a running task");
             }
@@ -211,12 +255,20 @@ impl ContainerdRuntime {
                 _ => {
                     let dir = self.cfg.data_dir.join("volumes").join(&m.volume);
                     std::fs::create_dir_all(&dir).map_err(|e| {
-                        RuntimeError::new("CreateFailed", format!("volume {}: {}: {e}", m.volume, dir.display()))
+                        RuntimeError::new(
+                            "CreateFailed",
+                            format!("volume {}: {}: {e}", m.volume, dir.display()),
+                        )
                     })?;
                     (dir.to_string_lossy().into_owned(), MountKind::Bind)
                 }
             };
-            out.push(ResolvedMount { source, destination: m.destination.clone(), kind, options: m.options.clone() });
+            out.push(ResolvedMount {
+                source,
+                destination: m.destination.clone(),
+                kind,
+                options: m.options.clone(),
+            });
         }
         Ok(out)
     }
@@ -231,12 +283,22 @@ impl ContainerdRuntime {
     }
 
     async fn remove_container(&self, task: &str) -> Result<(), RuntimeError> {
-        match self.cd.containers().delete(self.cd.request(DeleteContainerRequest { id: task.to_string() })).await {
+        match self
+            .cd
+            .containers()
+            .delete(self.cd.request(DeleteContainerRequest {
+                id: task.to_string(),
+            }))
+            .await
+        {
             Ok(_) => {}
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => return Err(cd_err("DeleteFailed", "delete container")(s)),
         }
-        let req = RemoveSnapshotRequest { snapshotter: self.cfg.pull.snapshotter.clone(), key: task.to_string() };
+        let req = RemoveSnapshotRequest {
+            snapshotter: self.cfg.pull.snapshotter.clone(),
+            key: task.to_string(),
+        };
         match self.cd.snapshots().remove(self.cd.request(req)).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == Code::NotFound => Ok(()),
@@ -263,12 +325,15 @@ fn read_from_rootfs(mounts: &[Mount], rel: &str) -> Option<String> {
             }
         }
     }
-    dirs.iter().find_map(|d| std::fs::read_to_string(d.join(rel)).ok())
+    dirs.iter()
+        .find_map(|d| std::fs::read_to_string(d.join(rel)).ok())
 }
 
 async fn follow_exits(cd: Containerd, tx: broadcast::Sender<String>) {
     loop {
-        let req = SubscribeRequest { filters: vec!["topic==\"/tasks/exit\"".to_string()] };
+        let req = SubscribeRequest {
+            filters: vec!["topic==\"/tasks/exit\"".to_string()],
+        };
         match cd.events().subscribe(cd.request(req)).await {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
@@ -277,7 +342,9 @@ async fn follow_exits(cd: Containerd, tx: broadcast::Sender<String>) {
                         continue;
                     }
                     let Some(any) = env.event else { continue };
-                    if let Ok(exit) = containerd_client::events::TaskExit::decode(any.value.as_slice()) {
+                    if let Ok(exit) =
+                        containerd_client::events::TaskExit::decode(any.value.as_slice())
+                    {
                         let _ = tx.send(exit.container_id);
                     }
                 }
@@ -291,21 +358,38 @@ async fn follow_exits(cd: Containerd, tx: broadcast::Sender<String>) {
 
 impl Runtime for ContainerdRuntime {
     async fn info(&self) -> Result<RuntimeInfo, RuntimeError> {
-        let version = self.cd.version().await.map_err(|e| RuntimeError::new("RuntimeUnavailable", e.to_string()))?;
-        Ok(RuntimeInfo { name: "containerd".into(), version })
+        let version = self
+            .cd
+            .version()
+            .await
+            .map_err(|e| RuntimeError::new("RuntimeUnavailable", e.to_string()))?;
+        Ok(RuntimeInfo {
+            name: "containerd".into(),
+            version,
+        })
     }
 
     async fn list(&self) -> Result<Vec<ContainerView>, RuntimeError> {
         let procs = self.processes().await?;
-        Ok(self.containers().await?.iter().map(|c| Self::view(c, procs.get(&c.id))).collect())
+        Ok(self
+            .containers()
+            .await?
+            .iter()
+            .map(|c| Self::view(c, procs.get(&c.id)))
+            .collect())
     }
 
     async fn inspect(&self, task: &str) -> Result<Option<ContainerView>, RuntimeError> {
-        let Some(c) = self.container(task).await? else { return Ok(None) };
+        let Some(c) = self.container(task).await? else {
+            return Ok(None);
+        };
         if !c.labels.contains_key(LABEL_TASK) {
             return Ok(None);
         }
-        let req = containerd_client::services::v1::GetRequest { container_id: task.to_string(), exec_id: String::new() };
+        let req = containerd_client::services::v1::GetRequest {
+            container_id: task.to_string(),
+            exec_id: String::new(),
+        };
         let p = match self.cd.tasks().get(self.cd.request(req)).await {
             Ok(r) => r.into_inner().process,
             Err(s) if s.code() == Code::NotFound => None,
@@ -315,14 +399,17 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn pull(&self, desired: &Desired, progress: Progress) -> Result<(), RuntimeError> {
-        let reference = Reference::parse(&desired.config.image).map_err(|e| RuntimeError::new("PullFailed", e.to_string()))?;
+        let reference = Reference::parse(&desired.config.image)
+            .map_err(|e| RuntimeError::new("PullFailed", e.to_string()))?;
         let mut opts = self.cfg.pull.clone();
         opts.policy = PullPolicy::resolve(&desired.config.pull_policy, &reference)
             .map_err(|e| RuntimeError::new("PullFailed", e.to_string()))?;
-        pull(&self.cd, &desired.config.image, &opts, |p| progress(p.bytes_done, p.bytes_total))
-            .await
-            .map(|_| ())
-            .map_err(|e| RuntimeError::new("PullFailed", e.to_string()))
+        pull(&self.cd, &desired.config.image, &opts, |p| {
+            progress(p.bytes_done, p.bytes_total)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| RuntimeError::new("PullFailed", e.to_string()))
     }
 
     async fn create(&self, desired: &Desired) -> Result<(), RuntimeError> {
@@ -362,7 +449,8 @@ impl Runtime for ContainerdRuntime {
             resolv_path: None,
             cgroups_path: format!("{}/{task}", self.cfg.cgroup_parent),
         };
-        let spec = build_spec(&input).map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))?;
+        let spec =
+            build_spec(&input).map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))?;
         let labels = HashMap::from([
             (LABEL_TASK.to_string(), task.to_string()),
             (LABEL_UID.to_string(), desired.uid.clone()),
@@ -373,15 +461,23 @@ impl Runtime for ContainerdRuntime {
             id: task.to_string(),
             labels,
             image: image.name.clone(),
-            runtime: Some(CdRuntime { name: RUNC_V2.into(), options: None }),
-            spec: Some(prost_types::Any { type_url: SPEC_TYPE_URL.into(), value: spec.to_string().into_bytes() }),
+            runtime: Some(CdRuntime {
+                name: RUNC_V2.into(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.into(),
+                value: spec.to_string().into_bytes(),
+            }),
             snapshotter: self.cfg.pull.snapshotter.clone(),
             snapshot_key: task.to_string(),
             ..Default::default()
         };
         self.cd
             .containers()
-            .create(lease.request(CreateContainerRequest { container: Some(container) }))
+            .create(lease.request(CreateContainerRequest {
+                container: Some(container),
+            }))
             .await
             .map_err(cd_err("CreateFailed", "create container"))?;
         let _ = lease.release().await;
@@ -407,13 +503,20 @@ impl Runtime for ContainerdRuntime {
             .await
             .map_err(cd_err("StartFailed", "create task"))?
             .into_inner();
-        let start = StartRequest { container_id: task.to_string(), exec_id: String::new() };
+        let start = StartRequest {
+            container_id: task.to_string(),
+            exec_id: String::new(),
+        };
         if let Err(s) = self.cd.tasks().start(self.cd.request(start)).await {
             let _ = self.delete_task(task).await;
             return Err(cd_err("StartFailed", "start task")(s));
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        self.update_labels(task, &[(LABEL_STARTED, now.to_string())]).await?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.update_labels(task, &[(LABEL_STARTED, now.to_string())])
+            .await?;
         Ok(created.pid)
     }
 
@@ -421,7 +524,11 @@ impl Runtime for ContainerdRuntime {
         let req = KillRequest {
             container_id: task.to_string(),
             exec_id: String::new(),
-            signal: if kill { libc::SIGKILL as u32 } else { libc::SIGTERM as u32 },
+            signal: if kill {
+                libc::SIGKILL as u32
+            } else {
+                libc::SIGTERM as u32
+            },
             all: kill,
         };
         match self.cd.tasks().kill(self.cd.request(req)).await {
@@ -432,7 +539,9 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn delete_task(&self, task: &str) -> Result<(), RuntimeError> {
-        let req = DeleteTaskRequest { container_id: task.to_string() };
+        let req = DeleteTaskRequest {
+            container_id: task.to_string(),
+        };
         match self.cd.tasks().delete(self.cd.request(req.clone())).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == Code::NotFound => Ok(()),
@@ -446,7 +555,10 @@ impl Runtime for ContainerdRuntime {
                         Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 }
-                Err(RuntimeError::new("DeleteFailed", format!("task {task} did not exit after SIGKILL")))
+                Err(RuntimeError::new(
+                    "DeleteFailed",
+                    format!("task {task} did not exit after SIGKILL"),
+                ))
             }
             Err(s) => Err(cd_err("DeleteFailed", "delete task")(s)),
         }
@@ -463,7 +575,8 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn set_restart_count(&self, task: &str, count: u32) -> Result<(), RuntimeError> {
-        self.update_labels(task, &[(LABEL_RESTARTS, count.to_string())]).await
+        self.update_labels(task, &[(LABEL_RESTARTS, count.to_string())])
+            .await
     }
 
     fn exits(&self) -> broadcast::Receiver<String> {

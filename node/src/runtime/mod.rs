@@ -38,7 +38,10 @@ pub struct RuntimeError {
 impl RuntimeError {
     /// Builds an error.
     pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        RuntimeError { reason, message: message.into() }
+        RuntimeError {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -62,21 +65,36 @@ pub trait Runtime: Send + Sync + 'static {
     /// Every container this agent manages.
     fn list(&self) -> impl Future<Output = Result<Vec<ContainerView>, RuntimeError>> + Send;
     /// One task's container, if any.
-    fn inspect(&self, task: &str) -> impl Future<Output = Result<Option<ContainerView>, RuntimeError>> + Send;
+    fn inspect(
+        &self,
+        task: &str,
+    ) -> impl Future<Output = Result<Option<ContainerView>, RuntimeError>> + Send;
     /// Makes the task's image available.
-    fn pull(&self, desired: &Desired, progress: Progress) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn pull(
+        &self,
+        desired: &Desired,
+        progress: Progress,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Creates the container for the desired task (replacing a leftover of a failed attempt).
     fn create(&self, desired: &Desired) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Creates and starts a task in the container; returns its pid.
     fn start(&self, task: &str) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
     /// Sends SIGTERM (or SIGKILL when `kill`) to the running task.
-    fn signal(&self, task: &str, kill: bool) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn signal(
+        &self,
+        task: &str,
+        kill: bool,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Deletes the exited task, keeping the container.
     fn delete_task(&self, task: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Deletes the container and everything it owns on the node (but its logs).
     fn delete(&self, task: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Records the restart count on the container.
-    fn set_restart_count(&self, task: &str, count: u32) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn set_restart_count(
+        &self,
+        task: &str,
+        count: u32,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Wake-ups: the name of each task whose process exited.
     fn exits(&self) -> tokio::sync::broadcast::Receiver<String>;
 }

@@ -15,19 +15,31 @@ pub struct Failure {
 impl Failure {
     /// 400.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { code: ErrorCode::Invalid, message: message.into() }
+        Self {
+            code: ErrorCode::Invalid,
+            message: message.into(),
+        }
     }
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { code: ErrorCode::NotFound, message: message.into() }
+        Self {
+            code: ErrorCode::NotFound,
+            message: message.into(),
+        }
     }
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self { code: ErrorCode::Conflict, message: message.into() }
+        Self {
+            code: ErrorCode::Conflict,
+            message: message.into(),
+        }
     }
     /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self { code: ErrorCode::Internal, message: message.into() }
+        Self {
+            code: ErrorCode::Internal,
+            message: message.into(),
+        }
     }
 }
 
@@ -39,7 +51,10 @@ impl From<StoreError> for Failure {
             StoreError::Decode { .. } => ErrorCode::Internal,
             _ => ErrorCode::Unavailable,
         };
-        Self { code, message: e.to_string() }
+        Self {
+            code,
+            message: e.to_string(),
+        }
     }
 }
 

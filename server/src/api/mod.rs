@@ -80,7 +80,11 @@ pub async fn serve(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nat
     let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     tracing::info!(subjects = %format!("{}.>", names::API_PREFIX), "API ready");
     while let Some((kind, verb, req)) = all.next().await {
-        let permit = limit.clone().acquire_owned().await.expect("semaphore never closed");
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         let ctx = ctx.clone();
         tokio::spawn(async move {
             respond(&ctx, kind, verb, req).await;
@@ -135,11 +139,17 @@ pub async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<By
         },
         "nodes" => crud::<Node, _>(ctx, verb, body, |items| NodeList { items }).await,
         "volumes" => crud::<Volume, _>(ctx, verb, body, |items| VolumeList { items }).await,
-        "sets" => crud::<ContainerSet, _>(ctx, verb, body, |items| ContainerSetList { items }).await,
+        "sets" => {
+            crud::<ContainerSet, _>(ctx, verb, body, |items| ContainerSetList { items }).await
+        }
         "leases" => crate::leases::handle(ctx, verb, body).await,
         "events" => {
             let req = EventsRequest::decode(body)?;
-            ctx.events.list(&req).await.map(encode).map_err(Failure::internal)
+            ctx.events
+                .list(&req)
+                .await
+                .map(encode)
+                .map_err(Failure::internal)
         }
         _ => Err(Failure::invalid(format!("unknown API kind `{kind}`"))),
     }
@@ -154,13 +164,20 @@ async fn crud<R: Managed, L: Message>(
     match verb {
         "create" => resources::create::<R>(ctx, body).await.map(encode),
         "get" => resources::get::<R>(ctx, body).await.map(encode),
-        "list" => resources::list::<R>(ctx, body).await.map(|items| encode(wrap(items))),
+        "list" => resources::list::<R>(ctx, body)
+            .await
+            .map(|items| encode(wrap(items))),
         "update" => resources::update::<R>(ctx, body).await.map(encode),
         "patch" => resources::patch::<R>(ctx, body).await.map(encode),
         "delete" => {
             let req = DeleteRequest::decode(body)?;
-            resources::delete::<R>(ctx, &req).await.map(|_| encode(resources::deleted(&req.name)))
+            resources::delete::<R>(ctx, &req)
+                .await
+                .map(|_| encode(resources::deleted(&req.name)))
         }
-        _ => Err(Failure::invalid(format!("unknown verb `{verb}` for {}", R::KIND.plural()))),
+        _ => Err(Failure::invalid(format!(
+            "unknown verb `{verb}` for {}",
+            R::KIND.plural()
+        ))),
     }
 }

@@ -48,15 +48,25 @@ pub async fn create<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<R, Failure> {
     meta.updated = Some(now);
     meta.generation = 1;
     meta.resource_version = 0;
-    let stored = R::store(&ctx.cluster).create(&r).await.map_err(|e| match e {
-        StoreError::AlreadyExists { .. } => Failure::conflict(format!(
-            "{} already exists: use `voiydctl apply` to change it, or delete it first",
-            label(R::KIND.singular(), r.name())
-        )),
-        e => e.into(),
-    })?;
+    let stored = R::store(&ctx.cluster)
+        .create(&r)
+        .await
+        .map_err(|e| match e {
+            StoreError::AlreadyExists { .. } => Failure::conflict(format!(
+                "{} already exists: use `voiydctl apply` to change it, or delete it first",
+                label(R::KIND.singular(), r.name())
+            )),
+            e => e.into(),
+        })?;
     ctx.events
-        .publish(R::KIND.singular(), stored.name(), "created", "Created", String::new(), Some(stored.event_object()))
+        .publish(
+            R::KIND.singular(),
+            stored.name(),
+            "created",
+            "Created",
+            String::new(),
+            Some(stored.event_object()),
+        )
         .await;
     Ok(stored)
 }
@@ -121,7 +131,10 @@ pub async fn patch<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<R, Failure> {
         .map_err(|e| Failure::invalid(format!("the patched {} is invalid: {e}", R::KIND)))?;
     check_version(&mut patched)?;
     if patched.name() != current.name() {
-        return Err(Failure::invalid(format!("a patch cannot rename {}", label(R::KIND.singular(), current.name()))));
+        return Err(Failure::invalid(format!(
+            "a patch cannot rename {}",
+            label(R::KIND.singular(), current.name())
+        )));
     }
     patched.validate().map_err(Failure::invalid)?;
     patched.clear_status();
@@ -134,7 +147,11 @@ pub async fn patch<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<R, Failure> {
 
 /// Writes a new spec over the stored one, keeping server-owned metadata, bumping the
 /// generation when the spec changed. `expected` 0 means "whatever is stored now".
-pub async fn write_update<R: Managed>(ctx: &Ctx, mut incoming: R, expected: u64) -> Result<R, Failure> {
+pub async fn write_update<R: Managed>(
+    ctx: &Ctx,
+    mut incoming: R,
+    expected: u64,
+) -> Result<R, Failure> {
     let name = incoming.name().to_string();
     let current = fetch::<R>(ctx, &name).await?;
     let current_rv = current.meta().map(|m| m.resource_version).unwrap_or(0);
@@ -162,7 +179,14 @@ pub async fn write_update<R: Managed>(ctx: &Ctx, mut incoming: R, expected: u64)
             e => e.into(),
         })?;
     ctx.events
-        .publish(R::KIND.singular(), &name, "updated", "Updated", String::new(), Some(stored.event_object()))
+        .publish(
+            R::KIND.singular(),
+            &name,
+            "updated",
+            "Updated",
+            String::new(),
+            Some(stored.event_object()),
+        )
         .await;
     let mut r = stored;
     r.set_status(status::read::<R>(&ctx.status, &name).await?);
@@ -192,12 +216,21 @@ pub async fn delete<R: Managed>(ctx: &Ctx, req: &DeleteRequest) -> Result<R, Fai
         })?;
     status::remove::<R>(&ctx.status, &req.name).await;
     ctx.events
-        .publish(R::KIND.singular(), &req.name, "deleted", "Deleted", String::new(), Some(current.event_object()))
+        .publish(
+            R::KIND.singular(),
+            &req.name,
+            "deleted",
+            "Deleted",
+            String::new(),
+            Some(current.event_object()),
+        )
         .await;
     Ok(current)
 }
 
 /// The reply of a delete.
 pub fn deleted(name: &str) -> DeleteReply {
-    DeleteReply { name: name.to_string() }
+    DeleteReply {
+        name: name.to_string(),
+    }
 }
