@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod containerd;
+pub mod identity;
 pub mod image;
 pub mod logs;
 pub mod phase;

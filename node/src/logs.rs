@@ -292,7 +292,7 @@ pub fn read_all(log_dir: &Path) -> io::Result<Vec<LogLine>> {
             files.push((i, log_dir.join(&name)));
         }
     }
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     let mut out = Vec::new();
     for (_, f) in files {
         out.extend(std::fs::read_to_string(f)?.lines().filter_map(parse_line));

@@ -80,16 +80,11 @@ fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     install_crypto_provider();
-    let name = match args.name {
-        Some(n) => n,
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")?
-            .trim()
-            .to_string(),
-    };
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = voiyd_node::identity::resolve(&args.data_dir, args.name.as_deref(), &hostname)?;
     voiyd_messages::validate::validate_name("node", &name)
         .map_err(|e| anyhow::anyhow!("{e}: pass --name"))?;
     let labels = parse_labels(&args.labels)?;
-    std::fs::create_dir_all(&args.data_dir)?;
     let auth = match &args.registry_auth {
         Some(p) => RegistryAuth::load(p)?,
         None => RegistryAuth::anonymous(),

@@ -3,6 +3,7 @@
 //! Any number of servers can run against one NATS: all state lives there.
 
 pub mod api;
+pub mod conditions;
 pub mod events;
 pub mod leases;
 pub mod managed;

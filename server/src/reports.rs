@@ -134,10 +134,18 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
         st.node = current.status.node.clone();
         st.reschedule_count = current.status.reschedule_count;
         st.last_reschedule_reason = current.status.last_reschedule_reason.clone();
+        st.conditions = current.status.conditions.clone();
         if st == current.status {
             return Ok(());
         }
         let phase_changed = st.phase != current.status.phase;
+        st.conditions = crate::conditions::for_phase(
+            &current.status.conditions,
+            &st.phase,
+            &st.reason,
+            true,
+            crate::now(),
+        );
         if status::write(&ctx.status.0, "task", &report.task, &st, current.revision)
             .await?
             .is_some()

@@ -46,6 +46,8 @@ pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failur
                 st.phase = SCHEDULED.to_string();
                 st.reason = String::new();
                 st.message = format!("placed on {node}");
+                st.conditions =
+                    crate::conditions::for_phase(&st.conditions, SCHEDULED, "", true, crate::now());
                 if status::write(&ctx.status.0, "task", name, &st, rev)
                     .await?
                     .is_some()
@@ -72,6 +74,15 @@ pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failur
                 st.phase = PENDING.to_string();
                 st.reason = "Unschedulable".to_string();
                 st.message = message;
+                if changed {
+                    st.conditions = crate::conditions::for_phase(
+                        &st.conditions,
+                        PENDING,
+                        "Unschedulable",
+                        false,
+                        crate::now(),
+                    );
+                }
                 if !changed
                     || status::write(&ctx.status.0, "task", name, &st, rev)
                         .await?

@@ -411,3 +411,137 @@ async fn no_server_answering_is_a_clear_error() {
     assert!(e.to_string().contains("no voiyd-server is answering"));
     let _ = BTreeMap::<String, String>::new();
 }
+
+#[tokio::test]
+async fn heartbeats_register_nodes_and_reports_are_fenced() {
+    use prost::Message;
+    use voiyd_messages::v1::{Node, NodeStatus, NodeStatusReport, TaskStatus, TaskStatusReport};
+    use voiyd_nats::names;
+
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let client = nats.client().await;
+
+    // A heartbeat registers the node with its labels and makes it Ready.
+    let hb = NodeStatusReport {
+        node: "n1".into(),
+        labels: [("zone".to_string(), "a".to_string())].into(),
+        status: Some(NodeStatus {
+            runtime: "containerd".into(),
+            ..Default::default()
+        }),
+    };
+    client
+        .publish(names::node::heartbeat("n1"), hb.encode_to_vec().into())
+        .await
+        .unwrap();
+    // A heartbeat published on another node's subject is refused.
+    let forged = NodeStatusReport {
+        node: "n9".into(),
+        ..Default::default()
+    };
+    client
+        .publish(names::node::heartbeat("n1"), forged.encode_to_vec().into())
+        .await
+        .unwrap();
+    let n1: Node = eventually(Duration::from_secs(10), "n1 registered and ready", || {
+        let api = api.clone();
+        async move {
+            let n: Node = api.get("n1").await.ok()?;
+            (n.status.as_ref()?.phase == "Ready").then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(n1.labels()["zone"], "a");
+    assert!(matches!(
+        api.get::<Node>("n9").await,
+        Err(ApiError::NotFound(_))
+    ));
+
+    // A task is placed on it, with its work written under n1's key.
+    let mut t = task("t", "busybox:1", &[]);
+    t.config
+        .as_mut()
+        .unwrap()
+        .node_selector
+        .insert("zone".into(), "a".into());
+    let t = api.create(&t).await.unwrap();
+    let st = t.status.clone().unwrap();
+    assert_eq!((st.node.as_str(), st.phase.as_str()), ("n1", "Scheduled"));
+    let scheduled = st
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Scheduled")
+        .unwrap();
+    assert_eq!(scheduled.status, "True");
+    let js = async_nats::jetstream::new(client.clone());
+    let work = js.get_key_value(names::BUCKET_WORK).await.unwrap();
+    assert!(work
+        .get(names::work_key("n1", "t"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(work
+        .get(names::work_key("n2", "t"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // A report from a node that does not hold the task, and one for an older task of
+    // the same name, are ignored; the holder's report is folded in.
+    let uid = t.meta.as_ref().unwrap().uid.clone();
+    let report = |node: &str, uid: &str, phase: &str, msg: &str| TaskStatusReport {
+        task: "t".into(),
+        node: node.into(),
+        uid: uid.into(),
+        status: Some(TaskStatus {
+            phase: phase.into(),
+            message: msg.into(),
+            ..Default::default()
+        }),
+    };
+    for (subject_node, r) in [
+        ("n2", report("n2", &uid, "Running", "impostor")),
+        ("n1", report("n1", "old-uid", "Failed", "stale")),
+        ("n1", report("n1", &uid, "Starting", "genuine")),
+    ] {
+        client
+            .publish(names::node::status(subject_node), r.encode_to_vec().into())
+            .await
+            .unwrap();
+    }
+    let got: Task = eventually(Duration::from_secs(10), "holder's report folded in", || {
+        let api = api.clone();
+        async move {
+            let t: Task = api.get("t").await.ok()?;
+            (t.status.as_ref()?.message == "genuine").then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(got.status.as_ref().unwrap().phase, "Starting");
+    let events = api
+        .events(&EventsRequest {
+            kind: "task".into(),
+            name: "t".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let types: Vec<&str> = events.items.iter().map(|e| e.r#type.as_str()).collect();
+    assert!(
+        !types.contains(&"running") && !types.contains(&"failed"),
+        "fenced reports leaked: {types:?}"
+    );
+    assert!(types.contains(&"starting"), "{types:?}");
+
+    // Without heartbeats the node turns NotReady.
+    eventually(Duration::from_secs(15), "n1 NotReady", || {
+        let api = api.clone();
+        async move {
+            let n: Node = api.get("n1").await.ok()?;
+            (n.status.as_ref()?.phase == "NotReady").then_some(())
+        }
+    })
+    .await;
+}
