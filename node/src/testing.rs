@@ -119,8 +119,44 @@ impl TestContainerd {
     }
 }
 
+impl TestContainerd {
+    /// Kills every task this containerd runs, in every namespace, so that no shim or
+    /// container outlives the test (shims are re-parented away from containerd and
+    /// would otherwise keep running after it stops).
+    pub fn kill_all_tasks(&self) {
+        let ctr = |args: &[&str]| -> String {
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&self.socket)
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        for ns in ctr(&["namespaces", "ls", "-q"]).lines() {
+            let tasks = ctr(&["-n", ns, "tasks", "ls", "-q"]);
+            for id in tasks.lines() {
+                ctr(&["-n", ns, "tasks", "kill", "-a", "-s", "SIGKILL", id]);
+            }
+            for id in tasks.lines() {
+                // Deleting the exited task makes its shim exit.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    ctr(&["-n", ns, "tasks", "delete", id]);
+                    let gone = !ctr(&["-n", ns, "tasks", "ls", "-q"]).lines().any(|l| l == id);
+                    if gone || Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
 impl Drop for TestContainerd {
     fn drop(&mut self) {
+        self.kill_all_tasks();
         stop_pid(self.pid, Duration::from_secs(5));
     }
 }

@@ -9,8 +9,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use voiyd_nats::api::ApiClient;
 
-/// Path of one of our binaries in the workspace's target directory.
+/// Path of one of our binaries: in `$VOIYD_BIN_DIR` when set (benchmarks use release
+/// builds), else in the workspace's debug target directory.
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("VOIYD_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));

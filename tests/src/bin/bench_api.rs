@@ -1,0 +1,163 @@
+//! API and run-path benchmark. Prints figures, compared in the same run with the
+//! physical floor: a bare NATS request/reply round trip for the API, and `ctr run` for
+//! running a container.
+//!
+//! Usage: `cargo run --release -p voiyd-tests --bin bench_api [-- N]` (root; needs the
+//! binaries built in release: `cargo build --release --bins`).
+
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+use voiyd_messages::v1::{Meta, Task, TaskConfig};
+use voiyd_nats::testing::TestNats;
+use voiyd_tests::{eventually, NodeAgent, Server};
+
+fn task(name: &str, image: &str) -> Task {
+    Task {
+        version: "task/v1".into(),
+        meta: Some(Meta { name: name.into(), ..Default::default() }),
+        config: Some(TaskConfig { image: image.into(), ..Default::default() }),
+        status: None,
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn line(what: &str, v: &mut [Duration]) -> Duration {
+    let p50 = pct(v, 0.5);
+    println!("{what:<44} p50 {:>8.3} ms   p99 {:>8.3} ms   (n={})", ms(p50), ms(pct(v, 0.99)), v.len());
+    p50
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let client = nats.client().await;
+
+    // Floor: a bare request/reply round trip through the same nats-server.
+    let mut echo = client.subscribe("bench.echo").await.unwrap();
+    let responder = client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = echo.next().await {
+            if let Some(r) = m.reply {
+                let _ = responder.publish(r, m.payload).await;
+            }
+        }
+    });
+    client.flush().await.unwrap();
+    let body = prost::Message::encode_to_vec(&task("x", "busybox:1"));
+    let mut bare = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        client.request("bench.echo", body.clone().into()).await.unwrap();
+        bare.push(t.elapsed());
+    }
+    let mut creates = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        api.create(&task(&format!("b{i}"), "busybox:1")).await.unwrap();
+        creates.push(t.elapsed());
+    }
+    let mut gets = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let _: Task = api.get(&format!("b{i}")).await.unwrap();
+        gets.push(t.elapsed());
+    }
+    println!("== API, sequential, one voiyd-server, loopback NATS ({n} requests each)");
+    let floor = line("bare NATS request/reply (floor)", &mut bare);
+    let c = line("tasks.create (validate, CAS create, event, place)", &mut creates);
+    let g = line("tasks.get (spec + status)", &mut gets);
+    println!("ratio to floor: create {:.1}x, get {:.1}x", ms(c) / ms(floor), ms(g) / ms(floor));
+
+    // Concurrent throughput of creates.
+    let start = Instant::now();
+    let mut jobs = Vec::new();
+    for w in 0..32 {
+        let api = api.clone();
+        jobs.push(tokio::spawn(async move {
+            for i in 0..(n / 32) {
+                api.create(&task(&format!("c{w}-{i}"), "busybox:1")).await.unwrap();
+            }
+        }));
+    }
+    for j in jobs {
+        j.await.unwrap();
+    }
+    let total = (n / 32) * 32;
+    println!("tasks.create, 32 concurrent clients: {:.0} creates/s", total as f64 / start.elapsed().as_secs_f64());
+
+    // Run path on containerd: voiyd (create → Running reported) vs ctr run -d.
+    if std::env::var_os("BENCH_SKIP_CONTAINERD").is_some() {
+        return;
+    }
+    let registry = voiyd_node::testing::TestRegistry::start();
+    let containerd = voiyd_node::testing::TestContainerd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let _node = NodeAgent::start(&server.url, "bench", &containerd.socket, &dir.path().join("bench"), &[]);
+    eventually(Duration::from_secs(20), "node ready", || async {
+        let n: voiyd_messages::v1::Node = api.get("bench").await.ok()?;
+        (n.status?.phase == "Ready").then_some(())
+    })
+    .await;
+    let image = registry.image("busybox");
+    // Warm the image into containerd (pull is not what is measured).
+    let mut warm = task("warm", &image);
+    warm.config.as_mut().unwrap().args = vec!["true".into()];
+    api.create(&warm).await.unwrap();
+    wait_phase(&api, "warm", &["Succeeded", "Running"]).await;
+    let runs = 20;
+    let mut voiyd_runs = Vec::new();
+    for i in 0..runs {
+        let mut t = task(&format!("r{i}"), &image);
+        t.config.as_mut().unwrap().args = vec!["sleep".into(), "600".into()];
+        let s = Instant::now();
+        api.create(&t).await.unwrap();
+        wait_phase(&api, &format!("r{i}"), &["Running"]).await;
+        voiyd_runs.push(s.elapsed());
+    }
+    let ns = format!("voiyd-bench-{}", std::process::id());
+    let addr = containerd.socket.to_str().unwrap().to_string();
+    let name = voiyd_node::image::Reference::parse(&image).unwrap().to_string();
+    let mut ctr_runs = Vec::new();
+    for i in 0..runs {
+        let s = Instant::now();
+        let out = std::process::Command::new("ctr")
+            .args(["--address", &addr, "-n", &ns, "run", "-d", &name, &format!("ctr{i}"), "sleep", "600"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ctr run: {}", String::from_utf8_lossy(&out.stderr));
+        ctr_runs.push(s.elapsed());
+    }
+    println!("== Run a container (image present, {runs} runs, sequential)");
+    let floor = line("ctr run -d (floor)", &mut ctr_runs);
+    let v = line("voiyd create → Running reported", &mut voiyd_runs);
+    println!("ratio to floor: {:.1}x", ms(v) / ms(floor));
+    for i in 0..runs {
+        let _ = std::process::Command::new("ctr")
+            .args(["--address", &addr, "-n", &ns, "tasks", "kill", "-s", "9", &format!("ctr{i}")])
+            .output();
+    }
+}
+
+async fn wait_phase(api: &voiyd_nats::api::ApiClient, name: &str, phases: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(t) = api.get::<Task>(name).await {
+            if t.status.as_ref().is_some_and(|s| phases.contains(&s.phase.as_str())) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "task {name} did not reach {phases:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
