@@ -16,3 +16,10 @@ echo "== cargo build"
 cargo build --workspace --bins --tests
 echo "== cargo test"
 cargo test --workspace -- --test-threads "${VOIYD_TEST_THREADS:-4}"
+echo "== fuzz (bounded)"
+scripts/fuzz.sh "${VOIYD_FUZZ_SECONDS:-20}"
+echo "== only the ring crypto provider"
+if cargo tree --workspace -i aws-lc-rs >/dev/null 2>&1; then
+    echo "aws-lc-rs is in the dependency tree: keep one rustls provider (ring)" >&2
+    exit 1
+fi

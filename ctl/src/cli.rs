@@ -93,8 +93,9 @@ pub enum Shell {
 pub enum Command {
     /// Create or update resources from manifests.
     Apply(FileArgs),
-    /// Create resources from manifests; fails if one exists.
-    Create(FileArgs),
+    /// Create resources from manifests (-f), or a volume: `create volume host-local NAME`,
+    /// `create volume template NAME FILE`; fails if one exists.
+    Create(CreateArgs),
     /// Show resources: tasks, nodes, volumes, sets, leases, events.
     Get(GetArgs),
     /// Delete resources by name or from manifests.
@@ -115,16 +116,62 @@ pub enum Command {
     Cordon(NodeArgs),
     /// Mark a node schedulable again.
     Uncordon(NodeArgs),
+    /// Cordon a node and move its tasks to other nodes; waits until they run elsewhere.
+    Drain(DrainArgs),
+    /// Rolling updates of container sets: status, history, undo.
+    Rollout(RolloutArgs),
     /// Set (k=v) or remove (k-) labels of a resource.
     Label(LabelArgs),
+    /// Print a task's output (history, then new lines with -f); set/NAME or -l merge several.
+    Logs(LogsArgs),
+    /// Run a command in a running task's container.
+    Exec(ExecArgs),
+    /// Show current CPU and memory use of nodes or tasks.
+    Top(TopArgs),
     /// Manage the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Node join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print a shell completion script.
     Completion {
         /// The shell.
         shell: Shell,
     },
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a one-time join token for a new node (`voiyd-node --join-token`).
+    Create {
+        /// How long the token stays valid, e.g. 1h [default: 24h, at most 30 days].
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+}
+
+/// `create` arguments.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Manifest file, or `-` for stdin; repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE",
+        required_unless_present = "what"
+    )]
+    pub files: Vec<String>,
+    /// `volume host-local NAME` or `volume template NAME FILE` (FILE `-` reads stdin).
+    #[arg(value_name = "WHAT", conflicts_with = "files")]
+    pub what: Vec<String>,
+    /// For a host-local volume: only nodes with this label KEY=VALUE; repeatable.
+    #[arg(long = "node-selector", value_name = "KEY=VALUE")]
+    pub node_selector: Vec<String>,
+    /// Labels of the volume KEY=VALUE; repeatable.
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
 }
 
 /// Manifest file arguments.
@@ -333,6 +380,53 @@ pub struct NodeArgs {
     pub node: String,
 }
 
+/// `drain` arguments.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Node name.
+    pub node: String,
+    /// How long to wait for the node's tasks to run elsewhere, e.g. 2m [default: --timeout or 2m].
+    #[arg(long, value_name = "DURATION")]
+    pub deadline: Option<String>,
+}
+
+/// `rollout` arguments.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: RolloutCommand,
+}
+
+/// `rollout` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until the set's rollout finishes (fails if it rolled back or stalled).
+    Status {
+        /// Kind: set.
+        kind: String,
+        /// Set name.
+        name: String,
+    },
+    /// List the templates the set has run.
+    History {
+        /// Kind: set.
+        kind: String,
+        /// Set name.
+        name: String,
+    },
+    /// Go back to the previous template (or --to-revision N).
+    Undo {
+        /// Kind: set.
+        kind: String,
+        /// Set name.
+        name: String,
+        /// Revision from `rollout history`.
+        #[arg(long)]
+        to_revision: Option<u64>,
+    },
+}
+
 /// `label` arguments.
 #[derive(Debug, Args)]
 pub struct LabelArgs {
@@ -412,4 +506,61 @@ pub struct CreateServerArgs {
     /// Also make it the current server.
     #[arg(long = "use")]
     pub use_it: bool,
+}
+
+/// `logs` arguments.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// TASK, task/NAME or set/NAME.
+    pub target: Option<String>,
+    /// Merge the logs of every task matching this label selector.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Keep printing new lines until interrupted.
+    #[arg(short = 'f', long = "follow")]
+    pub follow: bool,
+    /// Only the last N lines of history.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+    /// Only lines since a duration ago (10m) or a time (RFC 3339).
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+    /// Show when each line was written.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Only stdout.
+    #[arg(long)]
+    pub stdout: bool,
+    /// Only stderr.
+    #[arg(long)]
+    pub stderr: bool,
+    /// Prefix lines with their task even for one task.
+    #[arg(long)]
+    pub prefix: bool,
+}
+
+/// `exec` arguments.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Pass stdin to the process.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The task.
+    pub task: String,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// `top` arguments.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// nodes or tasks.
+    pub kind: String,
+    /// Only tasks matching this label selector.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
 }

@@ -108,6 +108,7 @@ pub fn run(cli: Cli) -> Result<()> {
 async fn dispatch(g: &Globals, command: &Command) -> Result<()> {
     match command {
         Command::Apply(a) => commands::apply::apply(g, &a.files).await,
+        Command::Create(a) if !a.what.is_empty() => commands::volumes::create(g, a).await,
         Command::Create(a) => commands::apply::create(g, &a.files).await,
         Command::Get(a) => commands::get::run(g, a).await,
         Command::Delete(a) => commands::delete::run(g, a).await,
@@ -119,7 +120,20 @@ async fn dispatch(g: &Globals, command: &Command) -> Result<()> {
         Command::Scale(a) => commands::patch::scale(g, a).await,
         Command::Cordon(a) => commands::patch::cordon(g, &a.node, true).await,
         Command::Uncordon(a) => commands::patch::cordon(g, &a.node, false).await,
+        Command::Drain(a) => commands::rollout::drain(g, a).await,
+        Command::Rollout(a) => commands::rollout::rollout(g, a).await,
         Command::Label(a) => commands::patch::label(g, a).await,
+        Command::Logs(a) => commands::logs::run(g, a).await,
+        Command::Exec(a) => {
+            let code = commands::exec::run(g, a).await?;
+            // The remote process's exit code becomes voiydctl's.
+            if code != 0 {
+                std::process::exit(code.clamp(1, 255));
+            }
+            Ok(())
+        }
+        Command::Top(a) => commands::top::run(g, a).await,
+        Command::Token(c) => commands::token::run(g, c).await,
         Command::Config(_) | Command::Completion { .. } => unreachable!("handled in run"),
     }
 }

@@ -134,7 +134,7 @@ impl Row for Node {
 
 impl Row for Volume {
     fn headers(wide: bool) -> Vec<&'static str> {
-        let mut h = vec!["NAME", "TYPE", "NODES", "AGE"];
+        let mut h = vec!["NAME", "TYPE", "NODES", "USED BY", "AGE"];
         if wide {
             h.push("LABELS");
         }
@@ -152,10 +152,19 @@ impl Row for Volume {
             .as_ref()
             .map(|s| s.controllers.keys().cloned().collect::<Vec<_>>().join(","))
             .unwrap_or_default();
+        let mut users: Vec<String> = self
+            .status
+            .iter()
+            .flat_map(|s| s.controllers.values())
+            .flat_map(|c| c.in_use_by.iter().cloned())
+            .collect();
+        users.sort();
+        users.dedup();
         let mut r = vec![
             self.name().to_string(),
             dash(ty),
             dash(&nodes),
+            dash(&users.join(",")),
             age_of(created, now),
         ];
         if wide {

@@ -240,6 +240,7 @@ fn events_table() {
         reason: "Created".into(),
         source: "server-1".into(),
         message: "line one\nline two".into(),
+        exit_code: 0,
         object: None,
     };
     assert_eq!(

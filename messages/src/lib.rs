@@ -10,6 +10,7 @@ pub mod v1 {
 
 pub mod manifest;
 pub mod quantity;
+pub mod requests;
 pub mod resource;
 pub mod selector;
 pub mod validate;

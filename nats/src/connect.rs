@@ -34,6 +34,9 @@ pub struct ConnectOptions {
     /// Keep retrying in the background when the first attempt fails (daemons); when false
     /// the first failure is returned at once (CLIs).
     pub retry_on_initial_connect: bool,
+    /// Inbox prefix instead of `_INBOX` (nodes use `_INBOX_<node>` so that NATS
+    /// permissions keep their replies private; see `names::node_inbox_prefix`).
+    pub inbox_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("tls_required", &self.tls_required)
             .field("connect_timeout", &self.connect_timeout)
             .field("retry_on_initial_connect", &self.retry_on_initial_connect)
+            .field("inbox_prefix", &self.inbox_prefix)
             .finish()
     }
 }
@@ -74,6 +78,7 @@ impl Default for ConnectOptions {
             tls_required: false,
             connect_timeout: Duration::from_secs(5),
             retry_on_initial_connect: false,
+            inbox_prefix: None,
         }
     }
 }
@@ -216,6 +221,9 @@ async fn build_options(opts: &ConnectOptions) -> Result<async_nats::ConnectOptio
     if opts.retry_on_initial_connect {
         o = o.retry_on_initial_connect();
     }
+    if let Some(prefix) = &opts.inbox_prefix {
+        o = o.custom_inbox_prefix(prefix);
+    }
     if let Some(path) = &opts.creds_file {
         o = o
             .credentials_file(path)
@@ -292,6 +300,9 @@ fn map_connect_error(urls: &str, timeout: Duration, e: async_nats::ConnectError)
     use async_nats::ConnectErrorKind as K;
     let urls = urls.to_string();
     let reason = root_reason(&e);
+    if is_tls_failure(&e) {
+        return ConnectError::Tls { urls, reason };
+    }
     match e.kind() {
         K::ServerParse => ConnectError::BadUrl { urls, reason },
         K::TimedOut => ConnectError::Timeout { urls, timeout },
@@ -299,6 +310,27 @@ fn map_connect_error(urls: &str, timeout: Duration, e: async_nats::ConnectError)
         K::Tls => ConnectError::Tls { urls, reason },
         K::Dns | K::Io | K::MaxReconnects => ConnectError::Unreachable { urls, reason },
     }
+}
+
+/// Whether a rustls error (a certificate that does not verify, a failed handshake)
+/// is somewhere in the chain; async-nats reports those as I/O errors.
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The most specific cause in an error chain, with I/O errors named the way people

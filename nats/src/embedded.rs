@@ -248,6 +248,40 @@ impl EmbeddedConfig {
     }
 }
 
+/// TLS the embedded server serves clients with. Render it into
+/// [`EmbeddedConfig::extra_config`] with [`EmbeddedTls::render`].
+#[derive(Debug, Clone)]
+pub struct EmbeddedTls {
+    /// PEM server certificate (chain).
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM CA that client certificates must chain to (mutual TLS).
+    pub ca: Option<PathBuf>,
+    /// Require and verify a client certificate from every client.
+    pub verify_clients: bool,
+}
+
+impl EmbeddedTls {
+    /// The `tls {}` block: every client connection must then use TLS.
+    pub fn render(&self) -> String {
+        let q = |p: &Path| serde_json::to_string(&p.to_string_lossy()).unwrap_or_default();
+        let mut out = format!(
+            "tls {{\n  cert_file: {}\n  key_file: {}\n  timeout: 5\n",
+            q(&self.cert),
+            q(&self.key)
+        );
+        if let Some(ca) = &self.ca {
+            out.push_str(&format!("  ca_file: {}\n", q(ca)));
+        }
+        if self.verify_clients {
+            out.push_str("  verify: true\n");
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
 /// State shared between the handle and the supervisor thread.
 struct Shared {
     state: Mutex<State>,
@@ -437,6 +471,41 @@ impl EmbeddedNats {
     /// How many times the child was restarted after exiting unexpectedly.
     pub fn restarts(&self) -> u64 {
         self.shared.restarts.load(Ordering::SeqCst)
+    }
+
+    /// Re-reads the config file (after a caller rewrote a file it includes, such as the
+    /// authorization): checks it with `nats-server -t`, sends SIGHUP and waits until the
+    /// server reports the new load time. Connections stay up, except those whose
+    /// credentials the new config no longer accepts.
+    pub async fn reload(&self) -> Result<(), EmbeddedError> {
+        let conf = self.cfg.config_path();
+        validate_config(&self.cfg.binary, &conf).await?;
+        let before = config_load_time(self.monitor).await;
+        {
+            let state = self.shared.lock();
+            if state.pid.is_none() {
+                // Not running right now: the supervisor starts the next child with the
+                // new file anyway.
+                return Ok(());
+            }
+            Shared::signal(&state, libc::SIGHUP);
+        }
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let now = config_load_time(self.monitor).await;
+            if now.is_some() && now != before {
+                tracing::info!("embedded nats-server reloaded its config");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(EmbeddedError::NotReady {
+                    timeout: READY_TIMEOUT,
+                    tail: log_tail(&self.cfg.log_path(), 0),
+                    log: self.cfg.log_path(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether JetStream currently reports healthy.
@@ -683,6 +752,32 @@ fn free_loopback_port() -> Result<u16, EmbeddedError> {
             path: PathBuf::from("127.0.0.1"),
             reason: e.to_string(),
         })
+}
+
+/// `config_load_time` of `/varz`: it changes when a reload took effect.
+async fn config_load_time(monitor: SocketAddr) -> Option<String> {
+    let response = http_get(monitor, "/varz").await?;
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n")?.1;
+    let varz: serde_json::Value = serde_json::from_str(body).ok()?;
+    varz.get("config_load_time")?.as_str().map(str::to_string)
+}
+
+/// One HTTP/1.0 GET against the monitoring port; the raw response.
+async fn http_get(monitor: SocketAddr, path: &str) -> Option<Vec<u8>> {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(monitor).await?;
+        let request =
+            format!("GET {path} HTTP/1.0\r\nHost: {monitor}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), probe).await {
+        Ok(Ok(r)) => Some(r),
+        _ => None,
+    }
 }
 
 /// `GET /healthz?js-enabled-only=true` answers 200: the server is up with JetStream.

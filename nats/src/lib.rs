@@ -3,14 +3,17 @@
 //! streams; and a typed store over JetStream KV.
 
 pub mod api;
+pub mod auth;
 pub mod bootstrap;
 pub mod connect;
 pub mod embedded;
+pub mod metrics;
 pub mod names;
 pub mod store;
+pub mod stream;
 pub mod testing;
 
 pub use bootstrap::{bootstrap, open, BootstrapError, BootstrapOptions, Cluster};
 pub use connect::{connect, install_crypto_provider, ConnectError, ConnectOptions};
-pub use embedded::{EmbeddedConfig, EmbeddedError, EmbeddedNats};
+pub use embedded::{EmbeddedConfig, EmbeddedError, EmbeddedNats, EmbeddedTls};
 pub use store::{KvChange, RawKv, Store, StoreChange, StoreError, TypedKv};

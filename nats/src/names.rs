@@ -30,6 +30,20 @@ pub const BUCKET_WORK: &str = "voiyd_work";
 /// TTL bucket of leases: task leases keyed `task.<task>`, node liveness keyed `node.<node>`.
 pub const BUCKET_LEASES: &str = "voiyd_leases";
 
+/// Bucket of one-time node join tokens, keyed by the SHA-256 (hex) of the token;
+/// only the hash is stored.
+pub const BUCKET_JOIN_TOKENS: &str = "voiyd_join_tokens";
+/// Bucket of NATS identities (public nkeys) voiyd issued: `node.<node>` and `admin.<name>`.
+/// The server owning the embedded NATS rebuilds its authorization from it.
+pub const BUCKET_CREDENTIALS: &str = "voiyd_credentials";
+
+/// Bucket of container subnets: `net.<a>-<b>-<c>-<d>-<len>` holds the node a subnet is
+/// allocated to (created with CAS: one owner), `node.<node>` the subnet a node reads.
+pub const BUCKET_SUBNETS: &str = "voiyd_subnets";
+/// Bucket of volume data removals a node must do, keyed `<node>.<volume>` (a node
+/// watches `<node>.>` and deletes each key when done).
+pub const BUCKET_VOLUME_PURGES: &str = "voiyd_volume_purges";
+
 /// Every KV bucket voiyd creates.
 pub const ALL_BUCKETS: &[&str] = &[
     BUCKET_TASKS,
@@ -39,6 +53,10 @@ pub const ALL_BUCKETS: &[&str] = &[
     BUCKET_STATUS,
     BUCKET_WORK,
     BUCKET_LEASES,
+    BUCKET_SUBNETS,
+    BUCKET_VOLUME_PURGES,
+    BUCKET_JOIN_TOKENS,
+    BUCKET_CREDENTIALS,
 ];
 
 /// The events stream.
@@ -110,9 +128,55 @@ pub fn task_lease_key(task: &str) -> String {
     format!("task.{}", token(task))
 }
 
+/// Key of a subnet's owner in [`BUCKET_SUBNETS`], e.g. `net.10-69-3-0-24` for `10.69.3.0/24`.
+pub fn subnet_claim_key(cidr: &str) -> String {
+    format!("net.{}", cidr.replace(['.', '/'], "-"))
+}
+
+/// Key of a volume purge in [`BUCKET_VOLUME_PURGES`]: `<node>.<volume>` (watch with
+/// [`work_filter`]; split with [`parse_work_key`]).
+pub fn purge_key(node: &str, volume: &str) -> String {
+    format!("{}.{}", token(node), token(volume))
+}
+
+/// Key of the subnet allocated to a node in [`BUCKET_SUBNETS`]: `node.<node>`.
+pub fn node_subnet_key(node: &str) -> String {
+    format!("node.{}", token(node))
+}
+
 /// Liveness lease key of a node in [`BUCKET_LEASES`].
 pub fn node_lease_key(node: &str) -> String {
     format!("node.{}", token(node))
+}
+
+/// Key of a node's identity in [`BUCKET_CREDENTIALS`].
+pub fn node_credential_key(node: &str) -> String {
+    format!("node.{}", token(node))
+}
+
+/// Key of an administrator's identity in [`BUCKET_CREDENTIALS`].
+pub fn admin_credential_key(name: &str) -> String {
+    format!("admin.{}", token(name))
+}
+
+/// Inbox prefix of a node's connection (`_INBOX_<node>`): replies and consumer
+/// deliveries for the node arrive under it, so NATS permissions can keep every other
+/// identity from reading them (and the node from reading anybody else's).
+pub fn node_inbox_prefix(node: &str) -> String {
+    format!("_INBOX_{}", token(node))
+}
+
+/// Inbox prefix of the shared join identity.
+pub const JOIN_INBOX_PREFIX: &str = "_INBOX_voiyd_join";
+
+/// The KV subject of a bucket key (`$KV.<bucket>.<key>`), as used by NATS permissions.
+pub fn kv_subject(bucket: &str, key: &str) -> String {
+    format!("$KV.{bucket}.{key}")
+}
+
+/// The stream behind a KV bucket (`KV_<bucket>`).
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
 }
 
 /// Subjects a node publishes on and serves. All start with `voiyd.node.<node>.`.
@@ -139,6 +203,33 @@ pub mod node {
     pub fn exec(node: &str, task: &str) -> String {
         format!("{}.exec.{}", prefix(node), token(task))
     }
+    /// Every log subject of one node (the node serves this): `voiyd.node.<node>.logs.*`.
+    pub fn all_logs(node: &str) -> String {
+        format!("{}.logs.*", prefix(node))
+    }
+    /// Every exec subject of one node (the node serves this): `voiyd.node.<node>.exec.*`.
+    pub fn all_exec(node: &str) -> String {
+        format!("{}.exec.*", prefix(node))
+    }
+    /// Input of one exec session: `voiyd.node.<node>.exec.<task>.<session>`.
+    pub fn exec_input(node: &str, task: &str, session: &str) -> String {
+        format!("{}.{}", exec(node, task), token(session))
+    }
+    /// Usage requests a node answers (`voiydctl top`).
+    pub fn stats(node: &str) -> String {
+        format!("{}.stats", prefix(node))
+    }
+    /// Runtime events a node reports (exits, OOM kills, pull failures).
+    pub fn events(node: &str) -> String {
+        format!("{}.events", prefix(node))
+    }
+    /// Extracts the task name from a `voiyd.node.<node>.<logs|exec>.<task>` subject.
+    pub fn task_of(subject: &str) -> Option<String> {
+        let tok = subject.split('.').nth(4)?;
+        (!tok.is_empty()).then(|| super::untoken(tok))
+    }
+    /// Wildcard servers subscribe to for all nodes' runtime events.
+    pub const ALL_EVENTS: &str = "voiyd.node.*.events";
     /// Wildcard servers subscribe to for all nodes' status reports.
     pub const ALL_STATUS: &str = "voiyd.node.*.status";
     /// Wildcard servers subscribe to for all nodes' heartbeats.
@@ -174,6 +265,11 @@ mod tests {
             node::node_of("voiyd.node.x=2Ey.heartbeat").as_deref(),
             Some("x.y")
         );
+        assert_eq!(
+            node::task_of(&node::logs("n.1", "web.a")).as_deref(),
+            Some("web.a")
+        );
+        assert_eq!(node::exec_input("n1", "t", "s1"), "voiyd.node.n1.exec.t.s1");
         assert_eq!(
             event_subject("task", "a.b", "created"),
             "voiyd.events.task.a=2Eb.created"

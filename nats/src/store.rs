@@ -278,6 +278,9 @@ impl RawKv {
             .kv
             .stream
             .create_consumer(pull::OrderedConfig {
+                // A named consumer is created on the subject that carries its filter,
+                // which NATS permissions can confine (a node to its own work keys).
+                name: Some(consumer_name()),
                 filter_subject: format!("{}{filter}", self.kv.prefix),
                 deliver_policy: DeliverPolicy::LastPerSubject,
                 replay_policy: ReplayPolicy::Instant,
@@ -319,22 +322,61 @@ impl RawKv {
         &self,
         filter: &str,
     ) -> Result<BoxStream<'static, Result<KvChange<Bytes>, StoreError>>, StoreError> {
-        let watch = self
+        // An ordered pull consumer with a name rather than `kv.watch`: the latter
+        // creates an unnamed consumer on `$JS.API.CONSUMER.CREATE.<stream>`, a subject
+        // that cannot be confined by filter; this one is created on
+        // `$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>` (see `auth`).
+        let consumer = self
             .kv
-            .watch_with_history(filter)
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                name: Some(consumer_name()),
+                filter_subject: format!("{}{filter}", self.kv.prefix),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            })
             .await
             .map_err(|e| StoreError::nats("watch", e))?;
-        Ok(watch
-            .map(|entry| {
-                let entry = entry.map_err(|e| StoreError::nats("watch", e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| StoreError::nats("watch", e))?;
+        let prefix = self.kv.prefix.clone();
+        Ok(messages
+            .map(move |msg| {
+                let msg = msg.map_err(|e| StoreError::nats("watch", e))?;
+                let info = msg.info().map_err(|e| StoreError::nats("watch", e))?;
+                let revision = info.stream_sequence;
+                let key = msg
+                    .subject
+                    .strip_prefix(prefix.as_str())
+                    .unwrap_or(&msg.subject)
+                    .to_string();
                 Ok(KvChange {
-                    value: (entry.operation == kv::Operation::Put).then_some(entry.value),
-                    key: entry.key,
-                    revision: entry.revision,
+                    value: (!is_removal(msg.headers.as_ref())).then(|| msg.payload.clone()),
+                    key,
+                    revision,
                 })
             })
             .boxed())
     }
+}
+
+/// A consumer name unique to this process and call (names must not contain dots).
+fn consumer_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "voiyd_{}_{:x}_{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Delete and purge markers (written by clients, or by the server when a TTL expires).

@@ -18,7 +18,7 @@ use voiyd_messages::v1::{
 };
 use voiyd_nats::connect::{connect, ConnectOptions};
 use voiyd_nats::names;
-use voiyd_nats::store::{RawKv, TypedKv};
+use voiyd_nats::store::TypedKv;
 
 /// How an agent is set up.
 #[derive(Debug, Clone)]
@@ -35,6 +35,11 @@ pub struct AgentConfig {
     pub heartbeat_every: Duration,
     /// Full resync period (re-read all work, re-report every status).
     pub resync_every: Duration,
+    /// Capacity to report instead of the host's (simulated nodes).
+    pub capacity: Option<NodeResources>,
+    /// Fencing: after this long without NATS the node stops its tasks (but those with
+    /// `onDisconnect: keep`), since the servers have moved them elsewhere by then.
+    pub disconnect_timeout: Duration,
 }
 
 /// Why the agent stopped.
@@ -106,6 +111,8 @@ struct Shared<R> {
     client: async_nats::Client,
     workers: Mutex<HashMap<String, Worker>>,
     resync: watch::Sender<u64>,
+    /// True while fenced: NATS lost for longer than the disconnect timeout.
+    fenced: watch::Sender<bool>,
 }
 
 /// Runs the agent until `shutdown` resolves. Running containers are left alone on
@@ -130,14 +137,18 @@ pub async fn run<R: Runtime>(
         client,
         workers: Mutex::new(HashMap::new()),
         resync,
+        fenced: watch::channel(false).0,
     });
 
     let hb = tokio::spawn(heartbeats(shared.clone(), info));
     let work = tokio::spawn(follow_work(shared.clone()));
     let exits = tokio::spawn(forward_exits(shared.clone()));
     let ticks = tokio::spawn(resync_ticks(shared.clone()));
+    let subnet = tokio::spawn(follow_subnet(shared.clone()));
+    let purges = tokio::spawn(follow_purges(shared.clone()));
+    let fence = tokio::spawn(fencing(shared.clone()));
     shutdown.await;
-    for t in [hb, work, exits, ticks] {
+    for t in [hb, work, exits, ticks, subnet, purges, fence] {
         t.abort();
     }
     let _ = shared.client.flush().await;
@@ -145,7 +156,8 @@ pub async fn run<R: Runtime>(
 }
 
 async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runtime::RuntimeInfo) {
-    let (mut labels, capacity) = host_facts(&s.cfg.name);
+    let (mut labels, host_capacity) = host_facts(&s.cfg.name);
+    let capacity = s.cfg.capacity.unwrap_or(host_capacity);
     labels.extend(s.cfg.labels.clone());
     let subject = names::node::heartbeat(&s.cfg.name);
     let mut tick = tokio::time::interval(s.cfg.heartbeat_every);
@@ -159,6 +171,9 @@ async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runtime::Runtime
             os: std::env::consts::OS.to_string(),
             arch: labels.get("voiyd.io/arch").cloned().unwrap_or_default(),
             capacity: Some(capacity),
+            allocated: Some(allocated(&s)),
+            subnet: s.rt.subnet().unwrap_or_default(),
+            volumes: s.rt.volumes(&volumes_in_use(&s)),
             ..Default::default()
         };
         let report = NodeStatusReport {
@@ -174,6 +189,85 @@ async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runtime::Runtime
             tracing::debug!(error = %e, "heartbeat not sent");
         }
     }
+}
+
+/// What the node's assigned tasks request, counted as the scheduler counts them.
+fn allocated<R: Runtime>(s: &Shared<R>) -> NodeResources {
+    let workers = s.workers.lock().expect("workers lock");
+    let sum = workers
+        .values()
+        .filter_map(|w| {
+            w.desired
+                .borrow()
+                .as_ref()
+                .map(|d| voiyd_messages::requests::Requests::of(&d.config))
+        })
+        .fold(voiyd_messages::requests::Requests::default(), |a, b| {
+            a.plus(b)
+        });
+    NodeResources {
+        cpu_millis: sum.cpu_millis,
+        memory_bytes: sum.memory_bytes,
+    }
+}
+
+/// Fencing: watches the NATS connection; once it has been down for longer than the
+/// disconnect timeout the node is fenced (workers stop their tasks, but those marked
+/// `onDisconnect: keep`); on reconnect it is unfenced and re-reads its work, which
+/// tells it what is still its own.
+async fn fencing<R: Runtime>(s: Arc<Shared<R>>) {
+    let mut down_since: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let connected =
+            s.client.connection_state() == async_nats::connection::State::Connected;
+        let now = tokio::time::Instant::now();
+        let fenced = *s.fenced.borrow();
+        if connected {
+            down_since = None;
+            if fenced {
+                // Re-read the work before unfencing: a task moved away meanwhile must
+                // not start here again, not even for a moment.
+                let js = async_nats::jetstream::new(s.client.clone());
+                let synced = match js.get_key_value(names::BUCKET_WORK).await {
+                    Ok(kv) => {
+                        let kv = TypedKv::<Assignment>::new(kv, "work");
+                        full_sync(&s, &kv, &names::work_filter(&s.cfg.name)).await
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match synced {
+                    Ok(()) => {
+                        tracing::info!("NATS is back: work re-read, unfenced");
+                        s.fenced.send_replace(false);
+                        wake_all(&s);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot re-read work; still fenced"),
+                }
+            }
+        } else {
+            let since = *down_since.get_or_insert(now);
+            if !fenced && now.duration_since(since) >= s.cfg.disconnect_timeout {
+                tracing::warn!(
+                    after = ?s.cfg.disconnect_timeout,
+                    "NATS lost: fenced, stopping tasks (but onDisconnect: keep)"
+                );
+                s.fenced.send_replace(true);
+                wake_all(&s);
+            }
+        }
+    }
+}
+
+/// The desired state while fenced: stopped, unless the task keeps running.
+pub fn fenced_desired(d: Option<Desired>) -> Option<Desired> {
+    d.map(|mut d| {
+        if !d.config.on_disconnect.eq_ignore_ascii_case("keep") {
+            d.config.stopped = true;
+        }
+        d
+    })
 }
 
 async fn resync_ticks<R: Runtime>(s: Arc<Shared<R>>) {
@@ -335,6 +429,7 @@ struct Memory {
     failures: u32,
     pulling: Option<(u64, u64)>,
     last_report: Option<TaskStatus>,
+    ip: Option<String>,
 }
 
 fn observed(view: Option<&ContainerView>, mem: &Memory) -> Option<Observed> {
@@ -365,7 +460,10 @@ async fn task_worker<R: Runtime>(
     let mut resync = s.resync.subscribe();
     let progress = Arc::new(Mutex::new(None::<(u64, u64)>));
     loop {
-        let desired = desired_rx.borrow_and_update().clone();
+        let mut desired = desired_rx.borrow_and_update().clone();
+        if *s.fenced.borrow() {
+            desired = fenced_desired(desired);
+        }
         let view = match s.rt.inspect(&task).await {
             Ok(v) => v,
             Err(e) => {
@@ -375,6 +473,15 @@ async fn task_worker<R: Runtime>(
             }
         };
         let obs = observed(view.as_ref(), &mem);
+        mem.ip = view.as_ref().and_then(|v| v.ip.clone());
+        if let (Some(d), Some(v)) = (desired.as_ref(), view.as_ref()) {
+            // Template volumes follow their content without re-creating the container.
+            if v.uid == d.uid && !d.volumes.is_empty() {
+                if let Err(e) = s.rt.sync_volumes(d).await {
+                    tracing::warn!(%task, error = %e, "cannot update template volumes");
+                }
+            }
+        }
         let now = SystemTime::now();
         let decision = decide(desired.as_ref(), obs.as_ref(), now);
         report(&s, &task, desired.as_ref(), obs.as_ref(), &mut mem, false).await;
@@ -410,6 +517,21 @@ async fn task_worker<R: Runtime>(
                 }
                 Err(e) => {
                     tracing::warn!(%task, reason = e.reason, error = %e.message, "task step failed");
+                    if let (Some(d), "PullFailed") = (desired.as_ref(), e.reason) {
+                        crate::node_events::report(
+                            &s.client,
+                            &s.cfg.name,
+                            crate::node_events::RuntimeEvent {
+                                task: task.clone(),
+                                uid: d.uid.clone(),
+                                kind: "pullfailed",
+                                reason: e.reason.into(),
+                                message: e.message.clone(),
+                                exit_code: 0,
+                            },
+                        )
+                        .await;
+                    }
                     mem.failures = mem.failures.saturating_add(1);
                     mem.last_error = Some(e);
                     mem.pulling = None;
@@ -579,6 +701,7 @@ async fn report<R: Runtime>(
     };
     if let Some(o) = obs.filter(|o| o.uid == d.uid) {
         st.id = o.task.clone();
+        st.ip = mem.ip.clone().unwrap_or_default();
         st.restart_count = o.restart_count;
         st.started_at = o.last_started.map(ts);
         match o.state {
@@ -604,7 +727,9 @@ async fn report<R: Runtime>(
     send(s, task, &d.uid, st).await;
 }
 
-async fn send<R: Runtime>(s: &Arc<Shared<R>>, task: &str, uid: &str, status: TaskStatus) {
+async fn send<R: Runtime>(s: &Arc<Shared<R>>, task: &str, uid: &str, mut status: TaskStatus) {
+    // Lets the server drop a report that overtook a newer one.
+    status.reported_at = Some(ts(SystemTime::now()));
     let report = TaskStatusReport {
         task: task.to_string(),
         node: s.cfg.name.clone(),
@@ -623,6 +748,110 @@ async fn send<R: Runtime>(s: &Arc<Shared<R>>, task: &str, uid: &str, status: Tas
     }
 }
 
-// The raw store type is used by callers that inspect work directly (tests, tools).
-#[allow(dead_code)]
-fn _uses(_: RawKv) {}
+/// Which tasks of this node use which volume.
+fn volumes_in_use<R: Runtime>(s: &Shared<R>) -> BTreeMap<String, Vec<String>> {
+    let workers = s.workers.lock().expect("workers lock");
+    let desired: Vec<Desired> = workers
+        .values()
+        .filter_map(|w| w.desired.borrow().clone())
+        .collect();
+    crate::volumes::in_use(desired.iter())
+}
+
+/// Removes the data of purged volumes: the server puts `<node>.<volume>` in
+/// `voiyd_volume_purges`; once no task of this node uses the volume its data goes and
+/// the key is deleted.
+async fn follow_purges<R: Runtime>(s: Arc<Shared<R>>) {
+    let js = async_nats::jetstream::new(s.client.clone());
+    let filter = names::work_filter(&s.cfg.name);
+    loop {
+        let kv = match js.get_key_value(names::BUCKET_VOLUME_PURGES).await {
+            Ok(kv) => kv,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let mut watch = match kv.watch_with_history(&filter).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch volume purges");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        // Purges waiting for the tasks that use the volume to go: key -> revision.
+        let mut pending: BTreeMap<String, u64> = BTreeMap::new();
+        let mut retry = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                entry = watch.next() => match entry {
+                    Some(Ok(e)) if e.operation == async_nats::jetstream::kv::Operation::Put => {
+                        pending.insert(e.key.clone(), e.revision);
+                    }
+                    Some(Ok(e)) => {
+                        pending.remove(&e.key);
+                    }
+                    _ => break,
+                },
+                _ = retry.tick(), if !pending.is_empty() => {}
+            }
+            let in_use = volumes_in_use(&s);
+            let keys: Vec<(String, u64)> = pending.iter().map(|(k, r)| (k.clone(), *r)).collect();
+            for (key, rev) in keys {
+                let Some((_, volume)) = names::parse_work_key(&key) else {
+                    pending.remove(&key);
+                    continue;
+                };
+                if in_use.contains_key(&volume) {
+                    continue;
+                }
+                match s.rt.purge_volume(&volume).await {
+                    Ok(()) => {
+                        pending.remove(&key);
+                        let _ = kv.delete_expect_revision(&key, Some(rev)).await;
+                    }
+                    Err(e) => tracing::warn!(%volume, error = %e, "cannot purge volume"),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Learns the node's container subnet from `voiyd_subnets` key `node.<node>`, which the
+/// server writes when the node registers, and hands it to the runtime.
+async fn follow_subnet<R: Runtime>(s: Arc<Shared<R>>) {
+    let js = async_nats::jetstream::new(s.client.clone());
+    let key = names::node_subnet_key(&s.cfg.name);
+    loop {
+        let kv = match js.get_key_value(names::BUCKET_SUBNETS).await {
+            Ok(kv) => kv,
+            Err(e) => {
+                tracing::debug!(error = %e, "subnet bucket not available yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut watch = match kv.watch_with_history(&key).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch this node's subnet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(Ok(entry)) = watch.next().await {
+            if entry.operation == async_nats::jetstream::kv::Operation::Put {
+                let subnet = String::from_utf8_lossy(&entry.value).trim().to_string();
+                if !subnet.is_empty() {
+                    s.rt.set_subnet(&subnet);
+                    wake_all(&s);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+

@@ -46,6 +46,10 @@ struct Args {
     /// NKEY seed, or a file holding it.
     #[arg(long)]
     nkey: Option<String>,
+    /// One-time join token (`voiydctl token create`): the node makes its own NATS
+    /// identity, keeps it in the data dir and uses it from then on.
+    #[arg(long, env = "VOIYD_JOIN_TOKEN")]
+    join_token: Option<String>,
     /// CA certificate to verify NATS.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
@@ -55,6 +59,36 @@ struct Args {
     /// Client key for mutual TLS.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// Directory of CNI plugin binaries (repeatable; default /usr/lib/cni then /opt/cni/bin).
+    #[arg(long = "cni-bin-dir")]
+    cni_bin_dirs: Vec<PathBuf>,
+    /// Where the node writes the CNI conflist it uses (default: <data-dir>/cni).
+    #[arg(long)]
+    cni_conf_dir: Option<PathBuf>,
+    /// Name of the bridge tasks are attached to (one per node on a host).
+    #[arg(long, default_value = "voiyd0")]
+    bridge: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101); off when not given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Seconds without NATS after which this node stops its tasks (fencing), except
+    /// those with `onDisconnect: keep`; match the servers' --node-timeout.
+    #[arg(long, default_value_t = 5)]
+    node_timeout: u64,
+    /// Runtime: containerd, or sim (simulated containers that start at once, for
+    /// scale tests; no containerd needed).
+    #[arg(long, default_value = "containerd", value_parser = ["containerd", "sim"])]
+    runtime: String,
+    /// With --runtime sim: how many simulated nodes this process hosts, named
+    /// `<name>-0001`… (each with its own NATS connection).
+    #[arg(long, default_value_t = 1)]
+    sim_nodes: usize,
+    /// With --runtime sim: CPU each simulated node offers.
+    #[arg(long, default_value = "4")]
+    sim_cpu: String,
+    /// With --runtime sim: memory each simulated node offers.
+    #[arg(long, default_value = "8Gi")]
+    sim_memory: String,
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 1)]
     heartbeat: u64,
@@ -85,10 +119,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
     voiyd_messages::validate::validate_name("node", &name)
         .map_err(|e| anyhow::anyhow!("{e}: pass --name"))?;
     let labels = parse_labels(&args.labels)?;
+    if args.runtime == "sim" {
+        return run_sim(args, name, labels).await;
+    }
     let auth = match &args.registry_auth {
         Some(p) => RegistryAuth::load(p)?,
         None => RegistryAuth::anonymous(),
     };
+    if args.bridge.is_empty() || args.bridge.len() > 15 || args.bridge.contains(['/', ' ', ':']) {
+        anyhow::bail!(
+            "--bridge `{}` is not a valid interface name: use 1 to 15 characters without /, : or spaces",
+            args.bridge
+        );
+    }
+    let network = voiyd_node::network::Network::new(voiyd_node::network::NetworkConfig {
+        bin_dirs: if args.cni_bin_dirs.is_empty() {
+            voiyd_node::network::DEFAULT_BIN_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect()
+        } else {
+            args.cni_bin_dirs.clone()
+        },
+        conf_dir: args
+            .cni_conf_dir
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("cni")),
+        bridge: args.bridge.clone(),
+        state_dir: args.data_dir.join("network"),
+    });
     let cd = Containerd::connect(&args.containerd_socket, &args.namespace).await?;
     let rt = ContainerdRuntime::new(
         cd,
@@ -101,15 +160,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
             },
             cgroup_parent: format!("/voiyd/{}", args.namespace),
             rotation: Rotation::default(),
+            network: Some(std::sync::Arc::new(network)),
         },
     );
     rt.reattach().await?;
+    rt.cleanup_networks().await?;
     let mut nats = ConnectOptions::from_urls(&args.server);
     nats.creds_file = args.creds;
     nats.nkey_seed = args.nkey;
     nats.tls_ca = args.tls_ca;
     nats.tls_cert = args.tls_cert;
     nats.tls_key = args.tls_key;
+    // Replies and deliveries for this node arrive under its own inbox prefix, which
+    // NATS permissions keep private to it.
+    nats.inbox_prefix = Some(voiyd_nats::names::node_inbox_prefix(&name));
+    if nats.nkey_seed.is_none() && nats.creds_file.is_none() {
+        let joined = voiyd_node::join::credentials(
+            &args.data_dir,
+            &name,
+            args.join_token.as_deref(),
+            &nats,
+        )
+        .await?;
+        nats.nkey_seed = joined.map(|p| p.to_string_lossy().into_owned());
+    }
     let cfg = AgentConfig {
         name,
         labels,
@@ -117,7 +191,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         heartbeat_every: Duration::from_secs(args.heartbeat.max(1)),
         resync_every: Duration::from_secs(10),
+        capacity: None,
+        disconnect_timeout: Duration::from_secs(args.node_timeout),
     };
+    // Logs, exec, stats and metrics, on a NATS connection of their own.
+    let _services = voiyd_node::services::start(voiyd_node::services::ServicesConfig {
+        node: cfg.name.clone(),
+        nats: cfg.nats.clone(),
+        data_dir: cfg.data_dir.clone(),
+        containerd: rt.containerd().clone(),
+        metrics_addr: args.metrics_addr,
+    })
+    .await?;
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -129,6 +214,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     agent::run(cfg, rt, shutdown).await?;
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `--runtime sim`: one or many simulated nodes in this process.
+async fn run_sim(args: Args, name: String, labels: BTreeMap<String, String>) -> anyhow::Result<()> {
+    use voiyd_messages::quantity::{parse_cpu, parse_memory};
+    let mut nats = ConnectOptions::from_urls(&args.server);
+    nats.creds_file = args.creds;
+    nats.nkey_seed = args.nkey;
+    nats.tls_ca = args.tls_ca;
+    nats.tls_cert = args.tls_cert;
+    nats.tls_key = args.tls_key;
+    let cfg = voiyd_node::sim_nodes::SimNodesConfig {
+        name,
+        count: args.sim_nodes.max(1),
+        labels,
+        nats,
+        data_dir: args.data_dir,
+        heartbeat_every: Duration::from_secs(args.heartbeat.max(1)),
+        disconnect_timeout: Duration::from_secs(args.node_timeout),
+        capacity: voiyd_messages::v1::NodeResources {
+            cpu_millis: parse_cpu(&args.sim_cpu).map_err(|e| anyhow::anyhow!("--sim-cpu: {e}"))?,
+            memory_bytes: parse_memory(&args.sim_memory)
+                .map_err(|e| anyhow::anyhow!("--sim-memory: {e}"))?,
+        },
+    };
+    voiyd_node::sim_nodes::run(cfg, shutdown_signal()).await
 }
 
 #[tokio::main]

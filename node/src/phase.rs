@@ -325,6 +325,7 @@ mod tests {
                 ..TaskConfig::default()
             },
             kill: false,
+            volumes: Vec::new(),
         };
         f(&mut d);
         Some(d)

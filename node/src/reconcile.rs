@@ -72,6 +72,8 @@ pub struct Desired {
     pub config: TaskConfig,
     /// Stop by SIGKILL at once instead of SIGTERM and the grace period.
     pub kill: bool,
+    /// The volumes the task mounts, as the server stored them.
+    pub volumes: Vec<voiyd_messages::v1::Volume>,
 }
 
 impl Desired {
@@ -89,6 +91,7 @@ impl Desired {
             generation: meta.generation,
             config: task.config.clone()?,
             kill: assignment.kill,
+            volumes: assignment.volumes.clone(),
         })
     }
 
@@ -385,6 +388,7 @@ mod tests {
                 ..TaskConfig::default()
             },
             kill: false,
+            volumes: Vec::new(),
         }
     }
 
@@ -733,6 +737,7 @@ mod tests {
         Assignment {
             task: Some(task),
             kill: true,
+            volumes: Vec::new(),
         }
     }
 

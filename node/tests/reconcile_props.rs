@@ -50,6 +50,7 @@ fn desired() -> impl Strategy<Value = Desired> {
                 ..TaskConfig::default()
             },
             kill,
+            volumes: Vec::new(),
         })
 }
 

@@ -46,9 +46,19 @@ impl Events {
             reason: reason.to_string(),
             message,
             source: self.source.clone(),
+            exit_code: 0,
             object,
         };
-        let subject = names::event_subject(kind, name, event_type);
+        self.publish_event(ev).await;
+    }
+
+    /// Publishes a complete event (its `source` is kept when set) and waits for the ack.
+    pub async fn publish_event(&self, mut ev: Event) {
+        if ev.source.is_empty() {
+            ev.source = self.source.clone();
+        }
+        crate::metrics::record_event(&ev.kind, &ev.r#type);
+        let subject = names::event_subject(&ev.kind, &ev.name, &ev.r#type);
         match self
             .js
             .publish(subject.clone(), ev.encode_to_vec().into())

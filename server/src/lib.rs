@@ -3,18 +3,28 @@
 //! Any number of servers can run against one NATS: all state lives there.
 
 pub mod api;
+pub mod auth;
+pub mod certs;
 pub mod conditions;
 pub mod events;
+pub mod failover;
 pub mod leases;
 pub mod managed;
 pub mod merge_patch;
+pub mod metrics;
+pub mod node_events;
 pub mod placement;
+pub mod policy;
 pub mod reports;
 mod run;
 pub mod scheduler;
+pub mod sets;
+pub mod security;
 pub mod status;
+pub mod subnets;
+pub mod view;
 
-pub use run::{run, ServerConfig};
+pub use run::{run, Security, ServerConfig};
 
 /// The current time as a protobuf timestamp.
 pub fn now() -> voiyd_messages::Timestamp {

@@ -50,17 +50,46 @@ struct Args {
     /// Seconds without heartbeat before a node is NotReady.
     #[arg(long, default_value_t = 5)]
     node_timeout: u64,
+    /// Placement strategy for tasks that choose none: spread (least utilised node) or
+    /// binpack (fullest node that fits).
+    #[arg(long, default_value = "spread", value_parser = ["spread", "binpack"])]
+    placement: String,
+    /// Network that node container subnets are allocated from.
+    #[arg(long, default_value = "10.69.0.0/16")]
+    cluster_cidr: String,
+    /// Prefix length of each node's container subnet.
+    #[arg(long, default_value_t = 24)]
+    node_subnet_prefix: u8,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100); off when not given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info", env = "VOIYD_LOG")]
     log_level: String,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// TLS, NATS identities and admission policy.
+    #[command(flatten)]
+    security: voiyd_server::security::SecurityArgs,
+    /// Certificate and authorization helpers (no server is started).
+    #[command(subcommand)]
+    command: Option<voiyd_server::security::Command>,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(cmd) = args.command.clone() {
+        std::process::exit(voiyd_server::security::run_command(cmd));
+    }
+    let security = match args.security.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
@@ -94,7 +123,12 @@ async fn main() {
             ..Default::default()
         },
         node_timeout: Duration::from_secs(args.node_timeout),
+        placement: voiyd_server::placement::Strategy::parse(&args.placement),
         id: format!("{}-{}", host.trim(), std::process::id()),
+        cluster_cidr: args.cluster_cidr,
+        node_subnet_prefix: args.node_subnet_prefix,
+        security,
+        metrics_addr: args.metrics_addr,
     };
     if let Err(e) = voiyd_server::run(cfg).await {
         eprintln!("error: {e:#}");

@@ -1,13 +1,21 @@
 //! Placement: which node a task goes to. Pure: takes a view of the nodes, returns a
 //! decision or an explanation a user can act on.
+//!
+//! A node fits a task when it is ready, not cordoned, matches the task's node selector
+//! (equality) and `nodeAffinity` expressions (`in`, `notin`, exists, `!`), has the CPU
+//! and memory the task requests free (requests default to 100m and 64Mi, see
+//! [`voiyd_messages::requests`]) and none of the task's host ports taken. Among the nodes
+//! that fit, [`Strategy::Spread`] picks the least utilised, [`Strategy::Binpack`] the
+//! most utilised; ties go to the node with fewer (spread) or more (binpack) tasks, then
+//! to the smaller name, so every server decides alike from the same view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use voiyd_messages::requests::{host_ports, Requests};
 use voiyd_messages::selector::Selector;
-use voiyd_messages::v1::{Node, TaskConfig};
-use voiyd_messages::Resource;
+use voiyd_messages::v1::TaskConfig;
 
 /// A node as placement sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Candidate {
     /// Node name.
     pub name: String,
@@ -17,24 +25,181 @@ pub struct Candidate {
     pub ready: bool,
     /// Cordoned.
     pub unschedulable: bool,
-    /// Tasks already assigned to it.
+    /// What the node offers. A zero field means "not reported": that resource is not
+    /// limited (an agent always reports both).
+    pub capacity: Requests,
+    /// Sum of the requests of the tasks placed on it.
+    pub allocated: Requests,
+    /// Host ports its tasks bind, as (port, protocol).
+    pub ports: BTreeSet<(u32, String)>,
+    /// Tasks placed on it.
     pub tasks: usize,
 }
 
-impl Candidate {
-    /// Builds a candidate from a stored node (with status) and its task count.
-    pub fn from_node(node: &Node, tasks: usize) -> Self {
-        Candidate {
-            name: node.name().to_string(),
-            labels: node.labels(),
-            ready: node.status.as_ref().is_some_and(|s| s.phase == "Ready"),
-            unschedulable: node.config.as_ref().is_some_and(|c| c.unschedulable),
-            tasks,
+/// How to choose among the nodes that fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Least utilised node first: tasks spread over the cluster (the default).
+    #[default]
+    Spread,
+    /// Most utilised node that still fits: fills nodes one after another.
+    Binpack,
+}
+
+impl Strategy {
+    /// `binpack` → Binpack; anything else (`spread`, empty) → Spread.
+    pub fn parse(s: &str) -> Strategy {
+        if s.eq_ignore_ascii_case("binpack") {
+            Strategy::Binpack
+        } else {
+            Strategy::Spread
         }
     }
 }
 
-/// Why no node fits, counted per reason, e.g. `0/3 nodes: 2 not ready, 1 node selector mismatch`.
+/// What a task needs from a node, computed once per placement.
+#[derive(Debug, Clone, Default)]
+pub struct Demand {
+    /// CPU and memory.
+    pub requests: Requests,
+    /// Host ports (port, protocol).
+    pub ports: Vec<(u32, String)>,
+    /// Node selector: every pair must be a label of the node.
+    pub selector: BTreeMap<String, String>,
+    /// Node affinity expressions, all of which must match.
+    pub affinity: Vec<Selector>,
+    /// Scoring.
+    pub strategy: Strategy,
+}
+
+impl Demand {
+    /// The demand of a task spec. Affinity expressions that do not parse (validation
+    /// refuses them) are ignored.
+    pub fn of(config: &TaskConfig, strategy: Strategy) -> Demand {
+        Demand {
+            requests: Requests::of(config),
+            ports: host_ports(config),
+            selector: config
+                .node_selector
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            affinity: config
+                .node_affinity
+                .iter()
+                .filter_map(|s| Selector::parse(s).ok())
+                .collect(),
+            strategy,
+        }
+    }
+}
+
+/// Why one node does not fit, in the order the filters run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Misfit {
+    /// No recent heartbeat.
+    NotReady,
+    /// Cordoned (or draining).
+    Cordoned,
+    /// Labels do not match the selector or affinity.
+    SelectorMismatch,
+    /// Not enough free CPU.
+    InsufficientCpu,
+    /// Not enough free memory.
+    InsufficientMemory,
+    /// A host port the task needs is taken.
+    PortInUse,
+}
+
+impl Misfit {
+    /// The words used in explanations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfit::NotReady => "not ready",
+            Misfit::Cordoned => "cordoned",
+            Misfit::SelectorMismatch => "node selector mismatch",
+            Misfit::InsufficientCpu => "insufficient cpu",
+            Misfit::InsufficientMemory => "insufficient memory",
+            Misfit::PortInUse => "host port in use",
+        }
+    }
+}
+
+fn has_room(capacity: u64, allocated: u64, wanted: u64) -> bool {
+    capacity == 0 || allocated.saturating_add(wanted) <= capacity
+}
+
+/// Whether `node` can take a task with demand `d`, or the first reason it cannot.
+pub fn fits(d: &Demand, node: &Candidate) -> Result<(), Misfit> {
+    if !node.ready {
+        return Err(Misfit::NotReady);
+    }
+    if node.unschedulable {
+        return Err(Misfit::Cordoned);
+    }
+    if !d
+        .selector
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+        || !d.affinity.iter().all(|s| s.matches(&node.labels))
+    {
+        return Err(Misfit::SelectorMismatch);
+    }
+    if !has_room(
+        node.capacity.cpu_millis,
+        node.allocated.cpu_millis,
+        d.requests.cpu_millis,
+    ) {
+        return Err(Misfit::InsufficientCpu);
+    }
+    if !has_room(
+        node.capacity.memory_bytes,
+        node.allocated.memory_bytes,
+        d.requests.memory_bytes,
+    ) {
+        return Err(Misfit::InsufficientMemory);
+    }
+    if d.ports.iter().any(|p| node.ports.contains(p)) {
+        return Err(Misfit::PortInUse);
+    }
+    Ok(())
+}
+
+/// Utilisation of the node once the task is on it, in parts per million of its most
+/// used resource (0 when it reports no capacity).
+fn utilisation_after(d: &Demand, node: &Candidate) -> u64 {
+    let frac = |cap: u64, used: u64, want: u64| -> u64 {
+        if cap == 0 {
+            0
+        } else {
+            ((used.saturating_add(want) as u128 * 1_000_000) / cap as u128).min(u64::MAX as u128)
+                as u64
+        }
+    };
+    frac(
+        node.capacity.cpu_millis,
+        node.allocated.cpu_millis,
+        d.requests.cpu_millis,
+    )
+    .max(frac(
+        node.capacity.memory_bytes,
+        node.allocated.memory_bytes,
+        d.requests.memory_bytes,
+    ))
+}
+
+/// Orders two fitting nodes: `Less` means `a` is the better choice.
+fn better(d: &Demand, a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    let (ua, ub) = (utilisation_after(d, a), utilisation_after(d, b));
+    let by_load = match d.strategy {
+        Strategy::Spread => ua.cmp(&ub).then(a.tasks.cmp(&b.tasks)),
+        Strategy::Binpack => ub.cmp(&ua).then(b.tasks.cmp(&a.tasks)),
+    };
+    by_load.then_with(|| a.name.cmp(&b.name))
+}
+
+/// Why no node fits, counted per reason, e.g. `0/3 nodes available: 2 insufficient
+/// memory, 1 node selector mismatch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unplaceable {
     /// Nodes considered.
@@ -58,49 +223,45 @@ impl std::fmt::Display for Unplaceable {
     }
 }
 
-/// Picks the ready, schedulable node that matches the task's selector and has the
-/// fewest tasks (ties broken by name, so every server decides alike).
-pub fn place(config: &TaskConfig, nodes: &[Candidate]) -> Result<String, Unplaceable> {
+/// Picks the best fitting node for `d`, or explains why none fits.
+pub fn place<'a>(
+    d: &Demand,
+    nodes: impl IntoIterator<Item = &'a Candidate>,
+) -> Result<&'a Candidate, Unplaceable> {
     let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let affinity: Vec<Selector> = config
-        .node_affinity
-        .iter()
-        .filter_map(|s| Selector::parse(s).ok())
-        .collect();
+    let mut total = 0;
     let mut best: Option<&Candidate> = None;
     for n in nodes {
-        let reason = if !n.ready {
-            Some("not ready")
-        } else if n.unschedulable {
-            Some("cordoned")
-        } else if !config
-            .node_selector
-            .iter()
-            .all(|(k, v)| n.labels.get(k) == Some(v))
-            || !affinity.iter().all(|s| s.matches(&n.labels))
-        {
-            Some("node selector mismatch")
-        } else {
-            None
-        };
-        match reason {
-            Some(r) => *reasons.entry(r).or_default() += 1,
-            None => {
-                if best.is_none_or(|b| (n.tasks, &n.name) < (b.tasks, &b.name)) {
+        total += 1;
+        match fits(d, n) {
+            Err(m) => *reasons.entry(m.as_str()).or_default() += 1,
+            Ok(()) => {
+                if best.is_none_or(|b| better(d, n, b).is_lt()) {
                     best = Some(n);
                 }
             }
         }
     }
-    best.map(|n| n.name.clone()).ok_or(Unplaceable {
-        total: nodes.len(),
-        reasons,
-    })
+    best.ok_or(Unplaceable { total, reasons })
+}
+
+/// Convenience over [`place`] for a task spec with the default strategy; returns the
+/// node name.
+pub fn place_config(config: &TaskConfig, nodes: &[Candidate]) -> Result<String, Unplaceable> {
+    place(&Demand::of(config, Strategy::Spread), nodes).map(|n| n.name.clone())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        better, fits, place, place_config, Candidate, Demand, Requests, Strategy as Scoring,
+    };
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use voiyd_messages::v1::TaskConfig;
+    use voiyd_messages::v1::{PortMapping, Resources};
+
+    const GI: u64 = 1 << 30;
 
     fn node(name: &str, ready: bool, labels: &[(&str, &str)], tasks: usize) -> Candidate {
         Candidate {
@@ -111,7 +272,26 @@ mod tests {
                 .collect(),
             ready,
             unschedulable: false,
+            capacity: Requests {
+                cpu_millis: 4000,
+                memory_bytes: 8 * GI,
+            },
+            allocated: Requests {
+                cpu_millis: 100 * tasks as u64,
+                memory_bytes: (64 << 20) * tasks as u64,
+            },
+            ports: BTreeSet::new(),
             tasks,
+        }
+    }
+
+    fn cfg_with(cpu: &str, memory: &str) -> TaskConfig {
+        TaskConfig {
+            resources: Some(Resources {
+                cpu: cpu.into(),
+                memory: memory.into(),
+            }),
+            ..Default::default()
         }
     }
 
@@ -125,7 +305,7 @@ mod tests {
             node("n3", true, &[("zone", "b")], 0),
             node("n4", false, &[("zone", "a")], 0),
         ];
-        assert_eq!(place(&cfg, &nodes).unwrap(), "n2");
+        assert_eq!(place_config(&cfg, &nodes).unwrap(), "n2");
     }
 
     #[test]
@@ -135,27 +315,228 @@ mod tests {
         let mut cordoned = node("c", true, &[("gpu", "yes")], 0);
         cordoned.unschedulable = true;
         let nodes = vec![node("a", true, &[], 0), node("b", false, &[], 0), cordoned];
-        let e = place(&cfg, &nodes).unwrap_err();
+        let e = place_config(&cfg, &nodes).unwrap_err();
         assert_eq!(
             e.to_string(),
             "0/3 nodes available: 1 cordoned, 1 node selector mismatch, 1 not ready"
         );
-        assert!(place(&cfg, &[])
+        assert!(place_config(&cfg, &[])
             .unwrap_err()
             .to_string()
             .contains("start voiyd-node"));
     }
 
     #[test]
+    fn capacity_is_a_filter_with_its_own_explanation() {
+        let cfg = cfg_with("500m", "6Gi");
+        let mut small = node("small", true, &[("zone", "a")], 0);
+        small.capacity.memory_bytes = 4 * GI;
+        let mut full = node("full", true, &[("zone", "a")], 0);
+        full.allocated.memory_bytes = 3 * GI;
+        let odd = node("odd", true, &[("zone", "b")], 0);
+        let mut cfg2 = cfg.clone();
+        cfg2.node_selector.insert("zone".into(), "a".into());
+        let nodes = vec![small.clone(), full, odd];
+        assert_eq!(
+            place_config(&cfg2, &nodes).unwrap_err().to_string(),
+            "0/3 nodes available: 2 insufficient memory, 1 node selector mismatch"
+        );
+        let mut busy = node("busy", true, &[], 0);
+        busy.allocated.cpu_millis = 3800;
+        assert_eq!(
+            place_config(&cfg, &[small, busy]).unwrap_err().to_string(),
+            "0/2 nodes available: 1 insufficient cpu, 1 insufficient memory"
+        );
+        // Fits exactly: allocated + request == capacity.
+        let mut exact = node("exact", true, &[], 0);
+        exact.capacity = Requests {
+            cpu_millis: 500,
+            memory_bytes: 6 * GI,
+        };
+        assert_eq!(place_config(&cfg, &[exact]).unwrap(), "exact");
+    }
+
+    #[test]
+    fn unreported_capacity_does_not_limit() {
+        let mut n = node("n", true, &[], 0);
+        n.capacity = Requests::default();
+        assert_eq!(place_config(&cfg_with("64", "1Ti"), &[n]).unwrap(), "n");
+    }
+
+    #[test]
+    fn host_ports_must_be_free_per_protocol() {
+        let cfg = TaskConfig {
+            port_mappings: vec![PortMapping {
+                host_port: 8080,
+                target_port: 80,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut taken = node("a", true, &[], 0);
+        taken.ports.insert((8080, "tcp".into()));
+        let mut udp = node("b", true, &[], 5);
+        udp.ports.insert((8080, "udp".into()));
+        assert_eq!(
+            place_config(&cfg, &[taken.clone()])
+                .unwrap_err()
+                .to_string(),
+            "0/1 nodes available: 1 host port in use"
+        );
+        assert_eq!(place_config(&cfg, &[taken, udp]).unwrap(), "b");
+    }
+
+    #[test]
     fn affinity_expressions_filter() {
         let cfg = TaskConfig {
-            node_affinity: vec!["zone in (a,b)".into()],
+            node_affinity: vec!["zone in (a,b)".into(), "!spot".into()],
             ..Default::default()
         };
         let nodes = vec![
             node("x", true, &[("zone", "c")], 0),
+            node("w", true, &[("zone", "a"), ("spot", "1")], 0),
             node("y", true, &[("zone", "b")], 5),
         ];
-        assert_eq!(place(&cfg, &nodes).unwrap(), "y");
+        assert_eq!(place_config(&cfg, &nodes).unwrap(), "y");
+    }
+
+    #[test]
+    fn binpack_fills_the_fullest_node_that_fits() {
+        let nodes = vec![
+            node("a", true, &[], 1),
+            node("b", true, &[], 30),
+            node("c", true, &[], 39),
+        ];
+        // c has 39 x 100m: one more fits (4000m), so binpack takes it; spread takes a.
+        let d = Demand::of(&TaskConfig::default(), Scoring::Binpack);
+        assert_eq!(place(&d, &nodes).unwrap().name, "c");
+        let d = Demand::of(&TaskConfig::default(), Scoring::Spread);
+        assert_eq!(place(&d, &nodes).unwrap().name, "a");
+        // A big task does not fit on c any more: binpack falls back to b.
+        let d = Demand::of(&cfg_with("200m", ""), Scoring::Binpack);
+        assert_eq!(place(&d, &nodes).unwrap().name, "b");
+        assert_eq!(Scoring::parse("BinPack"), Scoring::Binpack);
+        assert_eq!(Scoring::parse(""), Scoring::Spread);
+    }
+
+    fn arb_node() -> impl Strategy<Value = Candidate> {
+        (
+            "[a-e]{1,3}",
+            any::<bool>(),
+            any::<bool>(),
+            proptest::option::of(prop_oneof![Just("a"), Just("b")]),
+            0u64..4000,
+            0u64..4000,
+            0usize..20,
+            proptest::collection::btree_set(prop_oneof![Just(80u32), Just(443u32)], 0..2),
+        )
+            .prop_map(|(name, ready, cordoned, zone, cap, used, tasks, ports)| {
+                let mut labels = BTreeMap::new();
+                if let Some(z) = zone {
+                    labels.insert("zone".to_string(), z.to_string());
+                }
+                Candidate {
+                    name,
+                    labels,
+                    ready: ready || tasks % 3 != 0,
+                    unschedulable: cordoned && tasks % 2 == 0,
+                    capacity: Requests {
+                        cpu_millis: cap,
+                        memory_bytes: cap << 20,
+                    },
+                    allocated: Requests {
+                        cpu_millis: used,
+                        memory_bytes: used << 20,
+                    },
+                    ports: ports.into_iter().map(|p| (p, "tcp".to_string())).collect(),
+                    tasks,
+                }
+            })
+    }
+
+    fn arb_demand() -> impl Strategy<Value = Demand> {
+        (
+            0u64..2000,
+            proptest::option::of(prop_oneof![Just("a"), Just("b")]),
+            proptest::option::of(Just(80u32)),
+            any::<bool>(),
+        )
+            .prop_map(|(cpu, zone, port, binpack)| Demand {
+                requests: Requests {
+                    cpu_millis: cpu,
+                    memory_bytes: cpu << 20,
+                },
+                ports: port
+                    .map(|p| vec![(p, "tcp".to_string())])
+                    .unwrap_or_default(),
+                selector: zone
+                    .map(|z| BTreeMap::from([("zone".to_string(), z.to_string())]))
+                    .unwrap_or_default(),
+                affinity: vec![],
+                strategy: if binpack {
+                    Scoring::Binpack
+                } else {
+                    Scoring::Spread
+                },
+            })
+    }
+
+    proptest! {
+        /// A chosen node fits, and it is at least as good as every other fitting node.
+        #[test]
+        fn chosen_node_fits_and_is_best(d in arb_demand(), nodes in proptest::collection::vec(arb_node(), 0..12)) {
+            match place(&d, &nodes) {
+                Ok(n) => {
+                    prop_assert!(fits(&d, n).is_ok());
+                    for other in nodes.iter().filter(|o| fits(&d, o).is_ok()) {
+                        prop_assert!(!better(&d, other, n).is_lt(), "{} beats {}", other.name, n.name);
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(nodes.iter().all(|n| fits(&d, n).is_err()));
+                    prop_assert_eq!(e.total, nodes.len());
+                    prop_assert_eq!(e.reasons.values().sum::<usize>(), nodes.len());
+                }
+            }
+        }
+
+        /// The decision does not depend on the order nodes are listed in (servers that
+        /// see the same view decide alike).
+        #[test]
+        fn order_does_not_matter(d in arb_demand(), mut nodes in proptest::collection::vec(arb_node(), 1..10)) {
+            let a = place(&d, &nodes).map(|n| n.clone()).map_err(|e| e.to_string());
+            nodes.reverse();
+            let b = place(&d, &nodes).map(|n| n.clone()).map_err(|e| e.to_string());
+            prop_assert_eq!(a.map(|n| (n.name, n.tasks, n.allocated)), b.map(|n| (n.name, n.tasks, n.allocated)));
+        }
+
+        /// Placing task after task, charging each to its node, never exceeds a node's
+        /// capacity nor binds one host port twice.
+        #[test]
+        fn repeated_placement_respects_capacity(
+            d in arb_demand(),
+            mut nodes in proptest::collection::vec(arb_node(), 1..8),
+        ) {
+            for (i, n) in nodes.iter_mut().enumerate() {
+                n.name = format!("{}{i}", n.name);
+                n.allocated = Requests::default();
+                n.ports.clear();
+            }
+            for _ in 0..50 {
+                let Ok(chosen) = place(&d, &nodes) else { break };
+                let name = chosen.name.clone();
+                let n = nodes.iter_mut().find(|n| n.name == name).unwrap();
+                n.allocated = n.allocated.plus(d.requests);
+                n.tasks += 1;
+                for p in &d.ports {
+                    prop_assert!(n.ports.insert(p.clone()), "port bound twice");
+                }
+            }
+            for n in &nodes {
+                if n.capacity.cpu_millis > 0 && n.tasks > 0 {
+                    prop_assert!(n.allocated.cpu_millis <= n.capacity.cpu_millis);
+                }
+            }
+        }
     }
 }

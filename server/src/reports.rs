@@ -56,9 +56,10 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
         )));
     }
     let store = Node::store(&ctx.cluster);
-    let existing = store.get(&node_name).await?;
+    // The view knows registered nodes: most heartbeats skip the read.
+    let known = ctx.view.is_registered(&node_name) || store.get(&node_name).await?.is_some();
     let mut joined = false;
-    if existing.is_none() {
+    if !known {
         let now = crate::now();
         let node = Node {
             version: "node/v1".into(),
@@ -81,13 +82,25 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
         }
     }
     let mut st = report.status.unwrap_or_default();
+    if st.subnet.is_empty() && st.runtime == "containerd" {
+        // The node learns it from `voiyd_subnets` and reports it from then on.
+        st.subnet = ctx.subnets.ensure(&node_name).await?;
+    }
     st.phase = "Ready".into();
     st.last_heartbeat = Some(crate::now());
     let prev = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node_name).await?;
     let was_ready = prev.as_ref().is_some_and(|p| p.status.phase == "Ready");
+    let prev_volumes = prev
+        .as_ref()
+        .map(|p| p.status.volumes.clone())
+        .unwrap_or_default();
     let rev = prev.map(|p| p.revision).unwrap_or(0);
     // A lost race means another server just wrote a fresher heartbeat: nothing to do.
     status::write(&ctx.status.0, "node", &node_name, &st, rev).await?;
+    if prev_volumes != st.volumes || !was_ready {
+        crate::api::volumes::fold_node_report(ctx, &node_name, &prev_volumes, &st.volumes).await?;
+    }
+    crate::failover::renew_node_lease(ctx, &node_name).await;
     if joined || !was_ready {
         ctx.events
             .publish(
@@ -130,12 +143,20 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
             return Ok(());
         }
         let mut st = report.status.clone().unwrap_or_default();
+        let stamp = |t: &Option<voiyd_messages::Timestamp>| t.map(|t| (t.seconds, t.nanos));
+        if stamp(&st.reported_at) < stamp(&current.status.reported_at) {
+            return Ok(()); // overtaken by a newer report already folded in
+        }
         // The server owns placement and rescheduling history.
         st.node = current.status.node.clone();
         st.reschedule_count = current.status.reschedule_count;
         st.last_reschedule_reason = current.status.last_reschedule_reason.clone();
         st.conditions = current.status.conditions.clone();
-        if st == current.status {
+        let unchanged = TaskStatus {
+            reported_at: current.status.reported_at,
+            ..st.clone()
+        };
+        if unchanged == current.status {
             return Ok(());
         }
         let phase_changed = st.phase != current.status.phase;

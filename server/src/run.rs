@@ -2,12 +2,12 @@
 
 use crate::api::{self, Ctx};
 use crate::events::Events;
-use crate::status::{self, StatusKv};
+use crate::status::StatusKv;
 use crate::{reports, scheduler};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
-use voiyd_messages::v1::{Node, NodeStatus};
 use voiyd_nats::bootstrap::{self, BootstrapOptions};
 use voiyd_nats::connect::{self, ConnectOptions};
 use voiyd_nats::embedded::{self, EmbeddedConfig, EmbeddedNats};
@@ -30,16 +30,57 @@ pub struct ServerConfig {
     pub node_timeout: Duration,
     /// This server's id in events.
     pub id: String,
+    /// Network node container subnets are taken from, e.g. `10.69.0.0/16`.
+    pub cluster_cidr: String,
+    /// Prefix length of each node's subnet (24: 254 tasks per node).
+    pub node_subnet_prefix: u8,
+    /// Placement strategy for tasks that do not choose one.
+    pub placement: crate::placement::Strategy,
+    /// TLS, NATS identities and admission policy.
+    pub security: Security,
+    /// Address of Prometheus `/metrics`; none = off.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Security settings of a server (see docs/security.md).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Embedded NATS serves TLS with this certificate (and the server verifies it).
+    pub tls: Option<voiyd_nats::EmbeddedTls>,
+    /// Embedded NATS enforces per-identity authorization (server, admins, nodes, join).
+    pub auth: bool,
+    /// Cluster-wide admission policy.
+    pub policy: crate::policy::Policy,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     connect::install_crypto_provider();
-    let mut embedded: Option<EmbeddedNats> = None;
+    let mut embedded: Option<Arc<EmbeddedNats>> = None;
+    let mut auth: Option<Arc<crate::auth::AuthManager>> = None;
     let opts = match &cfg.nats {
-        Some(o) => o.clone(),
+        Some(o) => {
+            if cfg.security.auth || cfg.security.tls.is_some() {
+                anyhow::bail!("--auth and --tls-cert configure the embedded NATS: with --nats-url, configure TLS and permissions on that NATS (see `voiyd-server auth print-node-permissions`) and pass --nats-ca/--nats-creds");
+            }
+            o.clone()
+        }
         None => {
             let binary = embedded::find_binary(cfg.nats_server_bin.as_deref())?;
+            let mut extra_config = String::new();
+            let mut server_seed = None;
+            if let Some(tls) = &cfg.security.tls {
+                extra_config.push_str(&tls.render());
+            }
+            if cfg.security.auth {
+                let ids = crate::auth::local_identities(&cfg.data_dir)?;
+                server_seed = Some(ids.server_seed.clone());
+                tracing::info!(admin_seed = %ids.admin_seed.display(), "NATS authorization on: give voiydctl the admin seed (--nkey)");
+                let manager =
+                    crate::auth::AuthManager::prepare(ids, &cfg.data_dir.join("nats"))?;
+                extra_config.push_str(crate::auth::AuthManager::include());
+                auth = Some(Arc::new(manager));
+            }
             let server = EmbeddedNats::start(EmbeddedConfig {
                 binary,
                 data_dir: cfg.data_dir.clone(),
@@ -49,12 +90,27 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                     "voiyd-{}",
                     cfg.id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
                 ),
-                extra_config: String::new(),
+                extra_config,
             })
             .await?;
             tracing::info!(url = %server.client_url(), pid = ?server.pid(), "embedded NATS ready");
             let mut o = ConnectOptions::from_urls(&server.client_url());
             o.retry_on_initial_connect = true;
+            if let Some(tls) = &cfg.security.tls {
+                // Verify our own server like any client does: against the CA that
+                // signed it, or (self-signed) the certificate itself.
+                o.tls_ca = Some(tls.ca.clone().unwrap_or_else(|| tls.cert.clone()));
+                o.tls_required = true;
+                if tls.verify_clients {
+                    o.tls_cert = Some(tls.cert.clone());
+                    o.tls_key = Some(tls.key.clone());
+                }
+            }
+            o.nkey_seed = server_seed.map(|p| p.to_string_lossy().into_owned());
+            let server = Arc::new(server);
+            if let Some(a) = &auth {
+                a.attach(server.clone());
+            }
             embedded = Some(server);
             o
         }
@@ -66,17 +122,55 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let cluster = bootstrap::bootstrap(&js, &cfg.bootstrap).await?;
     let status_kv = js.get_key_value(names::BUCKET_STATUS).await?;
     let work = js.get_key_value(names::BUCKET_WORK).await?;
+    let cluster_cidr: crate::subnets::Cidr = cfg.cluster_cidr.parse()?;
+    let subnets = crate::subnets::Subnets::new(
+        js.get_key_value(names::BUCKET_SUBNETS).await?,
+        cluster_cidr,
+        cfg.node_subnet_prefix,
+    )
+    .map_err(anyhow::Error::msg)?;
+    crate::failover::set_lease_ttl(cfg.bootstrap.lease_ttl);
+    let view = crate::view::View::start(
+        crate::view::Buckets {
+            tasks: js.get_key_value(names::BUCKET_TASKS).await?,
+            nodes: js.get_key_value(names::BUCKET_NODES).await?,
+            status: status_kv.clone(),
+        },
+        cfg.placement,
+    );
     let ctx = Ctx {
+        subnets,
+        view,
         cluster,
         events: Events::new(js.clone(), cfg.id.clone()),
         status: StatusKv(status_kv),
         work,
+        policy: cfg.security.policy,
+        auth: auth.clone(),
     };
+    if let Some(a) = &auth {
+        // The bucket is the source of truth: catch up with changes made while down.
+        a.apply(&js)
+            .await
+            .map_err(|f| anyhow::anyhow!("cannot apply NATS authorization: {}", f.message))?;
+    }
     tracing::info!(id = %cfg.id, "voiyd-server started");
 
     let api_task = tokio::spawn(api::serve(client.clone(), ctx.clone()));
     let reports_task = tokio::spawn(reports::run(client.clone(), ctx.clone()));
     let upkeep_task = tokio::spawn(upkeep(ctx.clone(), cfg.node_timeout));
+    let node_events_task = tokio::spawn(crate::node_events::run(client.clone(), ctx.clone()));
+    let _metrics = match cfg.metrics_addr {
+        Some(addr) => {
+            let (c, x) = (client.clone(), ctx.clone());
+            let collect: voiyd_nats::metrics::Collector = Arc::new(move || {
+                let (c, x) = (c.clone(), x.clone());
+                Box::pin(async move { crate::metrics::collect(&x, &c).await })
+            });
+            Some(voiyd_nats::metrics::serve(addr, collect).await?.1)
+        }
+        None => None,
+    };
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {
@@ -86,10 +180,20 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         r = reports_task => Err(anyhow::anyhow!("report handling stopped: {r:?}")),
     };
     upkeep_task.abort();
+    node_events_task.abort();
+    if let Some(m) = &_metrics {
+        m.abort();
+    }
     tracing::info!("shutting down");
     let _ = client.drain().await;
+    drop(ctx);
+    drop(auth);
     if let Some(server) = embedded {
-        server.stop().await;
+        match Arc::try_unwrap(server) {
+            Ok(server) => server.stop().await,
+            // A request still in flight holds it: dropping the last handle stops it.
+            Err(server) => drop(server),
+        }
     }
     outcome
 }
@@ -97,52 +201,18 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
 /// Periodic level-triggered repairs: nodes whose heartbeats stopped become NotReady,
 /// and tasks still waiting for a node are placed.
 async fn upkeep(ctx: Ctx, node_timeout: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Twice a second: a lost node's tasks move within node_timeout + 0.5 s.
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = mark_lost_nodes(&ctx, node_timeout).await {
+        if let Err(e) = crate::failover::mark_lost_nodes(&ctx, node_timeout).await {
             tracing::warn!(error = %e.message, "node check failed");
         }
+        crate::failover::evacuate(&ctx).await;
+        crate::sets::reconcile_all(&ctx).await;
         if let Err(e) = scheduler::place_pending(&ctx).await {
             tracing::warn!(error = %e.message, "placing pending tasks failed");
         }
     }
-}
-
-async fn mark_lost_nodes(ctx: &Ctx, timeout: Duration) -> Result<(), api::Failure> {
-    let now = crate::now().seconds;
-    for node in status::read_all::<Node>(&ctx.status).await?.into_keys() {
-        let Some(v) = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node).await?
-        else {
-            continue;
-        };
-        let last = v
-            .status
-            .last_heartbeat
-            .as_ref()
-            .map(|t| t.seconds)
-            .unwrap_or(0);
-        if v.status.phase == "Ready" && now - last > timeout.as_secs() as i64 {
-            let mut st = v.status.clone();
-            st.phase = "NotReady".into();
-            if status::write(&ctx.status.0, "node", &node, &st, v.revision)
-                .await?
-                .is_some()
-            {
-                tracing::warn!(%node, "node missed its heartbeats: NotReady");
-                ctx.events
-                    .publish(
-                        "node",
-                        &node,
-                        "notready",
-                        "NodeLost",
-                        format!("no heartbeat for {}s", now - last),
-                        None,
-                    )
-                    .await;
-            }
-        }
-    }
-    Ok(())
 }

@@ -3,17 +3,16 @@
 //! The record of placement is the task's status (`status.node`), written with CAS:
 //! when two servers place the same task at once, one write wins and the other server
 //! adopts the winner's choice. The node's work (`voiyd_work`, key `<node>.<task>`)
-//! is derived from it and rewritten idempotently.
+//! is derived from it and rewritten idempotently. Decisions come from the in-memory
+//! [`crate::view::View`], kept current by watches.
 
 use crate::api::{resources, Ctx, Failure};
 use crate::managed::Managed;
-use crate::placement::{self, Candidate};
 use crate::status;
-use async_nats::jetstream::kv;
-use futures::TryStreamExt;
+use futures::StreamExt;
 use prost::Message;
-use std::collections::HashMap;
-use voiyd_messages::v1::{Assignment, Node, Task, TaskStatus};
+use std::time::Duration;
+use voiyd_messages::v1::{Assignment, Task, TaskStatus};
 use voiyd_messages::Resource;
 use voiyd_nats::names;
 
@@ -22,25 +21,49 @@ pub const PENDING: &str = "Pending";
 /// Phase of a task placed on a node that has not reported yet.
 pub const SCHEDULED: &str = "Scheduled";
 
+/// How long a request waits for a freshly started server's view to catch up.
+const VIEW_WAIT: Duration = Duration::from_secs(10);
+
 /// Places the task if it has no node yet, then writes its node's work. Returns the
 /// task with its current status.
 pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failure> {
+    let task = resources::fetch::<Task>(ctx, name).await?;
+    sync_fetched(ctx, task, kill, true).await
+}
+
+/// [`sync_task`] for a task just read or written. `status_may_exist` false (a task
+/// this request just created) skips reading a status that cannot be there yet.
+pub async fn sync_fetched(
+    ctx: &Ctx,
+    task: Task,
+    kill: bool,
+    status_may_exist: bool,
+) -> Result<Task, Failure> {
+    let name = task.name().to_string();
+    let mut read_status = status_may_exist;
     for _ in 0..8 {
-        let task = resources::fetch::<Task>(ctx, name).await?;
-        let current = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", name).await?;
-        let (mut st, rev) = match current {
-            Some(v) => (v.status, v.revision),
-            None => (TaskStatus::default(), 0),
+        let (mut st, rev) = if read_status {
+            match status::read_versioned::<TaskStatus>(&ctx.status.0, "task", &name).await? {
+                Some(v) => (v.status, v.revision),
+                None => (TaskStatus::default(), 0),
+            }
+        } else {
+            (TaskStatus::default(), 0)
         };
+        read_status = true;
         if !st.node.is_empty() {
             write_work(ctx, &st.node, &task, kill).await?;
             let mut t = task;
             t.set_status(Some(st));
             return Ok(t);
         }
-        let candidates = candidates(ctx).await?;
-        let config = task.config.clone().unwrap_or_default();
-        match placement::place(&config, &candidates) {
+        if !ctx.view.wait_ready(VIEW_WAIT).await {
+            return Err(Failure {
+                code: voiyd_nats::api::ErrorCode::Unavailable,
+                message: "the scheduler is still reading the cluster state: retry".into(),
+            });
+        }
+        match ctx.view.reserve(&task) {
             Ok(node) => {
                 st.node = node.clone();
                 st.phase = SCHEDULED.to_string();
@@ -48,15 +71,16 @@ pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failur
                 st.message = format!("placed on {node}");
                 st.conditions =
                     crate::conditions::for_phase(&st.conditions, SCHEDULED, "", true, crate::now());
-                if status::write(&ctx.status.0, "task", name, &st, rev)
+                if status::write(&ctx.status.0, "task", &name, &st, rev)
                     .await?
                     .is_some()
                 {
+                    ctx.view.saw_task_status(&name, &st);
                     write_work(ctx, &node, &task, kill).await?;
                     ctx.events
                         .publish(
                             "task",
-                            name,
+                            &name,
                             "scheduled",
                             "Scheduled",
                             format!("placed on node {node}"),
@@ -67,6 +91,7 @@ pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failur
                     t.set_status(Some(st));
                     return Ok(t);
                 }
+                ctx.view.release(&name, &node);
             }
             Err(why) => {
                 let message = why.to_string();
@@ -84,10 +109,13 @@ pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failur
                     );
                 }
                 if !changed
-                    || status::write(&ctx.status.0, "task", name, &st, rev)
+                    || status::write(&ctx.status.0, "task", &name, &st, rev)
                         .await?
                         .is_some()
                 {
+                    if changed {
+                        ctx.view.saw_task_status(&name, &st);
+                    }
                     let mut t = task;
                     t.set_status(Some(st));
                     return Ok(t);
@@ -105,6 +133,8 @@ async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<()
     let a = Assignment {
         task: Some(task.clone()),
         kill,
+        // Template volumes travel with the work: nodes cannot read the volume specs.
+        volumes: crate::api::volumes::for_task(ctx, task).await?,
     };
     let key = names::work_key(node, task.name());
     ctx.work
@@ -114,62 +144,70 @@ async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<()
         .map_err(|e| Failure::internal(format!("cannot write work {key}: {e}")))
 }
 
-/// Removes a deleted task's work from whichever node has it.
+/// Removes a task's work from `node` (best effort: the node's resync also drops work
+/// whose task is gone).
+pub async fn remove_work(ctx: &Ctx, node: &str, task: &str) {
+    let key = names::work_key(node, task);
+    if let Err(e) = ctx.work.purge(&key).await {
+        tracing::warn!(%key, error = %e, "cannot remove work");
+    }
+}
+
+/// Removes a deleted task's work from the node that has it.
 pub async fn unassign(ctx: &Ctx, task: &Task) {
-    let suffix = format!(".{}", names::token(task.name()));
-    let keys: Vec<String> = match ctx.work.keys().await {
-        Ok(k) => k.try_collect().await.unwrap_or_default(),
-        Err(e) => {
-            tracing::warn!(task = task.name(), error = %e, "cannot list work");
-            return;
-        }
+    let st = task.status.as_ref();
+    let node = match st.filter(|s| !s.node.is_empty()) {
+        Some(s) => Some(s.node.clone()),
+        None => status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task.name())
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.status.node)
+            .filter(|n| !n.is_empty()),
     };
-    for key in keys.into_iter().filter(|k| k.ends_with(&suffix)) {
-        if let Err(e) = ctx.work.delete(&key).await {
-            tracing::warn!(%key, error = %e, "cannot remove work");
+    match node {
+        Some(n) => remove_work(ctx, &n, task.name()).await,
+        None => {
+            // No status: look in every node's work (rare: a task deleted mid-placement).
+            let suffix = format!(".{}", names::token(task.name()));
+            if let Ok(keys) = ctx.work.keys().await {
+                let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
+                for key in keys.into_iter().filter(|k| k.ends_with(&suffix)) {
+                    let _ = ctx.work.purge(&key).await;
+                }
+            }
         }
     }
 }
 
-/// Every node with its status and how many tasks it holds.
-async fn candidates(ctx: &Ctx) -> Result<Vec<Candidate>, Failure> {
-    let mut nodes = Node::store(&ctx.cluster).list().await?;
-    let mut statuses = status::read_all::<Node>(&ctx.status).await?;
-    let counts = work_counts(&ctx.work).await;
-    Ok(nodes
-        .iter_mut()
-        .map(|n| {
-            let s = statuses.remove(n.name());
-            n.set_status(s);
-            Candidate::from_node(n, counts.get(n.name()).copied().unwrap_or(0))
-        })
-        .collect())
-}
-
-async fn work_counts(work: &kv::Store) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    let Ok(keys) = work.keys().await else {
-        return counts;
-    };
-    let keys: Vec<String> = keys.try_collect().await.unwrap_or_default();
-    for key in keys {
-        if let Some((node, _)) = names::parse_work_key(&key) {
-            *counts.entry(node).or_insert(0) += 1;
-        }
-    }
-    counts
-}
-
-/// Retries placement of every task still waiting for a node.
+/// Retries placement of every task still waiting for a node. Tasks the view says
+/// still cannot be placed, and that already carry that explanation, cost no I/O.
 pub async fn place_pending(ctx: &Ctx) -> Result<usize, Failure> {
-    let statuses = status::read_all::<Task>(&ctx.status).await?;
-    let mut placed = 0;
-    for task in Task::store(&ctx.cluster).list().await? {
-        let waiting = statuses.get(task.name()).is_none_or(|s| s.node.is_empty());
-        if waiting {
-            let t = sync_task(ctx, task.name(), false).await?;
-            placed += usize::from(t.status.is_some_and(|s| !s.node.is_empty()));
-        }
+    if !ctx.view.wait_ready(Duration::from_millis(1)).await {
+        return Ok(0);
     }
+    let todo: Vec<String> = ctx
+        .view
+        .pending()
+        .into_iter()
+        .filter(|(name, message)| match ctx.view.explain(name) {
+            Some(Err(why)) => why.to_string() != *message,
+            _ => true,
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let placed = futures::stream::iter(todo)
+        .map(|name| async move {
+            match sync_task(ctx, &name, false).await {
+                Ok(t) => usize::from(t.status.is_some_and(|s| !s.node.is_empty())),
+                Err(e) => {
+                    tracing::debug!(task = %name, error = %e.message, "pending task not placed");
+                    0
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .fold(0, |a, b| async move { a + b })
+        .await;
     Ok(placed)
 }

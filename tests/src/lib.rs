@@ -140,6 +140,25 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The cluster CIDR of a test cluster: a /24 derived from its NATS port, so clusters of
+/// tests running at once on one host never share container addresses (16 nodes of /28).
+pub fn test_cluster_cidr(nats_url: &str) -> String {
+    let port: u16 = nats_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or(4222);
+    // Ephemeral ports (32768 and up) keep the second octet at 128 or more.
+    format!("10.{}.{}.0/24", port >> 8, port & 0xff)
+}
+
+/// A fresh bridge name (at most 15 characters) for a test node.
+pub fn test_bridge() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("vt{}x{n}", std::process::id() % 1_000_000)
+}
+
 /// A voiyd-server process.
 pub struct Server {
     /// The process.
@@ -155,6 +174,13 @@ impl Server {
         Self::start(nats_url, &["--nats-url", nats_url]).await
     }
 
+    /// Like [`Server::external`], with extra voiyd-server flags (e.g. `--metrics-addr`).
+    pub async fn external_with(nats_url: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["--nats-url", nats_url];
+        args.extend_from_slice(extra);
+        Self::start(nats_url, &args).await
+    }
+
     /// Starts a server with its embedded NATS on a free loopback port.
     pub async fn embedded() -> Server {
         let port = voiyd_nats::testing::free_port();
@@ -168,6 +194,9 @@ impl Server {
         let data = dir.path().join("data");
         let data = data.to_str().unwrap().to_string();
         let mut args = vec!["--data-dir", data.as_str(), "--log-level", "debug"];
+        // Tests run side by side on one host: each cluster gets its own addresses.
+        let cidr = test_cluster_cidr(url);
+        args.extend_from_slice(&["--cluster-cidr", &cidr, "--node-subnet-prefix", "28"]);
         args.extend_from_slice(extra);
         let proc = Proc::spawn(
             &bin("voiyd-server"),
@@ -268,7 +297,167 @@ pub struct NodeAgent {
     pub name: String,
     /// Agent data directory.
     pub data_dir: PathBuf,
+    /// The node's bridge (tasks' network namespaces are named `<bridge>:<task>`).
+    pub bridge: String,
     args: Vec<String>,
+}
+
+impl Drop for NodeAgent {
+    /// Removes the namespaces and the bridge this node's tasks used, so that a test that
+    /// fails half-way leaves no network behind.
+    fn drop(&mut self) {
+        let prefix = format!("{}:", self.bridge);
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) {
+                    let _ = std::process::Command::new("ip")
+                        .args(["netns", "delete", &name])
+                        .output();
+                }
+            }
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .output();
+        remove_cni_rules(&format!("{}-", self.bridge));
+        // The firewall plugin's rules carry no comment: find them by the node's subnet.
+        let conflist = self.data_dir.join("cni").join(format!("{}.conflist", self.bridge));
+        if let Some(subnet) = std::fs::read_to_string(conflist)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| {
+                v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+        {
+            remove_forward_rules(&subnet);
+        }
+    }
+}
+
+/// Deletes the iptables rules CNI plugins added for containers whose id starts with
+/// `prefix` (their comments name it), and the per-container chains those rules jump to:
+/// what tasks killed without a CNI DEL leave behind.
+pub fn remove_cni_rules(prefix: &str) {
+    let Ok(out) = std::process::Command::new("iptables-save").output() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let needle = format!("id: \\\"{prefix}");
+    let mut table = String::new();
+    let mut chains = Vec::new();
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.to_string();
+            continue;
+        }
+        let Some(rule) = line.strip_prefix("-A ") else {
+            continue;
+        };
+        if !line.contains(&needle) {
+            continue;
+        }
+        // iptables-save quotes like a shell would; split the same way.
+        let args = shell_words(rule);
+        if let Some(i) = args.iter().position(|a| a == "-j") {
+            if let Some(target) = args.get(i + 1).filter(|t| t.starts_with("CNI-")) {
+                chains.push((table.clone(), target.clone()));
+            }
+        }
+        let _ = std::process::Command::new("iptables")
+            .args(["-t", &table, "-D"])
+            .args(&args)
+            .output();
+    }
+    for (table, chain) in chains {
+        for op in ["-F", "-X"] {
+            let _ = std::process::Command::new("iptables")
+                .args(["-t", &table, op, &chain])
+                .output();
+        }
+    }
+}
+
+/// Whether `ip` (an IPv4 address, optionally with `/32`) lies in `subnet` (`a.b.c.d/len`).
+pub fn in_subnet(ip: &str, subnet: &str) -> bool {
+    let parse = |s: &str| s.parse::<std::net::Ipv4Addr>().ok().map(u32::from);
+    let Some((net, len)) = subnet.split_once('/') else {
+        return false;
+    };
+    let (Some(a), Some(n), Ok(len)) = (
+        parse(ip.trim_end_matches("/32")),
+        parse(net),
+        len.parse::<u32>(),
+    ) else {
+        return false;
+    };
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    a & mask == n & mask
+}
+
+/// The `CNI-FORWARD` rules (firewall plugin) naming an address of `subnet`.
+pub fn forward_rules(subnet: &str) -> Vec<String> {
+    let Ok(out) = std::process::Command::new("iptables-save")
+        .args(["-t", "filter"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A CNI-FORWARD "))
+        .filter(|l| {
+            l.split_whitespace()
+                .any(|w| w.ends_with("/32") && in_subnet(w, subnet))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Deletes the `CNI-FORWARD` rules naming an address of `subnet`.
+pub fn remove_forward_rules(subnet: &str) {
+    for rule in forward_rules(subnet) {
+        let args = shell_words(rule.trim_start_matches("-A "));
+        let _ = std::process::Command::new("iptables")
+            .args(["-t", "filter", "-D"])
+            .args(&args)
+            .output();
+    }
+}
+
+/// Splits an iptables-save rule into arguments (double quotes with backslash escapes).
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 impl NodeAgent {
@@ -299,12 +488,21 @@ impl NodeAgent {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
+        let bridge = match extra.iter().position(|a| *a == "--bridge") {
+            Some(i) => extra[i + 1].to_string(),
+            None => {
+                let b = test_bridge();
+                args.extend(["--bridge".to_string(), b.clone()]);
+                b
+            }
+        };
         std::fs::create_dir_all(data_dir).unwrap();
         let proc = Self::spawn(&args, data_dir, 0);
         NodeAgent {
             proc,
             name: name.to_string(),
             data_dir: data_dir.to_path_buf(),
+            bridge,
             args,
         }
     }

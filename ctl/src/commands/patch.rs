@@ -43,7 +43,12 @@ pub fn scale_patch(replicas: u32) -> Value {
 
 /// The merge patch of `cordon` (true) and `uncordon` (false).
 pub fn cordon_patch(unschedulable: bool) -> Value {
-    json!({ "config": { "unschedulable": unschedulable } })
+    if unschedulable {
+        json!({ "config": { "unschedulable": true } })
+    } else {
+        // Uncordoning also ends a drain.
+        json!({ "config": { "unschedulable": false }, "meta": { "labels": { "voiyd.io/drain": null } } })
+    }
 }
 
 async fn patch_any(api: &ApiClient, kind: Kind, name: &str, patch: &Value) -> Result<()> {

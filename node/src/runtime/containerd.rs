@@ -7,8 +7,10 @@ use crate::containerd::Containerd;
 use crate::image::pull::{image_config_in, pull, PullOptions, PullPolicy, PulledImage};
 use crate::image::reference::Reference;
 use crate::logs::{self, Capture, Rotation, TaskPaths};
+use crate::network::Network;
 use crate::reconcile::{ContainerState, Desired};
-use crate::spec::{build_spec, MountKind, ResolvedMount, SpecInput};
+use crate::spec::{build_spec, ResolvedMount, SpecInput};
+use crate::volumes::Volumes;
 use containerd_client::services::v1::container::Runtime as CdRuntime;
 use containerd_client::services::v1::snapshots::{
     MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
@@ -47,6 +49,8 @@ pub struct ContainerdConfig {
     pub cgroup_parent: String,
     /// Log rotation.
     pub rotation: Rotation,
+    /// The task network; without one each task gets an empty network namespace.
+    pub network: Option<std::sync::Arc<Network>>,
 }
 
 /// Runs tasks as containerd containers in one namespace.
@@ -178,7 +182,68 @@ impl ContainerdRuntime {
                 .parse::<u64>()
                 .ok()
                 .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+            ip: None,
         }
+    }
+
+    /// The task's IP while it runs on the node's network.
+    fn with_ip(&self, mut v: ContainerView) -> ContainerView {
+        if v.state.is_running() {
+            v.ip = self.cfg.network.as_ref().and_then(|n| n.ip(&v.task));
+        }
+        v
+    }
+
+    /// An exited process keeps its containerd task (for its exit status) until the next
+    /// start or delete; its network is released at once.
+    async fn release_if_exited(&self, task: &str, p: &Process) {
+        if let Some(n) = &self.cfg.network {
+            if p.status == ProcStatus::Stopped as i32 {
+                n.release_exited(task, p.pid).await;
+            }
+        }
+    }
+
+    /// Namespace path and hosts/resolv.conf files of a container about to be created.
+    async fn network_for(
+        &self,
+        desired: &Desired,
+    ) -> Result<(Option<String>, Option<String>, Option<String>), RuntimeError> {
+        let task = desired.task.as_str();
+        let path = |p: &Path| Some(p.to_string_lossy().into_owned());
+        if desired.config.host_network {
+            if let Some(n) = &self.cfg.network {
+                n.forget(task).await;
+            }
+            return Ok((
+                None,
+                Some("/etc/hosts".into()),
+                Some("/etc/resolv.conf".into()),
+            ));
+        }
+        let Some(n) = &self.cfg.network else {
+            return Ok((None, None, None));
+        };
+        n.plan(task, &desired.config.port_mappings)
+            .map_err(|e| RuntimeError::new(e.reason, e.message))?;
+        let (hosts, resolv) = n.file_paths(task);
+        Ok((Some(n.netns_path(task)), path(&hosts), path(&resolv)))
+    }
+
+    /// Tears down networks that no running task owns: what a crashed agent left.
+    pub async fn cleanup_networks(&self) -> Result<(), RuntimeError> {
+        let Some(n) = &self.cfg.network else {
+            return Ok(());
+        };
+        let keep = self
+            .processes()
+            .await?
+            .into_iter()
+            .filter(|(_, p)| p.status == ProcStatus::Running as i32)
+            .map(|(id, _)| id)
+            .collect();
+        n.gc(&keep).await;
+        Ok(())
     }
 
     async fn update_labels(&self, task: &str, set: &[(&str, String)]) -> Result<(), RuntimeError> {
@@ -246,31 +311,9 @@ impl ContainerdRuntime {
     }
 
     fn resolve_mounts(&self, desired: &Desired) -> Result<Vec<ResolvedMount>, RuntimeError> {
-        let mut out = Vec::new();
-        for m in &desired.config.mounts {
-            let kind = voiyd_messages::validate::mount_type(m).unwrap_or_default();
-            let (source, kind) = match kind.as_str() {
-                "bind" => (m.source.clone(), MountKind::Bind),
-                "tmpfs" => (String::new(), MountKind::Tmpfs),
-                _ => {
-                    let dir = self.cfg.data_dir.join("volumes").join(&m.volume);
-                    std::fs::create_dir_all(&dir).map_err(|e| {
-                        RuntimeError::new(
-                            "CreateFailed",
-                            format!("volume {}: {}: {e}", m.volume, dir.display()),
-                        )
-                    })?;
-                    (dir.to_string_lossy().into_owned(), MountKind::Bind)
-                }
-            };
-            out.push(ResolvedMount {
-                source,
-                destination: m.destination.clone(),
-                kind,
-                options: m.options.clone(),
-            });
-        }
-        Ok(out)
+        Volumes::new(&self.cfg.data_dir)
+            .resolve(desired)
+            .map_err(|e| RuntimeError::new("CreateFailed", e))
     }
 
     async fn image(&self, desired: &Desired) -> Result<PulledImage, RuntimeError> {
@@ -371,11 +414,14 @@ impl Runtime for ContainerdRuntime {
 
     async fn list(&self) -> Result<Vec<ContainerView>, RuntimeError> {
         let procs = self.processes().await?;
+        for (task, p) in &procs {
+            self.release_if_exited(task, p).await;
+        }
         Ok(self
             .containers()
             .await?
             .iter()
-            .map(|c| Self::view(c, procs.get(&c.id)))
+            .map(|c| self.with_ip(Self::view(c, procs.get(&c.id))))
             .collect())
     }
 
@@ -395,7 +441,10 @@ impl Runtime for ContainerdRuntime {
             Err(s) if s.code() == Code::NotFound => None,
             Err(s) => return Err(cd_err("RuntimeUnavailable", "get task")(s)),
         };
-        Ok(Some(Self::view(&c, p.as_ref())))
+        if let Some(p) = &p {
+            self.release_if_exited(task, p).await;
+        }
+        Ok(Some(self.with_ip(Self::view(&c, p.as_ref()))))
     }
 
     async fn pull(&self, desired: &Desired, progress: Progress) -> Result<(), RuntimeError> {
@@ -436,6 +485,7 @@ impl Runtime for ContainerdRuntime {
             .map_err(cd_err("CreateFailed", "prepare snapshot"))?
             .into_inner()
             .mounts;
+        let (netns_path, hosts_path, resolv_path) = self.network_for(desired).await?;
         let input = SpecInput {
             task_name: task,
             config: &desired.config,
@@ -443,10 +493,10 @@ impl Runtime for ContainerdRuntime {
             rootfs_path: "rootfs".into(),
             passwd: read_from_rootfs(&mounts, "etc/passwd"),
             group: read_from_rootfs(&mounts, "etc/group"),
-            netns_path: None,
+            netns_path,
             mounts: self.resolve_mounts(desired)?,
-            hosts_path: None,
-            resolv_path: None,
+            hosts_path,
+            resolv_path,
             cgroups_path: format!("{}/{task}", self.cfg.cgroup_parent),
         };
         let spec =
@@ -488,6 +538,11 @@ impl Runtime for ContainerdRuntime {
         // A task left in the container (exited, or created by an interrupted start) goes first.
         self.delete_task(task).await?;
         self.ensure_capture(task).await?;
+        if let Some(n) = self.cfg.network.as_ref().filter(|n| n.has_plan(task)) {
+            n.setup(task)
+                .await
+                .map_err(|e| RuntimeError::new(e.reason, e.message))?;
+        }
         let paths = self.paths(task);
         let req = CreateTaskRequest {
             container_id: task.to_string(),
@@ -510,6 +565,11 @@ impl Runtime for ContainerdRuntime {
         if let Err(s) = self.cd.tasks().start(self.cd.request(start)).await {
             let _ = self.delete_task(task).await;
             return Err(cd_err("StartFailed", "start task")(s));
+        }
+        if let Some(n) = &self.cfg.network {
+            n.set_owner(task, created.pid)
+                .await
+                .map_err(|e| RuntimeError::new(e.reason, e.message))?;
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -539,6 +599,69 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn delete_task(&self, task: &str) -> Result<(), RuntimeError> {
+        self.delete_process(task).await?;
+        // The namespace goes with the process: a stopped task holds no IP or host port.
+        if let Some(n) = &self.cfg.network {
+            n.teardown(task).await;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, task: &str) -> Result<(), RuntimeError> {
+        self.delete_task(task).await?;
+        self.remove_container(task).await?;
+        if let Some(n) = &self.cfg.network {
+            n.forget(task).await;
+        }
+        if let Some(cap) = self.captures.lock().await.remove(task) {
+            cap.finish().await;
+        }
+        logs::remove(&self.paths(task), false);
+        Ok(())
+    }
+
+    async fn set_restart_count(&self, task: &str, count: u32) -> Result<(), RuntimeError> {
+        self.update_labels(task, &[(LABEL_RESTARTS, count.to_string())])
+            .await
+    }
+
+    fn exits(&self) -> broadcast::Receiver<String> {
+        self.exits.subscribe()
+    }
+
+    fn set_subnet(&self, subnet: &str) {
+        if let Some(n) = &self.cfg.network {
+            n.set_subnet(subnet);
+        }
+    }
+
+    fn subnet(&self) -> Option<String> {
+        self.cfg.network.as_ref().and_then(|n| n.subnet())
+    }
+
+    async fn sync_volumes(&self, desired: &Desired) -> Result<(), RuntimeError> {
+        Volumes::new(&self.cfg.data_dir)
+            .sync_templates(desired)
+            .map_err(|e| RuntimeError::new("VolumeFailed", e))
+    }
+
+    async fn purge_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        Volumes::new(&self.cfg.data_dir)
+            .purge(name)
+            .map_err(|e| RuntimeError::new("VolumeFailed", format!("purge volume {name}: {e}")))
+    }
+
+    fn volumes(
+        &self,
+        in_use: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Vec<voiyd_messages::v1::NodeVolume> {
+        Volumes::new(&self.cfg.data_dir).report(in_use)
+    }
+}
+
+impl ContainerdRuntime {
+    /// Deletes the task's process (killing it if needed), keeping the container.
+    async fn delete_process(&self, task: &str) -> Result<(), RuntimeError> {
         let req = DeleteTaskRequest {
             container_id: task.to_string(),
         };
@@ -562,25 +685,6 @@ impl Runtime for ContainerdRuntime {
             }
             Err(s) => Err(cd_err("DeleteFailed", "delete task")(s)),
         }
-    }
-
-    async fn delete(&self, task: &str) -> Result<(), RuntimeError> {
-        self.delete_task(task).await?;
-        self.remove_container(task).await?;
-        if let Some(cap) = self.captures.lock().await.remove(task) {
-            cap.finish().await;
-        }
-        logs::remove(&self.paths(task), false);
-        Ok(())
-    }
-
-    async fn set_restart_count(&self, task: &str, count: u32) -> Result<(), RuntimeError> {
-        self.update_labels(task, &[(LABEL_RESTARTS, count.to_string())])
-            .await
-    }
-
-    fn exits(&self) -> broadcast::Receiver<String> {
-        self.exits.subscribe()
     }
 }
 

@@ -3,6 +3,7 @@
 //! containers, and the trait leaves room for a simulated runtime.
 
 pub mod containerd;
+pub mod sim;
 
 use crate::reconcile::{ContainerState, Desired};
 use std::future::Future;
@@ -23,6 +24,8 @@ pub struct ContainerView {
     pub restart_count: u32,
     /// When the current or last run started, as recorded on the container.
     pub started_at: Option<std::time::SystemTime>,
+    /// The task's IP on the node's network while it runs with one (not with host networking).
+    pub ip: Option<String>,
 }
 
 /// A failed runtime step: a CamelCase reason for the task status and a message.
@@ -97,4 +100,29 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Wake-ups: the name of each task whose process exited.
     fn exits(&self) -> tokio::sync::broadcast::Receiver<String>;
+    /// The container subnet the server allocated to this node (runtimes without a
+    /// network ignore it).
+    fn set_subnet(&self, _subnet: &str) {}
+    /// The node's container subnet once known, for its status.
+    fn subnet(&self) -> Option<String> {
+        None
+    }
+    /// Brings the files of template volumes the task mounts up to date.
+    fn sync_volumes(
+        &self,
+        _desired: &Desired,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        async { Ok(()) }
+    }
+    /// Removes a deleted volume's data from the node.
+    fn purge_volume(&self, _name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        async { Ok(()) }
+    }
+    /// The volumes on the node, given which tasks use which volume.
+    fn volumes(
+        &self,
+        _in_use: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Vec<voiyd_messages::v1::NodeVolume> {
+        Vec::new()
+    }
 }

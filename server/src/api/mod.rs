@@ -4,6 +4,7 @@
 mod failure;
 pub mod resources;
 mod tasks;
+pub mod volumes;
 
 pub use failure::Failure;
 
@@ -35,6 +36,14 @@ pub struct Ctx {
     pub status: crate::status::StatusKv,
     /// The per-node work bucket.
     pub work: async_nats::jetstream::kv::Store,
+    /// Container subnet allocation.
+    pub subnets: crate::subnets::Subnets,
+    /// The scheduler's in-memory view of nodes and tasks.
+    pub view: crate::view::View,
+    /// Cluster-wide admission policy (privileged, host paths, added capabilities).
+    pub policy: crate::policy::Policy,
+    /// NATS identities, when this server owns an embedded NATS with `--auth`.
+    pub auth: Option<std::sync::Arc<crate::auth::AuthManager>>,
 }
 
 /// The verbs every managed kind answers.
@@ -54,6 +63,11 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
     r.push((Kind::Lease.plural(), "get"));
     r.push((Kind::Lease.plural(), "list"));
     r.push(("events", "list"));
+    r.push(("tokens", "create"));
+    r.push((
+        voiyd_nats::auth::JOIN_KIND,
+        voiyd_nats::auth::JOIN_VERB,
+    ));
     r
 }
 
@@ -95,6 +109,7 @@ pub async fn serve(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nat
 }
 
 async fn respond(ctx: &Ctx, kind: &str, verb: &str, req: Request) {
+    let started = std::time::Instant::now();
     let body = req.message.payload.clone();
     let result = if body.len() > MAX_REQUEST_BYTES {
         Err(Failure {
@@ -107,6 +122,11 @@ async fn respond(ctx: &Ctx, kind: &str, verb: &str, req: Request) {
     } else {
         handle(ctx, kind, verb, body).await
     };
+    let code = result
+        .as_ref()
+        .map(|_| 200)
+        .unwrap_or_else(|f| f.code as u16);
+    crate::metrics::record_request(kind, verb, code, started.elapsed());
     let reply = match result {
         Ok(bytes) => Ok(bytes),
         Err(f) => {
@@ -137,8 +157,31 @@ pub async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<By
             "delete" => tasks::delete(ctx, body).await.map(encode),
             _ => crud::<Task, _>(ctx, verb, body, |items| TaskList { items }).await,
         },
+        "nodes" if verb == "delete" => {
+            // Deleting a node also revokes its NATS identity (NATS then drops its
+            // connection); a node with credentials but no record is revoked all the same.
+            let revoked = crate::auth::revoke(ctx, &body).await?;
+            let req = DeleteRequest::decode(body)?;
+            match resources::delete::<Node>(ctx, &req).await {
+                Err(f) if f.code == ErrorCode::NotFound && revoked => {}
+                other => {
+                    other?;
+                }
+            }
+            // The node's subnet goes back to the pool (a node that returns gets one anew).
+            ctx.subnets.release(&req.name).await?;
+            Ok(encode(resources::deleted(&req.name)))
+        }
+        "nodes" if verb == voiyd_nats::auth::JOIN_VERB => {
+            crate::auth::join(ctx, body).await.map(encode)
+        }
         "nodes" => crud::<Node, _>(ctx, verb, body, |items| NodeList { items }).await,
-        "volumes" => crud::<Volume, _>(ctx, verb, body, |items| VolumeList { items }).await,
+        "tokens" if verb == "create" => crate::auth::create_token(ctx, body).await.map(encode),
+        "volumes" => match verb {
+            "update" | "patch" => volumes::update(ctx, verb, body).await.map(encode),
+            "delete" => volumes::delete(ctx, body).await.map(encode),
+            _ => crud::<Volume, _>(ctx, verb, body, |items| VolumeList { items }).await,
+        },
         "sets" => {
             crud::<ContainerSet, _>(ctx, verb, body, |items| ContainerSetList { items }).await
         }

@@ -30,17 +30,23 @@ fn check_version<R: Managed>(r: &mut R) -> Result<(), Failure> {
 }
 
 /// Decodes and validates the resource of a create or update request.
-fn decode_resource<R: Managed>(body: Bytes) -> Result<R, Failure> {
+fn decode_resource<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<R, Failure> {
     let mut r = R::decode(body)?;
     check_version(&mut r)?;
     r.validate().map_err(Failure::invalid)?;
+    admit(ctx, &r)?;
     r.clear_status();
     Ok(r)
 }
 
+/// The cluster policy (`--allow-privileged` and co.), after validation, before writing.
+fn admit<R: Managed>(ctx: &Ctx, r: &R) -> Result<(), Failure> {
+    ctx.policy.admit(r).map_err(Failure::invalid)
+}
+
 /// Creates a resource with server-assigned uid, timestamps and generation 1.
 pub async fn create<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<R, Failure> {
-    let mut r: R = decode_resource(body)?;
+    let mut r: R = decode_resource(ctx, body)?;
     let now = crate::now();
     let meta = r.meta_mut();
     meta.uid = uuid::Uuid::new_v4().to_string();
@@ -113,7 +119,7 @@ pub async fn list<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<Vec<R>, Failure>
 
 /// Replaces the spec. A non-zero `meta.resource_version` must be the stored one.
 pub async fn update<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<R, Failure> {
-    let incoming: R = decode_resource(body)?;
+    let incoming: R = decode_resource(ctx, body)?;
     let expected = incoming.meta().map(|m| m.resource_version).unwrap_or(0);
     write_update(ctx, incoming, expected).await
 }
@@ -137,6 +143,7 @@ pub async fn patch<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<R, Failure> {
         )));
     }
     patched.validate().map_err(Failure::invalid)?;
+    admit(ctx, &patched)?;
     patched.clear_status();
     let expected = match req.resource_version {
         0 => current.meta().map(|m| m.resource_version).unwrap_or(0),

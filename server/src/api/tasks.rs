@@ -11,7 +11,7 @@ use voiyd_messages::Resource;
 /// Creates a task and places it.
 pub async fn create(ctx: &Ctx, body: Bytes) -> Result<Task, Failure> {
     let task = resources::create::<Task>(ctx, body).await?;
-    scheduler::sync_task(ctx, task.name(), false).await
+    scheduler::sync_fetched(ctx, task, false, false).await
 }
 
 /// Updates (or patches) a task and hands the new spec to its node.
@@ -27,7 +27,10 @@ pub async fn update(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Task, Failure>
 /// the container).
 pub async fn delete(ctx: &Ctx, body: Bytes) -> Result<DeleteReply, Failure> {
     let req = DeleteRequest::decode(body)?;
-    let task = resources::delete::<Task>(ctx, &req).await?;
+    // Read where it runs before the status goes with the spec.
+    let placed = crate::status::read::<Task>(&ctx.status, &req.name).await?;
+    let mut task = resources::delete::<Task>(ctx, &req).await?;
+    task.status = placed;
     scheduler::unassign(ctx, &task).await;
     Ok(resources::deleted(&req.name))
 }

@@ -1,0 +1,295 @@
+//! `logs TASK | set/NAME | -l SELECTOR`: a task's output, streamed from the node that
+//! runs (or ran) it through that node's own subject. Several tasks are merged, each
+//! line prefixed with its task.
+
+use crate::cli::LogsArgs;
+use crate::connection::{self, Globals};
+use crate::error::{CtlError, Result};
+use crate::timefmt::parse_duration;
+use prost::Message;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use voiyd_messages::v1::{LogChunk, LogLine, LogRequest, Task};
+use voiyd_messages::Resource;
+use voiyd_nats::api::ApiClient;
+use voiyd_nats::names;
+use voiyd_nats::stream::{ClientStream, StreamError};
+
+/// Label that marks the tasks of a container set.
+pub const SET_LABEL: &str = "voiyd.io/set";
+
+/// Parses `--since`: a duration ago (`10m`) or an RFC 3339 time.
+pub fn parse_since(text: &str, now: SystemTime) -> Result<pbjson_types::Timestamp, String> {
+    if let Ok(d) = parse_duration(text) {
+        let t = now.checked_sub(d).unwrap_or(UNIX_EPOCH);
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        return Ok(pbjson_types::Timestamp {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        });
+    }
+    serde_json::from_value::<pbjson_types::Timestamp>(serde_json::Value::String(text.into()))
+        .map_err(|_| {
+            format!("invalid --since `{text}`: give a duration (e.g. 10m) or a time (e.g. 2024-05-01T10:00:00Z)")
+        })
+}
+
+/// One printed line: `[task] ` when merging, the time with `--timestamps`, the text.
+pub fn format_line(task: Option<&str>, line: &LogLine, timestamps: bool) -> String {
+    let mut out = String::new();
+    if let Some(t) = task {
+        out.push_str(&format!("[{t}] "));
+    }
+    if timestamps {
+        if let Some(ts) = &line.time {
+            out.push_str(&rfc3339(ts));
+            out.push(' ');
+        }
+    }
+    out.push_str(&line.text);
+    out.push('\n');
+    out
+}
+
+fn rfc3339(ts: &pbjson_types::Timestamp) -> String {
+    serde_json::to_value(ts)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn key(l: &LogLine) -> (i64, i32) {
+    l.time
+        .as_ref()
+        .map(|t| (t.seconds, t.nanos))
+        .unwrap_or((0, 0))
+}
+
+/// The tasks a `logs` invocation names.
+async fn targets(api: &ApiClient, args: &LogsArgs) -> Result<Vec<Task>> {
+    if let Some(sel) = &args.selector {
+        if args.target.is_some() {
+            return Err(CtlError::Usage(
+                "give a task or -l SELECTOR, not both".into(),
+            ));
+        }
+        let tasks: Vec<Task> = api.list(sel).await?;
+        if tasks.is_empty() {
+            return Err(CtlError::Other(format!("no tasks match `{sel}`")));
+        }
+        return Ok(tasks);
+    }
+    let Some(target) = args.target.as_deref() else {
+        return Err(CtlError::Usage(
+            "name a task (voiydctl logs TASK), a set (set/NAME) or give -l SELECTOR".into(),
+        ));
+    };
+    let (kind, name) = match target.split_once('/') {
+        Some((k, n)) => (k, n),
+        None => ("task", target),
+    };
+    match kind {
+        "task" | "tasks" => Ok(vec![api.get::<Task>(name).await?]),
+        "set" | "sets" | "containerset" => {
+            api.get::<voiyd_messages::v1::ContainerSet>(name).await?;
+            let tasks: Vec<Task> = api.list(&format!("{SET_LABEL}={name}")).await?;
+            if tasks.is_empty() {
+                return Err(CtlError::Other(format!("set {name} has no tasks")));
+            }
+            Ok(tasks)
+        }
+        other => Err(CtlError::Usage(format!(
+            "cannot show logs of `{other}`: use TASK, task/NAME or set/NAME"
+        ))),
+    }
+}
+
+fn node_of(t: &Task) -> Result<String> {
+    let name = t.meta().map(|m| m.name.clone()).unwrap_or_default();
+    match t.status.as_ref().map(|s| s.node.as_str()) {
+        Some(n) if !n.is_empty() => Ok(n.to_string()),
+        _ => Err(CtlError::Other(format!(
+            "task {name} has not run on any node yet, so it has no logs"
+        ))),
+    }
+}
+
+fn stream_err(e: StreamError) -> CtlError {
+    CtlError::Other(e.to_string())
+}
+
+/// Opens one task's log stream.
+async fn open(
+    nats: &async_nats::Client,
+    task: &str,
+    node: &str,
+    req: &LogRequest,
+    timeout: Duration,
+) -> Result<ClientStream> {
+    let subject = names::node::logs(node, task);
+    let (stream, _) = ClientStream::open(nats, node, subject, timeout, |inbox| {
+        LogRequest {
+            deliver_to: inbox,
+            ..req.clone()
+        }
+        .encode_to_vec()
+    })
+    .await
+    .map_err(stream_err)?;
+    Ok(stream)
+}
+
+/// `logs`.
+pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
+    if args.stdout && args.stderr {
+        return Err(CtlError::Usage(
+            "--stdout and --stderr together are the default: give at most one".into(),
+        ));
+    }
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, SystemTime::now()))
+        .transpose()
+        .map_err(CtlError::Usage)?;
+    let req = LogRequest {
+        follow: args.follow,
+        tail: args.tail,
+        since,
+        stream: if args.stdout {
+            "stdout".into()
+        } else if args.stderr {
+            "stderr".into()
+        } else {
+            String::new()
+        },
+        deliver_to: String::new(),
+    };
+    let session = connection::session(globals).await?;
+    let tasks = targets(&session.api, args).await?;
+    let merged = tasks.len() > 1 || args.selector.is_some() || args.prefix;
+    let nats = session.api.nats().clone();
+    let mut opened = Vec::new();
+    for t in &tasks {
+        let name = t.meta().map(|m| m.name.clone()).unwrap_or_default();
+        let node = match node_of(t) {
+            Ok(n) => n,
+            Err(e) if merged => {
+                eprintln!("warning: {e}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match open(&nats, &name, &node, &req, globals.api_timeout).await {
+            Ok(s) => opened.push((name, s)),
+            Err(e) if merged => eprintln!("warning: logs of {name}: {e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    if opened.is_empty() {
+        return Err(CtlError::Other("no logs could be read".into()));
+    }
+    let show = |task: &str, l: &LogLine| {
+        let text = format_line(merged.then_some(task), l, args.timestamps);
+        if l.stream == "stderr" {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        } else {
+            crate::emit(&text);
+        }
+    };
+    if !args.follow {
+        // History only: read every stream to its end, then print merged by time.
+        let mut all: Vec<(String, LogLine)> = Vec::new();
+        for (task, mut s) in opened {
+            loop {
+                let chunk: LogChunk = s.next().await.map_err(stream_err)?;
+                all.extend(chunk.lines.into_iter().map(|l| (task.clone(), l)));
+                if chunk.end {
+                    if !chunk.error.is_empty() {
+                        eprintln!("warning: {task}: {}", chunk.error);
+                    }
+                    break;
+                }
+            }
+        }
+        all.sort_by_key(|(_, l)| key(l));
+        for (task, l) in &all {
+            show(task, l);
+        }
+        return Ok(());
+    }
+    // Follow: print each stream's lines as they come, until interrupted.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Result<LogChunk>)>(64);
+    for (task, mut s) in opened {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let r = s.next::<LogChunk>().await.map_err(stream_err);
+                let stop = r.as_ref().map(|c| c.end).unwrap_or(true);
+                if tx.send((task.clone(), r)).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut failed = None;
+    loop {
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some((task, Ok(chunk))) => {
+                    for l in &chunk.lines {
+                        show(&task, l);
+                    }
+                    if chunk.end && !chunk.error.is_empty() {
+                        eprintln!("{task}: {}", chunk.error);
+                    }
+                }
+                Some((task, Err(e))) => {
+                    eprintln!("error: {task}: {e}");
+                    failed = Some(e);
+                }
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_and_times() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(parse_since("10s", now).unwrap().seconds, 990);
+        let t = parse_since("2024-05-01T10:00:00Z", now).unwrap();
+        assert_eq!(t.seconds, 1_714_557_600);
+        assert!(parse_since("yesterday", now)
+            .unwrap_err()
+            .contains("--since"));
+    }
+
+    #[test]
+    fn lines_carry_prefix_and_time() {
+        let l = LogLine {
+            time: Some(pbjson_types::Timestamp {
+                seconds: 1_714_557_600,
+                nanos: 0,
+            }),
+            stream: "stdout".into(),
+            text: "hello".into(),
+        };
+        assert_eq!(format_line(None, &l, false), "hello\n");
+        assert_eq!(format_line(Some("web"), &l, false), "[web] hello\n");
+        assert_eq!(
+            format_line(Some("web"), &l, true),
+            "[web] 2024-05-01T10:00:00+00:00 hello\n"
+        );
+    }
+}

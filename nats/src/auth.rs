@@ -1,0 +1,425 @@
+//! NATS authorization for voiyd: which identity may publish and subscribe where.
+//!
+//! Everything here is pure: the permission sets are derived from [`crate::names`] so they
+//! follow the public names, and the embedded server's `authorization {}` block is
+//! rendered from an [`AuthSpec`] (the public keys voiyd issued). Identities:
+//!
+//! - the **server** (voiyd-server): unrestricted;
+//! - **admins** (voiydctl): the API, the events stream, node logs/exec/stats;
+//! - one per **node**: its own subjects, its own work keys, its own inbox;
+//! - the shared **join** identity: only `voiyd.api.v1.nodes.join`, only its own inbox.
+//!
+//! The same sets, printed by `voiyd-server auth print-node-permissions`, configure an
+//! external NATS (see docs/security.md).
+
+use crate::names;
+use std::collections::BTreeMap;
+
+/// User name of the shared join identity (its password is [`JOIN_PASSWORD`]: the join
+/// token in the request is the secret, the identity only limits what a joiner can touch).
+pub const JOIN_USER: &str = "voiyd-join";
+/// Password of the join identity; public on purpose (see [`JOIN_USER`]).
+pub const JOIN_PASSWORD: &str = "voiyd-join";
+/// API kind and verb a joining node calls.
+pub const JOIN_KIND: &str = "nodes";
+/// See [`JOIN_KIND`].
+pub const JOIN_VERB: &str = "join";
+
+/// What one identity may do. Anything not allowed is denied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Permissions {
+    /// Subjects it may publish to (NATS wildcards allowed).
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
+    /// Whether it may reply once to the reply subject of a message it received.
+    pub allow_responses: bool,
+}
+
+/// Permissions of one node's identity.
+///
+/// The node publishes and serves only under `voiyd.node.<node>.>`; reads its own work
+/// (stream info of the work bucket, consumers and direct gets filtered to
+/// `$KV.voiyd_work.<node>.>`, flow control of those consumers); receives replies and
+/// deliveries on its own inbox `_INBOX_<node>.>`; and sends stream messages (logs,
+/// exec output) to a client's inbox under `_INBOX.>`, which it cannot read.
+pub fn node_permissions(node: &str) -> Permissions {
+    let mut publish = vec![
+        format!("{}.>", names::node::prefix(node)),
+        "_INBOX.>".to_string(),
+    ];
+    // Its own work, its own subnet, the volume purges meant for it.
+    publish.extend(own_kv_read(names::BUCKET_WORK, &names::work_filter(node)));
+    publish.extend(own_kv_read(
+        names::BUCKET_SUBNETS,
+        &names::node_subnet_key(node),
+    ));
+    let purges = format!("{}.>", names::token(node));
+    publish.extend(own_kv_read(names::BUCKET_VOLUME_PURGES, &purges));
+    // It removes a purge request once done (a delete marker on its own key).
+    publish.push(names::kv_subject(names::BUCKET_VOLUME_PURGES, &purges));
+    Permissions {
+        publish,
+        subscribe: vec![
+            format!("{}.>", names::node::prefix(node)),
+            format!("{}.>", names::node_inbox_prefix(node)),
+        ],
+        allow_responses: true,
+    }
+}
+
+/// What reading the keys `filter` of one bucket takes: stream info, consumers created
+/// with that filter (nats-server >= 2.10 checks that the filter in the body matches the
+/// one in the subject), pulling from and deleting them (consumer names are random and
+/// cannot be listed, so another identity's consumers are out of reach), direct gets of
+/// those keys and flow control.
+fn own_kv_read(bucket: &str, filter: &str) -> Vec<String> {
+    let stream = names::kv_stream(bucket);
+    let keys = names::kv_subject(bucket, filter);
+    vec![
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.*.{keys}"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+        format!("$JS.API.DIRECT.GET.{stream}.{keys}"),
+        format!("$JS.FC.{stream}.>"),
+    ]
+}
+
+/// Permissions of an administrator (voiydctl): the API, the events stream and the
+/// interactive node subjects; never the buckets directly.
+pub fn admin_permissions() -> Permissions {
+    let events = names::STREAM_EVENTS;
+    Permissions {
+        publish: vec![
+            format!("{}.>", names::API_PREFIX),
+            "voiyd.node.*.logs.>".to_string(),
+            "voiyd.node.*.exec.>".to_string(),
+            "voiyd.node.*.stats".to_string(),
+            "$SRV.>".to_string(),
+            "$JS.API.INFO".to_string(),
+            format!("$JS.API.STREAM.INFO.{events}"),
+            format!("$JS.API.STREAM.MSG.GET.{events}"),
+            format!("$JS.API.DIRECT.GET.{events}.>"),
+            format!("$JS.API.DIRECT.GET.{events}"),
+            format!("$JS.API.CONSUMER.CREATE.{events}.>"),
+            format!("$JS.API.CONSUMER.CREATE.{events}"),
+            format!("$JS.API.CONSUMER.INFO.{events}.*"),
+            format!("$JS.API.CONSUMER.DELETE.{events}.*"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{events}.*"),
+            format!("$JS.FC.{events}.>"),
+            format!("$JS.ACK.{events}.>"),
+        ],
+        subscribe: vec!["_INBOX.>".to_string()],
+        allow_responses: true,
+    }
+}
+
+/// Permissions of the shared join identity: one request subject, one inbox.
+pub fn join_permissions() -> Permissions {
+    Permissions {
+        publish: vec![names::api_subject(JOIN_KIND, JOIN_VERB)],
+        subscribe: vec![format!("{}.>", names::JOIN_INBOX_PREFIX)],
+        allow_responses: false,
+    }
+}
+
+/// The identities the embedded server accepts, by public nkey.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct AuthSpec {
+    /// The voiyd-server identity.
+    pub server: String,
+    /// Administrators: name → public key.
+    pub admins: BTreeMap<String, String>,
+    /// Nodes: node name → public key.
+    pub nodes: BTreeMap<String, String>,
+}
+
+/// Why an [`AuthSpec`] cannot be rendered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// A key is not a public user nkey.
+    #[error("{who} has an invalid public key {key:?}: expected a user nkey (56 characters starting with U)")]
+    BadKey {
+        /// Whose key.
+        who: String,
+        /// The key.
+        key: String,
+    },
+    /// Two identities share a key: NATS would not know which permissions apply.
+    #[error("{a} and {b} share the public key {key}: every identity needs its own key")]
+    SharedKey {
+        /// One holder.
+        a: String,
+        /// The other.
+        b: String,
+        /// The key.
+        key: String,
+    },
+}
+
+/// Whether `key` is a public user nkey (`U…`, valid checksum).
+pub fn is_user_public_key(key: &str) -> bool {
+    key.starts_with('U') && nkeys::KeyPair::from_public_key(key).is_ok()
+}
+
+/// A fresh user nkey: (seed, public key).
+pub fn new_user_key() -> (String, String) {
+    let kp = nkeys::KeyPair::new_user();
+    // A freshly generated pair always has a seed.
+    let seed = kp.seed().unwrap_or_default();
+    (seed, kp.public_key())
+}
+
+/// The public key of a user seed, or `None` when the seed is not valid.
+pub fn public_key_of_seed(seed: &str) -> Option<String> {
+    nkeys::KeyPair::from_seed(seed.trim())
+        .ok()
+        .map(|kp| kp.public_key())
+        .filter(|k| k.starts_with('U'))
+}
+
+fn quote(s: &str) -> String {
+    // JSON string quoting is valid NATS config quoting.
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+fn quote_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The `permissions {…}` block of one identity in NATS config syntax.
+pub fn render_permissions(p: &Permissions) -> String {
+    let mut out = format!(
+        "{{ publish: {{ allow: {} }}, subscribe: {{ allow: {} }}",
+        quote_list(&p.publish),
+        quote_list(&p.subscribe)
+    );
+    if p.allow_responses {
+        out.push_str(", allow_responses: true");
+    }
+    out.push_str(" }");
+    out
+}
+
+/// The `authorization {}` block for the embedded server.
+pub fn render_authorization(spec: &AuthSpec) -> Result<String, AuthError> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut check = |who: String, key: &str| -> Result<(), AuthError> {
+        if !is_user_public_key(key) {
+            return Err(AuthError::BadKey {
+                who,
+                key: key.to_string(),
+            });
+        }
+        if let Some(a) = seen.insert(key.to_string(), who.clone()) {
+            return Err(AuthError::SharedKey {
+                a,
+                b: who,
+                key: key.to_string(),
+            });
+        }
+        Ok(())
+    };
+    check("the server".to_string(), &spec.server)?;
+    for (name, key) in &spec.admins {
+        check(format!("admin {name}"), key)?;
+    }
+    for (name, key) in &spec.nodes {
+        check(format!("node {name}"), key)?;
+    }
+
+    let mut out = String::from("# Generated by voiyd-server from bucket voiyd_credentials: edits are lost.\nauthorization {\n  users: [\n");
+    out.push_str(&format!(
+        "    # voiyd-server\n    {{ nkey: {} }}\n",
+        quote(&spec.server)
+    ));
+    let admin = render_permissions(&admin_permissions());
+    for (name, key) in &spec.admins {
+        out.push_str(&format!(
+            "    # admin {}\n    {{ nkey: {}, permissions: {admin} }}\n",
+            name.replace(['\r', '\n'], " "),
+            quote(key)
+        ));
+    }
+    out.push_str(&format!(
+        "    # joining nodes\n    {{ user: {}, password: {}, permissions: {} }}\n",
+        quote(JOIN_USER),
+        quote(JOIN_PASSWORD),
+        render_permissions(&join_permissions())
+    ));
+    for (name, key) in &spec.nodes {
+        out.push_str(&format!(
+            "    # node {}\n    {{ nkey: {}, permissions: {} }}\n",
+            name.replace(['\r', '\n'], " "),
+            quote(key),
+            render_permissions(&node_permissions(name))
+        ));
+    }
+    out.push_str("  ]\n}\n");
+    Ok(out)
+}
+
+/// Whether `subject` matches the NATS pattern `pattern` (`*` one token, `>` the rest).
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+impl Permissions {
+    /// Whether publishing to `subject` is allowed (ignoring `allow_responses`).
+    pub fn may_publish(&self, subject: &str) -> bool {
+        self.publish.iter().any(|p| subject_matches(p, subject))
+    }
+    /// Whether subscribing to `subject` is allowed. A wildcard subscription is allowed
+    /// only when an allowed pattern covers all of it, as NATS decides.
+    pub fn may_subscribe(&self, subject: &str) -> bool {
+        self.subscribe.iter().any(|p| pattern_covers(p, subject))
+    }
+}
+
+/// Whether every subject matched by `inner` is matched by `outer`.
+fn pattern_covers(outer: &str, inner: &str) -> bool {
+    let mut o = outer.split('.');
+    let mut i = inner.split('.');
+    loop {
+        match (o.next(), i.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> String {
+        new_user_key().1
+    }
+
+    #[test]
+    fn node_reaches_only_its_own_names() {
+        let a = node_permissions("a");
+        assert!(a.may_publish(&names::node::status("a")));
+        assert!(a.may_publish(&names::node::heartbeat("a")));
+        assert!(!a.may_publish(&names::node::status("b")));
+        assert!(!a.may_publish(&names::node::heartbeat("b")));
+        // A node named "a.b" is a different token: "a" cannot speak for it.
+        assert!(!a.may_publish(&names::node::status("a.b")));
+        // Own work through a filtered consumer or a direct get; nobody else's.
+        let own = "$JS.API.CONSUMER.CREATE.KV_voiyd_work.c1.$KV.voiyd_work.a.>";
+        assert!(a.may_publish(own));
+        assert!(!a.may_publish("$JS.API.CONSUMER.CREATE.KV_voiyd_work.c1.$KV.voiyd_work.b.>"));
+        assert!(!a.may_publish("$JS.API.CONSUMER.CREATE.KV_voiyd_work.c1.$KV.voiyd_work.>"));
+        assert!(!a.may_publish("$JS.API.CONSUMER.CREATE.KV_voiyd_work.c1"));
+        assert!(!a.may_publish("$JS.API.CONSUMER.CREATE.KV_voiyd_work"));
+        assert!(a.may_publish("$JS.API.DIRECT.GET.KV_voiyd_work.$KV.voiyd_work.a.web"));
+        assert!(!a.may_publish("$JS.API.DIRECT.GET.KV_voiyd_work.$KV.voiyd_work.b.web"));
+        assert!(!a.may_publish("$JS.API.STREAM.MSG.GET.KV_voiyd_work"));
+        // No desired state, no API, no raw KV writes.
+        assert!(!a.may_publish("$KV.voiyd_tasks.web"));
+        assert!(!a.may_publish("$KV.voiyd_work.a.web"));
+        assert!(!a.may_publish(&names::api_subject("tasks", "create")));
+        assert!(!a.may_publish("$JS.API.STREAM.INFO.KV_voiyd_tasks"));
+        assert!(!a.may_publish(&names::event_subject("task", "web", "created")));
+        // Subscriptions: own subjects and own inbox only.
+        assert!(a.may_subscribe("_INBOX_a.x"));
+        assert!(a.may_subscribe("voiyd.node.a.logs.*"));
+        assert!(!a.may_subscribe("_INBOX.>"));
+        assert!(!a.may_subscribe("_INBOX_b.x"));
+        assert!(!a.may_subscribe("voiyd.node.*.status"));
+        assert!(!a.may_subscribe("voiyd.node.>"));
+        assert!(!a.may_subscribe("$KV.voiyd_work.b.>"));
+        assert!(!a.may_subscribe(">"));
+    }
+
+    #[test]
+    fn join_identity_can_only_join() {
+        let j = join_permissions();
+        assert!(j.may_publish("voiyd.api.v1.nodes.join"));
+        assert!(!j.may_publish("voiyd.api.v1.nodes.create"));
+        assert!(!j.may_publish("voiyd.api.v1.tokens.create"));
+        assert!(j.may_subscribe("_INBOX_voiyd_join.abc"));
+        assert!(!j.may_subscribe("_INBOX.abc"));
+    }
+
+    #[test]
+    fn admin_cannot_touch_buckets() {
+        let a = admin_permissions();
+        assert!(a.may_publish("voiyd.api.v1.tasks.create"));
+        assert!(a.may_publish("$JS.API.CONSUMER.CREATE.VOIYD_EVENTS.x.voiyd.events.>"));
+        assert!(!a.may_publish("$KV.voiyd_tasks.web"));
+        assert!(!a.may_publish("$JS.API.STREAM.INFO.KV_voiyd_work"));
+        assert!(!a.may_publish("voiyd.node.n1.status"));
+    }
+
+    #[test]
+    fn matching_follows_nats_rules() {
+        assert!(subject_matches("a.*.c", "a.b.c"));
+        assert!(!subject_matches("a.*.c", "a.b.d"));
+        assert!(subject_matches("a.>", "a.b.c"));
+        assert!(!subject_matches("a.>", "a"));
+        assert!(!pattern_covers("a.*", "a.>"));
+        assert!(pattern_covers("a.>", "a.*.c"));
+    }
+
+    #[test]
+    fn renders_every_identity() {
+        let (server, admin, n1) = (key(), key(), key());
+        let spec = AuthSpec {
+            server: server.clone(),
+            admins: [("local".to_string(), admin.clone())].into(),
+            nodes: [("n1".to_string(), n1.clone())].into(),
+        };
+        let text = render_authorization(&spec).unwrap();
+        assert!(text.contains(&format!("{{ nkey: \"{server}\" }}")));
+        assert!(text.contains(&admin) && text.contains(&n1));
+        assert!(text.contains("\"voiyd.node.n1.>\""));
+        assert!(text.contains("\"_INBOX_n1.>\""));
+        assert!(text.contains("user: \"voiyd-join\""));
+        // Braces balance: the block parses as one unit.
+        assert_eq!(text.matches('{').count(), text.matches('}').count());
+    }
+
+    #[test]
+    fn rejects_bad_and_shared_keys() {
+        let k = key();
+        let bad = AuthSpec {
+            server: "nope".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            render_authorization(&bad),
+            Err(AuthError::BadKey { .. })
+        ));
+        let shared = AuthSpec {
+            server: k.clone(),
+            nodes: [("n1".to_string(), k.clone())].into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            render_authorization(&shared),
+            Err(AuthError::SharedKey { .. })
+        ));
+        // A seed is not a public key.
+        let (seed, public) = new_user_key();
+        assert!(!is_user_public_key(&seed));
+        assert_eq!(public_key_of_seed(&seed), Some(public));
+        assert_eq!(public_key_of_seed("SUgarbage"), None);
+    }
+}

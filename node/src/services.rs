@@ -1,0 +1,114 @@
+//! The node's interactive services: logs, exec and stats on its own NATS subjects,
+//! runtime event reports, and Prometheus `/metrics` when an address is given.
+//!
+//! They use a NATS connection of their own, apart from the agent's: a burst of log or
+//! exec traffic then never delays a heartbeat or a status report.
+
+use crate::containerd::Containerd;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use voiyd_nats::connect::{connect, ConnectOptions};
+use voiyd_nats::metrics;
+
+/// What the services need.
+#[derive(Debug, Clone)]
+pub struct ServicesConfig {
+    /// Node name.
+    pub node: String,
+    /// How to reach NATS (the agent's options).
+    pub nats: ConnectOptions,
+    /// The agent's data directory (task logs live under `logs/`).
+    pub data_dir: PathBuf,
+    /// containerd, scoped to the node's namespace.
+    pub containerd: Containerd,
+    /// Address of `/metrics`; none = off.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Running services; dropping this stops them.
+pub struct Services {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where `/metrics` listens, when on.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the services.
+pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
+    let mut opts = cfg.nats.clone();
+    opts.retry_on_initial_connect = true;
+    opts.name = format!("voiyd-node {} streams", cfg.node);
+    let client = connect(&opts).await?;
+    let (_, capacity) = crate::agent::host_facts(&cfg.node);
+    let mut tasks = Vec::new();
+    {
+        let (c, n, d) = (client.clone(), cfg.node.clone(), cfg.data_dir.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::serve_logs::serve(c, n, d).await {
+                tracing::error!(error = %e, "log service stopped");
+            }
+        }));
+    }
+    {
+        let (c, n, d, cd) = (
+            client.clone(),
+            cfg.node.clone(),
+            cfg.data_dir.clone(),
+            cfg.containerd.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::exec::serve(c, n, d, cd).await {
+                tracing::error!(error = %e, "exec service stopped");
+            }
+        }));
+    }
+    {
+        let (c, n, cd) = (client.clone(), cfg.node.clone(), cfg.containerd.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::usage::serve(c, n, cd, capacity).await {
+                tracing::error!(error = %e, "stats service stopped");
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(crate::node_events::watch_containerd(
+        client.clone(),
+        cfg.node.clone(),
+        cfg.containerd.clone(),
+    )));
+    let mut metrics_addr = None;
+    if let Some(addr) = cfg.metrics_addr {
+        let r = metrics::global();
+        r.set(
+            "voiyd_node_capacity_cpu_millis",
+            "CPU of the node, thousandths of a core",
+            &[("node", &cfg.node)],
+            capacity.cpu_millis as f64,
+        );
+        r.set(
+            "voiyd_node_capacity_memory_bytes",
+            "Memory of the node",
+            &[("node", &cfg.node)],
+            capacity.memory_bytes as f64,
+        );
+        let (cd, c) = (cfg.containerd.clone(), client.clone());
+        let collect: metrics::Collector = Arc::new(move || {
+            let (cd, c) = (cd.clone(), c.clone());
+            Box::pin(async move { crate::usage::collect(&cd, &c).await })
+        });
+        let (bound, task) = metrics::serve(addr, collect).await?;
+        metrics_addr = Some(bound);
+        tasks.push(task);
+    }
+    Ok(Services {
+        tasks,
+        metrics_addr,
+    })
+}

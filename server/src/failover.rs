@@ -1,0 +1,288 @@
+//! Failure handling: node liveness leases, marking silent nodes NotReady, and moving
+//! the tasks of lost, deleted or drained nodes to other nodes.
+//!
+//! Every step is level-triggered and written with CAS, so all servers may run it at
+//! once: a task moves only if its status still names the node it is moved from.
+
+use crate::api::{Ctx, Failure};
+use crate::status;
+use async_nats::jetstream::kv;
+use prost::Message;
+use std::sync::OnceLock;
+use std::time::Duration;
+use voiyd_messages::v1::{Lease, Meta, NodeStatus, TaskStatus};
+use voiyd_messages::Timestamp;
+use voiyd_nats::names;
+
+/// Node leases this server wrote last, with their revisions.
+static LAST_LEASES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, (Lease, u64)>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Lifetime of a node lease that is not renewed (the lease bucket's TTL).
+static LEASE_TTL: OnceLock<Duration> = OnceLock::new();
+
+/// Records the lease bucket's TTL (at start-up).
+pub fn set_lease_ttl(ttl: Duration) {
+    let _ = LEASE_TTL.set(ttl);
+}
+
+fn lease_ttl() -> Duration {
+    LEASE_TTL.get().copied().unwrap_or(Duration::from_secs(10))
+}
+
+fn plus(t: Timestamp, d: Duration) -> Timestamp {
+    Timestamp {
+        seconds: t.seconds + d.as_secs() as i64,
+        nanos: t.nanos,
+    }
+}
+
+fn millis(t: &Timestamp) -> i64 {
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+/// Acquires or renews the liveness lease `node.<node>` on a heartbeat: create =
+/// acquire, update at the read revision = renew. A lease that expires (no heartbeat
+/// for the bucket's TTL) disappears from the bucket.
+pub async fn renew_node_lease(ctx: &Ctx, node: &str) {
+    let kv = &ctx.cluster.leases;
+    let key = names::node_lease_key(node);
+    let now = crate::now();
+    let ttl = lease_ttl();
+    // The lease this server wrote last: renewing it needs no read unless another
+    // server renewed it since (then the CAS fails and we read).
+    let mut cached = LAST_LEASES.lock().expect("lease cache").get(&key).cloned();
+    for _ in 0..3 {
+        let current = match cached.take() {
+            Some(c) => Some(c),
+            None => match kv.entry(&key).await {
+                Ok(e) => e
+                    .filter(|e| e.operation == kv::Operation::Put)
+                    .map(|e| (Lease::decode(e.value).unwrap_or_default(), e.revision)),
+                Err(e) => {
+                    tracing::debug!(%key, error = %e, "cannot read lease");
+                    return;
+                }
+            },
+        };
+        let (mut lease, rev) = match current {
+            Some(c) => c,
+            None => (
+                Lease {
+                    version: "lease/v1".into(),
+                    meta: Some(Meta {
+                        name: key.clone(),
+                        created: Some(now),
+                        ..Default::default()
+                    }),
+                    holder: node.to_string(),
+                    acquired: Some(now),
+                    ..Default::default()
+                },
+                0,
+            ),
+        };
+        if rev != 0 {
+            lease.renewals += 1;
+        }
+        lease.renewed = Some(now);
+        lease.expires = Some(plus(now, ttl));
+        lease.ttl_seconds = ttl.as_secs() as u32;
+        let body = lease.encode_to_vec().into();
+        let written = if rev == 0 {
+            kv.create(&key, body).await.ok()
+        } else {
+            kv.update(&key, body, rev).await.ok()
+        };
+        let mut cache = LAST_LEASES.lock().expect("lease cache");
+        match written {
+            Some(new_rev) => {
+                cache.insert(key, (lease, new_rev));
+                return;
+            }
+            None => {
+                cache.remove(&key);
+            }
+        }
+    }
+}
+
+/// Marks Ready nodes whose last heartbeat is older than `timeout` NotReady.
+pub async fn mark_lost_nodes(ctx: &Ctx, timeout: Duration) -> Result<(), Failure> {
+    let now = millis(&crate::now());
+    let limit = timeout.as_millis() as i64;
+    for n in ctx.view.nodes() {
+        let last = n.last_heartbeat.as_ref().map(millis).unwrap_or(0);
+        if n.phase != "Ready" || now - last <= limit {
+            continue;
+        }
+        let node = n.candidate.name.clone();
+        let Some(v) = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node).await?
+        else {
+            continue;
+        };
+        let last = v.status.last_heartbeat.as_ref().map(millis).unwrap_or(0);
+        if v.status.phase != "Ready" || now - last <= limit {
+            continue; // a heartbeat arrived meanwhile
+        }
+        let mut st = v.status.clone();
+        st.phase = "NotReady".into();
+        st.status = format!("no heartbeat for {:.1}s", (now - last) as f64 / 1000.0);
+        if status::write(&ctx.status.0, "node", &node, &st, v.revision)
+            .await?
+            .is_some()
+        {
+            tracing::warn!(%node, "node missed its heartbeats: NotReady");
+            ctx.events
+                .publish(
+                    "node",
+                    &node,
+                    "notready",
+                    "NodeLost",
+                    st.status.clone(),
+                    None,
+                )
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// Why the tasks of a node must move, if they must.
+pub fn evacuation_reason(
+    registered: bool,
+    phase: &str,
+    unschedulable: bool,
+    draining: bool,
+) -> Option<&'static str> {
+    if !registered {
+        Some("NodeDeleted")
+    } else if phase == "NotReady" {
+        Some("NodeLost")
+    } else if unschedulable && draining {
+        Some("NodeDrained")
+    } else {
+        None
+    }
+}
+
+/// Label a drained node carries: its tasks are moved away while it is cordoned.
+pub const DRAIN_LABEL: &str = "voiyd.io/drain";
+
+/// Moves every task of lost, deleted and drained nodes. Returns how many moved.
+pub async fn evacuate(ctx: &Ctx) -> usize {
+    let mut moved = 0;
+    // Before the view has read every node record, every node would look deleted.
+    if !ctx.view.wait_ready(Duration::from_millis(1)).await {
+        return 0;
+    }
+    for n in ctx.view.nodes() {
+        let draining = n.candidate.labels.contains_key(DRAIN_LABEL);
+        let Some(reason) =
+            evacuation_reason(n.registered, &n.phase, n.candidate.unschedulable, draining)
+        else {
+            continue;
+        };
+        // A status without a node record and without tasks is just history.
+        let tasks = ctx.view.tasks_on(&n.candidate.name);
+        for (task, phase) in tasks {
+            if phase == "Succeeded" {
+                continue; // finished: nothing to run elsewhere
+            }
+            match move_task(ctx, &task, &n.candidate.name, reason).await {
+                Ok(true) => moved += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%task, error = %e.message, "cannot move task"),
+            }
+        }
+    }
+    moved
+}
+
+/// Moves `task` off `from` if its status still says it is there: the status is reset
+/// to Pending with the reschedule counted (CAS), the old node's work is removed and
+/// the task is placed again. Returns whether this call moved it.
+pub async fn move_task(ctx: &Ctx, task: &str, from: &str, reason: &str) -> Result<bool, Failure> {
+    let Some(v) = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task).await? else {
+        return Ok(false);
+    };
+    if v.status.node != from {
+        return Ok(false);
+    }
+    let st = TaskStatus {
+        phase: crate::scheduler::PENDING.into(),
+        reason: "Rescheduled".into(),
+        message: format!("{reason}: moving off node {from}"),
+        reschedule_count: v.status.reschedule_count + 1,
+        last_reschedule_reason: format!("{reason}: node {from}"),
+        conditions: v.status.conditions.clone(),
+        ..Default::default()
+    };
+    if status::write(&ctx.status.0, "task", task, &st, v.revision)
+        .await?
+        .is_none()
+    {
+        return Ok(false);
+    }
+    ctx.view.saw_task_status(task, &st);
+    tracing::info!(%task, node = %from, %reason, "moving task");
+    crate::scheduler::remove_work(ctx, from, task).await;
+    ctx.events
+        .publish(
+            "task",
+            task,
+            "rescheduled",
+            reason,
+            format!("moved off node {from}"),
+            None,
+        )
+        .await;
+    match crate::scheduler::sync_task(ctx, task, false).await {
+        Ok(_) => {}
+        Err(e) if e.code == voiyd_nats::api::ErrorCode::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_nodes_are_evacuated() {
+        assert_eq!(
+            evacuation_reason(false, "Ready", false, false),
+            Some("NodeDeleted")
+        );
+        assert_eq!(
+            evacuation_reason(true, "NotReady", false, false),
+            Some("NodeLost")
+        );
+        assert_eq!(
+            evacuation_reason(true, "Ready", true, true),
+            Some("NodeDrained")
+        );
+        // Cordoned alone keeps its tasks; a drain label without cordon does nothing.
+        assert_eq!(evacuation_reason(true, "Ready", true, false), None);
+        assert_eq!(evacuation_reason(true, "Ready", false, true), None);
+        assert_eq!(evacuation_reason(true, "", false, false), None);
+    }
+
+    #[test]
+    fn lease_expiry_is_renewal_plus_ttl() {
+        let t = Timestamp {
+            seconds: 100,
+            nanos: 5,
+        };
+        assert_eq!(plus(t, Duration::from_secs(10)).seconds, 110);
+        assert_eq!(
+            millis(&Timestamp {
+                seconds: 2,
+                nanos: 500_000_000
+            }),
+            2500
+        );
+    }
+}

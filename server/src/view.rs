@@ -1,0 +1,597 @@
+//! The scheduler's in-memory view of the cluster: every node (labels, cordon, phase,
+//! capacity) and every task (requests, host ports, node), kept current by three KV
+//! watches (`voiyd_nodes`, `voiyd_tasks`, `voiyd_status`). Placement reads it instead of
+//! listing every node for every task.
+//!
+//! The view is a cache, never the record: the record of placement is the task status
+//! written with CAS. A placement this server is about to write is *reserved* in the view
+//! first (so the next decision already counts it), and released if the CAS loses; the
+//! watch then brings in whatever the winner wrote.
+
+use crate::placement::{self, Candidate, Demand, Strategy, Unplaceable};
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use prost::Message;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use voiyd_messages::requests::{host_ports, Requests};
+use voiyd_messages::v1::{Node, NodeStatus, Task, TaskStatus};
+use voiyd_messages::Timestamp;
+use voiyd_nats::names;
+
+/// Task label that chooses the placement strategy for one task (`spread` or
+/// `binpack`); container sets set it from their `placement`.
+pub const PLACEMENT_LABEL: &str = "voiyd.io/placement";
+
+/// One node in the view.
+#[derive(Debug, Clone, Default)]
+pub struct NodeEntry {
+    /// What placement needs.
+    pub candidate: Candidate,
+    /// The node record exists (a status alone, of a deleted node, is not a candidate).
+    pub registered: bool,
+    /// Phase from its status: Ready, NotReady, or empty before the first heartbeat.
+    pub phase: String,
+    /// Last heartbeat the status records.
+    pub last_heartbeat: Option<Timestamp>,
+}
+
+/// One task in the view.
+#[derive(Debug, Clone, Default)]
+pub struct TaskEntry {
+    /// The spec is known (the task exists).
+    pub exists: bool,
+    /// uid of the spec.
+    pub uid: String,
+    /// The node it is on: from its status, or reserved by this server.
+    pub node: Option<String>,
+    /// `node` is this server's reservation, not yet seen in the status.
+    pub reserved: bool,
+    /// Phase and message of its status.
+    pub phase: String,
+    /// Status message (the explanation while Pending).
+    pub message: String,
+    /// Since when it has been Running (its Ready condition's transition time).
+    pub ready_since: Option<Timestamp>,
+    /// Labels of the task.
+    pub labels: BTreeMap<String, String>,
+    /// What it needs from a node.
+    pub demand: Demand,
+    /// What is charged to `charged_to`.
+    charged: Option<(String, Requests, Vec<(u32, String)>)>,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: HashMap<String, NodeEntry>,
+    tasks: HashMap<String, TaskEntry>,
+    default_strategy: Strategy,
+}
+
+impl State {
+    /// Moves the task's charge to where it now is.
+    fn recharge(&mut self, task: &str) {
+        let Some(t) = self.tasks.get_mut(task) else {
+            return;
+        };
+        let want = if t.exists {
+            t.node
+                .clone()
+                .map(|n| (n, t.demand.requests, t.demand.ports.clone()))
+        } else {
+            None
+        };
+        if want == t.charged {
+            return;
+        }
+        let old = std::mem::replace(&mut t.charged, want.clone());
+        if let Some((n, r, ports)) = old {
+            if let Some(e) = self.nodes.get_mut(&n) {
+                let c = &mut e.candidate;
+                c.allocated = c.allocated.minus(r);
+                c.tasks = c.tasks.saturating_sub(1);
+                for p in &ports {
+                    c.ports.remove(p);
+                }
+            }
+        }
+        if let Some((n, r, ports)) = want {
+            let e = self.nodes.entry(n.clone()).or_default();
+            let c = &mut e.candidate;
+            c.name = n;
+            c.allocated = c.allocated.plus(r);
+            c.tasks += 1;
+            c.ports.extend(ports);
+        }
+    }
+
+    fn strategy_of(&self, labels: &BTreeMap<String, String>) -> Strategy {
+        labels
+            .get(PLACEMENT_LABEL)
+            .map(|s| Strategy::parse(s))
+            .unwrap_or(self.default_strategy)
+    }
+
+    fn apply_task_spec(&mut self, name: &str, task: Option<Task>) {
+        match task {
+            Some(t) => {
+                let config = t.config.clone().unwrap_or_default();
+                let labels: BTreeMap<String, String> = t
+                    .meta
+                    .as_ref()
+                    .map(|m| {
+                        m.labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let strategy = self.strategy_of(&labels);
+                let e = self.tasks.entry(name.to_string()).or_default();
+                e.exists = true;
+                e.uid = t.meta.map(|m| m.uid).unwrap_or_default();
+                e.demand = Demand::of(&config, strategy);
+                e.demand.ports = host_ports(&config);
+                e.labels = labels;
+            }
+            None => {
+                if let Some(e) = self.tasks.get_mut(name) {
+                    e.exists = false;
+                }
+            }
+        }
+        self.recharge(name);
+        if self
+            .tasks
+            .get(name)
+            .is_some_and(|e| !e.exists && e.node.is_none())
+        {
+            self.tasks.remove(name);
+        }
+    }
+
+    fn apply_task_status(&mut self, name: &str, st: Option<TaskStatus>) {
+        let e = self.tasks.entry(name.to_string()).or_default();
+        match st {
+            Some(s) => {
+                e.node = (!s.node.is_empty()).then_some(s.node);
+                e.reserved = false;
+                e.ready_since = s
+                    .conditions
+                    .iter()
+                    .find(|c| c.r#type == crate::conditions::READY && c.status == "True")
+                    .and_then(|c| c.last_transition_time)
+                    .filter(|_| s.phase == "Running");
+                e.phase = s.phase;
+                e.message = s.message;
+            }
+            None => {
+                if !e.reserved {
+                    e.node = None;
+                }
+                e.phase.clear();
+                e.message.clear();
+                e.ready_since = None;
+            }
+        }
+        self.recharge(name);
+        if self
+            .tasks
+            .get(name)
+            .is_some_and(|e| !e.exists && e.node.is_none())
+        {
+            self.tasks.remove(name);
+        }
+    }
+
+    fn apply_node_spec(&mut self, name: &str, node: Option<Node>) {
+        let e = self.nodes.entry(name.to_string()).or_default();
+        e.candidate.name = name.to_string();
+        match node {
+            Some(n) => {
+                e.registered = true;
+                e.candidate.labels = n
+                    .meta
+                    .map(|m| m.labels.into_iter().collect())
+                    .unwrap_or_default();
+                e.candidate.unschedulable = n.config.is_some_and(|c| c.unschedulable);
+            }
+            None => e.registered = false,
+        }
+    }
+
+    fn apply_node_status(&mut self, name: &str, st: Option<NodeStatus>) {
+        let e = self.nodes.entry(name.to_string()).or_default();
+        e.candidate.name = name.to_string();
+        match st {
+            Some(s) => {
+                e.candidate.ready = s.phase == "Ready";
+                e.phase = s.phase;
+                e.last_heartbeat = s.last_heartbeat;
+                e.candidate.capacity = s
+                    .capacity
+                    .map(|c| Requests {
+                        cpu_millis: c.cpu_millis,
+                        memory_bytes: c.memory_bytes,
+                    })
+                    .unwrap_or_default();
+            }
+            None => {
+                e.candidate.ready = false;
+                e.phase.clear();
+                e.last_heartbeat = None;
+            }
+        }
+    }
+}
+
+/// The shared view; cheap to clone.
+#[derive(Clone)]
+pub struct View {
+    state: Arc<RwLock<State>>,
+    ready: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("View")
+    }
+}
+
+/// Which buckets the view follows.
+pub struct Buckets {
+    /// `voiyd_tasks`.
+    pub tasks: kv::Store,
+    /// `voiyd_nodes`.
+    pub nodes: kv::Store,
+    /// `voiyd_status`.
+    pub status: kv::Store,
+}
+
+impl View {
+    /// Starts following the buckets; the view is ready once each has been read up to
+    /// its state at start.
+    pub fn start(buckets: Buckets, default_strategy: Strategy) -> View {
+        let state = Arc::new(RwLock::new(State {
+            default_strategy,
+            ..Default::default()
+        }));
+        let (tx, rx) = watch::channel(false);
+        let caught_up = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tx = Arc::new(tx);
+        for (bucket, which) in [
+            (buckets.tasks, Which::Tasks),
+            (buckets.nodes, Which::Nodes),
+            (buckets.status, Which::Status),
+        ] {
+            let state = state.clone();
+            let caught_up = caught_up.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut counted = false;
+                let mut on_current = || {
+                    if !counted {
+                        counted = true;
+                        if caught_up.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 3 {
+                            let _ = tx.send(true);
+                        }
+                    }
+                };
+                follow(bucket, which, state, &mut on_current).await
+            });
+        }
+        View { state, ready: rx }
+    }
+
+    /// An empty view that is ready at once, for tests of the pure parts.
+    pub fn empty() -> View {
+        let (_tx, rx) = watch::channel(true);
+        View {
+            state: Arc::new(RwLock::new(State::default())),
+            ready: rx,
+        }
+    }
+
+    /// Waits (up to `limit`) until the view has caught up with the buckets.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let mut rx = self.ready.clone();
+        let ok = tokio::time::timeout(limit, rx.wait_for(|r| *r)).await;
+        matches!(ok, Ok(Ok(_)))
+    }
+
+    /// Chooses a node for the task and reserves it there. `config` is the task's
+    /// spec as the caller read it (the view may not have seen it yet).
+    pub fn reserve(&self, task: &Task) -> Result<String, Unplaceable> {
+        let name = voiyd_messages::Resource::name(task).to_string();
+        let mut s = self.state.write().expect("view lock");
+        s.apply_task_spec(&name, Some(task.clone()));
+        let demand = s
+            .tasks
+            .get(&name)
+            .map(|t| t.demand.clone())
+            .unwrap_or_default();
+        let chosen = placement::place(
+            &demand,
+            s.nodes
+                .values()
+                .filter(|n| n.registered)
+                .map(|n| &n.candidate),
+        )?
+        .name
+        .clone();
+        if let Some(t) = s.tasks.get_mut(&name) {
+            t.node = Some(chosen.clone());
+            t.reserved = true;
+        }
+        s.recharge(&name);
+        Ok(chosen)
+    }
+
+    /// Drops this server's reservation after a lost CAS (the watch brings the winner's).
+    pub fn release(&self, task: &str, node: &str) {
+        let mut s = self.state.write().expect("view lock");
+        if let Some(t) = s.tasks.get_mut(task) {
+            if t.reserved && t.node.as_deref() == Some(node) {
+                t.node = None;
+                t.reserved = false;
+            }
+        }
+        s.recharge(task);
+    }
+
+    /// Records a status this server just wrote (the watch will confirm it).
+    pub fn saw_task_status(&self, task: &str, st: &TaskStatus) {
+        self.state
+            .write()
+            .expect("view lock")
+            .apply_task_status(task, Some(st.clone()));
+    }
+
+    /// Tasks that exist and have no node, with their current status message.
+    pub fn pending(&self) -> Vec<(String, String)> {
+        let s = self.state.read().expect("view lock");
+        let mut out: Vec<(String, String)> = s
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.exists && t.node.is_none())
+            .map(|(n, t)| (n.clone(), t.message.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// What placement would say for a pending task right now, without reserving.
+    pub fn explain(&self, task: &str) -> Option<Result<String, Unplaceable>> {
+        let s = self.state.read().expect("view lock");
+        let t = s.tasks.get(task)?;
+        Some(
+            placement::place(
+                &t.demand,
+                s.nodes
+                    .values()
+                    .filter(|n| n.registered)
+                    .map(|n| &n.candidate),
+            )
+            .map(|n| n.name.clone()),
+        )
+    }
+
+    /// Whether the node record exists (as far as the view has seen).
+    pub fn is_registered(&self, node: &str) -> bool {
+        self.state
+            .read()
+            .expect("view lock")
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.registered)
+    }
+
+    /// Every node with its phase and last heartbeat.
+    pub fn nodes(&self) -> Vec<NodeEntry> {
+        let s = self.state.read().expect("view lock");
+        let mut v: Vec<NodeEntry> = s.nodes.values().cloned().collect();
+        v.sort_by(|a, b| a.candidate.name.cmp(&b.candidate.name));
+        v
+    }
+
+    /// Tasks placed on `node` (by status), with their phase.
+    pub fn tasks_on(&self, node: &str) -> Vec<(String, String)> {
+        let s = self.state.read().expect("view lock");
+        let mut v: Vec<(String, String)> = s
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.exists && !t.reserved && t.node.as_deref() == Some(node))
+            .map(|(n, t)| (n.clone(), t.phase.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Tasks carrying label `key`, grouped by its value.
+    pub fn tasks_by_label(&self, key: &str) -> HashMap<String, Vec<(String, TaskEntry)>> {
+        let s = self.state.read().expect("view lock");
+        let mut out: HashMap<String, Vec<(String, TaskEntry)>> = HashMap::new();
+        for (n, t) in s.tasks.iter().filter(|(_, t)| t.exists) {
+            if let Some(v) = t.labels.get(key) {
+                out.entry(v.clone())
+                    .or_default()
+                    .push((n.clone(), t.clone()));
+            }
+        }
+        for v in out.values_mut() {
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        out
+    }
+
+    /// Tasks carrying label `key=value`, with their phase and node.
+    pub fn tasks_labelled(&self, key: &str, value: &str) -> Vec<(String, TaskEntry)> {
+        let s = self.state.read().expect("view lock");
+        let mut v: Vec<(String, TaskEntry)> = s
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.exists && t.labels.get(key).map(String::as_str) == Some(value))
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Which {
+    Tasks,
+    Nodes,
+    Status,
+}
+
+/// Applies every change of one bucket to the view, re-watching after failures.
+async fn follow(
+    bucket: kv::Store,
+    which: Which,
+    state: Arc<RwLock<State>>,
+    on_current: &mut (dyn FnMut() + Send),
+) {
+    loop {
+        let empty = bucket.status().await.map(|s| s.values() == 0);
+        let mut w = match bucket.watch_with_history(">").await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(?which, error = %e, "cannot watch bucket; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if matches!(empty, Ok(true)) {
+            on_current();
+        }
+        while let Some(entry) = w.next().await {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(?which, error = %e, "bucket watch failed; re-watching");
+                    break;
+                }
+            };
+            let put = entry.operation == kv::Operation::Put;
+            {
+                let mut s = state.write().expect("view lock");
+                apply(&mut s, which, &entry.key, put.then_some(entry.value));
+            }
+            if entry.delta == 0 || entry.seen_current {
+                on_current();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn apply(s: &mut State, which: Which, key: &str, value: Option<bytes::Bytes>) {
+    match which {
+        Which::Tasks => {
+            let name = names::untoken(key);
+            let t = value.and_then(|v| Task::decode(v).ok());
+            s.apply_task_spec(&name, t);
+        }
+        Which::Nodes => {
+            let name = names::untoken(key);
+            let n = value.and_then(|v| Node::decode(v).ok());
+            s.apply_node_spec(&name, n);
+        }
+        Which::Status => {
+            if let Some(rest) = key.strip_prefix("task.") {
+                let st = value.and_then(|v| TaskStatus::decode(v).ok());
+                s.apply_task_status(&names::untoken(rest), st);
+            } else if let Some(rest) = key.strip_prefix("node.") {
+                let st = value.and_then(|v| NodeStatus::decode(v).ok());
+                s.apply_node_status(&names::untoken(rest), st);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use voiyd_messages::v1::{Meta, NodeResources, TaskConfig};
+
+    fn task(name: &str) -> Task {
+        Task {
+            version: "task/v1".into(),
+            meta: Some(Meta {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                ..Default::default()
+            }),
+            config: Some(TaskConfig {
+                image: "x".into(),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn ready_node(v: &View, name: &str, cpu: u64) {
+        let mut s = v.state.write().unwrap();
+        s.apply_node_spec(
+            name,
+            Some(Node {
+                meta: Some(Meta {
+                    name: name.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        );
+        s.apply_node_status(
+            name,
+            Some(NodeStatus {
+                phase: "Ready".into(),
+                capacity: Some(NodeResources {
+                    cpu_millis: cpu,
+                    memory_bytes: 1 << 40,
+                }),
+                ..Default::default()
+            }),
+        );
+    }
+
+    #[test]
+    fn reservations_count_until_released_and_status_wins() {
+        let v = View::empty();
+        ready_node(&v, "a", 250);
+        ready_node(&v, "b", 100);
+        // Spread: the first goes to the emptier node (a: 100/250 < b: 100/100).
+        assert_eq!(v.reserve(&task("t1")).unwrap(), "a");
+        assert_eq!(v.reserve(&task("t2")).unwrap(), "a");
+        assert_eq!(v.reserve(&task("t3")).unwrap(), "b");
+        let e = v.reserve(&task("t4")).unwrap_err();
+        assert_eq!(e.to_string(), "0/2 nodes available: 2 insufficient cpu");
+        // A lost CAS frees the room; another server's status moves the charge.
+        v.release("t3", "b");
+        let st = TaskStatus {
+            node: "b".into(),
+            phase: "Scheduled".into(),
+            ..Default::default()
+        };
+        v.saw_task_status("t4", &st);
+        v.state
+            .write()
+            .unwrap()
+            .apply_task_spec("t4", Some(task("t4")));
+        assert_eq!(
+            v.tasks_on("b"),
+            vec![("t4".to_string(), "Scheduled".to_string())]
+        );
+        assert!(v.reserve(&task("t3")).is_err());
+        // Deleting a task frees its node.
+        v.state.write().unwrap().apply_task_spec("t4", None);
+        v.state.write().unwrap().apply_task_status("t4", None);
+        assert_eq!(v.reserve(&task("t3")).unwrap(), "b");
+        let s = v.state.read().unwrap();
+        assert_eq!(s.nodes["a"].candidate.tasks, 2);
+        assert_eq!(s.nodes["a"].candidate.allocated.cpu_millis, 200);
+    }
+}

@@ -1,0 +1,330 @@
+//! Scheduler benchmark: one nats-server, `--servers` voiyd-servers, `--nodes`
+//! simulated nodes in one voiyd-node process; creates `--tasks` tasks through the API
+//! and measures how fast they are placed and reported Running, the API latency, and
+//! the RSS of every process, next to a bare NATS request/reply round trip measured in
+//! the same run. Run it through `scripts/bench-scheduler.sh` (release builds).
+
+use futures::StreamExt;
+use prost::Message;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use voiyd_messages::v1::{Meta, Node, Task, TaskConfig, TaskStatus};
+use voiyd_nats::api::ApiClient;
+use voiyd_nats::testing::TestNats;
+use voiyd_tests::{bin, Proc};
+
+struct Opts {
+    nodes: usize,
+    tasks: usize,
+    concurrency: usize,
+    servers: usize,
+    heartbeat: u64,
+    node_timeout: u64,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        nodes: 1000,
+        tasks: 20_000,
+        concurrency: 256,
+        servers: 1,
+        heartbeat: 1,
+        node_timeout: 5,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let v = args
+            .get(i + 1)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("{} needs a number", args[i]));
+        match args[i].as_str() {
+            "--nodes" => o.nodes = v,
+            "--tasks" => o.tasks = v,
+            "--concurrency" => o.concurrency = v,
+            "--servers" => o.servers = v,
+            "--heartbeat" => o.heartbeat = v as u64,
+            "--node-timeout" => o.node_timeout = v as u64,
+            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout"),
+        }
+        i += 2;
+    }
+    o
+}
+
+fn percentiles(mut v: Vec<Duration>) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.sort();
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    format!(
+        "p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+        ms(p(0.5)),
+        ms(p(0.9)),
+        ms(p(0.99)),
+        ms(*v.last().unwrap())
+    )
+}
+
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Sequential and concurrent request/reply against a trivial responder.
+async fn bare_nats(url: &str, n: usize, concurrency: usize) -> (String, f64) {
+    let client = async_nats::connect(url).await.unwrap();
+    let mut sub = client.subscribe("bench.echo").await.unwrap();
+    let responder = client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(r) = m.reply {
+                let _ = responder.publish(r, m.payload).await;
+            }
+        }
+    });
+    let requester = async_nats::connect(url).await.unwrap();
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        requester.request("bench.echo", "x".into()).await.unwrap();
+        lat.push(t.elapsed());
+    }
+    let t = Instant::now();
+    futures::stream::iter(0..n * 4)
+        .map(|_| {
+            let r = requester.clone();
+            async move { r.request("bench.echo", "x".into()).await.unwrap() }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    let rate = (n * 4) as f64 / t.elapsed().as_secs_f64();
+    (percentiles(lat), rate)
+}
+
+fn wait_log(p: &Proc, needle: &str, limit: Duration) {
+    let start = Instant::now();
+    while !p.log_text().contains(needle) {
+        assert!(
+            start.elapsed() < limit,
+            "no `{needle}` in {} within {limit:?}:\n{}",
+            p.log.display(),
+            p.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::var_os("VOIYD_BIN_DIR").is_none() {
+        let dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+        std::env::set_var("VOIYD_BIN_DIR", dir);
+    }
+    let o = opts();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = TestNats::start().await;
+    let url = nats.url();
+    println!("# voiyd scheduler benchmark");
+    println!(
+        "nodes {} (simulated, one process), tasks {}, API concurrency {}, servers {}, heartbeat {}s, node timeout {}s",
+        o.nodes, o.tasks, o.concurrency, o.servers, o.heartbeat, o.node_timeout
+    );
+    let (rtt, rate) = bare_nats(&url, 5000, o.concurrency).await;
+    println!("bare NATS request/reply: sequential {rtt}; concurrent ({}) {rate:.0} req/s", o.concurrency);
+
+    let mut servers = Vec::new();
+    for i in 0..o.servers {
+        let data = dir.path().join(format!("server{i}"));
+        let timeout = o.node_timeout.to_string();
+        let p = Proc::spawn(
+            &bin("voiyd-server"),
+            &[
+                "--nats-url",
+                &url,
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--node-timeout",
+                &timeout,
+                "--log-level",
+                "warn,voiyd_server::api=info",
+            ],
+            &[],
+            dir.path().join(format!("server{i}.log")),
+        );
+        wait_log(&p, "API ready", Duration::from_secs(30));
+        servers.push(p);
+    }
+    let api = ApiClient::new(async_nats::connect(&url).await.unwrap())
+        .with_timeout(Duration::from_secs(60));
+
+    let started = Instant::now();
+    let nodes_arg = o.nodes.to_string();
+    let hb = o.heartbeat.to_string();
+    let timeout = o.node_timeout.to_string();
+    let node_data = dir.path().join("nodes");
+    std::fs::create_dir_all(&node_data).unwrap();
+    let nodes = Proc::spawn(
+        &bin("voiyd-node"),
+        &[
+            "--server",
+            &url,
+            "--name",
+            "sim",
+            "--runtime",
+            "sim",
+            "--sim-nodes",
+            &nodes_arg,
+            "--heartbeat",
+            &hb,
+            "--node-timeout",
+            &timeout,
+            "--data-dir",
+            node_data.to_str().unwrap(),
+            "--log-level",
+            "warn",
+        ],
+        &[],
+        dir.path().join("nodes.log"),
+    );
+    loop {
+        let ready = api
+            .list::<Node>("")
+            .await
+            .map(|ns| {
+                ns.iter()
+                    .filter(|n| n.status.as_ref().is_some_and(|s| s.phase == "Ready"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready >= o.nodes {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {ready} of {} nodes ready after 120 s; nodes log:\n{}",
+            o.nodes,
+            nodes.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("{} nodes registered and Ready in {:.1} s", o.nodes, started.elapsed().as_secs_f64());
+
+    // Watch statuses: the first time each task is reported Running.
+    let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let status = js.get_key_value("voiyd_status").await.unwrap();
+    let mut watch = status.watch("task.>").await.unwrap();
+    let seen = running.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(e)) = watch.next().await {
+            if let Ok(st) = TaskStatus::decode(e.value) {
+                if st.phase == "Running" {
+                    let name = e.key.trim_start_matches("task.").to_string();
+                    seen.lock().unwrap().entry(name).or_insert_with(Instant::now);
+                }
+            }
+        }
+    });
+
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let t0 = Instant::now();
+    let latencies: Vec<Duration> = futures::stream::iter(0..o.tasks)
+        .map(|i| {
+            let api = api.clone();
+            let sent = sent.clone();
+            async move {
+                let name = format!("b{i}");
+                let task = Task {
+                    version: "task/v1".into(),
+                    meta: Some(Meta {
+                        name: name.clone(),
+                        ..Default::default()
+                    }),
+                    config: Some(TaskConfig {
+                        image: "sim/app:1".into(),
+                        ..Default::default()
+                    }),
+                    status: None,
+                };
+                let t = Instant::now();
+                sent.lock().unwrap().insert(name, t);
+                api.create(&task).await.expect("create");
+                t.elapsed()
+            }
+        })
+        .buffer_unordered(o.concurrency)
+        .collect()
+        .await;
+    let created = t0.elapsed();
+    loop {
+        let n = running.lock().unwrap().len();
+        if n >= o.tasks {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "only {n} of {} tasks Running after 900 s",
+            o.tasks
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_running = running
+        .lock()
+        .unwrap()
+        .values()
+        .max()
+        .copied()
+        .unwrap()
+        .duration_since(t0);
+    let to_running: Vec<Duration> = {
+        let r = running.lock().unwrap();
+        let s = sent.lock().unwrap();
+        r.iter()
+            .filter_map(|(k, at)| s.get(k).map(|t| at.duration_since(*t)))
+            .collect()
+    };
+    println!(
+        "created {} tasks in {:.2} s: {:.0} creates/s (each create places the task)",
+        o.tasks,
+        created.as_secs_f64(),
+        o.tasks as f64 / created.as_secs_f64()
+    );
+    println!(
+        "all {} Running (reported by the nodes) after {:.2} s: {:.0} placements/s, create to Running",
+        o.tasks,
+        all_running.as_secs_f64(),
+        o.tasks as f64 / all_running.as_secs_f64()
+    );
+    println!("API create latency: {}", percentiles(latencies));
+    println!("create to Running latency: {}", percentiles(to_running));
+    let show = |what: &str, pid: Option<u32>| {
+        if let Some(pid) = pid {
+            let (rss, hwm) = rss_mib(pid);
+            println!("RSS {what}: {rss:.0} MiB (peak {hwm:.0} MiB)");
+        }
+    };
+    show("nats-server", nats.server().pid());
+    for (i, s) in servers.iter().enumerate() {
+        show(&format!("voiyd-server {i}"), Some(s.pid()));
+    }
+    show(&format!("voiyd-node ({} sim nodes)", o.nodes), Some(nodes.pid()));
+    let warns = servers
+        .iter()
+        .map(|s| s.log_text().lines().filter(|l| l.contains("WARN")).count())
+        .sum::<usize>();
+    println!("server warnings logged: {warns}");
+}

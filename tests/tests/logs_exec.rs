@@ -1,0 +1,464 @@
+//! Logs, exec, runtime events, top and metrics end to end: real nats-server, containerd,
+//! runc, registry, voiyd-server, voiyd-node and voiydctl processes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use voiyd_messages::v1::Task;
+use voiyd_nats::api::ApiClient;
+use voiyd_nats::testing::{free_port, TestNats};
+use voiyd_node::testing::{TestContainerd, TestRegistry};
+use voiyd_tests::{bin, eventually, stderr, stdout, voiydctl, NodeAgent, Server};
+
+struct Cluster {
+    _nats: TestNats,
+    server: Server,
+    api: ApiClient,
+    registry: TestRegistry,
+    containerd: TestContainerd,
+    dir: tempfile::TempDir,
+    server_metrics: String,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let nats = TestNats::start().await;
+        let server_metrics = format!("127.0.0.1:{}", free_port());
+        let server = Server::external_with(&nats.url(), &["--metrics-addr", &server_metrics]).await;
+        let api = server.api().await;
+        Cluster {
+            _nats: nats,
+            server,
+            api,
+            registry: TestRegistry::start(),
+            containerd: TestContainerd::start(),
+            dir: tempfile::tempdir().unwrap(),
+            server_metrics,
+        }
+    }
+
+    fn node(&self, name: &str, extra: &[&str]) -> NodeAgent {
+        NodeAgent::start(
+            &self.server.url,
+            name,
+            &self.containerd.socket,
+            &self.dir.path().join(name),
+            extra,
+        )
+    }
+
+    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let o = voiydctl(&self.server.url, args, None, &[]);
+        (o.status.code().unwrap_or(-1), stdout(&o), stderr(&o))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.ctl(args);
+        assert_eq!(code, 0, "voiydctl {args:?} failed: {out}{err}");
+        out
+    }
+
+    async fn wait_phase(&self, name: &str, phase: &str) -> Task {
+        eventually(
+            Duration::from_secs(60),
+            &format!("task {name} {phase}"),
+            || async {
+                let t: Task = self.api.get(name).await.ok()?;
+                (t.status.as_ref()?.phase == phase).then_some(t)
+            },
+        )
+        .await
+    }
+
+    /// `voiydctl logs -f ...` as a child whose stdout lines are collected.
+    fn follower(&self, args: &[&str]) -> (Child, Arc<Mutex<Vec<String>>>) {
+        let mut child = Command::new(bin("voiydctl"))
+            .arg("--server")
+            .arg(&self.server.url)
+            .args(args)
+            .env("HOME", std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn voiydctl");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        (child, lines)
+    }
+}
+
+fn numbers(out: &str, prefix: &str) -> Vec<u32> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
+fn scrape(addr: &str) -> String {
+    let mut c = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    assert!(s.starts_with("HTTP/1.1 200"), "{s}");
+    s
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+const TALKER: &str =
+    "i=0; while true; do echo out $i; echo err $i >&2; i=$((i+1)); sleep 0.2; done";
+
+#[tokio::test]
+async fn logs_exec_events_top_and_metrics_on_real_containerd() {
+    let c = Cluster::start().await;
+    let node_metrics = format!("127.0.0.1:{}", free_port());
+    let mut n1 = c.node("n1", &["--metrics-addr", &node_metrics]);
+    eventually(Duration::from_secs(15), "node n1 ready", || async {
+        let out = voiydctl(&c.server.url, &["get", "nodes"], None, &[]);
+        stdout(&out).contains("Ready").then_some(())
+    })
+    .await;
+    let image = c.registry.image("busybox");
+
+    // A running task writing to both streams.
+    c.ok(&[
+        "run",
+        "talker",
+        "--image",
+        &image,
+        "-l",
+        "app=chat",
+        "--stop-grace",
+        "1s",
+        "--timeout",
+        "60s",
+        "--",
+        "sh",
+        "-c",
+        TALKER,
+    ]);
+    eventually(Duration::from_secs(20), "10 lines of talker", || async {
+        let (_, out, _) = c.ctl(&["logs", "talker", "--stdout"]);
+        (numbers(&out, "out ").len() >= 10).then_some(())
+    })
+    .await;
+
+    // History: both streams by default, each on its own local stream.
+    let (code, out, err) = c.ctl(&["logs", "talker"]);
+    assert_eq!(code, 0, "{err}");
+    let outs = numbers(&out, "out ");
+    assert!(outs.windows(2).all(|w| w[1] == w[0] + 1), "{out}");
+    assert_eq!(outs[0], 0, "history starts at the first line: {out}");
+    assert!(numbers(&err, "err ").len() >= 10, "{err}");
+    assert!(numbers(&out, "err ").is_empty(), "{out}");
+
+    // --tail N: exactly the last N lines; --stderr: only stderr.
+    let out = c.ok(&["logs", "talker", "--stdout", "--tail", "3"]);
+    let tail = numbers(&out, "out ");
+    assert_eq!(tail.len(), 3, "{out}");
+    assert!(tail.windows(2).all(|w| w[1] == w[0] + 1), "{out}");
+    assert!(tail[0] >= 7, "{out}");
+    let (_, out, err) = c.ctl(&["logs", "talker", "--stderr", "--tail", "2"]);
+    assert!(out.trim().is_empty(), "{out}");
+    assert_eq!(numbers(&err, "err ").len(), 2, "{err}");
+    let out = c.ok(&["logs", "talker", "--stdout", "--tail", "0"]);
+    assert!(out.trim().is_empty(), "{out}");
+
+    // --since TIME is inclusive: from the time of line 5, line 5 is the first shown.
+    let out = c.ok(&["logs", "talker", "--stdout", "--timestamps"]);
+    let line5 = out
+        .lines()
+        .find(|l| l.ends_with(" out 5"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let t5 = line5.split(' ').next().unwrap();
+    let out = c.ok(&["logs", "talker", "--stdout", "--since", t5]);
+    assert_eq!(numbers(&out, "out ").first(), Some(&5), "{out}");
+    // --since DURATION: nothing older than a moment ago.
+    let out = c.ok(&["logs", "talker", "--stdout", "--since", "1s"]);
+    assert!(numbers(&out, "out ").len() <= 7, "{out}");
+    let (code, _, err) = c.ctl(&["logs", "talker", "--since", "yesterday"]);
+    assert_eq!(code, 2, "{err}");
+
+    // Two followers at once both see lines written after they started.
+    let before = *numbers(&c.ok(&["logs", "talker", "--stdout"]), "out ")
+        .last()
+        .unwrap();
+    let (mut f1, l1) = c.follower(&["logs", "-f", "talker", "--stdout", "--tail", "0"]);
+    let (mut f2, l2) = c.follower(&["logs", "-f", "talker", "--stdout", "--tail", "1"]);
+    for l in [&l1, &l2] {
+        eventually(
+            Duration::from_secs(15),
+            "follower sees new lines",
+            || async {
+                let got = numbers(&l.lock().unwrap().join("\n"), "out ");
+                (got.iter().filter(|n| **n > before + 3).count() >= 2).then_some(())
+            },
+        )
+        .await;
+        let got = numbers(&l.lock().unwrap().join("\n"), "out ");
+        assert!(
+            got.windows(2).all(|w| w[1] == w[0] + 1),
+            "gap or repeat: {got:?}"
+        );
+    }
+    // A follower that goes away does not disturb the other.
+    let _ = f1.kill();
+    let _ = f1.wait();
+    let n = l2.lock().unwrap().len();
+    eventually(
+        Duration::from_secs(10),
+        "second follower goes on",
+        || async { (l2.lock().unwrap().len() > n + 2).then_some(()) },
+    )
+    .await;
+    let _ = f2.kill();
+    let _ = f2.wait();
+
+    // exec: output, exit code, stdin; errors for unknown command, missing task.
+    let o = voiydctl(
+        &c.server.url,
+        &[
+            "exec",
+            "talker",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo oops >&2; exit 7",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hi\n");
+    assert!(stderr(&o).contains("oops"), "{}", stderr(&o));
+    let o = voiydctl(
+        &c.server.url,
+        &["exec", "-i", "talker", "--", "sh", "-c", "tr a-z A-Z"],
+        Some("hello\nworld\n"),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "HELLO\nWORLD\n");
+    let (code, _, err) = c.ctl(&["exec", "talker", "--", "no-such-command"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no-such-command") && err.contains("not found"),
+        "{err}"
+    );
+    let (code, _, err) = c.ctl(&["exec", "ghost", "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("ghost"), "{err}");
+
+    // An exited task: its logs stay readable; exec is refused; the exit is an event.
+    c.ok(&[
+        "run",
+        "done",
+        "--image",
+        &image,
+        "-l",
+        "app=chat",
+        "--restart",
+        "never",
+        "--no-wait",
+        "--",
+        "sh",
+        "-c",
+        "echo bye; exit 3",
+    ]);
+    c.wait_phase("done", "Failed").await;
+    let out = eventually(Duration::from_secs(10), "logs of exited task", || async {
+        let (code, out, _) = c.ctl(&["logs", "done"]);
+        (code == 0 && out.contains("bye")).then_some(out)
+    })
+    .await;
+    assert_eq!(out, "bye\n");
+    let (code, _, err) = c.ctl(&["exec", "done", "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not running"), "{err}");
+    let events = eventually(Duration::from_secs(10), "exited event", || async {
+        let (_, out, _) = c.ctl(&["events", "--kind", "task", "--name", "done", "-o", "json"]);
+        out.contains("\"exited\"").then_some(out)
+    })
+    .await;
+    assert!(events.contains("exited with code 3"), "{events}");
+    assert!(events.contains("\"exitCode\":3"), "{events}");
+
+    // A terminal: the process sees a pty.
+    let o = voiydctl(
+        &c.server.url,
+        &[
+            "exec",
+            "-t",
+            "talker",
+            "--",
+            "sh",
+            "-c",
+            "test -t 1 && echo terminal",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The terminal turns \n into \r\n.
+    assert_eq!(stdout(&o), "terminal\r\n");
+
+    // A pull failure is an event too.
+    let missing = format!("{}/voiyd/missing:1", c.registry.host);
+    c.ok(&["run", "nopull", "--image", &missing, "--no-wait"]);
+    let events = eventually(Duration::from_secs(30), "pullfailed event", || async {
+        let (_, out, _) = c.ctl(&["events", "--kind", "task", "--name", "nopull", "-o", "json"]);
+        out.contains("\"pullfailed\"").then_some(out)
+    })
+    .await;
+    assert!(events.contains("PullFailed"), "{events}");
+    c.ok(&["delete", "task", "nopull", "--no-wait"]);
+
+    // A restarted task: the logs hold every run.
+    c.ok(&[
+        "run",
+        "flappy",
+        "--image",
+        &image,
+        "--restart",
+        "always",
+        "--no-wait",
+        "--",
+        "sh",
+        "-c",
+        "echo run; sleep 0.3; exit 1",
+    ]);
+    eventually(Duration::from_secs(60), "two runs of flappy", || async {
+        let (_, out, _) = c.ctl(&["logs", "flappy"]);
+        (out.lines().filter(|l| *l == "run").count() >= 2).then_some(())
+    })
+    .await;
+
+    // Merged logs of several tasks (-l), each line prefixed with its task.
+    let out = c.ok(&["logs", "-l", "app=chat", "--stdout"]);
+    assert!(out.lines().any(|l| l == "[done] bye"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("[talker] out ")), "{out}");
+
+    // Merged logs of a container set: every replica, each line prefixed with its task.
+    let manifest = format!(
+        "version: containerset/v1\nmeta:\n  name: echoes\nreplicas: 2\ntemplate:\n  image: {image}\n  args: [sh, -c, 'echo replica up; sleep 1000']\n  stopGracePeriod: 1s\n"
+    );
+    let o = voiydctl(&c.server.url, &["apply", "-f", "-"], Some(&manifest), &[]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = eventually(Duration::from_secs(60), "logs of both replicas", || async {
+        let (_, out, _) = c.ctl(&["logs", "set/echoes"]);
+        let tasks: std::collections::BTreeSet<&str> = out
+            .lines()
+            .filter(|l| l.ends_with("] replica up"))
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next())
+            .collect();
+        (tasks.len() == 2).then(|| out.clone())
+    })
+    .await;
+    assert!(out.lines().all(|l| l.starts_with("[echoes")), "{out}");
+    let (code, _, err) = c.ctl(&["logs", "set/nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nope"), "{err}");
+
+    // top shows the running task's usage.
+    let out = c.ok(&["top", "tasks"]);
+    assert!(out.contains("talker") && out.contains("n1"), "{out}");
+    let out = c.ok(&["top", "nodes"]);
+    assert!(out.lines().any(|l| l.starts_with("n1 ")), "{out}");
+
+    // Metrics: the node reports the container's memory and the log streams served;
+    // the server the requests, placements and tasks by phase this test caused.
+    let text = scrape(&node_metrics);
+    assert!(
+        metric(&text, "voiyd_container_memory_bytes{task=\"talker\"}").unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "voiyd_node_log_streams_total").unwrap_or(0.0) >= 10.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "voiyd_node_exec_sessions_total").unwrap_or(0.0) >= 4.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "voiyd_nats_connected"), Some(1.0), "{text}");
+    let text = scrape(&c.server_metrics);
+    assert!(
+        metric(
+            &text,
+            "voiyd_api_requests_total{code=\"200\",kind=\"tasks\",verb=\"create\"}"
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "voiyd_api_requests_total{code=\"404\",kind=\"tasks\",verb=\"get\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("voiyd_api_request_duration_seconds_count{kind=\"tasks\",verb=\"create\"}"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "voiyd_tasks{phase=\"Failed\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "voiyd_tasks{phase=\"Running\"}").unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "voiyd_placements_total").unwrap_or(0.0) >= 3.0,
+        "{text}"
+    );
+
+    // A node that is gone: logs and exec fail fast with a clear message.
+    let _ = n1.proc.child.kill();
+    let _ = n1.proc.child.wait();
+    let started = Instant::now();
+    let (code, _, err) = c.ctl(&["logs", "talker"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("node n1 is not connected"), "{err}");
+    let (code, _, err) = c.ctl(&["exec", "talker", "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("node n1 is not connected"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // After an agent restart the history is still served.
+    n1.restart(1);
+    let out = eventually(
+        Duration::from_secs(20),
+        "logs after agent restart",
+        || async {
+            let (code, out, _) = c.ctl(&["logs", "done"]);
+            (code == 0).then_some(out)
+        },
+    )
+    .await;
+    assert_eq!(out, "bye\n");
+}

@@ -1,0 +1,804 @@
+//! Scheduling end to end: real nats-server, several voiyd-server processes and
+//! simulated nodes (`voiyd-node --runtime sim`), plus node loss on real containerd.
+
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use voiyd_messages::v1::{
+    ContainerSet, Meta, Node, PortMapping, Resources, RolloutStrategy, Task, TaskConfig,
+};
+use voiyd_messages::Resource;
+use voiyd_nats::api::ApiClient;
+use voiyd_nats::testing::TestNats;
+use voiyd_tests::{bin, eventually, stderr, stdout, voiydctl, Proc, Server};
+
+/// A voiyd-node process hosting `count` simulated nodes named `<name>-0001`… (or
+/// `<name>` when `count` is 1).
+fn sim_nodes(url: &str, name: &str, count: usize, dir: &Path, extra: &[&str]) -> Proc {
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let count = count.to_string();
+    let mut args = vec![
+        "--server",
+        url,
+        "--name",
+        name,
+        "--runtime",
+        "sim",
+        "--sim-nodes",
+        &count,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--log-level",
+        "voiyd_node=info,warn",
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(
+        &bin("voiyd-node"),
+        &args,
+        &[],
+        dir.join(format!("{name}.log")),
+    )
+}
+
+fn task(name: &str, config: TaskConfig) -> Task {
+    Task {
+        version: "task/v1".into(),
+        meta: Some(Meta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        config: Some(TaskConfig {
+            image: "sim/app:1".into(),
+            ..config
+        }),
+        status: None,
+    }
+}
+
+async fn ready_nodes(api: &ApiClient) -> usize {
+    api.list::<Node>("")
+        .await
+        .map(|ns| {
+            ns.iter()
+                .filter(|n| n.status.as_ref().is_some_and(|s| s.phase == "Ready"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_nodes(api: &ApiClient, n: usize) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} nodes ready"),
+        || async { (ready_nodes(api).await >= n).then_some(()) },
+    )
+    .await;
+}
+
+/// name → (phase, node) of every task.
+async fn phases(api: &ApiClient, selector: &str) -> BTreeMap<String, (String, String)> {
+    api.list::<Task>(selector)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            let st = t.status.clone().unwrap_or_default();
+            (t.name().to_string(), (st.phase, st.node))
+        })
+        .collect()
+}
+
+/// Every key of the work bucket as (node, task).
+async fn work_keys(nats: &TestNats) -> Vec<(String, String)> {
+    let js = nats.jetstream().await;
+    let kv = js.get_key_value("voiyd_work").await.unwrap();
+    let keys: Vec<String> = kv
+        .keys()
+        .await
+        .unwrap()
+        .filter_map(|k| async { k.ok() })
+        .collect()
+        .await;
+    keys.iter()
+        .filter_map(|k| voiyd_nats::names::parse_work_key(k))
+        .collect()
+}
+
+/// Asserts that each task is in the work of exactly the node its status names.
+async fn assert_single_placement(nats: &TestNats, api: &ApiClient, expected: usize) {
+    let work = work_keys(nats).await;
+    let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+    for (node, task) in work {
+        holders.entry(task).or_default().push(node);
+    }
+    let doubles: Vec<_> = holders.iter().filter(|(_, n)| n.len() > 1).collect();
+    assert!(
+        doubles.is_empty(),
+        "tasks in the work of several nodes: {doubles:?}"
+    );
+    let all = phases(api, "").await;
+    assert_eq!(all.len(), expected);
+    for (name, (_, node)) in &all {
+        assert_eq!(
+            holders.get(name).map(|v| v[0].as_str()),
+            Some(node.as_str()),
+            "task {name}: status says {node}, work says {:?}",
+            holders.get(name)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_place_thousands_of_tasks_exactly_once() {
+    let nats = TestNats::start().await;
+    let servers = [
+        Server::external(&nats.url()).await,
+        Server::external(&nats.url()).await,
+        Server::external(&nats.url()).await,
+    ];
+    let api = servers[0].api().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // 600 tasks wait before any node exists: every server's upkeep then races to place
+    // them at once when the nodes come.
+    let create = |range: std::ops::Range<usize>| {
+        let api = api.clone();
+        async move {
+            futures::stream::iter(range)
+                .map(|i| {
+                    let api = api.clone();
+                    async move {
+                        let t = task(&format!("t{i}"), TaskConfig::default());
+                        api.create(&t).await.expect("create task");
+                    }
+                })
+                .buffer_unordered(64)
+                .collect::<Vec<()>>()
+                .await;
+        }
+    };
+    create(0..600).await;
+    let pending = phases(&api, "").await;
+    assert!(pending
+        .values()
+        .all(|(p, n)| p == "Pending" && n.is_empty()));
+
+    // 3000 x 100m needs 300 cpus: 20 nodes of 32.
+    let _nodes = sim_nodes(
+        &nats.url(),
+        "sim",
+        20,
+        dir.path(),
+        &["--sim-cpu", "32", "--sim-memory", "64Gi"],
+    );
+    wait_nodes(&api, 20).await;
+    // 2400 more, created concurrently through the queue group (all three servers).
+    let start = Instant::now();
+    create(600..3000).await;
+    eventually(Duration::from_secs(90), "3000 tasks running", || async {
+        let p = phases(&api, "").await;
+        let running = p.values().filter(|(ph, _)| ph == "Running").count();
+        (running == 3000).then_some(())
+    })
+    .await;
+    eprintln!("3000 tasks running after {:?}", start.elapsed());
+    assert_single_placement(&nats, &api, 3000).await;
+
+    // Spread: 20 equal nodes, 3000 tasks of 100m: 150 each, give or take the
+    // reservations of three servers deciding at once.
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    for (_, (_, node)) in phases(&api, "").await {
+        *per_node.entry(node).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 20, "{per_node:?}");
+    assert!(
+        per_node.values().all(|n| (120..=180).contains(n)),
+        "{per_node:?}"
+    );
+    // Each server placed some of them.
+    for s in &servers {
+        assert!(s.proc.log_text().contains("API ready"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_ports_and_explanations() {
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _a = sim_nodes(
+        &nats.url(),
+        "small",
+        1,
+        dir.path(),
+        &[
+            "--sim-cpu",
+            "1",
+            "--sim-memory",
+            "1Gi",
+            "--labels",
+            "zone=a",
+        ],
+    );
+    let _b = sim_nodes(
+        &nats.url(),
+        "big",
+        1,
+        dir.path(),
+        &[
+            "--sim-cpu",
+            "4",
+            "--sim-memory",
+            "8Gi",
+            "--labels",
+            "zone=b",
+        ],
+    );
+    wait_nodes(&api, 2).await;
+
+    let big = |name: &str, mem: &str| {
+        task(
+            name,
+            TaskConfig {
+                resources: Some(Resources {
+                    cpu: "500m".into(),
+                    memory: mem.into(),
+                }),
+                ..Default::default()
+            },
+        )
+    };
+    // 6Gi fits only on big.
+    let t = api.create(&big("huge", "6Gi")).await.unwrap();
+    assert_eq!(t.status.unwrap().node, "big");
+    // Another 6Gi fits nowhere now: an explanation a user can act on.
+    let t = api.create(&big("huge2", "6Gi")).await.unwrap();
+    let st = t.status.unwrap();
+    assert_eq!(st.phase, "Pending");
+    assert_eq!(st.message, "0/2 nodes available: 2 insufficient memory");
+    // A selector mismatch is counted apart.
+    let mut sel = big("zoned", "2Gi");
+    sel.config
+        .as_mut()
+        .unwrap()
+        .node_selector
+        .insert("zone".into(), "a".into());
+    let st = api.create(&sel).await.unwrap().status.unwrap();
+    assert_eq!(
+        st.message,
+        "0/2 nodes available: 1 insufficient memory, 1 node selector mismatch"
+    );
+    // Freeing memory places the waiting task (level-triggered, no user action).
+    api.delete(
+        voiyd_messages::Kind::Task,
+        &voiyd_messages::v1::DeleteRequest {
+            name: "huge".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), "huge2 placed on big", || async {
+        let t: Task = api.get("huge2").await.ok()?;
+        (t.status?.node == "big").then_some(())
+    })
+    .await;
+
+    // Host ports: two tasks binding 8080/tcp land on different nodes; a third waits.
+    let port = |name: &str| {
+        task(
+            name,
+            TaskConfig {
+                port_mappings: vec![PortMapping {
+                    host_port: 8080,
+                    target_port: 80,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )
+    };
+    let n1 = api.create(&port("p1")).await.unwrap().status.unwrap().node;
+    let n2 = api.create(&port("p2")).await.unwrap().status.unwrap().node;
+    assert_ne!(n1, n2);
+    let st = api.create(&port("p3")).await.unwrap().status.unwrap();
+    assert_eq!(st.message, "0/2 nodes available: 2 host port in use");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_sim_node_tasks_move_within_ten_seconds() {
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let doomed = sim_nodes(&nats.url(), "doomed", 1, dir.path(), &[]);
+    wait_nodes(&api, 1).await;
+    for i in 0..20 {
+        api.create(&task(&format!("m{i}"), TaskConfig::default()))
+            .await
+            .unwrap();
+    }
+    let _spare = sim_nodes(&nats.url(), "spare", 1, dir.path(), &[]);
+    wait_nodes(&api, 2).await;
+    eventually(Duration::from_secs(20), "20 running on doomed", || async {
+        let p = phases(&api, "").await;
+        (p.values()
+            .filter(|(ph, n)| ph == "Running" && n == "doomed")
+            .count()
+            == 20)
+            .then_some(())
+    })
+    .await;
+
+    doomed.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "all 20 running on spare",
+        || async {
+            let p = phases(&api, "").await;
+            (p.values()
+                .filter(|(ph, n)| ph == "Running" && n == "spare")
+                .count()
+                == 20)
+                .then_some(())
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    eprintln!("tasks running elsewhere {took:?} after kill -9");
+    assert!(took < Duration::from_secs(10));
+    let t: Task = api.get("m3").await.unwrap();
+    let st = t.status.unwrap();
+    assert_eq!(st.reschedule_count, 1);
+    assert!(
+        st.last_reschedule_reason.contains("NodeLost")
+            && st.last_reschedule_reason.contains("doomed"),
+        "{}",
+        st.last_reschedule_reason
+    );
+    let n: Node = api.get("doomed").await.unwrap();
+    assert_eq!(n.status.unwrap().phase, "NotReady");
+    assert_single_placement(&nats, &api, 20).await;
+
+    // The surviving node holds a liveness lease that it keeps renewing.
+    let out = voiydctl(&server.url, &["get", "leases"], None, &[]);
+    let text = stdout(&out);
+    assert!(text.contains("node.spare"), "{text}{}", stderr(&out));
+}
+
+/// A TCP proxy that can cut every connection through it, and let new ones in again.
+struct Cuttable {
+    port: u16,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Cuttable {
+    async fn start(upstream: String) -> Cuttable {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        let tx = Arc::new(tx);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*rx.borrow() {
+                    continue; // dropped: refused while cut
+                }
+                let mut cut = rx.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = cut.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Cuttable { port, open: tx }
+    }
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+    fn set(&self, open: bool) {
+        let _ = self.open.send(open);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_node_stops_its_tasks_and_reconnects_without_duplicates() {
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Cuttable::start(nats.url().trim_start_matches("nats://").to_string()).await;
+    let cut = sim_nodes(&proxy.url(), "cut", 1, dir.path(), &[]);
+    wait_nodes(&api, 1).await;
+    api.create(&task("stopper", TaskConfig::default()))
+        .await
+        .unwrap();
+    api.create(&task(
+        "keeper",
+        TaskConfig {
+            on_disconnect: "keep".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(15), "both running on cut", || async {
+        let p = phases(&api, "").await;
+        (p.values()
+            .filter(|(ph, n)| ph == "Running" && n == "cut")
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    let _other = sim_nodes(&nats.url(), "other", 1, dir.path(), &[]);
+    wait_nodes(&api, 2).await;
+
+    proxy.set(false);
+    // The node fences itself after 5 s: it stops `stopper` but keeps `keeper`.
+    eventually(Duration::from_secs(15), "cut node fenced", || async {
+        cut.log_text().contains("fenced, stopping").then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(5), "stopper stopped on cut", || async {
+        cut.log_text()
+            .lines()
+            .any(|l| l.contains("sim task exited") && l.contains("stopper"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !cut.log_text()
+            .lines()
+            .any(|l| l.contains("sim task exited") && l.contains("keeper")),
+        "keeper was stopped: {}",
+        cut.log_text()
+    );
+    // Meanwhile the servers moved both to the other node.
+    eventually(Duration::from_secs(15), "both running on other", || async {
+        let p = phases(&api, "").await;
+        (p.values()
+            .filter(|(ph, n)| ph == "Running" && n == "other")
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+
+    // Back online: the node re-reads its work, finds both tasks gone and removes
+    // them, and never starts `stopper` again.
+    let starts_before = cut
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("sim task started"))
+        .count();
+    proxy.set(true);
+    eventually(Duration::from_secs(20), "cut node unfenced", || async {
+        cut.log_text().contains("unfenced").then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(15), "keeper stopped on cut", || async {
+        cut.log_text()
+            .lines()
+            .any(|l| l.contains("sim task exited") && l.contains("keeper"))
+            .then_some(())
+    })
+    .await;
+    let starts_after = cut
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("sim task started"))
+        .count();
+    assert_eq!(
+        starts_before, starts_after,
+        "a moved task started again on the fenced node"
+    );
+    wait_nodes(&api, 2).await;
+    let p = phases(&api, "").await;
+    assert!(
+        p.values().all(|(ph, n)| ph == "Running" && n == "other"),
+        "{p:?}"
+    );
+    assert_single_placement(&nats, &api, 2).await;
+}
+
+fn set(name: &str, replicas: u32, args: &[&str], strategy: RolloutStrategy) -> ContainerSet {
+    ContainerSet {
+        version: "containerset/v1".into(),
+        meta: Some(Meta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        template: Some(TaskConfig {
+            image: "sim/app:1".into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            restart_policy: "never".into(),
+            ..Default::default()
+        }),
+        replicas: Some(replicas),
+        strategy: Some(strategy),
+        placement: String::new(),
+        status: None,
+    }
+}
+
+async fn set_tasks(api: &ApiClient, name: &str) -> BTreeMap<String, (String, String)> {
+    phases(api, &format!("voiyd.io/set={name}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets_scale_roll_out_roll_back_and_delete() {
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _nodes = sim_nodes(&nats.url(), "s", 3, dir.path(), &[]);
+    wait_nodes(&api, 3).await;
+    let ctl = |args: &[&str]| {
+        let o = voiydctl(&server.url, args, None, &[]);
+        assert!(
+            o.status.success(),
+            "voiydctl {args:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    };
+
+    let strategy = RolloutStrategy {
+        max_surge: 1,
+        max_unavailable: 0,
+        min_ready_seconds: 1,
+        progress_deadline_seconds: 30,
+    };
+    api.create(&set("web", 3, &["serve"], strategy.clone()))
+        .await
+        .unwrap();
+    let running = |n: usize| {
+        let api = api.clone();
+        async move {
+            eventually(
+                Duration::from_secs(20),
+                &format!("{n} web tasks running"),
+                || async {
+                    let t = set_tasks(&api, "web").await;
+                    (t.len() == n && t.values().all(|(p, _)| p == "Running")).then_some(t)
+                },
+            )
+            .await
+        }
+    };
+    let t = running(3).await;
+    let names: Vec<&String> = t.keys().collect();
+    assert_eq!(names, ["web-0", "web-1", "web-2"]);
+    let nodes: std::collections::BTreeSet<&String> = t.values().map(|(_, n)| n).collect();
+    assert_eq!(nodes.len(), 3, "spread over the three nodes: {t:?}");
+
+    ctl(&["scale", "set", "web", "--replicas", "5"]);
+    running(5).await;
+    ctl(&["scale", "set", "web", "--replicas", "2"]);
+    let t = running(2).await;
+    assert_eq!(t.keys().collect::<Vec<_>>(), ["web-0", "web-1"]);
+    let out = ctl(&["rollout", "status", "set", "web", "--timeout", "30s"]);
+    assert!(out.contains("rolled out"), "{out}");
+
+    // A rolling update: every task ends up on the new template.
+    let mut s: ContainerSet = api.get("web").await.unwrap();
+    s.template.as_mut().unwrap().args = vec!["serve".into(), "--v2".into()];
+    s.status = None;
+    api.update(&s).await.unwrap();
+    let out = ctl(&["rollout", "status", "set", "web", "--timeout", "40s"]);
+    assert!(out.contains("rolled out"), "{out}");
+    let all: Vec<Task> = api.list("voiyd.io/set=web").await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all
+        .iter()
+        .all(|t| t.config.as_ref().unwrap().args == ["serve", "--v2"]));
+    let got: ContainerSet = api.get("web").await.unwrap();
+    let st = got.status.unwrap();
+    assert_eq!(
+        (st.desired, st.ready, st.updated, st.available),
+        (2, 2, 2, 2)
+    );
+
+    // A bad template (the task fails at once) is rolled back automatically.
+    let mut s: ContainerSet = api.get("web").await.unwrap();
+    s.template.as_mut().unwrap().args = vec!["sim-exit".into(), "1".into()];
+    s.status = None;
+    api.update(&s).await.unwrap();
+    eventually(Duration::from_secs(30), "rolled back", || async {
+        let s: ContainerSet = api.get("web").await.ok()?;
+        (s.template.as_ref()?.args == ["serve", "--v2"]).then_some(())
+    })
+    .await;
+    let o = voiydctl(
+        &server.url,
+        &["rollout", "status", "set", "web", "--timeout", "5s"],
+        None,
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("RolledBack"), "{}", stderr(&o));
+    running(2).await;
+    let hist = ctl(&["rollout", "history", "set", "web"]);
+    assert!(
+        hist.contains("rollback") && hist.contains("update"),
+        "{hist}"
+    );
+
+    // undo goes back to the template before the current one.
+    ctl(&["rollout", "undo", "set", "web"]);
+    eventually(Duration::from_secs(5), "undo applied", || async {
+        let s: ContainerSet = api.get("web").await.ok()?;
+        (s.template.as_ref()?.args != ["serve", "--v2"]).then_some(())
+    })
+    .await;
+
+    // Deleting the set deletes its tasks.
+    ctl(&["delete", "set", "web"]);
+    eventually(Duration::from_secs(15), "set tasks gone", || async {
+        set_tasks(&api, "web").await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordon_drain_and_delete_node() {
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _nodes = sim_nodes(&nats.url(), "d", 3, dir.path(), &[]);
+    wait_nodes(&api, 3).await;
+    let ctl = |args: &[&str]| {
+        let o = voiydctl(&server.url, args, None, &[]);
+        assert!(
+            o.status.success(),
+            "voiydctl {args:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    };
+    ctl(&["cordon", "d-0001"]);
+    eventually(Duration::from_secs(5), "cordon seen", || async {
+        let n: Node = api.get("d-0001").await.ok()?;
+        n.config?.unschedulable.then_some(())
+    })
+    .await;
+    // The scheduler's view follows the node record: nothing new lands on d-0001.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..9 {
+        let t = api
+            .create(&task(&format!("c{i}"), TaskConfig::default()))
+            .await
+            .unwrap();
+        assert_ne!(t.status.unwrap().node, "d-0001");
+    }
+    ctl(&["uncordon", "d-0001"]);
+    eventually(Duration::from_secs(5), "uncordon seen", || async {
+        let n: Node = api.get("d-0001").await.ok()?;
+        (!n.config?.unschedulable).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 9..12 {
+        api.create(&task(&format!("c{i}"), TaskConfig::default()))
+            .await
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(15),
+        "12 running, some on d-0001",
+        || async {
+            let p = phases(&api, "").await;
+            let on1 = p.values().filter(|(_, n)| n == "d-0001").count();
+            (p.values().all(|(ph, _)| ph == "Running") && p.len() == 12 && on1 > 0).then_some(())
+        },
+    )
+    .await;
+
+    let out = ctl(&["drain", "d-0001", "--deadline", "30s"]);
+    assert!(out.contains("drained"), "{out}");
+    let p = phases(&api, "").await;
+    assert!(
+        p.values().all(|(ph, n)| ph == "Running" && n != "d-0001"),
+        "{p:?}"
+    );
+    let moved: Task = api.get(p.keys().next().unwrap()).await.unwrap();
+    let _ = moved;
+
+    // Deleting a node moves its tasks too.
+    let victim = p.values().next().unwrap().1.clone();
+    ctl(&["delete", "node", &victim]);
+    eventually(
+        Duration::from_secs(15),
+        "tasks off the deleted node",
+        || async {
+            let p = phases(&api, "").await;
+            (p.values()
+                .all(|(ph, n)| ph == "Running" && n != &victim && n != "d-0001")
+                && p.len() == 12)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_single_placement(&nats, &api, 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_agent_on_containerd_task_runs_elsewhere_within_ten_seconds() {
+    use voiyd_node::testing::{TestContainerd, TestRegistry};
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let registry = TestRegistry::start();
+    let containerd = TestContainerd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = |name: &str| {
+        voiyd_tests::NodeAgent::start(
+            &server.url,
+            name,
+            &containerd.socket,
+            &dir.path().join(name),
+            &[],
+        )
+    };
+    let mut first = agent("cd1");
+    wait_nodes(&api, 1).await;
+    let mut t = task("svc", TaskConfig::default());
+    let config = t.config.as_mut().unwrap();
+    config.image = registry.image("busybox");
+    config.args = vec!["sleep".into(), "1000".into()];
+    config.stop_grace_period = "1s".into();
+    api.create(&t).await.unwrap();
+    eventually(Duration::from_secs(60), "svc running on cd1", || async {
+        let t: Task = api.get("svc").await.ok()?;
+        let st = t.status?;
+        (st.phase == "Running" && st.node == "cd1").then_some(())
+    })
+    .await;
+    let _second = agent("cd2");
+    wait_nodes(&api, 2).await;
+
+    let _ = first.proc.child.kill(); // SIGKILL
+    let _ = first.proc.child.wait();
+    let killed = Instant::now();
+    eventually(Duration::from_secs(10), "svc running on cd2", || async {
+        let t: Task = api.get("svc").await.ok()?;
+        let st = t.status?;
+        (st.phase == "Running" && st.node == "cd2" && st.pid > 0).then_some(())
+    })
+    .await;
+    eprintln!("svc running on cd2 {:?} after kill -9 of cd1's agent", killed.elapsed());
+    let t: Task = api.get("svc").await.unwrap();
+    assert_eq!(t.status.unwrap().reschedule_count, 1);
+    assert_single_placement(&nats, &api, 1).await;
+
+    // The old agent comes back: it finds its work gone and removes its container,
+    // so the task runs once.
+    first.restart(1);
+    let ns = format!("voiyd-cd1-{}", std::process::id());
+    eventually(Duration::from_secs(30), "old container removed from cd1", || async {
+        let out = std::process::Command::new("ctr")
+            .args(["--address", containerd.socket.to_str().unwrap(), "-n", &ns, "containers", "ls", "-q"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().is_empty().then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,573 @@
+//! Security end to end: a voiyd-server with embedded NATS serving TLS (certificates from
+//! `voiyd-server certs init`) and enforcing identities (`--auth`), a strict admission
+//! policy, real voiydctl and voiyd-node processes, and raw NATS clients that try what
+//! their identity must not do.
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use voiyd_messages::v1::{
+    JoinReply, JoinRequest, Node, Task, TaskConfig, TokenCreateReply, TokenCreateRequest,
+};
+use voiyd_nats::api::{ApiClient, ApiError};
+use voiyd_nats::auth;
+use voiyd_nats::connect::{connect, ConnectError, ConnectOptions};
+use voiyd_nats::names;
+use voiyd_tests::{bin, eventually, stderr, stdout, NodeAgent, Proc};
+
+/// A server with TLS, auth and a strict policy.
+struct Secure {
+    proc: Proc,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Secure {
+    async fn start() -> Secure {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let out = std::process::Command::new(bin("voiyd-server"))
+            .args([
+                "certs",
+                "init",
+                "--dir",
+                certs.to_str().unwrap(),
+                "--days",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "certs init: {}", stderr(&out));
+        let port = voiyd_nats::testing::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let data = dir.path().join("data");
+        let cidr = voiyd_tests::test_cluster_cidr(&format!("nats://{listen}"));
+        let proc = Proc::spawn(
+            &bin("voiyd-server"),
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--nats-listen",
+                &listen,
+                "--tls-dir",
+                certs.to_str().unwrap(),
+                "--auth",
+                "--allow-privileged=false",
+                "--allow-host-paths=false",
+                "--allow-cap-add=false",
+                "--cluster-cidr",
+                &cidr,
+                "--node-subnet-prefix",
+                "28",
+                "--log-level",
+                "debug",
+            ],
+            &[],
+            dir.path().join("server.log"),
+        );
+        let s = Secure { proc, port, dir };
+        let start = Instant::now();
+        loop {
+            let up = std::fs::read_to_string(&s.proc.log).is_ok_and(|l| l.contains("API ready"));
+            if up {
+                if let Ok(c) = connect(&s.opts(Some(s.admin_seed()))).await {
+                    if ApiClient::new(c).list::<Node>("").await.is_ok() {
+                        return s;
+                    }
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "secure server not ready; log:\n{}",
+                std::fs::read_to_string(&s.proc.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+    fn admin_seed(&self) -> String {
+        path_str(&self.dir.path().join("data/auth/admin.nk"))
+    }
+    fn server_seed(&self) -> String {
+        path_str(&self.dir.path().join("data/auth/server.nk"))
+    }
+
+    /// TLS (verified against the CA) with an optional nkey seed.
+    fn opts(&self, seed: Option<String>) -> ConnectOptions {
+        ConnectOptions {
+            name: "security-test".into(),
+            tls_ca: Some(self.ca()),
+            tls_required: true,
+            nkey_seed: seed,
+            connect_timeout: Duration::from_secs(3),
+            ..ConnectOptions::from_urls(&self.url())
+        }
+    }
+
+    async fn admin(&self) -> ApiClient {
+        ApiClient::new(connect(&self.opts(Some(self.admin_seed()))).await.unwrap())
+            .with_timeout(Duration::from_secs(5))
+    }
+
+    /// A voiydctl config holding this server with the CA inline and `seed` (if any).
+    fn ctl_config(&self, name: &str, seed: Option<&str>) -> PathBuf {
+        let ca = std::fs::read_to_string(self.ca()).unwrap();
+        let mut text = format!(
+            "version: v1\ncurrent: s\nservers:\n- name: s\n  address: {}\n  tls:\n    ca: |\n",
+            self.url()
+        );
+        for line in ca.lines() {
+            text.push_str(&format!("      {line}\n"));
+        }
+        if let Some(seed) = seed {
+            text.push_str(&format!("  nkeySeed: {seed}\n"));
+        }
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn ctl(&self, config: &Path, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(bin("voiydctl"))
+            .arg("-c")
+            .arg(config)
+            .args(args)
+            .env("HOME", self.dir.path())
+            .env_remove("VOIYD_SERVER")
+            .output()
+            .unwrap()
+    }
+
+    async fn token(&self, ttl_seconds: u64) -> TokenCreateReply {
+        self.admin()
+            .await
+            .call("tokens", "create", &TokenCreateRequest { ttl_seconds })
+            .await
+            .unwrap()
+    }
+
+    /// Joins `node` with `token` through the join identity; returns the node's seed.
+    async fn join(&self, node: &str, token: &str) -> Result<String, ApiError> {
+        let (seed, public_key) = auth::new_user_key();
+        let opts = ConnectOptions {
+            user: Some(auth::JOIN_USER.into()),
+            password: Some(auth::JOIN_PASSWORD.into()),
+            inbox_prefix: Some(names::JOIN_INBOX_PREFIX.into()),
+            ..self.opts(None)
+        };
+        let api =
+            ApiClient::new(connect(&opts).await.unwrap()).with_timeout(Duration::from_secs(5));
+        let req = JoinRequest {
+            token: token.into(),
+            node: node.into(),
+            public_key,
+        };
+        let _: JoinReply = api.call(auth::JOIN_KIND, auth::JOIN_VERB, &req).await?;
+        Ok(seed)
+    }
+
+    /// A raw client as node `node`, reporting server errors (permission violations).
+    async fn as_node(
+        &self,
+        node: &str,
+        seed: &str,
+    ) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pem = std::fs::read(self.ca()).unwrap();
+        let _ = pem;
+        let client = async_nats::ConnectOptions::with_nkey(seed.to_string())
+            .add_root_certificates(self.ca())
+            .require_tls(true)
+            .custom_inbox_prefix(names::node_inbox_prefix(node))
+            .event_callback(move |e| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(err) = e {
+                        let _ = tx.send(err.to_string());
+                    }
+                }
+            })
+            .connect(self.url())
+            .await
+            .unwrap();
+        (client, rx)
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Waits for a permissions violation naming `subject`.
+async fn violation(rx: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(e))
+                if e.to_lowercase().contains("permissions violation") && e.contains(subject) =>
+            {
+                return
+            }
+            Ok(Some(_)) => continue,
+            _ => panic!("no permissions violation for {subject}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn plain_text_and_unverified_clients_are_refused() {
+    let s = Secure::start().await;
+    // A plain-text client: the server announces TLS and never answers the PING.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 4096];
+    let n = raw.read(&mut buf).await.unwrap();
+    let info = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(info.contains("\"tls_required\":true"), "{info}");
+    let _ = raw
+        .write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
+        .await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut rest)).await;
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("PONG"),
+        "plain text got an answer: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    // A client that does not trust the CA fails the handshake with a clear message.
+    let err = connect(&ConnectOptions {
+        tls_ca: None,
+        ..s.opts(Some(s.admin_seed()))
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ConnectError::Tls { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'));
+}
+
+#[tokio::test]
+async fn voiydctl_needs_valid_credentials() {
+    let s = Secure::start().await;
+    // No credentials.
+    let none = s.ctl_config("none", None);
+    let out = s.ctl(&none, &["get", "nodes"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("rejected the credentials"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Wrong credentials: a key nobody registered.
+    let (wrong_seed, _) = auth::new_user_key();
+    let wrong = s.ctl_config("wrong", Some(&wrong_seed));
+    let out = s.ctl(&wrong, &["get", "nodes"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("rejected the credentials"),
+        "{}",
+        stderr(&out)
+    );
+    // The admin seed works, TLS verified with the inline CA.
+    let seed = std::fs::read_to_string(s.admin_seed()).unwrap();
+    let admin = s.ctl_config("admin", Some(seed.trim()));
+    let out = s.ctl(&admin, &["get", "nodes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.ctl(&admin, &["token", "create", "--ttl", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).trim().starts_with("voiyd-join-"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test]
+async fn node_identity_is_confined_to_its_own_names() {
+    let s = Secure::start().await;
+    let a_seed = s.join("a", &s.token(60).await.token).await.unwrap();
+    let _b_seed = s.join("b", &s.token(60).await.token).await.unwrap();
+    // The server writes work for both nodes.
+    let server = connect(&s.opts(Some(s.server_seed()))).await.unwrap();
+    let js = jetstream::new(server.clone());
+    let work = js.get_key_value(names::BUCKET_WORK).await.unwrap();
+    work.put(names::work_key("a", "t1"), Bytes::from_static(b"a-work"))
+        .await
+        .unwrap();
+    work.put(names::work_key("b", "t1"), Bytes::from_static(b"b-secret"))
+        .await
+        .unwrap();
+    let mut b_status = server.subscribe("voiyd.node.b.>").await.unwrap();
+    let mut a_heartbeat = server.subscribe(names::node::heartbeat("a")).await.unwrap();
+    server.flush().await.unwrap();
+
+    let (a, mut errors) = s.as_node("a", &a_seed).await;
+    let a_js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(a.clone());
+    let a_work = voiyd_nats::RawKv::new(
+        a_js.get_key_value(names::BUCKET_WORK).await.unwrap(),
+        "work",
+    );
+    // Its own work: readable through the same calls the agent makes.
+    let own = a_work.entries(&names::work_filter("a")).await.unwrap();
+    assert_eq!(own.len(), 1);
+    assert_eq!(&own[0].1[..], b"a-work");
+    let mut watch = a_work.watch(&names::work_filter("a")).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut watch))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.key, "a.t1");
+    // Another node's work: neither through a consumer, a direct get nor a subscription.
+    assert!(a_work.entries(&names::work_filter("b")).await.is_err());
+    violation(&mut errors, "$JS.API.CONSUMER.CREATE.KV_voiyd_work").await;
+    let _sub = a.subscribe("$KV.voiyd_work.b.>").await.unwrap();
+    violation(&mut errors, "$KV.voiyd_work.b.>").await;
+    let direct = a
+        .request(
+            "$JS.API.DIRECT.GET.KV_voiyd_work.$KV.voiyd_work.b.t1",
+            Bytes::new(),
+        )
+        .await;
+    assert!(direct
+        .map(|m| m.payload.is_empty() || !m.payload.starts_with(b"b-"))
+        .unwrap_or(true));
+    violation(
+        &mut errors,
+        "$JS.API.DIRECT.GET.KV_voiyd_work.$KV.voiyd_work.b.t1",
+    )
+    .await;
+    // Desired state: no raw KV writes, no API.
+    a.publish("$KV.voiyd_tasks.evil", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    violation(&mut errors, "$KV.voiyd_tasks.evil").await;
+    a.publish(names::api_subject("tasks", "create"), Bytes::new())
+        .await
+        .unwrap();
+    violation(&mut errors, "voiyd.api.v1.tasks.create").await;
+    // Another node's status and heartbeats.
+    a.publish(names::node::status("b"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    violation(&mut errors, "voiyd.node.b.status").await;
+    a.publish(names::node::heartbeat("b"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    violation(&mut errors, "voiyd.node.b.heartbeat").await;
+    // Its own heartbeat goes through (the checks above can fail).
+    a.publish(names::node::heartbeat("a"), Bytes::from_static(b"hb"))
+        .await
+        .unwrap();
+    a.flush().await.unwrap();
+    let got = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut a_heartbeat),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(&got.payload[..], b"hb");
+    // Nothing of node a's reached node b's subjects, and no task appeared.
+    server.flush().await.unwrap();
+    assert!(tokio::time::timeout(
+        Duration::from_millis(200),
+        futures::StreamExt::next(&mut b_status)
+    )
+    .await
+    .is_err());
+    let tasks = js.get_key_value(names::BUCKET_TASKS).await.unwrap();
+    assert!(tasks.get("evil").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn join_tokens_are_single_use_and_expire() {
+    let s = Secure::start().await;
+    let t = s.token(60).await;
+    s.join("n1", &t.token).await.unwrap();
+    let used = s.join("n2", &t.token).await.unwrap_err();
+    assert!(
+        used.to_string()
+            .contains("unknown, already used or expired"),
+        "{used}"
+    );
+    // A name that already has credentials.
+    let dup = s.join("n1", &s.token(60).await.token).await.unwrap_err();
+    assert!(matches!(dup, ApiError::Conflict(_)), "{dup}");
+    // Expired.
+    let short = s.token(1).await;
+    let expires = short.expires_at.unwrap().seconds;
+    eventually(Duration::from_secs(5), "the token's expiry", || async {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        (now > expires).then_some(())
+    })
+    .await;
+    let expired = s.join("n3", &short.token).await.unwrap_err();
+    assert!(expired.to_string().contains("expired"), "{expired}");
+    // Garbage tokens and keys.
+    assert!(s.join("n4", "voiyd-join-nope").await.is_err());
+    // The join identity can do nothing else.
+    let opts = ConnectOptions {
+        user: Some(auth::JOIN_USER.into()),
+        password: Some(auth::JOIN_PASSWORD.into()),
+        inbox_prefix: Some(names::JOIN_INBOX_PREFIX.into()),
+        ..s.opts(None)
+    };
+    let join_api =
+        ApiClient::new(connect(&opts).await.unwrap()).with_timeout(Duration::from_secs(2));
+    assert!(join_api.list::<Node>("").await.is_err());
+}
+
+#[tokio::test]
+async fn policy_and_hardened_input() {
+    let s = Secure::start().await;
+    let api = s.admin().await;
+    let task = |cfg: TaskConfig| Task {
+        meta: Some(voiyd_messages::v1::Meta {
+            name: "p1".into(),
+            ..Default::default()
+        }),
+        config: Some(TaskConfig {
+            image: "127.0.0.1:5000/voiyd/busybox:test".into(),
+            ..cfg
+        }),
+        ..Default::default()
+    };
+    let err = api
+        .create(&task(TaskConfig {
+            privileged: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApiError::Invalid(_)) && err.to_string().contains("--allow-privileged=false"),
+        "{err}"
+    );
+    let err = api
+        .create(&task(TaskConfig {
+            mounts: vec![voiyd_messages::v1::Mount {
+                source: "/etc".into(),
+                destination: "/e".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("--allow-host-paths=false"),
+        "{err}"
+    );
+    // Malformed bodies on every verb become 400s, never a crash.
+    for (kind, verb) in [
+        ("tasks", "create"),
+        ("tasks", "patch"),
+        ("nodes", "delete"),
+        ("tokens", "create"),
+        ("nodes", "join"),
+        ("events", "list"),
+    ] {
+        let r: Result<Task, _> = api
+            .call_raw(
+                &names::api_subject(kind, verb),
+                Bytes::from_static(&[0xff, 0xff, 0xff, 0x0f, 0x01]),
+            )
+            .await;
+        assert!(
+            matches!(r, Err(ApiError::Invalid(_))),
+            "{kind}.{verb}: {r:?}"
+        );
+    }
+    // Oversized: refused by the API limit (or by NATS' max_payload before it).
+    let big = Bytes::from(vec![b'x'; voiyd_nats::api::MAX_REQUEST_BYTES + 10]);
+    let r: Result<Task, _> = api
+        .call_raw(&names::api_subject("tasks", "create"), big)
+        .await;
+    assert!(matches!(r, Err(ApiError::TooLarge(_))), "{r:?}");
+    // A node publishing garbage on its own subjects changes nothing either.
+    let seed = s.join("g", &s.token(60).await.token).await.unwrap();
+    let (g, _) = s.as_node("g", &seed).await;
+    for subject in [names::node::heartbeat("g"), names::node::status("g")] {
+        g.publish(subject, Bytes::from_static(&[0x0a, 0xff, 0xff]))
+            .await
+            .unwrap();
+    }
+    g.flush().await.unwrap();
+    assert!(api.list::<Node>("").await.is_ok());
+    assert!(s.proc.log_text().contains("API ready"));
+    // A valid task still goes through.
+    let ok = api.create(&task(TaskConfig::default())).await;
+    assert!(ok.is_ok(), "{ok:?}");
+    let _ = Message::encode_to_vec(&ok.unwrap());
+}
+
+#[tokio::test]
+async fn real_node_joins_then_is_revoked_and_disconnected() {
+    let s = Secure::start().await;
+    let containerd = voiyd_node::testing::TestContainerd::start();
+    let token = s.token(300).await.token;
+    let data = s.dir.path().join("node");
+    let ca = path_str(&s.ca());
+    let mut node = NodeAgent::start(
+        &s.url(),
+        "joiner",
+        &containerd.socket,
+        &data,
+        &["--join-token", &token, "--tls-ca", &ca],
+    );
+    let api = s.admin().await;
+    eventually(Duration::from_secs(20), "the joined node Ready", || async {
+        let n: Node = api.get("joiner").await.ok()?;
+        (n.status.as_ref()?.phase == "Ready").then_some(())
+    })
+    .await;
+    let seed_file = data.join(voiyd_node::join::SEED_FILE);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&seed_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let seed = std::fs::read_to_string(&seed_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    // Restarted, the node uses its stored identity (the token is spent).
+    node.restart(1);
+    let (probe, _) = s.as_node("joiner", &seed).await;
+    drop(probe);
+    // Revoke: voiydctl delete node.
+    let admin_seed = std::fs::read_to_string(s.admin_seed()).unwrap();
+    let cfg = s.ctl_config("admin", Some(admin_seed.trim()));
+    let (held, _) = s.as_node("joiner", &seed).await;
+    let out = s.ctl(&cfg, &["delete", "node", "joiner"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The open connection is closed by NATS, and the identity is refused from now on.
+    let start = Instant::now();
+    while held.connection_state() == async_nats::connection::State::Connected {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the revoked connection stayed up; NATS log:\n{}",
+            std::fs::read_to_string(s.dir.path().join("data/nats/nats.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = connect(&s.opts(Some(seed.clone()))).await.unwrap_err();
+    assert!(matches!(err, ConnectError::Auth { .. }), "{err}");
+    // Other connections stayed up through the reload.
+    assert!(api.list::<Node>("").await.is_ok());
+    drop(node);
+}

@@ -1,0 +1,208 @@
+//! Volumes end to end: host-local data that outlives tasks, template files that follow
+//! updates, per-node volume status, refused, forced and purging deletes.
+
+use std::time::Duration;
+use voiyd_messages::v1::{Task, Volume};
+use voiyd_nats::api::ApiClient;
+use voiyd_nats::testing::TestNats;
+use voiyd_node::testing::{TestContainerd, TestRegistry};
+use voiyd_tests::{eventually, stderr, stdout, voiydctl, NodeAgent, Server};
+
+struct Cluster {
+    _nats: TestNats,
+    server: Server,
+    api: ApiClient,
+    registry: TestRegistry,
+    containerd: TestContainerd,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.containerd.kill_all_tasks();
+    }
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let nats = TestNats::start().await;
+        let server = Server::external(&nats.url()).await;
+        let api = server.api().await;
+        Cluster {
+            _nats: nats,
+            server,
+            api,
+            registry: TestRegistry::start(),
+            containerd: TestContainerd::start(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn node(&self, name: &str) -> NodeAgent {
+        let n = NodeAgent::start(
+            &self.server.url,
+            name,
+            &self.containerd.socket,
+            &self.dir.path().join(name),
+            &[],
+        );
+        eventually(Duration::from_secs(20), "node ready", || async {
+            let out = voiydctl(&self.server.url, &["get", "nodes"], None, &[]);
+            stdout(&out).contains("Ready").then_some(())
+        })
+        .await;
+        n
+    }
+
+    fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let o = voiydctl(&self.server.url, args, None, &[]);
+        (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.ctl(args);
+        assert!(ok, "voiydctl {args:?} failed: {out}");
+        out
+    }
+
+    /// Runs `sh -c SCRIPT` once with the given volumes and waits until it succeeded.
+    async fn run_once(&self, name: &str, volumes: &[&str], script: &str) {
+        let image = self.registry.image("busybox");
+        let mut args = vec![
+            "run",
+            name,
+            "--image",
+            &image,
+            "--restart",
+            "never",
+            "--no-wait",
+        ];
+        for v in volumes {
+            args.extend_from_slice(&["-v", v]);
+        }
+        args.extend_from_slice(&["--", "sh", "-c", script]);
+        self.ok(&args);
+        eventually(
+            Duration::from_secs(60),
+            &format!("{name} succeeded"),
+            || async {
+                let t: Task = self.api.get(name).await.ok()?;
+                let st = t.status?;
+                assert_ne!(st.phase, "Failed", "{name}: {}", st.message);
+                (st.phase == "Succeeded").then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn host_local_data_outlives_tasks_and_deletes_are_guarded() {
+    let c = Cluster::start().await;
+    let n1 = c.node("vol1").await;
+    c.ok(&["create", "volume", "host-local", "data"]);
+    c.run_once("writer", &["data:/data"], "echo kept-$((6*7)) > /data/f")
+        .await;
+    c.ok(&["delete", "task", "writer", "--timeout", "30s"]);
+    c.run_once(
+        "reader",
+        &["data:/data:ro"],
+        "cat /data/f; (echo x > /data/g) 2>/dev/null && echo WRITABLE || echo READONLY",
+    )
+    .await;
+    assert!(
+        n1.task_output("reader").iter().any(|l| l == "kept-42")
+            && n1.task_output("reader").iter().any(|l| l == "READONLY"),
+        "{:?}",
+        n1.task_output("reader")
+    );
+
+    // Status per node: where the data is and who uses it.
+    let v: Volume = eventually(Duration::from_secs(20), "volume status", || async {
+        let v: Volume = c.api.get("data").await.ok()?;
+        let n = v.status.as_ref()?.controllers.get("vol1")?.clone();
+        n.in_use_by.contains(&"reader".to_string()).then_some(v)
+    })
+    .await;
+    let st = &v.status.unwrap().controllers["vol1"];
+    assert!(st.location.ends_with("volumes/data"), "{}", st.location);
+    let table = c.ok(&["get", "volumes"]);
+    assert!(
+        table.contains("data") && table.contains("host-local") && table.contains("reader"),
+        "{table}"
+    );
+
+    // In use: refused, then forced; the data stays without --purge.
+    let (ok, out) = c.ctl(&["delete", "volume", "data"]);
+    assert!(
+        !ok && out.contains("reader") && out.contains("--force"),
+        "{out}"
+    );
+    c.ok(&["delete", "volume", "data", "--force"]);
+    let dir = n1.data_dir.join("volumes/data");
+    assert!(dir.join("f").exists());
+
+    // --purge removes the data on the node once no task uses it.
+    c.ok(&["create", "volume", "host-local", "data"]);
+    c.ok(&["delete", "task", "reader", "--timeout", "30s"]);
+    c.ok(&["delete", "volume", "data", "--purge"]);
+    eventually(Duration::from_secs(20), "data purged", || async {
+        (!dir.exists()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn template_content_is_mounted_read_only_and_follows_updates() {
+    let c = Cluster::start().await;
+    let n1 = c.node("tpl1").await;
+    let file = c.dir.path().join("app.conf");
+    std::fs::write(&file, "version-one\n").unwrap();
+    c.ok(&[
+        "create",
+        "volume",
+        "template",
+        "conf",
+        file.to_str().unwrap(),
+    ]);
+    let image = c.registry.image("busybox");
+    c.ok(&[
+        "run",
+        "app",
+        "--image",
+        &image,
+        "-v",
+        "conf:/etc/app/app.conf",
+        "--stop-grace",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "(echo x > /etc/app/app.conf) 2>/dev/null && echo WRITABLE || echo READONLY; \
+         while true; do cat /etc/app/app.conf; sleep 0.2; done",
+    ]);
+    eventually(Duration::from_secs(30), "first content", || async {
+        let out = n1.task_output("app");
+        out.iter().any(|l| l == "version-one").then_some(())
+    })
+    .await;
+    assert!(n1.task_output("app").iter().any(|l| l == "READONLY"));
+
+    let mut v: Volume = c.api.get("conf").await.unwrap();
+    v.config.as_mut().unwrap().template.as_mut().unwrap().data = "version-two\n".into();
+    c.api.update(&v).await.unwrap();
+    eventually(Duration::from_secs(30), "updated content", || async {
+        let out = n1.task_output("app");
+        out.iter().any(|l| l == "version-two").then_some(())
+    })
+    .await;
+    let (ok, out) = c.ctl(&["delete", "volume", "conf"]);
+    assert!(!ok && out.contains("app"), "{out}");
+    c.ok(&["delete", "task", "app", "--timeout", "30s"]);
+    c.ok(&["delete", "volume", "conf", "--purge"]);
+    let dir = n1.data_dir.join("templates/conf");
+    eventually(Duration::from_secs(20), "template purged", || async {
+        (!dir.exists()).then_some(())
+    })
+    .await;
+}
