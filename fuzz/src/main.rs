@@ -412,7 +412,7 @@ struct Stats {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut seconds = 10u64;
-    let mut seed = 0x5eed_0f_f022u64;
+    let mut seed = 0x5eed_0ff0_2222_u64;
     let mut crash_dir = PathBuf::from("fuzz/crashes");
     let mut i = 0;
     while i < args.len() {

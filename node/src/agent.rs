@@ -18,7 +18,7 @@ use voiyd_messages::v1::{
 };
 use voiyd_nats::connect::{connect, ConnectOptions};
 use voiyd_nats::names;
-use voiyd_nats::store::TypedKv;
+use voiyd_nats::store::{RawKv, TypedKv};
 
 /// How an agent is set up.
 #[derive(Debug, Clone)]
@@ -151,7 +151,8 @@ pub async fn run<R: Runtime>(
     for t in [hb, work, exits, ticks, subnet, purges, fence] {
         t.abort();
     }
-    let _ = shared.client.flush().await;
+    // NATS may be gone: do not hang the shutdown on it.
+    let _ = tokio::time::timeout(Duration::from_secs(2), shared.client.flush()).await;
     Ok(())
 }
 
@@ -766,13 +767,14 @@ async fn follow_purges<R: Runtime>(s: Arc<Shared<R>>) {
     let filter = names::work_filter(&s.cfg.name);
     loop {
         let kv = match js.get_key_value(names::BUCKET_VOLUME_PURGES).await {
-            Ok(kv) => kv,
+            Ok(kv) => RawKv::new(kv, "volume purge"),
             Err(_) => {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 continue;
             }
         };
-        let mut watch = match kv.watch_with_history(&filter).await {
+        // RawKv's watch uses a named consumer, which node permissions can confine.
+        let mut watch = match kv.watch(&filter).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch volume purges");
@@ -786,7 +788,7 @@ async fn follow_purges<R: Runtime>(s: Arc<Shared<R>>) {
         loop {
             tokio::select! {
                 entry = watch.next() => match entry {
-                    Some(Ok(e)) if e.operation == async_nats::jetstream::kv::Operation::Put => {
+                    Some(Ok(e)) if e.value.is_some() => {
                         pending.insert(e.key.clone(), e.revision);
                     }
                     Some(Ok(e)) => {
@@ -809,7 +811,7 @@ async fn follow_purges<R: Runtime>(s: Arc<Shared<R>>) {
                 match s.rt.purge_volume(&volume).await {
                     Ok(()) => {
                         pending.remove(&key);
-                        let _ = kv.delete_expect_revision(&key, Some(rev)).await;
+                        let _ = kv.delete(&key, Some(rev)).await;
                     }
                     Err(e) => tracing::warn!(%volume, error = %e, "cannot purge volume"),
                 }
@@ -826,14 +828,14 @@ async fn follow_subnet<R: Runtime>(s: Arc<Shared<R>>) {
     let key = names::node_subnet_key(&s.cfg.name);
     loop {
         let kv = match js.get_key_value(names::BUCKET_SUBNETS).await {
-            Ok(kv) => kv,
+            Ok(kv) => RawKv::new(kv, "subnet"),
             Err(e) => {
                 tracing::debug!(error = %e, "subnet bucket not available yet");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        let mut watch = match kv.watch_with_history(&key).await {
+        let mut watch = match kv.watch(&key).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch this node's subnet");
@@ -841,9 +843,9 @@ async fn follow_subnet<R: Runtime>(s: Arc<Shared<R>>) {
                 continue;
             }
         };
-        while let Some(Ok(entry)) = watch.next().await {
-            if entry.operation == async_nats::jetstream::kv::Operation::Put {
-                let subnet = String::from_utf8_lossy(&entry.value).trim().to_string();
+        while let Some(Ok(change)) = watch.next().await {
+            if let Some(value) = change.value {
+                let subnet = String::from_utf8_lossy(&value).trim().to_string();
                 if !subnet.is_empty() {
                     s.rt.set_subnet(&subnet);
                     wake_all(&s);
@@ -853,5 +855,3 @@ async fn follow_subnet<R: Runtime>(s: Arc<Shared<R>>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
-
-

@@ -13,6 +13,9 @@ use voiyd_messages::Resource;
 use voiyd_nats::names;
 use voiyd_nats::store::StoreError;
 
+/// Reports one server folds in at once.
+const MAX_REPORTS_IN_FLIGHT: usize = 512;
+
 /// Handles heartbeats and status reports until the connection closes. Every server
 /// subscribes in one queue group, so each report is folded in once.
 pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats::Error> {
@@ -22,22 +25,30 @@ pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats:
     let mut statuses = client
         .queue_subscribe(names::node::ALL_STATUS, names::SERVER_QUEUE.to_string())
         .await?;
+    // Bounded: a server that falls behind stops reading (NATS then buffers, and drops
+    // for a slow consumer) instead of piling up tasks and memory. Dropped reports are
+    // healed by the nodes' periodic re-reports.
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_REPORTS_IN_FLIGHT));
     loop {
         tokio::select! {
             Some(msg) = heartbeats.next() => {
                 let ctx = ctx.clone();
+                let permit = limit.clone().acquire_owned().await.expect("never closed");
                 tokio::spawn(async move {
                     if let Err(e) = heartbeat(&ctx, &msg).await {
                         tracing::warn!(subject = %msg.subject, error = %e.message, "heartbeat dropped");
                     }
+                    drop(permit);
                 });
             }
             Some(msg) = statuses.next() => {
                 let ctx = ctx.clone();
+                let permit = limit.clone().acquire_owned().await.expect("never closed");
                 tokio::spawn(async move {
                     if let Err(e) = task_status(&ctx, &msg).await {
                         tracing::warn!(subject = %msg.subject, error = %e.message, "status report dropped");
                     }
+                    drop(permit);
                 });
             }
             else => return Ok(()),
@@ -124,13 +135,21 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
     let node_name = names::node::node_of(&msg.subject).unwrap_or_default();
     let report = TaskStatusReport::decode(msg.payload.clone())?;
     for _ in 0..5 {
-        let Some(task) = voiyd_messages::v1::Task::store(&ctx.cluster)
-            .get(&report.task)
-            .await?
-        else {
-            return Ok(()); // deleted meanwhile
+        // The scheduler's view knows the uid of nearly every task: read the spec only
+        // when it does not (yet).
+        let uid = match ctx.view.task_uid(&report.task) {
+            Some(uid) => uid,
+            None => {
+                let Some(task) = voiyd_messages::v1::Task::store(&ctx.cluster)
+                    .get(&report.task)
+                    .await?
+                else {
+                    return Ok(()); // deleted meanwhile
+                };
+                task.meta().map(|m| m.uid.clone()).unwrap_or_default()
+            }
         };
-        if task.meta().map(|m| m.uid.as_str()) != Some(report.uid.as_str()) {
+        if uid != report.uid {
             return Ok(()); // a report about an older task of the same name
         }
         let Some(current) =

@@ -378,6 +378,15 @@ impl View {
         )
     }
 
+    /// The uid of an existing task, if the view has its spec.
+    pub fn task_uid(&self, task: &str) -> Option<String> {
+        let s = self.state.read().expect("view lock");
+        s.tasks
+            .get(task)
+            .filter(|t| t.exists && !t.uid.is_empty())
+            .map(|t| t.uid.clone())
+    }
+
     /// Whether the node record exists (as far as the view has seen).
     pub fn is_registered(&self, node: &str) -> bool {
         self.state

@@ -141,7 +141,8 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 }
 
 /// The cluster CIDR of a test cluster: a /24 derived from its NATS port, so clusters of
-/// tests running at once on one host never share container addresses (16 nodes of /28).
+/// tests running at once on one host never share container addresses (8 nodes of /27,
+/// 29 running tasks each).
 pub fn test_cluster_cidr(nats_url: &str) -> String {
     let port: u16 = nats_url
         .rsplit(':')
@@ -196,7 +197,7 @@ impl Server {
         let mut args = vec!["--data-dir", data.as_str(), "--log-level", "debug"];
         // Tests run side by side on one host: each cluster gets its own addresses.
         let cidr = test_cluster_cidr(url);
-        args.extend_from_slice(&["--cluster-cidr", &cidr, "--node-subnet-prefix", "28"]);
+        args.extend_from_slice(&["--cluster-cidr", &cidr, "--node-subnet-prefix", "27"]);
         args.extend_from_slice(extra);
         let proc = Proc::spawn(
             &bin("voiyd-server"),
@@ -322,7 +323,10 @@ impl Drop for NodeAgent {
             .output();
         remove_cni_rules(&format!("{}-", self.bridge));
         // The firewall plugin's rules carry no comment: find them by the node's subnet.
-        let conflist = self.data_dir.join("cni").join(format!("{}.conflist", self.bridge));
+        let conflist = self
+            .data_dir
+            .join("cni")
+            .join(format!("{}.conflist", self.bridge));
         if let Some(subnet) = std::fs::read_to_string(conflist)
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())

@@ -784,7 +784,10 @@ async fn killed_agent_on_containerd_task_runs_elsewhere_within_ten_seconds() {
         (st.phase == "Running" && st.node == "cd2" && st.pid > 0).then_some(())
     })
     .await;
-    eprintln!("svc running on cd2 {:?} after kill -9 of cd1's agent", killed.elapsed());
+    eprintln!(
+        "svc running on cd2 {:?} after kill -9 of cd1's agent",
+        killed.elapsed()
+    );
     let t: Task = api.get("svc").await.unwrap();
     assert_eq!(t.status.unwrap().reschedule_count, 1);
     assert_single_placement(&nats, &api, 1).await;
@@ -793,12 +796,27 @@ async fn killed_agent_on_containerd_task_runs_elsewhere_within_ten_seconds() {
     // so the task runs once.
     first.restart(1);
     let ns = format!("voiyd-cd1-{}", std::process::id());
-    eventually(Duration::from_secs(30), "old container removed from cd1", || async {
-        let out = std::process::Command::new("ctr")
-            .args(["--address", containerd.socket.to_str().unwrap(), "-n", &ns, "containers", "ls", "-q"])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().is_empty().then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "old container removed from cd1",
+        || async {
+            let out = std::process::Command::new("ctr")
+                .args([
+                    "--address",
+                    containerd.socket.to_str().unwrap(),
+                    "-n",
+                    &ns,
+                    "containers",
+                    "ls",
+                    "-q",
+                ])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
+    )
     .await;
 }

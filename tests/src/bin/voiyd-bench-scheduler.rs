@@ -131,7 +131,11 @@ fn wait_log(p: &Proc, needle: &str, limit: Duration) {
 #[tokio::main]
 async fn main() {
     if std::env::var_os("VOIYD_BIN_DIR").is_none() {
-        let dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+        let dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
         std::env::set_var("VOIYD_BIN_DIR", dir);
     }
     let o = opts();
@@ -144,7 +148,10 @@ async fn main() {
         o.nodes, o.tasks, o.concurrency, o.servers, o.heartbeat, o.node_timeout
     );
     let (rtt, rate) = bare_nats(&url, 5000, o.concurrency).await;
-    println!("bare NATS request/reply: sequential {rtt}; concurrent ({}) {rate:.0} req/s", o.concurrency);
+    println!(
+        "bare NATS request/reply: sequential {rtt}; concurrent ({}) {rate:.0} req/s",
+        o.concurrency
+    );
 
     let mut servers = Vec::new();
     for i in 0..o.servers {
@@ -221,7 +228,11 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    println!("{} nodes registered and Ready in {:.1} s", o.nodes, started.elapsed().as_secs_f64());
+    println!(
+        "{} nodes registered and Ready in {:.1} s",
+        o.nodes,
+        started.elapsed().as_secs_f64()
+    );
 
     // Watch statuses: the first time each task is reported Running.
     let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
@@ -234,7 +245,10 @@ async fn main() {
             if let Ok(st) = TaskStatus::decode(e.value) {
                 if st.phase == "Running" {
                     let name = e.key.trim_start_matches("task.").to_string();
-                    seen.lock().unwrap().entry(name).or_insert_with(Instant::now);
+                    seen.lock()
+                        .unwrap()
+                        .entry(name)
+                        .or_insert_with(Instant::now);
                 }
             }
         }
@@ -242,6 +256,19 @@ async fn main() {
 
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let t0 = Instant::now();
+    // Progress every 5 s, so a slow run shows where it is.
+    let (progress_sent, progress_running) = (sent.clone(), running.clone());
+    let progress = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            eprintln!(
+                "  {:>5.0} s: {} create requests sent, {} Running",
+                t0.elapsed().as_secs_f64(),
+                progress_sent.lock().unwrap().len(),
+                progress_running.lock().unwrap().len()
+            );
+        }
+    });
     let latencies: Vec<Duration> = futures::stream::iter(0..o.tasks)
         .map(|i| {
             let api = api.clone();
@@ -282,6 +309,7 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    progress.abort();
     let all_running = running
         .lock()
         .unwrap()
@@ -321,7 +349,10 @@ async fn main() {
     for (i, s) in servers.iter().enumerate() {
         show(&format!("voiyd-server {i}"), Some(s.pid()));
     }
-    show(&format!("voiyd-node ({} sim nodes)", o.nodes), Some(nodes.pid()));
+    show(
+        &format!("voiyd-node ({} sim nodes)", o.nodes),
+        Some(nodes.pid()),
+    );
     let warns = servers
         .iter()
         .map(|s| s.log_text().lines().filter(|l| l.contains("WARN")).count())
