@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod events;
 pub mod failover;
 pub mod leases;
+pub mod mailbox;
 pub mod managed;
 pub mod merge_patch;
 pub mod metrics;

@@ -504,9 +504,9 @@ mod tests {
         /// see the same view decide alike).
         #[test]
         fn order_does_not_matter(d in arb_demand(), mut nodes in proptest::collection::vec(arb_node(), 1..10)) {
-            let a = place(&d, &nodes).map(|n| n.clone()).map_err(|e| e.to_string());
+            let a = place(&d, &nodes).cloned().map_err(|e| e.to_string());
             nodes.reverse();
-            let b = place(&d, &nodes).map(|n| n.clone()).map_err(|e| e.to_string());
+            let b = place(&d, &nodes).cloned().map_err(|e| e.to_string());
             prop_assert_eq!(a.map(|n| (n.name, n.tasks, n.allocated)), b.map(|n| (n.name, n.tasks, n.allocated)));
         }
 

@@ -13,43 +13,62 @@ use voiyd_messages::Resource;
 use voiyd_nats::names;
 use voiyd_nats::store::StoreError;
 
-/// Reports one server folds in at once.
-const MAX_REPORTS_IN_FLIGHT: usize = 512;
+/// Workers folding in task status reports, and heartbeats, per server.
+const STATUS_WORKERS: usize = 128;
+const HEARTBEAT_WORKERS: usize = 32;
 
 /// Handles heartbeats and status reports until the connection closes. Every server
 /// subscribes in one queue group, so each report is folded in once.
+///
+/// Reports are read off NATS at once into latest-wins mailboxes (keyed by node and
+/// task, or by node) and folded in by a fixed set of workers: a burst neither piles up
+/// tasks and memory nor makes NATS drop messages for a slow consumer, and reports
+/// overtaken by newer ones are skipped.
 pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats::Error> {
+    use crate::mailbox::Mailbox;
+    use std::sync::Arc;
     let mut heartbeats = client
         .queue_subscribe(names::node::ALL_HEARTBEATS, names::SERVER_QUEUE.to_string())
         .await?;
     let mut statuses = client
         .queue_subscribe(names::node::ALL_STATUS, names::SERVER_QUEUE.to_string())
         .await?;
-    // Bounded: a server that falls behind stops reading (NATS then buffers, and drops
-    // for a slow consumer) instead of piling up tasks and memory. Dropped reports are
-    // healed by the nodes' periodic re-reports.
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_REPORTS_IN_FLIGHT));
+    let beats: Arc<Mailbox<String, async_nats::Message>> = Arc::default();
+    let reports: Arc<Mailbox<(String, String), async_nats::Message>> = Arc::default();
+    for _ in 0..HEARTBEAT_WORKERS {
+        let (ctx, beats) = (ctx.clone(), beats.clone());
+        tokio::spawn(async move {
+            loop {
+                let (_, msg) = beats.take().await;
+                if let Err(e) = heartbeat(&ctx, &msg).await {
+                    tracing::warn!(subject = %msg.subject, error = %e.message, "heartbeat dropped");
+                }
+            }
+        });
+    }
+    for _ in 0..STATUS_WORKERS {
+        let (ctx, reports) = (ctx.clone(), reports.clone());
+        tokio::spawn(async move {
+            loop {
+                let (_, msg) = reports.take().await;
+                if let Err(e) = task_status(&ctx, &msg).await {
+                    tracing::warn!(subject = %msg.subject, error = %e.message, "status report dropped");
+                }
+            }
+        });
+    }
     loop {
         tokio::select! {
             Some(msg) = heartbeats.next() => {
-                let ctx = ctx.clone();
-                let permit = limit.clone().acquire_owned().await.expect("never closed");
-                tokio::spawn(async move {
-                    if let Err(e) = heartbeat(&ctx, &msg).await {
-                        tracing::warn!(subject = %msg.subject, error = %e.message, "heartbeat dropped");
-                    }
-                    drop(permit);
-                });
+                beats.put(msg.subject.to_string(), msg);
             }
             Some(msg) = statuses.next() => {
-                let ctx = ctx.clone();
-                let permit = limit.clone().acquire_owned().await.expect("never closed");
-                tokio::spawn(async move {
-                    if let Err(e) = task_status(&ctx, &msg).await {
-                        tracing::warn!(subject = %msg.subject, error = %e.message, "status report dropped");
-                    }
-                    drop(permit);
-                });
+                // Keyed by node and task: a stale node's report must not replace the
+                // holder's.
+                let task = TaskStatusReport::decode(msg.payload.clone())
+                    .map(|r| r.task)
+                    .unwrap_or_default();
+                reports.put((msg.subject.to_string(), task), msg);
             }
             else => return Ok(()),
         }

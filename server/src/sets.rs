@@ -296,7 +296,7 @@ async fn reconcile(
     let template = set.template.clone().unwrap_or_default();
     let hash = template_hash(&template);
     let replicas = set.replicas.unwrap_or(1);
-    let strategy = set.strategy.clone().unwrap_or_default();
+    let strategy = set.strategy.unwrap_or_default();
     let limits = Limits::of(strategy.max_surge, strategy.max_unavailable);
     let deadline = match strategy.progress_deadline_seconds {
         0 => DEFAULT_PROGRESS_DEADLINE_SECS,
@@ -352,13 +352,12 @@ async fn reconcile(
         .find(|r| r.template_hash != hash)
         .cloned();
     let mut rolled_back_now = false;
-    if (new_failed || stalled) && previous.is_some() && st.history.len() > 1 {
+    if let Some(prev_rev) = previous.filter(|_| (new_failed || stalled) && st.history.len() > 1) {
         let why = if new_failed {
             "a task of the new template failed"
         } else {
             "the progress deadline passed"
         };
-        let prev_rev = previous.expect("checked");
         let mut spec = set.clone();
         spec.template = prev_rev.template.clone();
         spec.status = None;

@@ -60,8 +60,11 @@ pub struct TaskEntry {
     /// What it needs from a node.
     pub demand: Demand,
     /// What is charged to `charged_to`.
-    charged: Option<(String, Requests, Vec<(u32, String)>)>,
+    charged: Option<Charge>,
 }
+
+/// What a task is charged to a node: (node, requests, host ports).
+type Charge = (String, Requests, Vec<(u32, String)>);
 
 #[derive(Default)]
 struct State {

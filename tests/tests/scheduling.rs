@@ -565,7 +565,7 @@ async fn sets_scale_roll_out_roll_back_and_delete() {
         min_ready_seconds: 1,
         progress_deadline_seconds: 30,
     };
-    api.create(&set("web", 3, &["serve"], strategy.clone()))
+    api.create(&set("web", 3, &["serve"], strategy))
         .await
         .unwrap();
     let running = |n: usize| {
