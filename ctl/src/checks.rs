@@ -36,7 +36,12 @@ pub fn format_cpu(millis: u64) -> String {
 /// For tables: binary units with at most one decimal (`23.5Gi`), unlike the exact
 /// (round-trippable) form of `quantity::format_memory`.
 pub fn format_memory(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
     for (unit, size) in UNITS {
         if bytes >= size {
             let v = bytes as f64 / size as f64;
@@ -45,17 +50,6 @@ pub fn format_memory(bytes: u64) -> String {
         }
     }
     bytes.to_string()
-}
-
-#[cfg(test)]
-mod memory_display_tests {
-    #[test]
-    fn short_binary_units() {
-        assert_eq!(super::format_memory(24_684_096 * 1024), "23.5Gi");
-        assert_eq!(super::format_memory(64 << 20), "64Mi");
-        assert_eq!(super::format_memory(0), "0");
-        assert_eq!(super::format_memory(512), "512");
-    }
 }
 
 /// Brings a resource to the canonical form the server stores (e.g. `protocol: tcp`
@@ -69,5 +63,16 @@ pub fn normalize(r: &mut AnyResource) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod memory_display_tests {
+    #[test]
+    fn short_binary_units() {
+        assert_eq!(super::format_memory(24_684_096 * 1024), "23.5Gi");
+        assert_eq!(super::format_memory(64 << 20), "64Mi");
+        assert_eq!(super::format_memory(0), "0");
+        assert_eq!(super::format_memory(512), "512");
     }
 }

@@ -221,8 +221,7 @@ async fn fencing<R: Runtime>(s: Arc<Shared<R>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
-        let connected =
-            s.client.connection_state() == async_nats::connection::State::Connected;
+        let connected = s.client.connection_state() == async_nats::connection::State::Connected;
         let now = tokio::time::Instant::now();
         let fenced = *s.fenced.borrow();
         if connected {

@@ -175,13 +175,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // NATS permissions keep private to it.
     nats.inbox_prefix = Some(voiyd_nats::names::node_inbox_prefix(&name));
     if nats.nkey_seed.is_none() && nats.creds_file.is_none() {
-        let joined = voiyd_node::join::credentials(
-            &args.data_dir,
-            &name,
-            args.join_token.as_deref(),
-            &nats,
-        )
-        .await?;
+        let joined =
+            voiyd_node::join::credentials(&args.data_dir, &name, args.join_token.as_deref(), &nats)
+                .await?;
         nats.nkey_seed = joined.map(|p| p.to_string_lossy().into_owned());
     }
     let cfg = AgentConfig {

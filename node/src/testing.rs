@@ -143,7 +143,9 @@ impl TestContainerd {
                 let deadline = Instant::now() + Duration::from_secs(5);
                 loop {
                     ctr(&["-n", ns, "tasks", "delete", id]);
-                    let gone = !ctr(&["-n", ns, "tasks", "ls", "-q"]).lines().any(|l| l == id);
+                    let gone = !ctr(&["-n", ns, "tasks", "ls", "-q"])
+                        .lines()
+                        .any(|l| l == id);
                     if gone || Instant::now() > deadline {
                         break;
                     }

@@ -33,7 +33,7 @@ pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats:
     let mut statuses = client
         .queue_subscribe(names::node::ALL_STATUS, names::SERVER_QUEUE.to_string())
         .await?;
-    let beats: Arc<Mailbox<String, async_nats::Message>> = Arc::default();
+    let beats: Arc<Mailbox<(String, String), async_nats::Message>> = Arc::default();
     let reports: Arc<Mailbox<(String, String), async_nats::Message>> = Arc::default();
     for _ in 0..HEARTBEAT_WORKERS {
         let (ctx, beats) = (ctx.clone(), beats.clone());
@@ -60,7 +60,12 @@ pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats:
     loop {
         tokio::select! {
             Some(msg) = heartbeats.next() => {
-                beats.put(msg.subject.to_string(), msg);
+                // Keyed by subject and the node the report names, so a forged report
+                // never displaces a genuine one.
+                let named = NodeStatusReport::decode(msg.payload.clone())
+                    .map(|r| r.node)
+                    .unwrap_or_default();
+                beats.put((msg.subject.to_string(), named), msg);
             }
             Some(msg) = statuses.next() => {
                 // Keyed by node and task: a stale node's report must not replace the

@@ -76,8 +76,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 let ids = crate::auth::local_identities(&cfg.data_dir)?;
                 server_seed = Some(ids.server_seed.clone());
                 tracing::info!(admin_seed = %ids.admin_seed.display(), "NATS authorization on: give voiydctl the admin seed (--nkey)");
-                let manager =
-                    crate::auth::AuthManager::prepare(ids, &cfg.data_dir.join("nats"))?;
+                let manager = crate::auth::AuthManager::prepare(ids, &cfg.data_dir.join("nats"))?;
                 extra_config.push_str(crate::auth::AuthManager::include());
                 auth = Some(Arc::new(manager));
             }

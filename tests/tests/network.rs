@@ -270,13 +270,12 @@ async fn tasks_get_ips_publish_ports_and_reach_each_other() {
 
     // The same host port again: the scheduler keeps it off this node, and says why.
     c.httpd("clash", &["-p", &publish, "--no-wait"]);
-    let t = eventually(Duration::from_secs(30), "clash refused", || async {
+    eventually(Duration::from_secs(30), "clash refused", || async {
         let t: Task = c.api.get("clash").await.ok()?;
         let st = t.status?;
         (st.phase == "Pending" && st.message.contains("port")).then_some(())
     })
     .await;
-    let _ = t;
     // A port a host process holds: the node refuses to hijack it, and says so.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held = holder.local_addr().unwrap().port();

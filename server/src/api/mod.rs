@@ -64,10 +64,7 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
     r.push((Kind::Lease.plural(), "list"));
     r.push(("events", "list"));
     r.push(("tokens", "create"));
-    r.push((
-        voiyd_nats::auth::JOIN_KIND,
-        voiyd_nats::auth::JOIN_VERB,
-    ));
+    r.push((voiyd_nats::auth::JOIN_KIND, voiyd_nats::auth::JOIN_VERB));
     r
 }
 

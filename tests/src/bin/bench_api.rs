@@ -14,8 +14,14 @@ use voiyd_tests::{eventually, NodeAgent, Server};
 fn task(name: &str, image: &str) -> Task {
     Task {
         version: "task/v1".into(),
-        meta: Some(Meta { name: name.into(), ..Default::default() }),
-        config: Some(TaskConfig { image: image.into(), ..Default::default() }),
+        meta: Some(Meta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        config: Some(TaskConfig {
+            image: image.into(),
+            ..Default::default()
+        }),
         status: None,
     }
 }
@@ -27,7 +33,12 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 
 fn line(what: &str, v: &mut [Duration]) -> Duration {
     let p50 = pct(v, 0.5);
-    println!("{what:<44} p50 {:>8.3} ms   p99 {:>8.3} ms   (n={})", ms(p50), ms(pct(v, 0.99)), v.len());
+    println!(
+        "{what:<44} p50 {:>8.3} ms   p99 {:>8.3} ms   (n={})",
+        ms(p50),
+        ms(pct(v, 0.99)),
+        v.len()
+    );
     p50
 }
 
@@ -37,7 +48,10 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
     let nats = TestNats::start().await;
     let server = Server::external(&nats.url()).await;
     let api = server.api().await;
@@ -58,13 +72,18 @@ async fn main() {
     let mut bare = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        client.request("bench.echo", body.clone().into()).await.unwrap();
+        client
+            .request("bench.echo", body.clone().into())
+            .await
+            .unwrap();
         bare.push(t.elapsed());
     }
     let mut creates = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
-        api.create(&task(&format!("b{i}"), "busybox:1")).await.unwrap();
+        api.create(&task(&format!("b{i}"), "busybox:1"))
+            .await
+            .unwrap();
         creates.push(t.elapsed());
     }
     let mut gets = Vec::with_capacity(n);
@@ -75,9 +94,16 @@ async fn main() {
     }
     println!("== API, sequential, one voiyd-server, loopback NATS ({n} requests each)");
     let floor = line("bare NATS request/reply (floor)", &mut bare);
-    let c = line("tasks.create (validate, CAS create, event, place)", &mut creates);
+    let c = line(
+        "tasks.create (validate, CAS create, event, place)",
+        &mut creates,
+    );
     let g = line("tasks.get (spec + status)", &mut gets);
-    println!("ratio to floor: create {:.1}x, get {:.1}x", ms(c) / ms(floor), ms(g) / ms(floor));
+    println!(
+        "ratio to floor: create {:.1}x, get {:.1}x",
+        ms(c) / ms(floor),
+        ms(g) / ms(floor)
+    );
 
     // Concurrent throughput of creates.
     let start = Instant::now();
@@ -86,7 +112,9 @@ async fn main() {
         let api = api.clone();
         jobs.push(tokio::spawn(async move {
             for i in 0..(n / 32) {
-                api.create(&task(&format!("c{w}-{i}"), "busybox:1")).await.unwrap();
+                api.create(&task(&format!("c{w}-{i}"), "busybox:1"))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -94,7 +122,10 @@ async fn main() {
         j.await.unwrap();
     }
     let total = (n / 32) * 32;
-    println!("tasks.create, 32 concurrent clients: {:.0} creates/s", total as f64 / start.elapsed().as_secs_f64());
+    println!(
+        "tasks.create, 32 concurrent clients: {:.0} creates/s",
+        total as f64 / start.elapsed().as_secs_f64()
+    );
 
     // Run path on containerd: voiyd (create → Running reported) vs ctr run -d.
     if std::env::var_os("BENCH_SKIP_CONTAINERD").is_some() {
@@ -103,7 +134,13 @@ async fn main() {
     let registry = voiyd_node::testing::TestRegistry::start();
     let containerd = voiyd_node::testing::TestContainerd::start();
     let dir = tempfile::tempdir().unwrap();
-    let _node = NodeAgent::start(&server.url, "bench", &containerd.socket, &dir.path().join("bench"), &[]);
+    let _node = NodeAgent::start(
+        &server.url,
+        "bench",
+        &containerd.socket,
+        &dir.path().join("bench"),
+        &[],
+    );
     eventually(Duration::from_secs(20), "node ready", || async {
         let n: voiyd_messages::v1::Node = api.get("bench").await.ok()?;
         (n.status?.phase == "Ready").then_some(())
@@ -127,15 +164,32 @@ async fn main() {
     }
     let ns = format!("voiyd-bench-{}", std::process::id());
     let addr = containerd.socket.to_str().unwrap().to_string();
-    let name = voiyd_node::image::Reference::parse(&image).unwrap().to_string();
+    let name = voiyd_node::image::Reference::parse(&image)
+        .unwrap()
+        .to_string();
     let mut ctr_runs = Vec::new();
     for i in 0..runs {
         let s = Instant::now();
         let out = std::process::Command::new("ctr")
-            .args(["--address", &addr, "-n", &ns, "run", "-d", &name, &format!("ctr{i}"), "sleep", "600"])
+            .args([
+                "--address",
+                &addr,
+                "-n",
+                &ns,
+                "run",
+                "-d",
+                &name,
+                &format!("ctr{i}"),
+                "sleep",
+                "600",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "ctr run: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ctr run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         ctr_runs.push(s.elapsed());
     }
     println!("== Run a container (image present, {runs} runs, sequential)");
@@ -144,7 +198,17 @@ async fn main() {
     println!("ratio to floor: {:.1}x", ms(v) / ms(floor));
     for i in 0..runs {
         let _ = std::process::Command::new("ctr")
-            .args(["--address", &addr, "-n", &ns, "tasks", "kill", "-s", "9", &format!("ctr{i}")])
+            .args([
+                "--address",
+                &addr,
+                "-n",
+                &ns,
+                "tasks",
+                "kill",
+                "-s",
+                "9",
+                &format!("ctr{i}"),
+            ])
             .output();
     }
 }
@@ -153,11 +217,17 @@ async fn wait_phase(api: &voiyd_nats::api::ApiClient, name: &str, phases: &[&str
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(t) = api.get::<Task>(name).await {
-            if t.status.as_ref().is_some_and(|s| phases.contains(&s.phase.as_str())) {
+            if t.status
+                .as_ref()
+                .is_some_and(|s| phases.contains(&s.phase.as_str()))
+            {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "task {name} did not reach {phases:?}");
+        assert!(
+            Instant::now() < deadline,
+            "task {name} did not reach {phases:?}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
