@@ -15,7 +15,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build"
 cargo build --workspace --bins --tests
 echo "== cargo test"
-cargo test --workspace -- --test-threads "${VOIYD_TEST_THREADS:-4}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace -- --test-threads "${VOIYD_TEST_THREADS:-4}" 2>&1 | tee "$log"
+counts=$(awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) == "passed;") p += $i; if ($(i+1) == "failed;") f += $i } }
+              END { printf "%d passed, %d failed", p, f }' "$log")
 echo "== fuzz (bounded)"
 scripts/fuzz.sh "${VOIYD_FUZZ_SECONDS:-20}"
 echo "== only the ring crypto provider"
@@ -23,3 +27,5 @@ if cargo tree --workspace -i aws-lc-rs >/dev/null 2>&1; then
     echo "aws-lc-rs is in the dependency tree: keep one rustls provider (ring)" >&2
     exit 1
 fi
+# One closing line for the whole run (cargo's last summary is only that of the last crate).
+echo "voiyd: $counts"

@@ -462,3 +462,34 @@ async fn logs_exec_events_top_and_metrics_on_real_containerd() {
     .await;
     assert_eq!(out, "bye\n");
 }
+
+#[tokio::test]
+async fn an_oom_kill_is_reported_as_an_event() {
+    let c = Cluster::start().await;
+    let _n = c.node("oomnode", &[]);
+    let image = c.registry.image("busybox");
+    // The string doubles until the 16 MiB limit stops it.
+    c.ok(&[
+        "run",
+        "hog",
+        "--image",
+        &image,
+        "--memory",
+        "16Mi",
+        "--restart",
+        "never",
+        "--no-wait",
+        "--",
+        "sh",
+        "-c",
+        "x=aaaaaaaa; while true; do x=$x$x; done",
+    ]);
+    let t = c.wait_phase("hog", "Failed").await;
+    assert_eq!(t.status.as_ref().unwrap().exit_code, 137, "{:?}", t.status);
+    let events = eventually(Duration::from_secs(20), "oomkilled event", || async {
+        let (_, out, _) = c.ctl(&["events", "--kind", "task", "--name", "hog", "-o", "json"]);
+        out.contains("\"oomkilled\"").then_some(out)
+    })
+    .await;
+    assert!(events.contains("OOMKilled"), "{events}");
+}
