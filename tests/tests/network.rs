@@ -428,3 +428,151 @@ async fn host_network_tasks_share_the_node_network() {
     assert!(leftovers(&n1).is_empty(), "{:?}", leftovers(&n1));
     c.ok(&["delete", "task", "hostweb", "--timeout", "30s"]);
 }
+
+/// A second "host": a network namespace of its own, joined to the root namespace by a
+/// veth pair (`NEAR` on the root side, `FAR` inside). Dropping it removes both by name.
+struct FarHost {
+    ns: String,
+    veth: String,
+}
+
+impl FarHost {
+    const NEAR: &'static str = "192.168.251.1";
+    const FAR: &'static str = "192.168.251.2";
+
+    fn create() -> FarHost {
+        let id = std::process::id() % 100_000;
+        let host = FarHost {
+            ns: format!("voiyd-far{id}"),
+            veth: format!("vfar{id}"),
+        };
+        // A run that was killed may have left these behind under the same names.
+        host.remove();
+        let peer = format!("vfarp{id}");
+        let ns = host.ns.as_str();
+        let near = format!("{}/30", Self::NEAR);
+        let far = format!("{}/30", Self::FAR);
+        for args in [
+            &["netns", "add", ns][..],
+            &[
+                "link", "add", &host.veth, "type", "veth", "peer", "name", &peer, "netns", ns,
+            ],
+            &["addr", "add", &near, "dev", &host.veth],
+            &["link", "set", &host.veth, "up"],
+            &["-n", ns, "addr", "add", &far, "dev", &peer],
+            &["-n", ns, "link", "set", &peer, "up"],
+            &["-n", ns, "link", "set", "lo", "up"],
+        ] {
+            let o = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        host
+    }
+
+    /// `http_get` from inside the far namespace: a thread of its own joins it
+    /// (setns changes only the calling thread's namespace).
+    fn http_get(&self, addr: &str, path: &str) -> Option<String> {
+        let netns = std::fs::File::open(format!("/run/netns/{}", self.ns)).unwrap();
+        let (addr, path) = (addr.to_string(), path.to_string());
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid open namespace file; only this short-lived thread moves.
+            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            http_get(&addr, &path)
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn remove(&self) {
+        // Deleting one end of a veth pair deletes both.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &self.veth])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.ns])
+            .output();
+    }
+}
+
+impl Drop for FarHost {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[tokio::test]
+async fn published_ports_are_reachable_from_another_host() {
+    let far = FarHost::create();
+    let c = Cluster::start().await;
+    let _n1 = c.node("far1", &[]).await;
+    let port = free_port();
+    let target = format!("{}:{port}", FarHost::NEAR);
+
+    // The link works: the far host reaches a listener on the near address...
+    let probe = std::net::TcpListener::bind(format!("{}:0", FarHost::NEAR)).unwrap();
+    let probe_addr = probe.local_addr().unwrap().to_string();
+    probe.set_nonblocking(true).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let serving = done.clone();
+    let accept = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !serving.load(std::sync::atomic::Ordering::Relaxed)
+            && std::time::Instant::now() < deadline
+        {
+            match probe.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut req = [0u8; 256];
+                    let _ = s.read(&mut req);
+                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nprobe-ok");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    // A fresh veth may drop packets until the kernel has marked its carrier up.
+    let got = eventually(
+        Duration::from_secs(20),
+        "the far host reaches the node",
+        || async { far.http_get(&probe_addr, "/") },
+    )
+    .await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    accept.join().unwrap();
+    assert_eq!(got, "probe-ok");
+    // ...and nothing answers on the port before it is published.
+    assert!(far.http_get(&target, "/etc/passwd").is_none());
+
+    // A task without a published port is not reachable there either.
+    c.httpd("private", &[]);
+    c.running("private").await;
+    assert!(far.http_get(&target, "/etc/passwd").is_none());
+
+    // `-p PORT:80` publishes on every address of the node, the far side included.
+    c.httpd("web", &["-p", &format!("{port}:80")]);
+    c.running("web").await;
+    let body = eventually(
+        Duration::from_secs(20),
+        "the published port answers the far host",
+        || async { far.http_get(&target, "/etc/passwd") },
+    )
+    .await;
+    assert!(body.contains("root:x:0:0"), "{body}");
+
+    // Stopped, the port is gone again.
+    c.ok(&["stop", "task", "web", "--timeout", "30s"]);
+    assert!(far.http_get(&target, "/etc/passwd").is_none());
+    for t in ["web", "private"] {
+        c.ok(&["delete", "task", t, "--timeout", "30s"]);
+    }
+}

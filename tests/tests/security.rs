@@ -571,3 +571,191 @@ async fn real_node_joins_then_is_revoked_and_disconnected() {
     assert!(api.list::<Node>("").await.is_ok());
     drop(node);
 }
+
+/// Kills the tasks of a test containerd when the test ends, passed or not.
+struct KillTasks(voiyd_node::testing::TestContainerd);
+
+impl Drop for KillTasks {
+    fn drop(&mut self) {
+        self.0.kill_all_tasks();
+    }
+}
+
+/// The whole node path under TLS and identities: a node that joined with a token runs
+/// work that an administrator drives through voiydctl, and NATS denies nothing on the way.
+#[tokio::test]
+async fn joined_node_runs_work_end_to_end_under_auth_and_tls() {
+    let s = Secure::start().await;
+    let registry = voiyd_node::testing::TestRegistry::start();
+    let containerd = KillTasks(voiyd_node::testing::TestContainerd::start());
+    let token = s.token(300).await.token;
+    let data = s.dir.path().join("node");
+    let ca = path_str(&s.ca());
+    let node = NodeAgent::start(
+        &s.url(),
+        "worker",
+        &containerd.0.socket,
+        &data,
+        &["--join-token", &token, "--tls-ca", &ca],
+    );
+    let admin_seed = std::fs::read_to_string(s.admin_seed()).unwrap();
+    let cfg = s.ctl_config("admin", Some(admin_seed.trim()));
+    let ok = |args: &[&str]| {
+        let out = s.ctl(&cfg, args);
+        assert!(
+            out.status.success(),
+            "voiydctl {args:?} failed: {}{}\nnode log:\n{}",
+            stdout(&out),
+            stderr(&out),
+            node.proc.log_text()
+        );
+        stdout(&out)
+    };
+    // Heartbeats accepted: the node registers and is Ready.
+    eventually(Duration::from_secs(20), "the joined node Ready", || async {
+        stdout(&s.ctl(&cfg, &["get", "nodes"]))
+            .contains("Ready")
+            .then_some(())
+    })
+    .await;
+
+    // A template volume and a task that mounts it, prints a line and keeps running.
+    let file = s.dir.path().join("app.conf");
+    std::fs::write(&file, "secret-config-42\n").unwrap();
+    ok(&[
+        "create",
+        "volume",
+        "template",
+        "conf",
+        file.to_str().unwrap(),
+    ]);
+    ok(&["create", "volume", "host-local", "data"]);
+    let image = registry.image("busybox");
+    ok(&[
+        "run",
+        "web",
+        "--image",
+        &image,
+        "-v",
+        "conf:/etc/app/app.conf",
+        "-v",
+        "data:/data",
+        "--stop-grace",
+        "1s",
+        "--timeout",
+        "60s",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /data/f; echo hello-from-worker; while true; do sleep 0.2; done",
+    ]);
+    // Status reports accepted: Running on the joined node, with an address of the subnet
+    // the node read under its own identity.
+    let api = s.admin().await;
+    let task: Task = eventually(
+        Duration::from_secs(30),
+        "web Running with an IP",
+        || async {
+            let t: Task = api.get("web").await.ok()?;
+            let st = t.status.as_ref()?;
+            (st.phase == "Running" && !st.ip.is_empty()).then_some(t)
+        },
+    )
+    .await;
+    let st = task.status.unwrap();
+    assert_eq!(st.node, "worker");
+    let n: Node = api.get("worker").await.unwrap();
+    let subnet = n
+        .status
+        .as_ref()
+        .map(|s| s.subnet.clone())
+        .unwrap_or_default();
+    assert!(
+        voiyd_tests::in_subnet(&st.ip, &subnet),
+        "{} not in {subnet}",
+        st.ip
+    );
+
+    // logs and exec through the node's own subjects.
+    let logs = eventually(
+        Duration::from_secs(15),
+        "the task's line in logs",
+        || async {
+            let out = s.ctl(&cfg, &["logs", "web"]);
+            (out.status.success() && stdout(&out).contains("hello-from-worker"))
+                .then(|| stdout(&out))
+        },
+    )
+    .await;
+    assert_eq!(logs, "hello-from-worker\n");
+    let out = s.ctl(
+        &cfg,
+        &[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/app/app.conf; exit 5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "secret-config-42\n");
+    // Stats through the node's own subjects.
+    let out = ok(&["top", "tasks"]);
+    assert!(out.contains("web") && out.contains("worker"), "{out}");
+
+    // stop and delete.
+    ok(&["stop", "task", "web", "--timeout", "30s"]);
+    let t: Task = api.get("web").await.unwrap();
+    assert_eq!(t.status.unwrap().phase, "Stopped");
+    ok(&["delete", "task", "web", "--timeout", "30s"]);
+    eventually(Duration::from_secs(20), "web gone", || async {
+        api.get::<Task>("web").await.is_err().then_some(())
+    })
+    .await;
+    ok(&["delete", "volume", "conf"]);
+    // A purge: the node reads its own purge key, removes the data, then the key.
+    let dir = data.join("volumes/data");
+    assert!(dir.join("f").exists());
+    ok(&["delete", "volume", "data", "--purge"]);
+    let server = connect(&s.opts(Some(s.server_seed()))).await.unwrap();
+    let purges = voiyd_nats::RawKv::new(
+        jetstream::new(server)
+            .get_key_value(names::BUCKET_VOLUME_PURGES)
+            .await
+            .unwrap(),
+        "volume purge",
+    );
+    eventually(
+        Duration::from_secs(20),
+        "data purged, key deleted",
+        || async {
+            let key = purges.get(&names::purge_key("worker", "data")).await.ok()?;
+            (!dir.exists() && key.is_none()).then_some(())
+        },
+    )
+    .await;
+
+    // NATS refused nothing on the way: no permission violation by anyone.
+    let nats_log = std::fs::read_to_string(s.dir.path().join("data/nats/nats.log")).unwrap();
+    assert!(nats_log.contains("Server is ready"), "{nats_log}");
+    assert!(
+        !nats_log.contains("Violation"),
+        "NATS denied something:\n{nats_log}"
+    );
+    // The server took every report of the node.
+    let server_log = s.proc.log_text();
+    for dropped in [
+        "heartbeat dropped",
+        "status report dropped",
+        "does not hold the task",
+    ] {
+        assert!(!server_log.contains(dropped), "{server_log}");
+    }
+    // ... and the node met no error on its side.
+    let node_log = node.proc.log_text();
+    for bad in [" WARN", "ERROR", "not sent", "ermissions violation"] {
+        assert!(!node_log.contains(bad), "{bad}: {node_log}");
+    }
+}

@@ -2,8 +2,8 @@
 //! updates, per-node volume status, refused, forced and purging deletes.
 
 use std::time::Duration;
-use voiyd_messages::v1::{Task, Volume};
-use voiyd_nats::api::ApiClient;
+use voiyd_messages::v1::{ContainerSet, Meta, Mount, Task, TaskConfig, Volume};
+use voiyd_nats::api::{ApiClient, ApiError};
 use voiyd_nats::testing::TestNats;
 use voiyd_node::testing::{TestContainerd, TestRegistry};
 use voiyd_tests::{eventually, stderr, stdout, voiydctl, NodeAgent, Server};
@@ -205,4 +205,147 @@ async fn template_content_is_mounted_read_only_and_follows_updates() {
         (!dir.exists()).then_some(())
     })
     .await;
+}
+
+fn meta(name: &str) -> Option<Meta> {
+    Some(Meta {
+        name: name.into(),
+        ..Default::default()
+    })
+}
+
+fn config(mounts: Vec<Mount>) -> TaskConfig {
+    TaskConfig {
+        image: "busybox:test".into(),
+        mounts,
+        ..Default::default()
+    }
+}
+
+fn volume_mount(volume: &str) -> Mount {
+    Mount {
+        destination: "/data".into(),
+        volume: volume.into(),
+        ..Default::default()
+    }
+}
+
+/// A refusal that names the missing volume and says how to create it.
+fn assert_missing(err: ApiError, volume: &str) {
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ApiError::Invalid(_))
+            && msg.starts_with(&format!(
+                "volume {volume} not found: create it with voiydctl create volume"
+            ))
+            && !msg.contains('\n'),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn mounts_of_volumes_that_do_not_exist_are_refused() {
+    let c = Cluster::start().await;
+    let task = |name: &str, mounts: Vec<Mount>| Task {
+        meta: meta(name),
+        config: Some(config(mounts)),
+        ..Default::default()
+    };
+
+    // create
+    let err = c
+        .api
+        .create(&task("t1", vec![volume_mount("data")]))
+        .await
+        .unwrap_err();
+    assert_missing(err, "data");
+    assert!(matches!(
+        c.api.get::<Task>("t1").await,
+        Err(ApiError::NotFound(_))
+    ));
+    // The same through voiydctl: one line, exit status non-zero.
+    let (ok, out) = c.ctl(&[
+        "run",
+        "t1",
+        "--image",
+        "busybox:test",
+        "-v",
+        "data:/data",
+        "--no-wait",
+    ]);
+    assert!(!ok, "{out}");
+    assert_eq!(out.trim_end().lines().count(), 1, "{out}");
+    assert!(
+        out.contains("volume data not found: create it with voiydctl create volume"),
+        "{out}"
+    );
+
+    // bind and tmpfs mounts name no volume and pass.
+    let bind = Mount {
+        destination: "/host".into(),
+        r#type: "bind".into(),
+        source: "/etc".into(),
+        ..Default::default()
+    };
+    let tmpfs = Mount {
+        destination: "/scratch".into(),
+        r#type: "tmpfs".into(),
+        ..Default::default()
+    };
+    c.api
+        .create(&task("t2", vec![bind.clone(), tmpfs.clone()]))
+        .await
+        .unwrap();
+
+    // update and patch of an existing task
+    let mut t2: Task = c.api.get("t2").await.unwrap();
+    t2.config
+        .as_mut()
+        .unwrap()
+        .mounts
+        .push(volume_mount("logs"));
+    assert_missing(c.api.update(&t2).await.unwrap_err(), "logs");
+    let patch = r#"{"config":{"mounts":[{"destination":"/data","volume":"data"}]}}"#;
+    assert_missing(
+        c.api.patch::<Task>("t2", patch, 0).await.unwrap_err(),
+        "data",
+    );
+    let stored: Task = c.api.get("t2").await.unwrap();
+    assert_eq!(stored.config.unwrap().mounts, vec![bind, tmpfs]);
+
+    // a container set template
+    let set = ContainerSet {
+        meta: meta("s1"),
+        template: Some(config(vec![volume_mount("data")])),
+        ..Default::default()
+    };
+    assert_missing(c.api.create(&set).await.unwrap_err(), "data");
+
+    // Once the volume exists, all of them are accepted.
+    c.ok(&["create", "volume", "host-local", "data"]);
+    c.api
+        .create(&task("t1", vec![volume_mount("data")]))
+        .await
+        .unwrap();
+    c.api.patch::<Task>("t2", patch, 0).await.unwrap();
+    c.api.create(&set).await.unwrap();
+    // A manifest may define the volume after the task that mounts it.
+    let manifest = "\
+version: task/v1
+meta:
+  name: t3
+config:
+  image: busybox:test
+  mounts:
+    - destination: /cache
+      volume: cache
+---
+version: volume/v1
+meta:
+  name: cache
+config:
+  hostLocal: {}
+";
+    let o = voiydctl(&c.server.url, &["apply", "-f", "-"], Some(manifest), &[]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }

@@ -73,9 +73,16 @@ async fn apply_one(api: &ApiClient, desired: &AnyResource) -> Result<Outcome> {
     )))
 }
 
+/// Puts volumes first (keeping the order otherwise): the server refuses a task or set
+/// that mounts a volume which does not exist yet, even one defined later in the file.
+pub fn volumes_first(docs: &mut [AnyResource]) {
+    docs.sort_by_key(|d| !matches!(d, AnyResource::Volume(_)));
+}
+
 /// `apply -f FILE...`: creates or updates every resource, printing one line each.
 pub async fn apply(globals: &Globals, files: &[String]) -> Result<()> {
-    let docs = manifests::parse_all(&manifests::read_sources(files)?, true)?;
+    let mut docs = manifests::parse_all(&manifests::read_sources(files)?, true)?;
+    volumes_first(&mut docs);
     let session = connection::session(globals).await?;
     for doc in &docs {
         let outcome = apply_one(&session.api, doc)
@@ -88,7 +95,8 @@ pub async fn apply(globals: &Globals, files: &[String]) -> Result<()> {
 
 /// `create -f FILE...`: creates every resource; one that exists is an error.
 pub async fn create(globals: &Globals, files: &[String]) -> Result<()> {
-    let docs = manifests::parse_all(&manifests::read_sources(files)?, true)?;
+    let mut docs = manifests::parse_all(&manifests::read_sources(files)?, true)?;
+    volumes_first(&mut docs);
     let session = connection::session(globals).await?;
     for doc in &docs {
         let mut d = doc.clone();
@@ -110,4 +118,37 @@ pub async fn create(globals: &Globals, files: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use voiyd_messages::v1::{Meta, Task, Volume};
+
+    fn meta(name: &str) -> Option<Meta> {
+        Some(Meta {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn volumes_go_first_and_the_rest_keeps_its_order() {
+        let task = |n: &str| {
+            AnyResource::Task(Task {
+                meta: meta(n),
+                ..Default::default()
+            })
+        };
+        let volume = |n: &str| {
+            AnyResource::Volume(Volume {
+                meta: meta(n),
+                ..Default::default()
+            })
+        };
+        let mut docs = vec![task("a"), volume("v1"), task("b"), volume("v2")];
+        volumes_first(&mut docs);
+        let names: Vec<&str> = docs.iter().map(|d| d.name()).collect();
+        assert_eq!(names, ["v1", "v2", "a", "b"]);
+    }
 }

@@ -47,6 +47,7 @@ fn admit<R: Managed>(ctx: &Ctx, r: &R) -> Result<(), Failure> {
 /// Creates a resource with server-assigned uid, timestamps and generation 1.
 pub async fn create<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<R, Failure> {
     let mut r: R = decode_resource(ctx, body)?;
+    super::volumes::require_mounted(ctx, &r).await?;
     let now = crate::now();
     let meta = r.meta_mut();
     meta.uid = uuid::Uuid::new_v4().to_string();
@@ -120,6 +121,7 @@ pub async fn list<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<Vec<R>, Failure>
 /// Replaces the spec. A non-zero `meta.resource_version` must be the stored one.
 pub async fn update<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<R, Failure> {
     let incoming: R = decode_resource(ctx, body)?;
+    super::volumes::require_mounted(ctx, &incoming).await?;
     let expected = incoming.meta().map(|m| m.resource_version).unwrap_or(0);
     write_update(ctx, incoming, expected).await
 }
@@ -144,6 +146,7 @@ pub async fn patch<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<R, Failure> {
     }
     patched.validate().map_err(Failure::invalid)?;
     admit(ctx, &patched)?;
+    super::volumes::require_mounted(ctx, &patched).await?;
     patched.clear_status();
     let expected = match req.resource_version {
         0 => current.meta().map(|m| m.resource_version).unwrap_or(0),
