@@ -31,7 +31,7 @@ APPLETS = [
     "printf", "test", "[", "mkdir", "rm", "touch", "hostname", "grep", "ps", "kill", "timeout",
     "head", "tail", "wc", "date", "mount", "cp", "mv", "ln", "chmod", "stat", "uname", "whoami",
     "nslookup", "ip", "ifconfig", "nc", "seq", "tr", "cut", "sed", "awk", "df", "find", "xargs",
-    "ping",  # `trap` is an sh builtin: signal handling goes through sh
+    "ping", "stty",  # `trap` is an sh builtin: signal handling goes through sh
 ]
 BASE_PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 BASE_GROUP = "root:x:0:\nnogroup:x:65534:\n"

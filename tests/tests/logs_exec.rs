@@ -493,3 +493,110 @@ async fn an_oom_kill_is_reported_as_an_event() {
     .await;
     assert!(events.contains("OOMKilled"), "{events}");
 }
+
+/// A pseudo-terminal pair with a window size, for driving `voiydctl exec -t`.
+fn openpty(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes the two descriptors it creates into our integers.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    }
+}
+
+#[tokio::test]
+async fn exec_tty_follows_window_resizes() {
+    use std::os::fd::AsRawFd;
+    let c = Cluster::start().await;
+    let _n = c.node("ttynode", &[]);
+    let image = c.registry.image("busybox");
+    c.ok(&[
+        "run",
+        "shell",
+        "--image",
+        &image,
+        "--timeout",
+        "60s",
+        "--",
+        "sleep",
+        "600",
+    ]);
+
+    let (master, slave) = openpty(20, 70);
+    let mut child = Command::new(bin("voiydctl"))
+        .args(["--server", &c.server.url, "exec", "-i", "-t", "shell", "--"])
+        .args(["sh", "-c", "stty size; while read x; do stty size; done"])
+        .env("HOME", std::env::temp_dir())
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    {
+        let seen = seen.clone();
+        let mut reader = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    eventually(
+        Duration::from_secs(20),
+        "initial size 20x70 inside",
+        || async { seen.lock().unwrap().contains("20 70").then_some(()) },
+    )
+    .await;
+
+    // Resize the local terminal and tell voiydctl as a terminal would (SIGWINCH); each
+    // newline makes the remote shell print its size again.
+    let ws = libc::winsize {
+        ws_row: 33,
+        ws_col: 101,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we pass.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+    // SAFETY: kill(2) on the voiydctl process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGWINCH) };
+    let mut writer = master.try_clone().unwrap();
+    eventually(Duration::from_secs(20), "new size 33x101 inside", || {
+        let _ = writer.write_all(b"\n");
+        let found = seen.lock().unwrap().contains("33 101");
+        async move { found.then_some(()) }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
