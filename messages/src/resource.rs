@@ -120,8 +120,9 @@ pub trait Resource:
     }
 }
 
+// `|r| body` is what clearing the status does for the kind (nothing for leases).
 macro_rules! resource {
-    ($ty:ty, $kind:expr, status) => {
+    ($ty:ty, $kind:expr, |$r:ident| $clear:block) => {
         impl Resource for $ty {
             const KIND: Kind = $kind;
             fn meta(&self) -> Option<&Meta> {
@@ -134,29 +135,15 @@ macro_rules! resource {
                 &mut self.version
             }
             fn clear_status(&mut self) {
-                self.status = None;
+                let $r = self;
+                $clear
             }
-        }
-    };
-    ($ty:ty, $kind:expr) => {
-        impl Resource for $ty {
-            const KIND: Kind = $kind;
-            fn meta(&self) -> Option<&Meta> {
-                self.meta.as_ref()
-            }
-            fn meta_mut(&mut self) -> &mut Meta {
-                self.meta.get_or_insert_with(Meta::default)
-            }
-            fn version_mut(&mut self) -> &mut String {
-                &mut self.version
-            }
-            fn clear_status(&mut self) {}
         }
     };
 }
 
-resource!(Task, Kind::Task, status);
-resource!(Node, Kind::Node, status);
-resource!(Volume, Kind::Volume, status);
-resource!(ContainerSet, Kind::ContainerSet, status);
-resource!(Lease, Kind::Lease);
+resource!(Task, Kind::Task, |r| { r.status = None });
+resource!(Node, Kind::Node, |r| { r.status = None });
+resource!(Volume, Kind::Volume, |r| { r.status = None });
+resource!(ContainerSet, Kind::ContainerSet, |r| { r.status = None });
+resource!(Lease, Kind::Lease, |_r| {});

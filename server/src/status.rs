@@ -4,10 +4,10 @@
 use crate::api::Failure;
 use crate::managed::Managed;
 use async_nats::jetstream::kv;
-use futures::TryStreamExt;
 use prost::Message;
 use std::collections::HashMap;
 use voiyd_nats::names;
+use voiyd_nats::store::RawKv;
 
 /// A status with the KV revision it was read at.
 pub struct Versioned<S> {
@@ -61,18 +61,23 @@ pub async fn read<R: Managed>(
 pub async fn read_all<R: Managed>(
     cluster: &StatusKv,
 ) -> Result<HashMap<String, R::Status>, Failure> {
+    // One snapshot read of the kind's keys, not a get per key: lists and metrics
+    // scrapes read every status of a kind.
     let kind = R::KIND.singular();
     let prefix = format!("{kind}.");
-    let mut out = HashMap::new();
-    let keys: Vec<String> = match cluster.0.keys().await {
-        Ok(k) => k.try_collect().await.map_err(|e| unavailable("keys", e))?,
-        Err(e) => return Err(unavailable("keys", e)),
-    };
-    for key in keys.into_iter().filter(|k| k.starts_with(&prefix)) {
-        let name = names::untoken(&key[prefix.len()..]);
-        if let Some(v) = read_versioned::<R::Status>(&cluster.0, kind, &name).await? {
-            out.insert(name, v.status);
-        }
+    let raw = RawKv::new(cluster.0.clone(), "status");
+    let entries = raw
+        .entries(&format!("{kind}.>"))
+        .await
+        .map_err(|e| unavailable("read", e))?;
+    let mut out = HashMap::with_capacity(entries.len());
+    for (key, value, _) in entries {
+        let Some(token) = key.strip_prefix(&prefix) else {
+            continue;
+        };
+        let status = R::Status::decode(value)
+            .map_err(|e| Failure::internal(format!("corrupt status {key}: {e}")))?;
+        out.insert(names::untoken(token), status);
     }
     Ok(out)
 }
