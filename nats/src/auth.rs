@@ -340,6 +340,9 @@ mod tests {
         // Subscriptions: own subjects and own inbox only.
         assert!(a.may_subscribe("_INBOX_a.x"));
         assert!(a.may_subscribe("voiyd.node.a.logs.*"));
+        // Its own work updates, nobody else's.
+        assert!(a.may_subscribe(&names::node::work("a")));
+        assert!(!a.may_subscribe(&names::node::work("b")));
         assert!(!a.may_subscribe("_INBOX.>"));
         assert!(!a.may_subscribe("_INBOX_b.x"));
         assert!(!a.may_subscribe("voiyd.node.*.status"));
@@ -366,6 +369,8 @@ mod tests {
         assert!(!a.may_publish("$KV.voiyd_tasks.web"));
         assert!(!a.may_publish("$JS.API.STREAM.INFO.KV_voiyd_work"));
         assert!(!a.may_publish("voiyd.node.n1.status"));
+        // Only servers tell nodes what to run.
+        assert!(!a.may_publish(&names::node::work("n1")));
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct BootstrapOptions {
     pub events_max_bytes: i64,
     /// Lifetime of a lease that is not renewed.
     pub lease_ttl: Duration,
+    /// Most consumers on each bucket's and the events stream. Every node keeps a
+    /// consumer on its work, so this bounds the cluster size; nats-server 2.15 would
+    /// otherwise cap each stream at 1,000 (and treats 0 or -1 as "use that default").
+    pub max_consumers: i32,
 }
 
 impl Default for BootstrapOptions {
@@ -36,6 +40,7 @@ impl Default for BootstrapOptions {
             events_max_msgs: 1_000_000,
             events_max_bytes: 1 << 30,
             lease_ttl: Duration::from_secs(10),
+            max_consumers: 100_000,
         }
     }
 }
@@ -127,6 +132,7 @@ fn events_config(opts: &BootstrapOptions) -> stream::Config {
         max_bytes: opts.events_max_bytes,
         storage: stream::StorageType::File,
         num_replicas: opts.replicas.max(1),
+        max_consumers: opts.max_consumers,
         ..Default::default()
     }
 }
@@ -142,6 +148,11 @@ pub async fn bootstrap(
             js.create_or_update_key_value(config.clone())
         })
         .await?;
+        let stream = format!("KV_{bucket}");
+        retry("bucket", bucket, || {
+            raise_consumer_limit(js, &stream, opts.max_consumers)
+        })
+        .await?;
     }
     let config = events_config(opts);
     retry("stream", names::STREAM_EVENTS, || {
@@ -149,6 +160,23 @@ pub async fn bootstrap(
     })
     .await?;
     open(js).await
+}
+
+/// KV bucket configs cannot carry a consumer limit, so it is set on the bucket's
+/// stream afterwards (only when it differs: an update is a JetStream API write).
+async fn raise_consumer_limit(
+    js: &jetstream::Context,
+    stream: &str,
+    max_consumers: i32,
+) -> Result<(), String> {
+    let mut s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+    let mut config = s.info().await.map_err(|e| e.to_string())?.config.clone();
+    if config.max_consumers == max_consumers {
+        return Ok(());
+    }
+    config.max_consumers = max_consumers;
+    js.update_stream(config).await.map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Two creators racing can both see "not found" and one of the creates can then fail;

@@ -191,6 +191,10 @@ pub mod node {
     pub fn status(node: &str) -> String {
         format!("{}.status", prefix(node))
     }
+    /// Work updates for a node (`WorkUpdate`, servers → node).
+    pub fn work(node: &str) -> String {
+        format!("{}.work", prefix(node))
+    }
     /// Heartbeats (and registration) from a node.
     pub fn heartbeat(node: &str) -> String {
         format!("{}.heartbeat", prefix(node))
@@ -261,6 +265,7 @@ mod tests {
     #[test]
     fn node_subjects_carry_node_token() {
         assert_eq!(node::status("n1"), "voiyd.node.n1.status");
+        assert_eq!(node::work("n.1"), "voiyd.node.n=2E1.work");
         assert_eq!(
             node::node_of("voiyd.node.x=2Ey.heartbeat").as_deref(),
             Some("x.y")

@@ -248,6 +248,17 @@ impl RawKv {
         }
     }
 
+    /// The bucket's latest revision (its stream's last sequence): every change at or
+    /// below it is visible to reads that start afterwards.
+    pub async fn last_revision(&self) -> Result<u64, StoreError> {
+        let mut stream = self.kv.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| StoreError::nats("stream info", e))?;
+        Ok(info.state.last_sequence)
+    }
+
     /// Keys matching a filter (`>` for all, `n1.>` for one node's work), sorted.
     pub async fn keys(&self, filter: &str) -> Result<Vec<String>, StoreError> {
         let mut keys: Vec<String> = self
@@ -274,13 +285,14 @@ impl RawKv {
         filter: &str,
         headers_only: bool,
     ) -> Result<Vec<(String, Bytes, u64)>, StoreError> {
+        let name = consumer_name();
         let consumer = self
             .kv
             .stream
             .create_consumer(pull::OrderedConfig {
                 // A named consumer is created on the subject that carries its filter,
                 // which NATS permissions can confine (a node to its own work keys).
-                name: Some(consumer_name()),
+                name: Some(name.clone()),
                 filter_subject: format!("{}{filter}", self.kv.prefix),
                 deliver_policy: DeliverPolicy::LastPerSubject,
                 replay_policy: ReplayPolicy::Instant,
@@ -289,6 +301,16 @@ impl RawKv {
             })
             .await
             .map_err(|e| StoreError::nats("list", e))?;
+        // Consumers count against the stream's limit until deleted; an idle one would
+        // only go after its inactivity threshold, so a read removes its own.
+        let stream = self.kv.stream.clone();
+        let _delete = DeleteOnDrop(Some(Box::new(move || {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = stream.delete_consumer(&name).await;
+                });
+            }
+        })));
         let mut out = Vec::new();
         if consumer.cached_info().num_pending == 0 {
             return Ok(out);
@@ -360,6 +382,17 @@ impl RawKv {
                 })
             })
             .boxed())
+    }
+}
+
+/// Runs its action when dropped: clean-up that must happen on every return path.
+struct DeleteOnDrop(Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
     }
 }
 

@@ -103,3 +103,65 @@ async fn lease_expiry_is_seen_by_watchers() {
         .unwrap();
     nats.stop().await;
 }
+
+/// nats-server 2.15 caps a stream at 1,000 consumers unless it sets its own limit; a
+/// cluster of more than 1,000 nodes keeps that many consumers on its work.
+#[tokio::test]
+async fn buckets_take_more_than_a_thousand_consumers() {
+    use async_nats::jetstream::consumer::pull;
+    let nats = TestNats::start().await;
+    let js = nats.jetstream().await;
+    let opts = BootstrapOptions::default();
+    bootstrap(&js, &opts).await.unwrap();
+    let stream = js
+        .get_stream(format!("KV_{}", names::BUCKET_WORK))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.cached_info().config.max_consumers,
+        opts.max_consumers
+    );
+    let creates = (0..1100).map(|i| {
+        let stream = stream.clone();
+        async move {
+            stream
+                .create_consumer(pull::Config {
+                    name: Some(format!("c{i}")),
+                    filter_subject: format!("$KV.{}.n{i}.>", names::BUCKET_WORK),
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    let results = futures::stream::iter(creates)
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {}",
+        failed.len(),
+        failed[0]
+    );
+
+    // A snapshot read removes its consumer: reads leave the count where it was.
+    let work = open(&js).await.unwrap().work;
+    for _ in 0..20 {
+        work.entries(">").await.unwrap();
+    }
+    let mut stream = stream;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = stream.info().await.unwrap().state.consumer_count;
+        if count == 1100 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{count} consumers, not 1100");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nats.stop().await;
+}

@@ -6,6 +6,7 @@ use crate::phase;
 use crate::reconcile::{decide, Action, ContainerState, Desired, Exit, Observed};
 use crate::restart::backoff;
 use crate::runtime::{ContainerView, Runtime, RuntimeError};
+use crate::work_ledger::WorkLedger;
 use futures::StreamExt;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 use voiyd_messages::v1::{
     Assignment, NodeResources, NodeStatus, NodeStatusReport, TaskStatus, TaskStatusReport,
+    WorkUpdate,
 };
 use voiyd_nats::connect::{connect, ConnectOptions};
 use voiyd_nats::names;
@@ -113,6 +115,8 @@ struct Shared<R> {
     resync: watch::Sender<u64>,
     /// True while fenced: NATS lost for longer than the disconnect timeout.
     fenced: watch::Sender<bool>,
+    /// Which work changes have been applied (orders messages against full reads).
+    ledger: Mutex<WorkLedger>,
 }
 
 /// Runs the agent until `shutdown` resolves. Running containers are left alone on
@@ -138,6 +142,7 @@ pub async fn run<R: Runtime>(
         workers: Mutex::new(HashMap::new()),
         resync,
         fenced: watch::channel(false).0,
+        ledger: Mutex::new(WorkLedger::default()),
     });
 
     let hb = tokio::spawn(heartbeats(shared.clone(), info));
@@ -225,7 +230,10 @@ async fn fencing<R: Runtime>(s: Arc<Shared<R>>) {
         let now = tokio::time::Instant::now();
         let fenced = *s.fenced.borrow();
         if connected {
-            down_since = None;
+            // Work updates sent while the connection was down are lost: re-read.
+            if down_since.take().is_some() && !fenced {
+                s.resync.send_modify(|n| *n += 1);
+            }
             if fenced {
                 // Re-read the work before unfencing: a task moved away meanwhile must
                 // not start here again, not even for a moment.
@@ -301,8 +309,9 @@ fn wake_all<R: Runtime>(s: &Shared<R>) {
     }
 }
 
-/// Keeps the desired map equal to the node's work: a full read (at start and on every
-/// resync, healing anything a watch missed) plus a live watch for low latency.
+/// Keeps the desired map equal to the node's work: servers send each change on the
+/// node's work subject once it is stored; a full read of `voiyd_work` (at start, after
+/// reconnecting and on every resync) heals anything a lost message missed.
 async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
     let js = async_nats::jetstream::new(s.client.clone());
     let filter = names::work_filter(&s.cfg.name);
@@ -316,32 +325,27 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
                 continue;
             }
         };
+        // Subscribe before reading, so no change falls between the read and the messages.
+        let mut updates = match s.client.subscribe(names::node::work(&s.cfg.name)).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to work updates");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         if let Err(e) = full_sync(&s, &kv, &filter).await {
             tracing::warn!(error = %e, "cannot read work");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        let mut changes = match kv.watch(&filter).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch work");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
         loop {
             tokio::select! {
-                change = changes.next() => match change {
-                    Some(Ok(c)) => {
-                        if let Some((_, task)) = names::parse_work_key(&c.key) {
-                            let desired = c.value.as_ref().and_then(Desired::from_assignment);
-                            set_desired(&s, &task, desired);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "work watch failed; re-reading");
-                        break;
-                    }
+                msg = updates.next() => match msg {
+                    Some(m) => match WorkUpdate::decode(m.payload) {
+                        Ok(u) => apply_update(&s, u),
+                        Err(e) => tracing::warn!(error = %e, "undecodable work update ignored"),
+                    },
                     None => break,
                 },
                 _ = resync.changed() => {
@@ -355,18 +359,32 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
     }
 }
 
+/// Applies one work update unless a newer change of the task is already applied.
+fn apply_update<R: Runtime>(s: &Arc<Shared<R>>, u: WorkUpdate) {
+    if u.task.is_empty() {
+        return;
+    }
+    let mut ledger = s.ledger.lock().expect("ledger lock");
+    if ledger.accept(&u.task, u.revision) {
+        let desired = u.assignment.as_ref().and_then(Desired::from_assignment);
+        set_desired(s, &u.task, desired);
+    }
+}
+
 async fn full_sync<R: Runtime>(
     s: &Arc<Shared<R>>,
     kv: &TypedKv<Assignment>,
     filter: &str,
 ) -> Result<(), String> {
+    // Everything up to `floor` is in the read that follows.
+    let floor = kv.raw().last_revision().await.map_err(|e| e.to_string())?;
     let entries = kv.entries(filter).await.map_err(|e| e.to_string())?;
-    let mut desired: HashMap<String, Desired> = HashMap::new();
-    for (key, a, _) in entries {
-        if let (Some((_, task)), Some(d)) =
-            (names::parse_work_key(&key), Desired::from_assignment(&a))
-        {
-            desired.insert(task, d);
+    let mut desired: HashMap<String, Option<Desired>> = HashMap::new();
+    let mut found = Vec::with_capacity(entries.len());
+    for (key, a, rev) in entries {
+        if let Some((_, task)) = names::parse_work_key(&key) {
+            desired.insert(task.clone(), Desired::from_assignment(&a));
+            found.push((task, rev));
         }
     }
     // Containers this node runs but has no work for get a worker too, which removes them.
@@ -377,21 +395,24 @@ async fn full_sync<R: Runtime>(
             .into_iter()
             .map(|v| v.task)
             .collect();
+    let mut ledger = s.ledger.lock().expect("ledger lock");
     let known: Vec<String> = s
         .workers
         .lock()
         .expect("workers lock")
         .keys()
         .cloned()
+        .chain(existing)
         .collect();
-    for task in existing.into_iter().chain(known) {
-        if !desired.contains_key(&task) {
-            set_desired(s, &task, None);
-        }
+    let plan = ledger.full_read(floor, &found, known);
+    for task in plan.clear {
+        set_desired(s, &task, None);
     }
-    for (task, d) in desired {
-        set_desired(s, &task, Some(d));
+    for task in plan.set {
+        let d = desired.remove(&task).flatten();
+        set_desired(s, &task, d);
     }
+    drop(ledger);
     wake_all(s);
     Ok(())
 }

@@ -21,3 +21,4 @@ pub mod testing;
 pub mod timefmt;
 pub mod usage;
 pub mod volumes;
+pub mod work_ledger;

@@ -24,6 +24,7 @@ pub mod sets;
 pub mod status;
 pub mod subnets;
 pub mod view;
+pub mod work;
 
 pub use run::{run, Security, ServerConfig};
 

@@ -1,6 +1,6 @@
 //! Start-up and shutdown of one server process.
 
-use crate::api::{self, Ctx};
+use crate::api::{self, Ctx, CtxParts};
 use crate::events::Events;
 use crate::status::StatusKv;
 use crate::{reports, scheduler};
@@ -137,7 +137,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         },
         cfg.placement,
     );
-    let ctx = Ctx {
+    let ctx = Ctx::new(CtxParts {
+        client: client.clone(),
         subnets,
         view,
         cluster,
@@ -146,7 +147,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         work,
         policy: cfg.security.policy,
         auth: auth.clone(),
-    };
+    });
     if let Some(a) = &auth {
         // The bucket is the source of truth: catch up with changes made while down.
         a.apply(&js)

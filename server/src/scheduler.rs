@@ -10,7 +10,6 @@ use crate::api::{resources, Ctx, Failure};
 use crate::managed::Managed;
 use crate::status;
 use futures::StreamExt;
-use prost::Message;
 use std::time::Duration;
 use voiyd_messages::v1::{Assignment, Task, TaskStatus};
 use voiyd_messages::Resource;
@@ -136,21 +135,13 @@ async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<()
         // Template volumes travel with the work: nodes cannot read the volume specs.
         volumes: crate::api::volumes::for_task(ctx, task).await?,
     };
-    let key = names::work_key(node, task.name());
-    ctx.work
-        .put(&key, a.encode_to_vec().into())
-        .await
-        .map(|_| ())
-        .map_err(|e| Failure::internal(format!("cannot write work {key}: {e}")))
+    crate::work::put(ctx, node, task.name(), a).await
 }
 
 /// Removes a task's work from `node` (best effort: the node's resync also drops work
 /// whose task is gone).
 pub async fn remove_work(ctx: &Ctx, node: &str, task: &str) {
-    let key = names::work_key(node, task);
-    if let Err(e) = ctx.work.purge(&key).await {
-        tracing::warn!(%key, error = %e, "cannot remove work");
-    }
+    crate::work::remove(ctx, node, task).await
 }
 
 /// Removes a deleted task's work from the node that has it.
@@ -173,7 +164,9 @@ pub async fn unassign(ctx: &Ctx, task: &Task) {
             if let Ok(keys) = ctx.work.keys().await {
                 let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
                 for key in keys.into_iter().filter(|k| k.ends_with(&suffix)) {
-                    let _ = ctx.work.purge(&key).await;
+                    if let Some((node, task)) = names::parse_work_key(&key) {
+                        crate::work::remove(ctx, &node, &task).await;
+                    }
                 }
             }
         }

@@ -25,9 +25,28 @@ use voiyd_nats::api::{service_error, ErrorCode, MAX_REQUEST_BYTES};
 use voiyd_nats::bootstrap::Cluster;
 use voiyd_nats::names;
 
-/// Everything a request handler needs.
+/// Everything a request handler needs; cheap to clone (one per request).
 #[derive(Clone)]
-pub struct Ctx {
+pub struct Ctx(Arc<CtxParts>);
+
+impl Ctx {
+    /// Wraps the parts.
+    pub fn new(parts: CtxParts) -> Ctx {
+        Ctx(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = CtxParts;
+    fn deref(&self) -> &CtxParts {
+        &self.0
+    }
+}
+
+/// What a [`Ctx`] holds.
+pub struct CtxParts {
+    /// The server's NATS connection (core messages to nodes).
+    pub client: async_nats::Client,
     /// Buckets and streams.
     pub cluster: Cluster,
     /// Event publisher.

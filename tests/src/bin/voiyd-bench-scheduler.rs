@@ -21,6 +21,7 @@ struct Opts {
     servers: usize,
     heartbeat: u64,
     node_timeout: u64,
+    count_messages: bool,
 }
 
 fn opts() -> Opts {
@@ -31,6 +32,7 @@ fn opts() -> Opts {
         servers: 1,
         heartbeat: 1,
         node_timeout: 5,
+        count_messages: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -46,7 +48,8 @@ fn opts() -> Opts {
             "--servers" => o.servers = v,
             "--heartbeat" => o.heartbeat = v as u64,
             "--node-timeout" => o.node_timeout = v as u64,
-            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout"),
+            "--count-messages" => o.count_messages = v != 0,
+            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout --count-messages 0|1"),
         }
         i += 2;
     }
@@ -81,6 +84,19 @@ fn rss_mib(pid: u32) -> (f64, f64) {
             / 1024.0
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+    ticks / 100.0
 }
 
 /// Sequential and concurrent request/reply against a trivial responder.
@@ -255,6 +271,44 @@ async fn main() {
     });
 
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    // Optional: count what crosses NATS per task (costs nats-server some CPU itself).
+    let counters: Arc<Mutex<std::collections::BTreeMap<&'static str, u64>>> = Arc::default();
+    if o.count_messages {
+        let client = async_nats::connect(&url).await.unwrap();
+        for (what, subject) in [
+            ("node status reports", "voiyd.node.*.status"),
+            ("node heartbeats", "voiyd.node.*.heartbeat"),
+            ("task spec writes", "$KV.voiyd_tasks.>"),
+            ("status writes", "$KV.voiyd_status.>"),
+            ("work writes", "$KV.voiyd_work.>"),
+            ("lease writes", "$KV.voiyd_leases.>"),
+            ("events", "voiyd.events.>"),
+            ("direct gets", "$JS.API.DIRECT.GET.>"),
+            ("API requests", "voiyd.api.>"),
+        ] {
+            let mut sub = client.subscribe(subject).await.unwrap();
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                while sub.next().await.is_some() {
+                    *counters.lock().unwrap().entry(what).or_default() += 1;
+                }
+            });
+        }
+        client.flush().await.unwrap();
+    }
+    let mut pids: Vec<(String, u32)> = Vec::new();
+    if let Some(pid) = nats.server().pid() {
+        pids.push(("nats-server".into(), pid));
+    }
+    for (i, s) in servers.iter().enumerate() {
+        pids.push((format!("voiyd-server {i}"), s.pid()));
+    }
+    pids.push((format!("voiyd-node ({} sim nodes)", o.nodes), nodes.pid()));
+    pids.push((
+        "this benchmark (API clients, watch)".into(),
+        std::process::id(),
+    ));
+    let cpu0: Vec<f64> = pids.iter().map(|(_, pid)| cpu_secs(*pid)).collect();
     let t0 = Instant::now();
     // Progress every 5 s, so a slow run shows where it is.
     let (progress_sent, progress_running) = (sent.clone(), running.clone());
@@ -339,23 +393,24 @@ async fn main() {
     );
     println!("API create latency: {}", percentiles(latencies));
     println!("create to Running latency: {}", percentiles(to_running));
-    let show = |what: &str, pid: Option<u32>| {
-        if let Some(pid) = pid {
-            let (rss, hwm) = rss_mib(pid);
-            println!("RSS {what}: {rss:.0} MiB (peak {hwm:.0} MiB)");
-        }
-    };
-    show("nats-server", nats.server().pid());
-    for (i, s) in servers.iter().enumerate() {
-        show(&format!("voiyd-server {i}"), Some(s.pid()));
+    let window = all_running.as_secs_f64();
+    for ((what, pid), before) in pids.iter().zip(cpu0) {
+        let (rss, hwm) = rss_mib(*pid);
+        let cpu = cpu_secs(*pid) - before;
+        println!(
+            "{what}: RSS {rss:.0} MiB (peak {hwm:.0} MiB); CPU {cpu:.1} s while placing ({:.0}% of a core)",
+            100.0 * cpu / window
+        );
     }
-    show(
-        &format!("voiyd-node ({} sim nodes)", o.nodes),
-        Some(nodes.pid()),
-    );
+    for (what, n) in counters.lock().unwrap().iter() {
+        println!("{what}: {n} ({:.2} per task)", *n as f64 / o.tasks as f64);
+    }
     let warns = servers
         .iter()
         .map(|s| s.log_text().lines().filter(|l| l.contains("WARN")).count())
         .sum::<usize>();
     println!("server warnings logged: {warns}");
+    if std::env::var_os("VOIYD_BENCH_KEEP").is_some() {
+        println!("logs kept in {}", dir.keep().display());
+    }
 }

@@ -1,0 +1,69 @@
+//! A node's work: writing it to `voiyd_work` and telling the node.
+//!
+//! The bucket is the record. After each change is stored, the node hears of it on
+//! `voiyd.node.<node>.work` (a [`WorkUpdate`] carrying the change's revision), so a
+//! node needs no JetStream consumer of its own: a thousand nodes each holding a
+//! filtered consumer on one stream make nats-server scan past every other node's
+//! messages on each delivery. A node that misses an update (disconnected, or a server
+//! that died between the write and the message) finds the change when it re-reads
+//! the bucket: on start, after reconnecting, and periodically.
+
+use crate::api::{Ctx, Failure};
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use prost::Message;
+use voiyd_messages::v1::{Assignment, WorkUpdate};
+use voiyd_nats::names;
+
+/// Stores `assignment` as `task`'s work on `node`, then tells the node.
+pub async fn put(ctx: &Ctx, node: &str, task: &str, assignment: Assignment) -> Result<(), Failure> {
+    let key = names::work_key(node, task);
+    let body = assignment.encode_to_vec();
+    let revision = ctx
+        .work
+        .put(&key, body.into())
+        .await
+        .map_err(|e| Failure::internal(format!("cannot write work {key}: {e}")))?;
+    notify(ctx, node, task, revision, Some(assignment)).await;
+    Ok(())
+}
+
+/// Removes `task`'s work from `node`, then tells the node. Best effort: a node also
+/// drops work that is gone from the bucket when it re-reads it.
+pub async fn remove(ctx: &Ctx, node: &str, task: &str) {
+    let key = names::work_key(node, task);
+    match purge(&ctx.cluster.js, &key).await {
+        Ok(revision) => notify(ctx, node, task, revision, None).await,
+        Err(e) => tracing::warn!(%key, error = %e, "cannot remove work"),
+    }
+}
+
+/// Purges a key like `kv::Store::purge`, but returns the purge's revision, which the
+/// node needs to order it against other updates.
+async fn purge(js: &jetstream::Context, key: &str) -> Result<u64, async_nats::Error> {
+    let mut headers = HeaderMap::new();
+    headers.insert("KV-Operation", "PURGE");
+    headers.insert("Nats-Rollup", "sub");
+    let subject = names::kv_subject(names::BUCKET_WORK, key);
+    let ack = js
+        .publish_with_headers(subject, headers, bytes::Bytes::new())
+        .await?
+        .await?;
+    Ok(ack.sequence)
+}
+
+async fn notify(ctx: &Ctx, node: &str, task: &str, revision: u64, assignment: Option<Assignment>) {
+    let update = WorkUpdate {
+        task: task.to_string(),
+        revision,
+        assignment,
+    };
+    let subject = names::node::work(node);
+    if let Err(e) = ctx
+        .client
+        .publish(subject, update.encode_to_vec().into())
+        .await
+    {
+        tracing::debug!(%node, %task, error = %e, "work update not sent; the node's re-read will find it");
+    }
+}
