@@ -37,6 +37,9 @@ pub struct ConnectOptions {
     /// Inbox prefix instead of `_INBOX` (nodes use `_INBOX_<node>` so that NATS
     /// permissions keep their replies private; see `names::node_inbox_prefix`).
     pub inbox_prefix: Option<String>,
+    /// Bumped on every (re)connection, so a client can re-read what it may have missed
+    /// while the connection was down (core NATS messages are not replayed).
+    pub reconnects: Option<std::sync::Arc<tokio::sync::watch::Sender<u64>>>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -79,6 +82,7 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             retry_on_initial_connect: false,
             inbox_prefix: None,
+            reconnects: None,
         }
     }
 }
@@ -208,14 +212,23 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, Connec
 }
 
 async fn build_options(opts: &ConnectOptions) -> Result<async_nats::ConnectOptions, ConnectError> {
+    let reconnects = opts.reconnects.clone();
     let mut o = async_nats::ConnectOptions::new()
         .name(&opts.name)
         .connection_timeout(opts.connect_timeout)
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                other => tracing::debug!(event = %other, "NATS client event"),
+        .event_callback(move |event| {
+            let reconnects = reconnects.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("connected to NATS");
+                        if let Some(r) = reconnects {
+                            r.send_modify(|n| *n += 1);
+                        }
+                    }
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    other => tracing::debug!(event = %other, "NATS client event"),
+                }
             }
         });
     if opts.retry_on_initial_connect {

@@ -117,6 +117,8 @@ struct Shared<R> {
     fenced: watch::Sender<bool>,
     /// Which work changes have been applied (orders messages against full reads).
     ledger: Mutex<WorkLedger>,
+    /// Changes on every (re)connection to NATS.
+    reconnected: watch::Receiver<u64>,
 }
 
 /// Runs the agent until `shutdown` resolves. Running containers are left alone on
@@ -129,6 +131,8 @@ pub async fn run<R: Runtime>(
     let mut opts = cfg.nats.clone();
     opts.retry_on_initial_connect = true;
     opts.name = format!("voiyd-node {}", cfg.name);
+    let (reconnects, reconnected) = watch::channel(0u64);
+    opts.reconnects = Some(Arc::new(reconnects));
     let client = connect(&opts)
         .await
         .map_err(|e| AgentError::Nats(e.to_string()))?;
@@ -143,6 +147,7 @@ pub async fn run<R: Runtime>(
         resync,
         fenced: watch::channel(false).0,
         ledger: Mutex::new(WorkLedger::default()),
+        reconnected,
     });
 
     let hb = tokio::spawn(heartbeats(shared.clone(), info));
@@ -230,10 +235,7 @@ async fn fencing<R: Runtime>(s: Arc<Shared<R>>) {
         let now = tokio::time::Instant::now();
         let fenced = *s.fenced.borrow();
         if connected {
-            // Work updates sent while the connection was down are lost: re-read.
-            if down_since.take().is_some() && !fenced {
-                s.resync.send_modify(|n| *n += 1);
-            }
+            down_since = None;
             if fenced {
                 // Re-read the work before unfencing: a task moved away meanwhile must
                 // not start here again, not even for a moment.
@@ -316,6 +318,7 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
     let js = async_nats::jetstream::new(s.client.clone());
     let filter = names::work_filter(&s.cfg.name);
     let mut resync = s.resync.subscribe();
+    let mut reconnected = s.reconnected.clone();
     loop {
         let kv = match js.get_key_value(names::BUCKET_WORK).await {
             Ok(kv) => TypedKv::<Assignment>::new(kv, "work"),
@@ -353,6 +356,12 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
                         tracing::warn!(error = %e, "resync failed");
                     }
                 }
+                // Updates sent while the connection was down are lost: re-read.
+                _ = reconnected.changed() => {
+                    if let Err(e) = full_sync(&s, &kv, &filter).await {
+                        tracing::warn!(error = %e, "re-reading work after reconnecting failed");
+                    }
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -366,6 +375,7 @@ fn apply_update<R: Runtime>(s: &Arc<Shared<R>>, u: WorkUpdate) {
     }
     let mut ledger = s.ledger.lock().expect("ledger lock");
     if ledger.accept(&u.task, u.revision) {
+        tracing::debug!(task = %u.task, revision = u.revision, "work update applied");
         let desired = u.assignment.as_ref().and_then(Desired::from_assignment);
         set_desired(s, &u.task, desired);
     }
@@ -405,6 +415,7 @@ async fn full_sync<R: Runtime>(
         .chain(existing)
         .collect();
     let plan = ledger.full_read(floor, &found, known);
+    tracing::debug!(floor, set = ?plan.set, clear = ?plan.clear, "work read");
     for task in plan.clear {
         set_desired(s, &task, None);
     }

@@ -32,9 +32,10 @@ fn sim_nodes(url: &str, name: &str, count: usize, dir: &Path, extra: &[&str]) ->
         &count,
         "--data-dir",
         data.to_str().unwrap(),
-        "--log-level",
-        "voiyd_node=info,warn",
     ];
+    if !extra.contains(&"--log-level") {
+        args.extend_from_slice(&["--log-level", "voiyd_node=info,warn"]);
+    }
     args.extend_from_slice(extra);
     Proc::spawn(
         &bin("voiyd-node"),
@@ -413,6 +414,76 @@ impl Cuttable {
     fn set(&self, open: bool) {
         let _ = self.open.send(open);
     }
+}
+
+/// Work sent to a node while its connection is down is lost as a message; the node
+/// re-reads its work when it reconnects instead of waiting for its periodic resync
+/// (30 s or more for simulated nodes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_assigned_during_a_short_disconnect_arrives_on_reconnect() {
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Cuttable::start(nats.url().trim_start_matches("nats://").to_string()).await;
+    let node = sim_nodes(
+        &proxy.url(),
+        "blink",
+        1,
+        dir.path(),
+        &["--log-level", "voiyd_node=info,voiyd_nats=info,warn"],
+    );
+    wait_nodes(&api, 1).await;
+
+    let connects = || {
+        node.log_text()
+            .lines()
+            .filter(|l| l.contains("connected to NATS") && !l.contains("disconnected"))
+            .count()
+    };
+    // A first task proves the node follows its work before the cut.
+    api.create(&task("early", TaskConfig::default()))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "early running", || async {
+        let p = phases(&api, "").await;
+        (p.get("early").map(|(ph, _)| ph.as_str()) == Some("Running")).then_some(())
+    })
+    .await;
+    // The first connection's line is logged asynchronously: count from after it.
+    eventually(
+        Duration::from_secs(5),
+        "first connection logged",
+        || async { (connects() >= 1).then_some(()) },
+    )
+    .await;
+    let before = connects();
+    proxy.set(false);
+    eventually(Duration::from_secs(5), "node sees the cut", || async {
+        node.log_text().contains("disconnected").then_some(())
+    })
+    .await;
+    // Still Ready for the servers (the node timeout is 5 s): placed on it at once.
+    api.create(&task("late", TaskConfig::default()))
+        .await
+        .unwrap();
+    proxy.set(true);
+    // The client's reconnect back-off decides when it is back; count from then.
+    eventually(Duration::from_secs(20), "node reconnected", || async {
+        (connects() > before).then_some(())
+    })
+    .await;
+    let back = std::time::Instant::now();
+    eventually(Duration::from_secs(20), "late running on blink", || async {
+        let p = phases(&api, "").await;
+        (p.get("late") == Some(&("Running".to_string(), "blink".to_string()))).then_some(())
+    })
+    .await;
+    assert!(
+        back.elapsed() < Duration::from_secs(5),
+        "took {:?} after reconnecting: the periodic resync, not the reconnect, found the work",
+        back.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
