@@ -2,6 +2,7 @@
 //! (`voiyd_work`, keys `<node>.>`) and runs one reconcile worker per task, which drives
 //! the runtime towards the assignment and reports the task's status.
 
+use crate::admission::{self, Load};
 use crate::phase;
 use crate::reconcile::{decide, Action, ContainerState, Desired, Exit, Observed};
 use crate::restart::backoff;
@@ -119,6 +120,8 @@ struct Shared<R> {
     ledger: Mutex<WorkLedger>,
     /// Changes on every (re)connection to NATS.
     reconnected: watch::Receiver<u64>,
+    /// What the node offers its tasks (admission and heartbeats).
+    capacity: NodeResources,
 }
 
 /// Runs the agent until `shutdown` resolves. Running containers are left alone on
@@ -139,6 +142,7 @@ pub async fn run<R: Runtime>(
     let info = rt.info().await?;
     tracing::info!(node = %cfg.name, runtime = %info.name, version = %info.version, "agent connected");
     let (resync, _) = watch::channel(0u64);
+    let capacity = cfg.capacity.unwrap_or_else(|| host_facts(&cfg.name).1);
     let shared = Arc::new(Shared {
         cfg,
         rt,
@@ -148,6 +152,7 @@ pub async fn run<R: Runtime>(
         fenced: watch::channel(false).0,
         ledger: Mutex::new(WorkLedger::default()),
         reconnected,
+        capacity,
     });
 
     let hb = tokio::spawn(heartbeats(shared.clone(), info));
@@ -167,8 +172,8 @@ pub async fn run<R: Runtime>(
 }
 
 async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runtime::RuntimeInfo) {
-    let (mut labels, host_capacity) = host_facts(&s.cfg.name);
-    let capacity = s.cfg.capacity.unwrap_or(host_capacity);
+    let (mut labels, _) = host_facts(&s.cfg.name);
+    let capacity = s.capacity;
     labels.extend(s.cfg.labels.clone());
     let subject = names::node::heartbeat(&s.cfg.name);
     let mut tick = tokio::time::interval(s.cfg.heartbeat_every);
@@ -398,7 +403,7 @@ async fn full_sync<R: Runtime>(
         }
     }
     // Containers this node runs but has no work for get a worker too, which removes them.
-    let existing: Vec<String> =
+    let existing: std::collections::HashSet<String> =
         s.rt.list()
             .await
             .map_err(|e| e.to_string())?
@@ -412,9 +417,17 @@ async fn full_sync<R: Runtime>(
         .expect("workers lock")
         .keys()
         .cloned()
-        .chain(existing)
+        .chain(existing.iter().cloned())
         .collect();
-    let plan = ledger.full_read(floor, &found, known);
+    let mut plan = ledger.full_read(floor, &found, known);
+    // Admission goes in order: what already runs here first, then oldest work first.
+    let revision: HashMap<&str, u64> = found.iter().map(|(t, r)| (t.as_str(), *r)).collect();
+    plan.set.sort_by_key(|t| {
+        (
+            !existing.contains(t),
+            revision.get(t.as_str()).copied().unwrap_or(0),
+        )
+    });
     tracing::debug!(floor, set = ?plan.set, clear = ?plan.clear, "work read");
     for task in plan.clear {
         set_desired(s, &task, None);
@@ -430,6 +443,22 @@ async fn full_sync<R: Runtime>(
 
 fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: Option<Desired>) {
     let mut workers = s.workers.lock().expect("workers lock");
+    let admitted = workers
+        .get(task)
+        .is_some_and(|w| !w.desired.is_closed() && w.desired.borrow().is_some());
+    if let (Some(d), false) = (&desired, admitted) {
+        // New to this node: it must fit next to the tasks already here.
+        let others: Vec<Load> = workers
+            .iter()
+            .filter(|(name, _)| name.as_str() != task)
+            .filter_map(|(_, w)| w.desired.borrow().as_ref().map(|d| Load::of(&d.config)))
+            .collect();
+        if let Err(why) = admission::admit(s.capacity, &others, &Load::of(&d.config)) {
+            drop(workers);
+            reject(s, task, d, why);
+            return;
+        }
+    }
     if let Some(w) = workers.get(task) {
         if !w.desired.is_closed() {
             w.desired.send_if_modified(|cur| {
@@ -450,6 +479,21 @@ fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: Option<Desir
         },
     );
     tokio::spawn(task_worker(s.clone(), task.to_string(), rx, wake));
+}
+
+/// Tells the servers this node refuses `task`; they place it elsewhere.
+fn reject<R: Runtime>(s: &Arc<Shared<R>>, task: &str, d: &Desired, why: admission::Refusal) {
+    tracing::warn!(%task, reason = why.reason(), "task refused: {why}");
+    let status = TaskStatus {
+        phase: admission::REJECTED.into(),
+        reason: why.reason().into(),
+        message: why.to_string(),
+        node: s.cfg.name.clone(),
+        observed_generation: d.generation,
+        ..Default::default()
+    };
+    let (s, task, uid) = (s.clone(), task.to_string(), d.uid.clone());
+    tokio::spawn(async move { send(&s, &task, &uid, status).await });
 }
 
 /// What a worker remembers about its task between passes.

@@ -1,5 +1,6 @@
 //! voiyd-node library: the pieces the node agent is built from.
 
+pub mod admission;
 pub mod agent;
 pub mod containerd;
 pub mod exec;

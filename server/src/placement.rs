@@ -170,10 +170,13 @@ pub fn fits(d: &Demand, node: &Candidate) -> Result<(), Misfit> {
 fn utilisation_after(d: &Demand, node: &Candidate) -> u64 {
     let frac = |cap: u64, used: u64, want: u64| -> u64 {
         if cap == 0 {
-            0
-        } else {
-            ((used.saturating_add(want) as u128 * 1_000_000) / cap as u128).min(u64::MAX as u128)
-                as u64
+            return 0;
+        }
+        let need = used.saturating_add(want);
+        // 64-bit arithmetic while it cannot overflow (any node below 18 TB); 128 beyond.
+        match need.checked_mul(1_000_000) {
+            Some(scaled) => scaled / cap,
+            None => ((need as u128 * 1_000_000) / cap as u128).min(u64::MAX as u128) as u64,
         }
     };
     frac(
@@ -189,8 +192,17 @@ fn utilisation_after(d: &Demand, node: &Candidate) -> u64 {
 }
 
 /// Orders two fitting nodes: `Less` means `a` is the better choice.
+#[cfg(test)]
 fn better(d: &Demand, a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
-    let (ua, ub) = (utilisation_after(d, a), utilisation_after(d, b));
+    order(
+        d,
+        (a, utilisation_after(d, a)),
+        (b, utilisation_after(d, b)),
+    )
+}
+
+/// [`better`] for nodes whose utilisation after placement is already known.
+fn order(d: &Demand, (a, ua): (&Candidate, u64), (b, ub): (&Candidate, u64)) -> std::cmp::Ordering {
     let by_load = match d.strategy {
         Strategy::Spread => ua.cmp(&ub).then(a.tasks.cmp(&b.tasks)),
         Strategy::Binpack => ub.cmp(&ua).then(b.tasks.cmp(&a.tasks)),
@@ -230,19 +242,21 @@ pub fn place<'a>(
 ) -> Result<&'a Candidate, Unplaceable> {
     let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut total = 0;
-    let mut best: Option<&Candidate> = None;
+    // The best so far with its load, so each candidate's load is computed once.
+    let mut best: Option<(&Candidate, u64)> = None;
     for n in nodes {
         total += 1;
         match fits(d, n) {
             Err(m) => *reasons.entry(m.as_str()).or_default() += 1,
             Ok(()) => {
-                if best.is_none_or(|b| better(d, n, b).is_lt()) {
-                    best = Some(n);
+                let load = utilisation_after(d, n);
+                if best.is_none_or(|(b, bload)| order(d, (n, load), (b, bload)).is_lt()) {
+                    best = Some((n, load));
                 }
             }
         }
     }
-    best.ok_or(Unplaceable { total, reasons })
+    best.map(|(n, _)| n).ok_or(Unplaceable { total, reasons })
 }
 
 /// Convenience over [`place`] for a task spec with the default strategy; returns the

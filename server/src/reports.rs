@@ -13,6 +13,9 @@ use voiyd_messages::Resource;
 use voiyd_nats::names;
 use voiyd_nats::store::StoreError;
 
+/// Phase a node reports for a task it refuses to run (see the node's admission).
+pub const REJECTED: &str = "Rejected";
+
 /// Workers folding in task status reports, and heartbeats, per server.
 const STATUS_WORKERS: usize = 128;
 const HEARTBEAT_WORKERS: usize = 32;
@@ -186,6 +189,13 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
             return Ok(());
         }
         let mut st = report.status.clone().unwrap_or_default();
+        if st.phase == REJECTED {
+            // The node refused it (capacity or host ports taken, e.g. by a task another
+            // server placed there at the same instant): place it elsewhere.
+            tracing::info!(task = %report.task, node = %node_name, reason = %st.reason, message = %st.message, "node refused task");
+            crate::failover::move_task(ctx, &report.task, &node_name, "NodeRejected").await?;
+            return Ok(());
+        }
         let stamp = |t: &Option<voiyd_messages::Timestamp>| t.map(|t| (t.seconds, t.nanos));
         if stamp(&st.reported_at) < stamp(&current.status.reported_at) {
             return Ok(()); // overtaken by a newer report already folded in

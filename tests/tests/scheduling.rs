@@ -206,6 +206,68 @@ async fn three_servers_place_thousands_of_tasks_exactly_once() {
     }
 }
 
+/// Three servers placing the same burst each decide from their own view, so two can
+/// pick a node's last free slot at once; the node refuses what no longer fits and the
+/// task goes elsewhere. No node ever holds more than its capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_servers_never_overcommit_a_node() {
+    let nats = TestNats::start().await;
+    let servers = [
+        Server::external(&nats.url()).await,
+        Server::external(&nats.url()).await,
+        Server::external(&nats.url()).await,
+    ];
+    let api = servers[0].api().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 10 nodes x 1 CPU = 100 slots of 100m; 100 tasks wait for them, so all three
+    // servers race to place them the moment the nodes come.
+    futures::stream::iter(0..100)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let t = task(&format!("c{i}"), TaskConfig::default());
+                api.create(&t).await.expect("create task");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let _nodes = sim_nodes(
+        &nats.url(),
+        "tight",
+        10,
+        dir.path(),
+        &["--sim-cpu", "1", "--sim-memory", "64Gi"],
+    );
+    eventually(Duration::from_secs(60), "100 tasks running", || async {
+        let p = phases(&api, "").await;
+        (p.values().filter(|(ph, _)| ph == "Running").count() == 100).then_some(())
+    })
+    .await;
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, (_, node)) in phases(&api, "").await {
+        *per_node.entry(node).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 10, "{per_node:?}");
+    assert!(per_node.values().all(|n| *n == 10), "{per_node:?}");
+    assert_single_placement(&nats, &api, 100).await;
+    // The cluster is full: one more waits, saying why.
+    api.create(&task("extra", TaskConfig::default()))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "extra pending", || async {
+        let t = api.get::<Task>("extra").await.ok()?;
+        let st = t.status?;
+        (st.phase == "Pending" && st.message.contains("10 insufficient cpu")).then_some(())
+    })
+    .await;
+    let refused: usize = servers
+        .iter()
+        .map(|s| s.proc.log_text().matches("node refused task").count())
+        .sum();
+    eprintln!("nodes refused {refused} placements");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_ports_and_explanations() {
     let nats = TestNats::start().await;
