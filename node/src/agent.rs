@@ -174,6 +174,15 @@ pub async fn run<R: Runtime>(
 async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runtime::RuntimeInfo) {
     let (mut labels, _) = host_facts(&s.cfg.name);
     let capacity = s.capacity;
+    // One per agent run: a node deleted while this run goes on is not re-registered by
+    // it (servers keep the deleted session); a restarted agent joins again.
+    let session = {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{:x}-{:x}", nanos, std::process::id())
+    };
     labels.extend(s.cfg.labels.clone());
     let subject = names::node::heartbeat(&s.cfg.name);
     let mut tick = tokio::time::interval(s.cfg.heartbeat_every);
@@ -190,6 +199,7 @@ async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runtime::Runtime
             allocated: Some(allocated(&s)),
             subnet: s.rt.subnet().unwrap_or_default(),
             volumes: s.rt.volumes(&volumes_in_use(&s)),
+            session: session.clone(),
             ..Default::default()
         };
         let report = NodeStatusReport {

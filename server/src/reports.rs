@@ -13,6 +13,29 @@ use voiyd_messages::Resource;
 use voiyd_nats::names;
 use voiyd_nats::store::StoreError;
 
+/// Phase of a deleted node's status record: it remembers the agent session that was
+/// running, whose heartbeats then no longer register the node again.
+pub const NODE_DELETED: &str = "Deleted";
+
+/// Whether a heartbeat comes from the agent run that was running when the node was
+/// deleted (a restarted agent has a new session and may join again).
+pub fn from_deleted_session(prev: Option<&NodeStatus>, session: &str) -> bool {
+    prev.is_some_and(|p| p.phase == NODE_DELETED && !session.is_empty() && p.session == session)
+}
+
+/// Writes a deleted node's status record ([`NODE_DELETED`] with the agent session).
+pub async fn remember_deleted(ctx: &Ctx, node: &str, session: String) {
+    let st = NodeStatus {
+        phase: NODE_DELETED.into(),
+        session,
+        ..Default::default()
+    };
+    let key = names::status_key("node", node);
+    if let Err(e) = ctx.status.0.put(&key, st.encode_to_vec().into()).await {
+        tracing::warn!(%node, error = %e, "cannot record the deleted node's session");
+    }
+}
+
 /// Phase a node reports for a task it refuses to run (see the node's admission).
 pub const REJECTED: &str = "Rejected";
 
@@ -94,10 +117,20 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
         )));
     }
     let store = Node::store(&ctx.cluster);
+    let session = report
+        .status
+        .as_ref()
+        .map(|s| s.session.clone())
+        .unwrap_or_default();
     // The view knows registered nodes: most heartbeats skip the read.
     let known = ctx.view.is_registered(&node_name) || store.get(&node_name).await?.is_some();
     let mut joined = false;
     if !known {
+        let prev = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node_name).await?;
+        if from_deleted_session(prev.as_ref().map(|p| &p.status), &session) {
+            tracing::debug!(node = %node_name, "heartbeat of a deleted node's agent ignored");
+            return Ok(());
+        }
         let now = crate::now();
         let node = Node {
             version: "node/v1".into(),
@@ -127,6 +160,10 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
     st.phase = "Ready".into();
     st.last_heartbeat = Some(crate::now());
     let prev = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node_name).await?;
+    // Deleted while this heartbeat was on its way: do not bring it back.
+    if from_deleted_session(prev.as_ref().map(|p| &p.status), &session) {
+        return Ok(());
+    }
     let was_ready = prev.as_ref().is_some_and(|p| p.status.phase == "Ready");
     let prev_volumes = prev
         .as_ref()
@@ -248,4 +285,28 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
         "status of task {} kept changing",
         report.task
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_deleted_agent_run_is_refused() {
+        let deleted = NodeStatus {
+            phase: NODE_DELETED.into(),
+            session: "s1".into(),
+            ..Default::default()
+        };
+        assert!(from_deleted_session(Some(&deleted), "s1"));
+        assert!(!from_deleted_session(Some(&deleted), "s2"));
+        assert!(!from_deleted_session(Some(&deleted), ""));
+        assert!(!from_deleted_session(None, "s1"));
+        let ready = NodeStatus {
+            phase: "Ready".into(),
+            session: "s1".into(),
+            ..Default::default()
+        };
+        assert!(!from_deleted_session(Some(&ready), "s1"));
+    }
 }

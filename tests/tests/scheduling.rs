@@ -953,3 +953,51 @@ async fn killed_agent_on_containerd_task_runs_elsewhere_within_ten_seconds() {
     )
     .await;
 }
+
+/// `delete node` while its agent keeps running: the agent's heartbeats no longer
+/// register the node (its tasks stay moved away); a restarted agent joins again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_node_stays_deleted_until_its_agent_restarts() {
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = sim_nodes(&nats.url(), "solo", 1, dir.path(), &[]);
+    wait_nodes(&api, 1).await;
+    let listed = |api: ApiClient| async move {
+        api.list::<Node>("")
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.name() == "solo")
+    };
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut beats = client
+        .subscribe(voiyd_nats::names::node::heartbeat("solo"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let out = voiydctl(&server.url, &["delete", "node", "solo"], None, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Heartbeats keep coming; the server must not take the node back.
+    for _ in 0..4 {
+        tokio::time::timeout(Duration::from_secs(5), beats.next())
+            .await
+            .expect("the agent keeps sending heartbeats")
+            .unwrap();
+    }
+    assert!(
+        !listed(api.clone()).await,
+        "a deleted node came back through its running agent"
+    );
+
+    // A restarted agent is a new session: it joins again.
+    agent.stop(Duration::from_secs(5));
+    let _agent = sim_nodes(&nats.url(), "solo", 1, dir.path(), &[]);
+    eventually(Duration::from_secs(15), "solo joins again", || async {
+        listed(api.clone()).await.then_some(())
+    })
+    .await;
+    wait_nodes(&api, 1).await;
+}

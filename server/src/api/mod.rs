@@ -178,11 +178,17 @@ pub async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<By
             // connection); a node with credentials but no record is revoked all the same.
             let revoked = crate::auth::revoke(ctx, &body).await?;
             let req = DeleteRequest::decode(body)?;
+            let last = crate::status::read::<Node>(&ctx.status, &req.name).await?;
             match resources::delete::<Node>(ctx, &req).await {
                 Err(f) if f.code == ErrorCode::NotFound && revoked => {}
                 other => {
                     other?;
                 }
+            }
+            // An agent still running must not register the node again: remember its
+            // session (a restarted agent has a new one and joins again).
+            if let Some(session) = last.map(|s| s.session).filter(|s| !s.is_empty()) {
+                crate::reports::remember_deleted(ctx, &req.name, session).await;
             }
             // The node's subnet goes back to the pool (a node that returns gets one anew).
             ctx.subnets.release(&req.name).await?;
