@@ -1,6 +1,7 @@
-//! The node agent: dials out to NATS, registers through heartbeats, watches its own work
-//! (`voiyd_work`, keys `<node>.>`) and runs one reconcile worker per task, which drives
-//! the runtime towards the assignment and reports the task's status.
+//! The node agent: dials out to NATS, registers through heartbeats, follows its own work
+//! (messages on `voiyd.node.<node>.work`, re-reads of `voiyd_work` keys `<node>.>`),
+//! admits what fits, and runs one reconcile worker per task, which drives the runtime
+//! towards the assignment and reports the task's status.
 
 use crate::admission::{self, Load};
 use crate::phase;
