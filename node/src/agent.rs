@@ -123,6 +123,10 @@ struct Shared<R> {
     reconnected: watch::Receiver<u64>,
     /// What the node offers its tasks (admission and heartbeats).
     capacity: NodeResources,
+    /// Status reports waiting to be sent, latest per task.
+    outbox: Mutex<HashMap<String, TaskStatusReport>>,
+    /// Signals [`flush_reports`].
+    outbox_ready: Notify,
 }
 
 /// Runs the agent until `shutdown` resolves. Running containers are left alone on
@@ -154,6 +158,8 @@ pub async fn run<R: Runtime>(
         ledger: Mutex::new(WorkLedger::default()),
         reconnected,
         capacity,
+        outbox: Mutex::new(HashMap::new()),
+        outbox_ready: Notify::new(),
     });
 
     let hb = tokio::spawn(heartbeats(shared.clone(), info));
@@ -163,12 +169,31 @@ pub async fn run<R: Runtime>(
     let subnet = tokio::spawn(follow_subnet(shared.clone()));
     let purges = tokio::spawn(follow_purges(shared.clone()));
     let fence = tokio::spawn(fencing(shared.clone()));
+    let reports = tokio::spawn(flush_reports(shared.clone()));
     shutdown.await;
-    for t in [hb, work, exits, ticks, subnet, purges, fence] {
+    for t in [hb, work, exits, ticks, subnet, purges, fence, reports] {
         t.abort();
     }
-    // NATS may be gone: do not hang the shutdown on it.
-    let _ = tokio::time::timeout(Duration::from_secs(2), shared.client.flush()).await;
+    // Reports still queued go out with the final flush. NATS may be gone: do not hang
+    // the shutdown on it.
+    let queued: Vec<TaskStatusReport> = shared
+        .outbox
+        .lock()
+        .expect("outbox lock")
+        .drain()
+        .map(|(_, r)| r)
+        .collect();
+    let subject = names::node::status(&shared.cfg.name);
+    let last = async {
+        for r in queued {
+            let _ = shared
+                .client
+                .publish(subject.clone(), r.encode_to_vec().into())
+                .await;
+        }
+        let _ = shared.client.flush().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), last).await;
     Ok(())
 }
 
@@ -814,6 +839,9 @@ async fn report<R: Runtime>(
     send(s, task, &d.uid, st).await;
 }
 
+/// Queues a status report. Reports leave through [`flush_reports`], latest per task:
+/// when reports come faster than they can be sent, the ones overtaken are dropped here
+/// instead of being sent and folded in for nothing.
 async fn send<R: Runtime>(s: &Arc<Shared<R>>, task: &str, uid: &str, mut status: TaskStatus) {
     // Lets the server drop a report that overtook a newer one.
     status.reported_at = Some(ts(SystemTime::now()));
@@ -823,15 +851,34 @@ async fn send<R: Runtime>(s: &Arc<Shared<R>>, task: &str, uid: &str, mut status:
         uid: uid.to_string(),
         status: Some(status),
     };
-    if let Err(e) = s
-        .client
-        .publish(
-            names::node::status(&s.cfg.name),
-            report.encode_to_vec().into(),
-        )
-        .await
-    {
-        tracing::debug!(%task, error = %e, "status not sent");
+    s.outbox
+        .lock()
+        .expect("outbox lock")
+        .insert(task.to_string(), report);
+    s.outbox_ready.notify_one();
+}
+
+/// Sends queued status reports.
+async fn flush_reports<R: Runtime>(s: Arc<Shared<R>>) {
+    let subject = names::node::status(&s.cfg.name);
+    loop {
+        s.outbox_ready.notified().await;
+        let batch: Vec<TaskStatusReport> = s
+            .outbox
+            .lock()
+            .expect("outbox lock")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for report in batch {
+            if let Err(e) = s
+                .client
+                .publish(subject.clone(), report.encode_to_vec().into())
+                .await
+            {
+                tracing::debug!(task = %report.task, error = %e, "status not sent");
+            }
+        }
     }
 }
 

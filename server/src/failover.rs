@@ -219,13 +219,10 @@ pub async fn move_task(ctx: &Ctx, task: &str, from: &str, reason: &str) -> Resul
         conditions: v.status.conditions.clone(),
         ..Default::default()
     };
-    if status::write(&ctx.status.0, "task", task, &st, v.revision)
-        .await?
-        .is_none()
-    {
+    let Some(written) = status::write(&ctx.status.0, "task", task, &st, v.revision).await? else {
         return Ok(false);
-    }
-    ctx.view.saw_task_status(task, &st);
+    };
+    ctx.view.saw_task_status(task, &st, written);
     tracing::info!(%task, node = %from, %reason, "moving task");
     crate::scheduler::remove_work(ctx, from, task).await;
     ctx.events

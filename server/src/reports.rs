@@ -198,7 +198,7 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
 async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> {
     let node_name = names::node::node_of(&msg.subject).unwrap_or_default();
     let report = TaskStatusReport::decode(msg.payload.clone())?;
-    for _ in 0..5 {
+    for attempt in 0..5 {
         // The scheduler's view knows the uid of nearly every task: read the spec only
         // when it does not (yet).
         let uid = match ctx.view.task_uid(&report.task) {
@@ -216,13 +216,35 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
         if uid != report.uid {
             return Ok(()); // a report about an older task of the same name
         }
-        let Some(current) =
-            status::read_versioned::<TaskStatus>(&ctx.status.0, "task", &report.task).await?
-        else {
-            return Ok(());
+        // First from the view (no read); after a lost CAS, from the bucket.
+        let from_view = if attempt == 0 {
+            ctx.view
+                .task_status(&report.task)
+                .map(|(status, revision)| status::Versioned { status, revision })
+        } else {
+            None
+        };
+        let fresh = from_view.is_none();
+        let current = match from_view {
+            Some(v) => v,
+            None => match status::read_versioned::<TaskStatus>(&ctx.status.0, "task", &report.task)
+                .await?
+            {
+                Some(v) => v,
+                None => return Ok(()),
+            },
+        };
+        // The view may lag behind the bucket: it is good enough to write with CAS (a
+        // stale revision only fails), never to drop a report. Any decision to skip
+        // waits for a fresh read.
+        let skip = |why: &str| {
+            tracing::debug!(task = %report.task, node = %node_name, why, "report not folded in");
         };
         if current.status.node != node_name {
-            tracing::debug!(task = %report.task, node = %node_name, "ignoring report from a node that does not hold the task");
+            if !fresh {
+                continue;
+            }
+            skip("the node does not hold the task");
             return Ok(());
         }
         let mut st = report.status.clone().unwrap_or_default();
@@ -235,7 +257,10 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
         }
         let stamp = |t: &Option<voiyd_messages::Timestamp>| t.map(|t| (t.seconds, t.nanos));
         if stamp(&st.reported_at) < stamp(&current.status.reported_at) {
-            return Ok(()); // overtaken by a newer report already folded in
+            // Overtaken by a newer report already folded in (the view only lags, so
+            // what it shows is at least that new).
+            skip("overtaken");
+            return Ok(());
         }
         // The server owns placement and rescheduling history.
         st.node = current.status.node.clone();
@@ -247,6 +272,9 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
             ..st.clone()
         };
         if unchanged == current.status {
+            if !fresh {
+                continue;
+            }
             return Ok(());
         }
         let phase_changed = st.phase != current.status.phase;

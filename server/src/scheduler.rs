@@ -70,11 +70,9 @@ pub async fn sync_fetched(
                 st.message = format!("placed on {node}");
                 st.conditions =
                     crate::conditions::for_phase(&st.conditions, SCHEDULED, "", true, crate::now());
-                if status::write(&ctx.status.0, "task", &name, &st, rev)
-                    .await?
-                    .is_some()
+                if let Some(written) = status::write(&ctx.status.0, "task", &name, &st, rev).await?
                 {
-                    ctx.view.saw_task_status(&name, &st);
+                    ctx.view.saw_task_status(&name, &st, written);
                     write_work(ctx, &node, &task, kill).await?;
                     ctx.events
                         .publish(
@@ -107,13 +105,14 @@ pub async fn sync_fetched(
                         crate::now(),
                     );
                 }
-                if !changed
-                    || status::write(&ctx.status.0, "task", &name, &st, rev)
-                        .await?
-                        .is_some()
-                {
-                    if changed {
-                        ctx.view.saw_task_status(&name, &st);
+                let written = if changed {
+                    status::write(&ctx.status.0, "task", &name, &st, rev).await?
+                } else {
+                    None
+                };
+                if !changed || written.is_some() {
+                    if let Some(written) = written {
+                        ctx.view.saw_task_status(&name, &st, written);
                     }
                     let mut t = task;
                     t.set_status(Some(st));

@@ -59,6 +59,9 @@ pub struct TaskEntry {
     pub labels: BTreeMap<String, String>,
     /// What it needs from a node.
     pub demand: Demand,
+    /// The newest status seen and its revision: a status report is folded in with CAS
+    /// on this revision, without reading the status first (a stale one costs a retry).
+    pub status: Option<(TaskStatus, u64)>,
     /// What is charged to `charged_to`.
     charged: Option<Charge>,
 }
@@ -155,10 +158,14 @@ impl State {
         }
     }
 
-    fn apply_task_status(&mut self, name: &str, st: Option<TaskStatus>) {
+    fn apply_task_status(&mut self, name: &str, st: Option<TaskStatus>, revision: u64) {
         let e = self.tasks.entry(name.to_string()).or_default();
         match st {
             Some(s) => {
+                // This server's own writes are recorded before the watch brings them.
+                if e.status.as_ref().is_none_or(|(_, r)| *r <= revision) {
+                    e.status = Some((s.clone(), revision));
+                }
                 e.node = (!s.node.is_empty()).then_some(s.node);
                 e.reserved = false;
                 e.ready_since = s
@@ -171,6 +178,7 @@ impl State {
                 e.message = s.message;
             }
             None => {
+                e.status = None;
                 if !e.reserved {
                     e.node = None;
                 }
@@ -345,11 +353,17 @@ impl View {
     }
 
     /// Records a status this server just wrote (the watch will confirm it).
-    pub fn saw_task_status(&self, task: &str, st: &TaskStatus) {
+    pub fn saw_task_status(&self, task: &str, st: &TaskStatus, revision: u64) {
         self.state
             .write()
             .expect("view lock")
-            .apply_task_status(task, Some(st.clone()));
+            .apply_task_status(task, Some(st.clone()), revision);
+    }
+
+    /// The newest status of a task this view has seen, with its revision.
+    pub fn task_status(&self, task: &str) -> Option<(TaskStatus, u64)> {
+        let s = self.state.read().expect("view lock");
+        s.tasks.get(task).and_then(|t| t.status.clone())
     }
 
     /// Tasks that exist and have no node, with their current status message.
@@ -490,7 +504,13 @@ async fn follow(
             let put = entry.operation == kv::Operation::Put;
             {
                 let mut s = state.write().expect("view lock");
-                apply(&mut s, which, &entry.key, put.then_some(entry.value));
+                apply(
+                    &mut s,
+                    which,
+                    &entry.key,
+                    put.then_some(entry.value),
+                    entry.revision,
+                );
             }
             if entry.delta == 0 || entry.seen_current {
                 on_current();
@@ -500,7 +520,7 @@ async fn follow(
     }
 }
 
-fn apply(s: &mut State, which: Which, key: &str, value: Option<bytes::Bytes>) {
+fn apply(s: &mut State, which: Which, key: &str, value: Option<bytes::Bytes>, revision: u64) {
     match which {
         Which::Tasks => {
             let name = names::untoken(key);
@@ -515,7 +535,7 @@ fn apply(s: &mut State, which: Which, key: &str, value: Option<bytes::Bytes>) {
         Which::Status => {
             if let Some(rest) = key.strip_prefix("task.") {
                 let st = value.and_then(|v| TaskStatus::decode(v).ok());
-                s.apply_task_status(&names::untoken(rest), st);
+                s.apply_task_status(&names::untoken(rest), st, revision);
             } else if let Some(rest) = key.strip_prefix("node.") {
                 let st = value.and_then(|v| NodeStatus::decode(v).ok());
                 s.apply_node_status(&names::untoken(rest), st);
@@ -588,7 +608,7 @@ mod tests {
             phase: "Scheduled".into(),
             ..Default::default()
         };
-        v.saw_task_status("t4", &st);
+        v.saw_task_status("t4", &st, 7);
         v.state
             .write()
             .unwrap()
@@ -600,10 +620,40 @@ mod tests {
         assert!(v.reserve(&task("t3")).is_err());
         // Deleting a task frees its node.
         v.state.write().unwrap().apply_task_spec("t4", None);
-        v.state.write().unwrap().apply_task_status("t4", None);
+        v.state.write().unwrap().apply_task_status("t4", None, 8);
         assert_eq!(v.reserve(&task("t3")).unwrap(), "b");
         let s = v.state.read().unwrap();
         assert_eq!(s.nodes["a"].candidate.tasks, 2);
         assert_eq!(s.nodes["a"].candidate.allocated.cpu_millis, 200);
+    }
+
+    #[test]
+    fn keeps_the_newest_status_for_cas() {
+        let v = View::empty();
+        let at = |phase: &str| TaskStatus {
+            node: "a".into(),
+            phase: phase.into(),
+            ..Default::default()
+        };
+        // This server wrote revision 7; the watch then brings an older one, then a newer.
+        v.saw_task_status("t", &at("Scheduled"), 7);
+        v.state
+            .write()
+            .unwrap()
+            .apply_task_status("t", Some(at("Pending")), 5);
+        assert_eq!(
+            v.task_status("t").map(|(s, r)| (s.phase, r)),
+            Some(("Scheduled".into(), 7))
+        );
+        v.state
+            .write()
+            .unwrap()
+            .apply_task_status("t", Some(at("Running")), 9);
+        assert_eq!(
+            v.task_status("t").map(|(s, r)| (s.phase, r)),
+            Some(("Running".into(), 9))
+        );
+        v.state.write().unwrap().apply_task_status("t", None, 10);
+        assert!(v.task_status("t").is_none());
     }
 }
