@@ -176,21 +176,8 @@ pub async fn run<R: Runtime>(
     }
     // Reports still queued go out with the final flush. NATS may be gone: do not hang
     // the shutdown on it.
-    let queued: Vec<TaskStatusReport> = shared
-        .outbox
-        .lock()
-        .expect("outbox lock")
-        .drain()
-        .map(|(_, r)| r)
-        .collect();
-    let subject = names::node::status(&shared.cfg.name);
     let last = async {
-        for r in queued {
-            let _ = shared
-                .client
-                .publish(subject.clone(), r.encode_to_vec().into())
-                .await;
-        }
+        send_queued(&shared).await;
         let _ = shared.client.flush().await;
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), last).await;
@@ -858,26 +845,31 @@ async fn send<R: Runtime>(s: &Arc<Shared<R>>, task: &str, uid: &str, mut status:
     s.outbox_ready.notify_one();
 }
 
-/// Sends queued status reports.
+/// Sends queued status reports as they come.
 async fn flush_reports<R: Runtime>(s: Arc<Shared<R>>) {
-    let subject = names::node::status(&s.cfg.name);
     loop {
         s.outbox_ready.notified().await;
-        let batch: Vec<TaskStatusReport> = s
-            .outbox
-            .lock()
-            .expect("outbox lock")
-            .drain()
-            .map(|(_, r)| r)
-            .collect();
-        for report in batch {
-            if let Err(e) = s
-                .client
-                .publish(subject.clone(), report.encode_to_vec().into())
-                .await
-            {
-                tracing::debug!(task = %report.task, error = %e, "status not sent");
-            }
+        send_queued(&s).await;
+    }
+}
+
+/// Sends (and empties) the queue of status reports.
+async fn send_queued<R: Runtime>(s: &Shared<R>) {
+    let subject = names::node::status(&s.cfg.name);
+    let batch: Vec<TaskStatusReport> = s
+        .outbox
+        .lock()
+        .expect("outbox lock")
+        .drain()
+        .map(|(_, r)| r)
+        .collect();
+    for report in batch {
+        if let Err(e) = s
+            .client
+            .publish(subject.clone(), report.encode_to_vec().into())
+            .await
+        {
+            tracing::debug!(task = %report.task, error = %e, "status not sent");
         }
     }
 }

@@ -133,36 +133,40 @@ async fn assert_single_placement(nats: &TestNats, api: &ApiClient, expected: usi
     }
 }
 
+/// Three servers on one NATS, sharing the API queue group.
+async fn three_servers(nats: &TestNats) -> [Server; 3] {
+    [
+        Server::external(&nats.url()).await,
+        Server::external(&nats.url()).await,
+        Server::external(&nats.url()).await,
+    ]
+}
+
+/// Creates tasks `<prefix><i>` for every i in `range`, 64 requests in flight.
+async fn create_tasks(api: &ApiClient, prefix: &str, range: std::ops::Range<usize>) {
+    futures::stream::iter(range)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let t = task(&format!("{prefix}{i}"), TaskConfig::default());
+                api.create(&t).await.expect("create task");
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_place_thousands_of_tasks_exactly_once() {
     let nats = TestNats::start().await;
-    let servers = [
-        Server::external(&nats.url()).await,
-        Server::external(&nats.url()).await,
-        Server::external(&nats.url()).await,
-    ];
+    let servers = three_servers(&nats).await;
     let api = servers[0].api().await;
     let dir = tempfile::tempdir().unwrap();
 
     // 600 tasks wait before any node exists: every server's upkeep then races to place
     // them at once when the nodes come.
-    let create = |range: std::ops::Range<usize>| {
-        let api = api.clone();
-        async move {
-            futures::stream::iter(range)
-                .map(|i| {
-                    let api = api.clone();
-                    async move {
-                        let t = task(&format!("t{i}"), TaskConfig::default());
-                        api.create(&t).await.expect("create task");
-                    }
-                })
-                .buffer_unordered(64)
-                .collect::<Vec<()>>()
-                .await;
-        }
-    };
-    create(0..600).await;
+    create_tasks(&api, "t", 0..600).await;
     let pending = phases(&api, "").await;
     assert!(pending
         .values()
@@ -179,7 +183,7 @@ async fn three_servers_place_thousands_of_tasks_exactly_once() {
     wait_nodes(&api, 20).await;
     // 2400 more, created concurrently through the queue group (all three servers).
     let start = Instant::now();
-    create(600..3000).await;
+    create_tasks(&api, "t", 600..3000).await;
     eventually(Duration::from_secs(90), "3000 tasks running", || async {
         let p = phases(&api, "").await;
         let running = p.values().filter(|(ph, _)| ph == "Running").count();
@@ -212,26 +216,12 @@ async fn three_servers_place_thousands_of_tasks_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_servers_never_overcommit_a_node() {
     let nats = TestNats::start().await;
-    let servers = [
-        Server::external(&nats.url()).await,
-        Server::external(&nats.url()).await,
-        Server::external(&nats.url()).await,
-    ];
+    let servers = three_servers(&nats).await;
     let api = servers[0].api().await;
     let dir = tempfile::tempdir().unwrap();
     // 10 nodes x 1 CPU = 100 slots of 100m; 100 tasks wait for them, so all three
     // servers race to place them the moment the nodes come.
-    futures::stream::iter(0..100)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let t = task(&format!("c{i}"), TaskConfig::default());
-                api.create(&t).await.expect("create task");
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
+    create_tasks(&api, "c", 0..100).await;
     let _nodes = sim_nodes(
         &nats.url(),
         "tight",
