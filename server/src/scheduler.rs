@@ -52,6 +52,7 @@ pub async fn sync_fetched(
         read_status = true;
         if !st.node.is_empty() {
             write_work(ctx, &st.node, &task, kill).await?;
+            confirm_work(ctx, &st.node, &name).await?;
             let mut t = task;
             t.set_status(Some(st));
             return Ok(t);
@@ -74,6 +75,7 @@ pub async fn sync_fetched(
                 {
                     ctx.view.saw_task_status(&name, &st, written);
                     write_work(ctx, &node, &task, kill).await?;
+                    confirm_work(ctx, &node, &name).await?;
                     ctx.events
                         .publish(
                             "task",
@@ -135,6 +137,19 @@ async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<()
         volumes: crate::api::volumes::for_task(ctx, task).await?,
     };
     crate::work::put(ctx, node, task.name(), a).await
+}
+
+/// After writing `task`'s work for `node`: if the task's status no longer names that
+/// node (moved, or deleted, by another server since this one read or wrote the status),
+/// the work just written is stale and goes again. Whoever moves a task removes the old
+/// node's work after its status write; this covers a write that lands after that.
+async fn confirm_work(ctx: &Ctx, node: &str, task: &str) -> Result<(), Failure> {
+    let now = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task).await?;
+    if now.is_none_or(|v| v.status.node != node) {
+        tracing::debug!(%task, %node, "task moved while its work was written; removing it");
+        remove_work(ctx, node, task).await;
+    }
+    Ok(())
 }
 
 /// Removes a task's work from `node` (best effort: the node's resync also drops work
