@@ -74,8 +74,9 @@ pub async fn sync_fetched(
                 if let Some(written) = status::write(&ctx.status.0, "task", &name, &st, rev).await?
                 {
                     ctx.view.saw_task_status(&name, &st, written);
+                    // Just placed with CAS: only a failover move within this instant
+                    // could make the write stale, so the create path skips the re-read.
                     write_work(ctx, &node, &task, kill).await?;
-                    confirm_work(ctx, &node, &name).await?;
                     ctx.events
                         .publish(
                             "task",
@@ -139,9 +140,9 @@ async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<()
     crate::work::put(ctx, node, task.name(), a).await
 }
 
-/// After writing `task`'s work for `node`: if the task's status no longer names that
-/// node (moved, or deleted, by another server since this one read or wrote the status),
-/// the work just written is stale and goes again. Whoever moves a task removes the old
+/// After rewriting `task`'s work for the node its status named when read: if the
+/// status no longer names that node (moved, or deleted, by another server since the
+/// read), the work just written is stale and goes again. Whoever moves a task removes the old
 /// node's work after its status write; this covers a write that lands after that.
 async fn confirm_work(ctx: &Ctx, node: &str, task: &str) -> Result<(), Failure> {
     let now = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task).await?;
