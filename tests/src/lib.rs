@@ -535,3 +535,60 @@ impl NodeAgent {
             .unwrap_or_default()
     }
 }
+
+/// What the end-to-end tests on real containers share: a voiyd-server on its own
+/// nats-server, a private containerd and a local OCI registry. Containers still running
+/// when it is dropped are killed.
+pub struct ContainerdCluster {
+    /// The nats-server.
+    pub nats: voiyd_nats::testing::TestNats,
+    /// The voiyd-server.
+    pub server: Server,
+    /// An API client of the server.
+    pub api: ApiClient,
+    /// The registry the images come from.
+    pub registry: voiyd_node::testing::TestRegistry,
+    /// The containerd every node of the cluster uses.
+    pub containerd: voiyd_node::testing::TestContainerd,
+    /// Data directories of the nodes.
+    pub dir: tempfile::TempDir,
+}
+
+impl ContainerdCluster {
+    /// Starts it all; `server_args` go to voiyd-server.
+    pub async fn start_with(server_args: &[&str]) -> ContainerdCluster {
+        let nats = voiyd_nats::testing::TestNats::start().await;
+        let server = Server::external_with(&nats.url(), server_args).await;
+        let api = server.api().await;
+        ContainerdCluster {
+            nats,
+            server,
+            api,
+            registry: voiyd_node::testing::TestRegistry::start(),
+            containerd: voiyd_node::testing::TestContainerd::start(),
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    /// Starts a node agent on the cluster's containerd (not waiting for it).
+    pub fn agent(&self, name: &str, extra: &[&str]) -> NodeAgent {
+        NodeAgent::start(
+            &self.server.url,
+            name,
+            &self.containerd.socket,
+            &self.dir.path().join(name),
+            extra,
+        )
+    }
+
+    /// Runs voiydctl against the server.
+    pub fn voiydctl(&self, args: &[&str]) -> Output {
+        voiydctl(&self.server.url, args, None, &[])
+    }
+}
+
+impl Drop for ContainerdCluster {
+    fn drop(&mut self) {
+        self.containerd.kill_all_tasks();
+    }
+}

@@ -6,46 +6,34 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::Task;
-use voiyd_nats::api::ApiClient;
-use voiyd_nats::testing::{free_port, TestNats};
-use voiyd_node::testing::{TestContainerd, TestRegistry};
-use voiyd_tests::{bin, eventually, stderr, stdout, voiydctl, NodeAgent, Server};
+use voiyd_nats::testing::free_port;
+use voiyd_tests::{bin, eventually, stderr, stdout, voiydctl, ContainerdCluster, NodeAgent};
 
+/// The shared containerd cluster (its server exporting metrics), with this file's helpers.
 struct Cluster {
-    _nats: TestNats,
-    server: Server,
-    api: ApiClient,
-    registry: TestRegistry,
-    containerd: TestContainerd,
-    dir: tempfile::TempDir,
+    inner: ContainerdCluster,
     server_metrics: String,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = ContainerdCluster;
+    fn deref(&self) -> &ContainerdCluster {
+        &self.inner
+    }
 }
 
 impl Cluster {
     async fn start() -> Cluster {
-        let nats = TestNats::start().await;
         let server_metrics = format!("127.0.0.1:{}", free_port());
-        let server = Server::external_with(&nats.url(), &["--metrics-addr", &server_metrics]).await;
-        let api = server.api().await;
+        let inner = ContainerdCluster::start_with(&["--metrics-addr", &server_metrics]).await;
         Cluster {
-            _nats: nats,
-            server,
-            api,
-            registry: TestRegistry::start(),
-            containerd: TestContainerd::start(),
-            dir: tempfile::tempdir().unwrap(),
+            inner,
             server_metrics,
         }
     }
 
     fn node(&self, name: &str, extra: &[&str]) -> NodeAgent {
-        NodeAgent::start(
-            &self.server.url,
-            name,
-            &self.containerd.socket,
-            &self.dir.path().join(name),
-            extra,
-        )
+        self.agent(name, extra)
     }
 
     fn ctl(&self, args: &[&str]) -> (i32, String, String) {

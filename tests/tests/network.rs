@@ -5,49 +5,32 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use voiyd_messages::v1::{Node, Task};
-use voiyd_nats::api::ApiClient;
-use voiyd_nats::testing::{free_port, TestNats};
-use voiyd_node::testing::{TestContainerd, TestRegistry};
-use voiyd_tests::{eventually, stderr, stdout, voiydctl, NodeAgent, Server};
+use voiyd_nats::testing::free_port;
+use voiyd_tests::{eventually, stderr, stdout, voiydctl, ContainerdCluster, NodeAgent};
 
-struct Cluster {
-    nats: TestNats,
-    server: Server,
-    api: ApiClient,
-    registry: TestRegistry,
-    containerd: TestContainerd,
-    dir: tempfile::TempDir,
+/// The shared containerd cluster, with this file's helpers.
+struct Cluster(ContainerdCluster);
+
+impl std::ops::Deref for Cluster {
+    type Target = ContainerdCluster;
+    fn deref(&self) -> &ContainerdCluster {
+        &self.0
+    }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.containerd.kill_all_tasks();
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut ContainerdCluster {
+        &mut self.0
     }
 }
 
 impl Cluster {
     async fn start() -> Cluster {
-        let nats = TestNats::start().await;
-        let server = Server::external(&nats.url()).await;
-        let api = server.api().await;
-        Cluster {
-            nats,
-            server,
-            api,
-            registry: TestRegistry::start(),
-            containerd: TestContainerd::start(),
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Cluster(ContainerdCluster::start_with(&[]).await)
     }
 
     async fn node(&self, name: &str, extra: &[&str]) -> NodeAgent {
-        let n = NodeAgent::start(
-            &self.server.url,
-            name,
-            &self.containerd.socket,
-            &self.dir.path().join(name),
-            extra,
-        );
+        let n = self.agent(name, extra);
         self.subnet(name).await;
         n
     }

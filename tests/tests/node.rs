@@ -3,45 +3,31 @@
 
 use std::time::Duration;
 use voiyd_messages::v1::Task;
-use voiyd_nats::api::ApiClient;
-use voiyd_nats::testing::TestNats;
-use voiyd_node::testing::{TestContainerd, TestRegistry};
-use voiyd_tests::{eventually, pid_alive, stderr, stdout, voiydctl, NodeAgent, Server};
+use voiyd_tests::{eventually, pid_alive, stderr, stdout, voiydctl, ContainerdCluster, NodeAgent};
 
-struct Cluster {
-    _nats: TestNats,
-    server: Server,
-    api: ApiClient,
-    registry: TestRegistry,
-    containerd: TestContainerd,
-    dir: tempfile::TempDir,
+/// The shared containerd cluster, with this file's helpers.
+struct Cluster(ContainerdCluster);
+
+impl std::ops::Deref for Cluster {
+    type Target = ContainerdCluster;
+    fn deref(&self) -> &ContainerdCluster {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut ContainerdCluster {
+        &mut self.0
+    }
 }
 
 impl Cluster {
     async fn start() -> Cluster {
-        let nats = TestNats::start().await;
-        let server = Server::external(&nats.url()).await;
-        let api = server.api().await;
-        let registry = TestRegistry::start();
-        let containerd = TestContainerd::start();
-        Cluster {
-            _nats: nats,
-            server,
-            api,
-            registry,
-            containerd,
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Cluster(ContainerdCluster::start_with(&[]).await)
     }
 
     fn node(&self, name: &str, extra: &[&str]) -> NodeAgent {
-        NodeAgent::start(
-            &self.server.url,
-            name,
-            &self.containerd.socket,
-            &self.dir.path().join(name),
-            extra,
-        )
+        self.agent(name, extra)
     }
 
     fn ctl(&self, args: &[&str]) -> (bool, String) {

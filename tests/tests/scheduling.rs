@@ -659,6 +659,18 @@ fn set(name: &str, replicas: u32, args: &[&str], strategy: RolloutStrategy) -> C
     }
 }
 
+/// Runs voiydctl against `server`; fails the test unless it succeeds; returns stdout.
+fn ctl_ok(server: &Server, args: &[&str]) -> String {
+    let o = voiydctl(&server.url, args, None, &[]);
+    assert!(
+        o.status.success(),
+        "voiydctl {args:?}: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
 async fn set_tasks(api: &ApiClient, name: &str) -> BTreeMap<String, (String, String)> {
     phases(api, &format!("voiyd.io/set={name}")).await
 }
@@ -671,16 +683,7 @@ async fn sets_scale_roll_out_roll_back_and_delete() {
     let dir = tempfile::tempdir().unwrap();
     let _nodes = sim_nodes(&nats.url(), "s", 3, dir.path(), &[]);
     wait_nodes(&api, 3).await;
-    let ctl = |args: &[&str]| {
-        let o = voiydctl(&server.url, args, None, &[]);
-        assert!(
-            o.status.success(),
-            "voiydctl {args:?}: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
-    };
+    let ctl = |args: &[&str]| ctl_ok(&server, args);
 
     let strategy = RolloutStrategy {
         max_surge: 1,
@@ -787,16 +790,7 @@ async fn cordon_drain_and_delete_node() {
     let dir = tempfile::tempdir().unwrap();
     let _nodes = sim_nodes(&nats.url(), "d", 3, dir.path(), &[]);
     wait_nodes(&api, 3).await;
-    let ctl = |args: &[&str]| {
-        let o = voiydctl(&server.url, args, None, &[]);
-        assert!(
-            o.status.success(),
-            "voiydctl {args:?}: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
-    };
+    let ctl = |args: &[&str]| ctl_ok(&server, args);
     ctl(&["cordon", "d-0001"]);
     eventually(Duration::from_secs(5), "cordon seen", || async {
         let n: Node = api.get("d-0001").await.ok()?;

@@ -3,49 +3,32 @@
 
 use std::time::Duration;
 use voiyd_messages::v1::{ContainerSet, Meta, Mount, Task, TaskConfig, Volume};
-use voiyd_nats::api::{ApiClient, ApiError};
-use voiyd_nats::testing::TestNats;
-use voiyd_node::testing::{TestContainerd, TestRegistry};
-use voiyd_tests::{eventually, stderr, stdout, voiydctl, NodeAgent, Server};
+use voiyd_nats::api::ApiError;
+use voiyd_tests::{eventually, stderr, stdout, voiydctl, ContainerdCluster, NodeAgent};
 
-struct Cluster {
-    _nats: TestNats,
-    server: Server,
-    api: ApiClient,
-    registry: TestRegistry,
-    containerd: TestContainerd,
-    dir: tempfile::TempDir,
+/// The shared containerd cluster, with this file's helpers.
+struct Cluster(ContainerdCluster);
+
+impl std::ops::Deref for Cluster {
+    type Target = ContainerdCluster;
+    fn deref(&self) -> &ContainerdCluster {
+        &self.0
+    }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.containerd.kill_all_tasks();
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut ContainerdCluster {
+        &mut self.0
     }
 }
 
 impl Cluster {
     async fn start() -> Cluster {
-        let nats = TestNats::start().await;
-        let server = Server::external(&nats.url()).await;
-        let api = server.api().await;
-        Cluster {
-            _nats: nats,
-            server,
-            api,
-            registry: TestRegistry::start(),
-            containerd: TestContainerd::start(),
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Cluster(ContainerdCluster::start_with(&[]).await)
     }
 
     async fn node(&self, name: &str) -> NodeAgent {
-        let n = NodeAgent::start(
-            &self.server.url,
-            name,
-            &self.containerd.socket,
-            &self.dir.path().join(name),
-            &[],
-        );
+        let n = self.agent(name, &[]);
         eventually(Duration::from_secs(20), "node ready", || async {
             let out = voiydctl(&self.server.url, &["get", "nodes"], None, &[]);
             stdout(&out).contains("Ready").then_some(())
