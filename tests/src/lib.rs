@@ -24,7 +24,48 @@ pub fn bin(name: &str) -> PathBuf {
         "{} is missing: run `cargo build --bins` first",
         p.display()
     );
+    // `cargo test` builds the test crates, not the binaries they start: an old binary
+    // would make the tests test old code.
+    let built = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+    if let (Some(built), Some(source)) = (built, newest_source(name)) {
+        assert!(
+            built >= source,
+            "{} is older than the sources: run `cargo build --bins` first",
+            p.display()
+        );
+    }
     p
+}
+
+/// When the newest source file of the crates `program` is built from was changed.
+fn newest_source(program: &str) -> Option<std::time::SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+                if newest.is_none_or(|n| t > n) {
+                    *newest = Some(t);
+                }
+            }
+        }
+    }
+    let own = match program {
+        "voiyd-server" => "server",
+        "voiyd-node" => "node",
+        "voiydctl" => "ctl",
+        _ => return None,
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut newest = None;
+    for krate in ["messages", "nats", own] {
+        walk(&root.join(krate).join("src"), &mut newest);
+    }
+    newest
 }
 
 /// Polls `check` until it returns `Some`, or panics after `deadline` with `what`.
