@@ -9,6 +9,7 @@ pub mod v1 {
 }
 
 pub mod manifest;
+pub mod phase;
 pub mod quantity;
 pub mod requests;
 pub mod resource;

@@ -187,6 +187,34 @@ pub async fn answer(client: &Client, reply: Option<&async_nats::Subject>, start:
     }
 }
 
+/// Serves stream requests arriving on `requests`, each in a task of its own, at most
+/// `max` at once: a request beyond that is refused at once (503, `busy`) rather than
+/// left waiting. Returns when the subscription ends.
+pub async fn serve_limited<F, Fut>(
+    client: &Client,
+    mut requests: Subscriber,
+    max: usize,
+    busy: &str,
+    handle: F,
+) where
+    F: Fn(async_nats::Message) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures::StreamExt;
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
+    while let Some(msg) = requests.next().await {
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            answer(client, msg.reply.as_ref(), refuse(503, busy)).await;
+            continue;
+        };
+        let work = handle(msg);
+        tokio::spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+}
+
 /// A refusal with a code and a message.
 pub fn refuse(code: u32, message: impl Into<String>) -> StreamStart {
     StreamStart {

@@ -8,9 +8,6 @@ use std::collections::BTreeSet;
 use voiyd_messages::requests::{host_ports, Requests};
 use voiyd_messages::v1::{NodeResources, TaskConfig};
 
-/// Phase a node reports for a task it refuses.
-pub const REJECTED: &str = "Rejected";
-
 /// What one task takes from its node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Load {

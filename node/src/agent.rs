@@ -508,7 +508,7 @@ fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: Option<Desir
 fn reject<R: Runtime>(s: &Arc<Shared<R>>, task: &str, d: &Desired, why: admission::Refusal) {
     tracing::warn!(%task, reason = why.reason(), "task refused: {why}");
     let status = TaskStatus {
-        phase: admission::REJECTED.into(),
+        phase: voiyd_messages::phase::REJECTED.into(),
         reason: why.reason().into(),
         message: why.to_string(),
         node: s.cfg.name.clone(),

@@ -17,12 +17,11 @@ use futures::StreamExt;
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use voiyd_messages::v1::{ExecInput, ExecOutput, ExecRequest, StreamStart};
-use voiyd_nats::stream::{answer, refuse, send_acked, KEEPALIVE};
+use voiyd_nats::stream::{answer, refuse, send_acked, serve_limited, KEEPALIVE};
 use voiyd_nats::{metrics, names};
 
 /// Most exec sessions one node runs at once.
@@ -36,24 +35,12 @@ pub async fn serve(
     data_dir: PathBuf,
     cd: Containerd,
 ) -> Result<(), async_nats::SubscribeError> {
-    let mut requests = client.subscribe(names::node::all_exec(&node)).await?;
-    let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
-    while let Some(msg) = requests.next().await {
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            answer(
-                &client,
-                msg.reply.as_ref(),
-                refuse(
-                    503,
-                    format!("node {node} runs {MAX_SESSIONS} exec sessions already"),
-                ),
-            )
-            .await;
-            continue;
-        };
+    let requests = client.subscribe(names::node::all_exec(&node)).await?;
+    let busy = format!("node {node} runs {MAX_SESSIONS} exec sessions already");
+    serve_limited(&client, requests, MAX_SESSIONS, &busy, |msg| {
         let (client, node, data_dir, cd) =
             (client.clone(), node.clone(), data_dir.clone(), cd.clone());
-        tokio::spawn(async move {
+        async move {
             metrics::global().inc(
                 "voiyd_node_exec_sessions_total",
                 "Exec sessions requested.",
@@ -77,9 +64,9 @@ pub async fn serve(
                 }
                 Err(start) => answer(&client, reply.as_ref(), start).await,
             }
-            drop(permit);
-        });
-    }
+        }
+    })
+    .await;
     Ok(())
 }
 

@@ -154,7 +154,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ContainerdConfig {
             data_dir: args.data_dir.clone(),
             pull: PullOptions {
-                insecure_registries: args.insecure_registries,
+                insecure_registries: args.insecure_registries.clone(),
                 auth,
                 ..Default::default()
             },
@@ -165,12 +165,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     rt.reattach().await?;
     rt.cleanup_networks().await?;
-    let mut nats = ConnectOptions::from_urls(&args.server);
-    nats.creds_file = args.creds;
-    nats.nkey_seed = args.nkey;
-    nats.tls_ca = args.tls_ca;
-    nats.tls_cert = args.tls_cert;
-    nats.tls_key = args.tls_key;
+    let mut nats = nats_options(&args);
     // Replies and deliveries for this node arrive under its own inbox prefix, which
     // NATS permissions keep private to it.
     nats.inbox_prefix = Some(voiyd_nats::names::node_inbox_prefix(&name));
@@ -221,15 +216,21 @@ async fn shutdown_signal() {
     }
 }
 
+/// How to reach NATS, from the flags.
+fn nats_options(args: &Args) -> ConnectOptions {
+    let mut nats = ConnectOptions::from_urls(&args.server);
+    nats.creds_file = args.creds.clone();
+    nats.nkey_seed = args.nkey.clone();
+    nats.tls_ca = args.tls_ca.clone();
+    nats.tls_cert = args.tls_cert.clone();
+    nats.tls_key = args.tls_key.clone();
+    nats
+}
+
 /// `--runtime sim`: one or many simulated nodes in this process.
 async fn run_sim(args: Args, name: String, labels: BTreeMap<String, String>) -> anyhow::Result<()> {
     use voiyd_messages::quantity::{parse_cpu, parse_memory};
-    let mut nats = ConnectOptions::from_urls(&args.server);
-    nats.creds_file = args.creds;
-    nats.nkey_seed = args.nkey;
-    nats.tls_ca = args.tls_ca;
-    nats.tls_cert = args.tls_cert;
-    nats.tls_key = args.tls_key;
+    let nats = nats_options(&args);
     let cfg = voiyd_node::sim_nodes::SimNodesConfig {
         name,
         count: args.sim_nodes.max(1),

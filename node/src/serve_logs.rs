@@ -6,16 +6,13 @@
 //! acknowledged stream protocol of `voiyd_nats::stream`.
 
 use crate::logs::{self, LogLine, CURRENT};
-use futures::StreamExt;
 use prost::Message;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
 use voiyd_messages::v1::{LogChunk, LogRequest, StreamStart};
-use voiyd_nats::stream::{answer, refuse, send_acked, KEEPALIVE};
+use voiyd_nats::stream::{answer, refuse, send_acked, serve_limited, KEEPALIVE};
 use voiyd_nats::{metrics, names};
 
 /// Most log streams one node serves at once.
@@ -232,25 +229,11 @@ pub async fn serve(
     node: String,
     data_dir: PathBuf,
 ) -> Result<(), async_nats::SubscribeError> {
-    let mut requests = client.subscribe(names::node::all_logs(&node)).await?;
-    let limit = Arc::new(Semaphore::new(MAX_STREAMS));
-    while let Some(msg) = requests.next().await {
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            answer(
-                &client,
-                msg.reply.as_ref(),
-                refuse(
-                    503,
-                    format!(
-                        "node {node} serves {MAX_STREAMS} log streams already; try again later"
-                    ),
-                ),
-            )
-            .await;
-            continue;
-        };
+    let requests = client.subscribe(names::node::all_logs(&node)).await?;
+    let busy = format!("node {node} serves {MAX_STREAMS} log streams already; try again later");
+    serve_limited(&client, requests, MAX_STREAMS, &busy, |msg| {
         let (client, node, data_dir) = (client.clone(), node.clone(), data_dir.clone());
-        tokio::spawn(async move {
+        async move {
             metrics::global().inc(
                 "voiyd_node_log_streams_total",
                 "Log streams opened.",
@@ -258,9 +241,9 @@ pub async fn serve(
                 1.0,
             );
             handle(&client, &node, &data_dir, msg).await;
-            drop(permit);
-        });
-    }
+        }
+    })
+    .await;
     Ok(())
 }
 

@@ -36,9 +36,6 @@ pub async fn remember_deleted(ctx: &Ctx, node: &str, session: String) {
     }
 }
 
-/// Phase a node reports for a task it refuses to run (see the node's admission).
-pub const REJECTED: &str = "Rejected";
-
 /// Workers folding in task status reports, and heartbeats, per server.
 const STATUS_WORKERS: usize = 128;
 const HEARTBEAT_WORKERS: usize = 32;
@@ -124,13 +121,15 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
         .unwrap_or_default();
     // The view knows registered nodes: most heartbeats skip the read.
     let known = ctx.view.is_registered(&node_name) || store.get(&node_name).await?.is_some();
+    let prev = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node_name).await?;
+    // Deleted (possibly while this heartbeat was on its way): do not bring it back. The
+    // status is written with CAS on this read, so a deletion after it wins too.
+    if from_deleted_session(prev.as_ref().map(|p| &p.status), &session) {
+        tracing::debug!(node = %node_name, "heartbeat of a deleted node's agent ignored");
+        return Ok(());
+    }
     let mut joined = false;
     if !known {
-        let prev = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node_name).await?;
-        if from_deleted_session(prev.as_ref().map(|p| &p.status), &session) {
-            tracing::debug!(node = %node_name, "heartbeat of a deleted node's agent ignored");
-            return Ok(());
-        }
         let now = crate::now();
         let node = Node {
             version: "node/v1".into(),
@@ -159,11 +158,6 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
     }
     st.phase = "Ready".into();
     st.last_heartbeat = Some(crate::now());
-    let prev = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node_name).await?;
-    // Deleted while this heartbeat was on its way: do not bring it back.
-    if from_deleted_session(prev.as_ref().map(|p| &p.status), &session) {
-        return Ok(());
-    }
     let was_ready = prev.as_ref().is_some_and(|p| p.status.phase == "Ready");
     let prev_volumes = prev
         .as_ref()
@@ -248,7 +242,7 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
             return Ok(());
         }
         let mut st = report.status.clone().unwrap_or_default();
-        if st.phase == REJECTED {
+        if st.phase == voiyd_messages::phase::REJECTED {
             // The node refused it (capacity or host ports taken, e.g. by a task another
             // server placed there at the same instant): place it elsewhere.
             tracing::info!(task = %report.task, node = %node_name, reason = %st.reason, message = %st.message, "node refused task");

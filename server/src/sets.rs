@@ -166,16 +166,17 @@ fn members(
     tasks
         .iter()
         .map(|(name, t)| {
-            let ready = t.phase == "Running";
+            let ready = t.phase() == "Running";
+            let ready_since = t.ready_since();
             Member {
                 name: name.clone(),
                 index: index_of(set, name),
                 hash: t.labels.get(HASH_LABEL).cloned().unwrap_or_default(),
                 ready,
                 available: ready
-                    && t.ready_since.is_some()
-                    && secs_since(t.ready_since.as_ref(), now) >= i64::from(min_ready),
-                failed: t.phase == "Failed",
+                    && ready_since.is_some()
+                    && secs_since(ready_since.as_ref(), now) >= i64::from(min_ready),
+                failed: t.phase() == "Failed",
             }
         })
         .collect()

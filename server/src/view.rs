@@ -49,12 +49,6 @@ pub struct TaskEntry {
     pub node: Option<String>,
     /// `node` is this server's reservation, not yet seen in the status.
     pub reserved: bool,
-    /// Phase and message of its status.
-    pub phase: String,
-    /// Status message (the explanation while Pending).
-    pub message: String,
-    /// Since when it has been Running (its Ready condition's transition time).
-    pub ready_since: Option<Timestamp>,
     /// Labels of the task.
     pub labels: BTreeMap<String, String>,
     /// What it needs from a node.
@@ -64,6 +58,30 @@ pub struct TaskEntry {
     pub status: Option<(TaskStatus, u64)>,
     /// What is charged to `charged_to`.
     charged: Option<Charge>,
+}
+
+impl TaskEntry {
+    /// Phase of its status ("" without one).
+    pub fn phase(&self) -> &str {
+        self.status.as_ref().map_or("", |(s, _)| s.phase.as_str())
+    }
+
+    /// Message of its status (the explanation while Pending).
+    pub fn message(&self) -> &str {
+        self.status.as_ref().map_or("", |(s, _)| s.message.as_str())
+    }
+
+    /// Since when it has been Running (its Ready condition's transition time).
+    pub fn ready_since(&self) -> Option<Timestamp> {
+        let (s, _) = self.status.as_ref()?;
+        if s.phase != "Running" {
+            return None;
+        }
+        s.conditions
+            .iter()
+            .find(|c| c.r#type == crate::conditions::READY && c.status == "True")
+            .and_then(|c| c.last_transition_time)
+    }
 }
 
 /// What a task is charged to a node: (node, requests, host ports).
@@ -113,6 +131,19 @@ impl State {
         }
     }
 
+    /// After a change of the task: moves its charge, and forgets a task that neither
+    /// exists nor sits on a node.
+    fn settle(&mut self, task: &str) {
+        self.recharge(task);
+        if self
+            .tasks
+            .get(task)
+            .is_some_and(|e| !e.exists && e.node.is_none())
+        {
+            self.tasks.remove(task);
+        }
+    }
+
     fn strategy_of(&self, labels: &BTreeMap<String, String>) -> Strategy {
         labels
             .get(PLACEMENT_LABEL)
@@ -148,53 +179,30 @@ impl State {
                 }
             }
         }
-        self.recharge(name);
-        if self
-            .tasks
-            .get(name)
-            .is_some_and(|e| !e.exists && e.node.is_none())
-        {
-            self.tasks.remove(name);
-        }
+        self.settle(name);
     }
 
     fn apply_task_status(&mut self, name: &str, st: Option<TaskStatus>, revision: u64) {
         let e = self.tasks.entry(name.to_string()).or_default();
         match st {
             Some(s) => {
-                // This server's own writes are recorded before the watch brings them.
-                if e.status.as_ref().is_none_or(|(_, r)| *r <= revision) {
-                    e.status = Some((s.clone(), revision));
+                // This server records its own writes before the watch brings them: an
+                // older revision arriving afterwards changes nothing.
+                if e.status.as_ref().is_some_and(|(_, r)| *r > revision) {
+                    return;
                 }
-                e.node = (!s.node.is_empty()).then_some(s.node);
+                e.node = (!s.node.is_empty()).then(|| s.node.clone());
                 e.reserved = false;
-                e.ready_since = s
-                    .conditions
-                    .iter()
-                    .find(|c| c.r#type == crate::conditions::READY && c.status == "True")
-                    .and_then(|c| c.last_transition_time)
-                    .filter(|_| s.phase == "Running");
-                e.phase = s.phase;
-                e.message = s.message;
+                e.status = Some((s, revision));
             }
             None => {
                 e.status = None;
                 if !e.reserved {
                     e.node = None;
                 }
-                e.phase.clear();
-                e.message.clear();
-                e.ready_since = None;
             }
         }
-        self.recharge(name);
-        if self
-            .tasks
-            .get(name)
-            .is_some_and(|e| !e.exists && e.node.is_none())
-        {
-            self.tasks.remove(name);
-        }
+        self.settle(name);
     }
 
     fn apply_node_spec(&mut self, name: &str, node: Option<Node>) {
@@ -373,7 +381,7 @@ impl View {
             .tasks
             .iter()
             .filter(|(_, t)| t.exists && t.node.is_none())
-            .map(|(n, t)| (n.clone(), t.message.clone()))
+            .map(|(n, t)| (n.clone(), t.message().to_string()))
             .collect();
         out.sort();
         out
@@ -429,7 +437,7 @@ impl View {
             .tasks
             .iter()
             .filter(|(_, t)| t.exists && !t.reserved && t.node.as_deref() == Some(node))
-            .map(|(n, t)| (n.clone(), t.phase.clone()))
+            .map(|(n, t)| (n.clone(), t.phase().to_string()))
             .collect();
         v.sort();
         v

@@ -18,12 +18,6 @@ impl std::ops::Deref for Cluster {
     }
 }
 
-impl std::ops::DerefMut for Cluster {
-    fn deref_mut(&mut self) -> &mut ContainerdCluster {
-        &mut self.0
-    }
-}
-
 impl Cluster {
     async fn start() -> Cluster {
         Cluster(ContainerdCluster::start_with(&[]).await)
