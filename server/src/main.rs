@@ -1,5 +1,10 @@
 //! voiyd-server binary: flags and logging; everything else is in the library.
 
+// glibc malloc took a fifth of the server's CPU under load (perf, BENCHMARKS.md); mimalloc's
+// per-thread free lists suit many small, short-lived messages.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;

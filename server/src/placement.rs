@@ -240,8 +240,32 @@ pub fn place<'a>(
     d: &Demand,
     nodes: impl IntoIterator<Item = &'a Candidate>,
 ) -> Result<&'a Candidate, Unplaceable> {
+    place_among(d, nodes, usize::MAX).map(|(n, _)| n)
+}
+
+/// How many fitting nodes placement scores before it settles, in a cluster of `total`
+/// nodes. Spread needs a good node, not the best of thousands: up to 100 nodes it scores
+/// every one, beyond that a tenth of them (at least 100), so a decision stays cheap
+/// while the caller rotates where the search starts. Binpack must find the fullest node
+/// that fits and so always scores all of them.
+pub fn enough_fitting(strategy: Strategy, total: usize) -> usize {
+    match strategy {
+        Strategy::Binpack => usize::MAX,
+        Strategy::Spread => (total / 10).max(100),
+    }
+}
+
+/// [`place`] that stops after scoring `enough` fitting nodes; also returns how many
+/// nodes it looked at, so the caller can start the next search after them. When no node
+/// fits, every node has been looked at and the explanation covers the whole cluster.
+pub fn place_among<'a>(
+    d: &Demand,
+    nodes: impl IntoIterator<Item = &'a Candidate>,
+    enough: usize,
+) -> Result<(&'a Candidate, usize), Unplaceable> {
     let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut total = 0;
+    let mut fitting = 0;
     // The best so far with its load, so each candidate's load is computed once.
     let mut best: Option<(&Candidate, u64)> = None;
     for n in nodes {
@@ -253,10 +277,15 @@ pub fn place<'a>(
                 if best.is_none_or(|(b, bload)| order(d, (n, load), (b, bload)).is_lt()) {
                     best = Some((n, load));
                 }
+                fitting += 1;
+                if fitting >= enough {
+                    break;
+                }
             }
         }
     }
-    best.map(|(n, _)| n).ok_or(Unplaceable { total, reasons })
+    best.map(|(n, _)| (n, total))
+        .ok_or(Unplaceable { total, reasons })
 }
 
 /// Convenience over [`place`] for a task spec with the default strategy; returns the
@@ -268,7 +297,8 @@ pub fn place_config(config: &TaskConfig, nodes: &[Candidate]) -> Result<String, 
 #[cfg(test)]
 mod tests {
     use super::{
-        better, fits, place, place_config, Candidate, Demand, Requests, Strategy as Scoring,
+        better, enough_fitting, fits, place, place_among, place_config, Candidate, Demand,
+        Requests, Strategy as Scoring,
     };
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
@@ -495,6 +525,14 @@ mod tests {
             })
     }
 
+    #[test]
+    fn spread_scores_a_bounded_share_of_large_clusters() {
+        assert_eq!(enough_fitting(Scoring::Spread, 3), 100);
+        assert_eq!(enough_fitting(Scoring::Spread, 1_000), 100);
+        assert_eq!(enough_fitting(Scoring::Spread, 5_000), 500);
+        assert_eq!(enough_fitting(Scoring::Binpack, 5_000), usize::MAX);
+    }
+
     proptest! {
         /// A chosen node fits, and it is at least as good as every other fitting node.
         #[test]
@@ -510,6 +548,31 @@ mod tests {
                     prop_assert!(nodes.iter().all(|n| fits(&d, n).is_err()));
                     prop_assert_eq!(e.total, nodes.len());
                     prop_assert_eq!(e.reasons.values().sum::<usize>(), nodes.len());
+                }
+            }
+        }
+
+        /// Scoring stops after `enough` fitting nodes: the choice fits, beats every fitting
+        /// node looked at, and a task is placed whenever any node fits.
+        #[test]
+        fn bounded_search_places_when_any_node_fits(
+            d in arb_demand(),
+            nodes in proptest::collection::vec(arb_node(), 0..12),
+            enough in 1usize..4,
+        ) {
+            match place_among(&d, &nodes, enough) {
+                Ok((n, looked)) => {
+                    prop_assert!(fits(&d, n).is_ok());
+                    let seen: Vec<_> = nodes[..looked].iter().filter(|o| fits(&d, o).is_ok()).collect();
+                    prop_assert!(seen.len() <= enough);
+                    prop_assert!(seen.len() == enough || looked == nodes.len());
+                    for other in seen {
+                        prop_assert!(!better(&d, other, n).is_lt(), "{} beats {}", other.name, n.name);
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(nodes.iter().all(|n| fits(&d, n).is_err()));
+                    prop_assert_eq!(e.total, nodes.len());
                 }
             }
         }

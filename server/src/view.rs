@@ -92,6 +92,9 @@ struct State {
     nodes: HashMap<String, NodeEntry>,
     tasks: HashMap<String, TaskEntry>,
     default_strategy: Strategy,
+    /// Where the next bounded placement search starts (an index into `nodes`' order),
+    /// so successive decisions look at different nodes.
+    next_start: usize,
 }
 
 impl State {
@@ -331,15 +334,26 @@ impl View {
             .get(&name)
             .map(|t| t.demand.clone())
             .unwrap_or_default();
-        let chosen = placement::place(
+        let count = s.nodes.len();
+        let start = s.next_start % count.max(1);
+        // The map's order is stable while no node joins or leaves: rotating the start
+        // walks the whole cluster over successive bounded searches.
+        let rotated = s
+            .nodes
+            .values()
+            .skip(start)
+            .chain(s.nodes.values().take(start));
+        let walked = std::cell::Cell::new(0);
+        let (node, _) = placement::place_among(
             &demand,
-            s.nodes
-                .values()
+            rotated
+                .inspect(|_| walked.set(walked.get() + 1))
                 .filter(|n| n.registered)
                 .map(|n| &n.candidate),
-        )?
-        .name
-        .clone();
+            placement::enough_fitting(demand.strategy, count),
+        )?;
+        let chosen = node.name.clone();
+        s.next_start = start + walked.get();
         if let Some(t) = s.tasks.get_mut(&name) {
             t.node = Some(chosen.clone());
             t.reserved = true;
@@ -663,5 +677,25 @@ mod tests {
         );
         v.state.write().unwrap().apply_task_status("t", None, 10);
         assert!(v.task_status("t").is_none());
+    }
+
+    #[test]
+    fn bounded_search_still_spreads_over_a_large_cluster() {
+        let v = View::empty();
+        for i in 0..1_000 {
+            ready_node(&v, &format!("n{i:04}"), 4_000);
+        }
+        for i in 0..20_000 {
+            v.reserve(&task(&format!("t{i}"))).unwrap();
+        }
+        let s = v.state.read().unwrap();
+        let counts: Vec<usize> = s.nodes.values().map(|n| n.candidate.tasks).collect();
+        let (min, max) = (counts.iter().min(), counts.iter().max());
+        // 20 each when spread perfectly; a bounded search may miss the emptiest node, but
+        // every node gets work and none runs away.
+        assert!(
+            min >= Some(&18) && max <= Some(&22),
+            "tasks per node: {min:?}..{max:?}"
+        );
     }
 }

@@ -259,8 +259,16 @@ async fn volumes_sets_and_events() {
     .await
     .unwrap();
 
-    // events: in order, readable from any sequence, filterable
-    let all = api.events(&EventsRequest::default()).await.unwrap().items;
+    // events: in order, readable from any sequence, filterable (stored a moment after
+    // the replies of the calls they record)
+    let all = eventually(Duration::from_secs(10), "three events", || {
+        let api = api.clone();
+        async move {
+            let items = api.events(&EventsRequest::default()).await.ok()?.items;
+            (items.len() >= 3).then_some(items)
+        }
+    })
+    .await;
     let kinds: Vec<(String, String)> = all
         .iter()
         .map(|e| (e.kind.clone(), e.r#type.clone()))

@@ -1,7 +1,8 @@
 //! voiydctl end to end: real voiydctl processes against a real voiyd-server and NATS.
 
+use std::time::Duration;
 use voiyd_nats::testing::TestNats;
-use voiyd_tests::{stderr, stdout, voiydctl, Server};
+use voiyd_tests::{eventually, stderr, stdout, voiydctl, Server};
 
 const MANIFEST: &str = "\
 version: task/v1
@@ -130,8 +131,16 @@ async fn apply_get_edit_delete_round_trip() {
     let err = fails(&url, &["get", "task", "nope"], None);
     assert!(err.contains("not found"), "{err}");
 
-    // events show what happened, in order
-    let ev = ok(&url, &["events"], None);
+    // events show what happened, in order (they are stored a moment after the reply)
+    let ev = eventually(
+        Duration::from_secs(10),
+        "created and updated events",
+        || {
+            let out = ok(&url, &["events"], None);
+            async move { out.contains("updated").then_some(out) }
+        },
+    )
+    .await;
     let created = ev.find("created").expect("created event");
     let updated = ev.find("updated").expect("updated event");
     assert!(created < updated, "{ev}");

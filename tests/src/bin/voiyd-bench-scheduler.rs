@@ -405,6 +405,31 @@ async fn main() {
     for (what, n) in counters.lock().unwrap().iter() {
         println!("{what}: {n} ({:.2} per task)", *n as f64 / o.tasks as f64);
     }
+    // Events are published without waiting for acks: check none went missing.
+    let events = js
+        .get_stream(voiyd_nats::names::STREAM_EVENTS)
+        .await
+        .unwrap();
+    let expected = 3 * o.tasks as u64;
+    let start = Instant::now();
+    let stored = loop {
+        let consumer = events
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                filter_subject: voiyd_nats::names::event_subject("task", "*", "*"),
+                inactive_threshold: Duration::from_secs(5),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut consumer = consumer;
+        let n = consumer.info().await.unwrap().num_pending;
+        let _ = events.delete_consumer(&consumer.cached_info().name).await;
+        if n >= expected || start.elapsed() > Duration::from_secs(10) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("task events stored: {stored} of {expected} (created, scheduled, running per task)");
     let warns = servers
         .iter()
         .map(|s| s.log_text().lines().filter(|l| l.contains("WARN")).count())
