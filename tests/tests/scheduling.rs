@@ -912,30 +912,133 @@ async fn killed_agent_on_containerd_task_runs_elsewhere_within_ten_seconds() {
     // The old agent comes back: it finds its work gone and removes its container,
     // so the task runs once.
     first.restart(1);
-    let ns = format!("voiyd-cd1-{}", std::process::id());
     eventually(
         Duration::from_secs(30),
         "old container removed from cd1",
         || async {
-            let out = std::process::Command::new("ctr")
-                .args([
-                    "--address",
-                    containerd.socket.to_str().unwrap(),
-                    "-n",
-                    &ns,
-                    "containers",
-                    "ls",
-                    "-q",
-                ])
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
+            containers(&containerd.socket, "cd1")
                 .is_empty()
                 .then_some(())
         },
     )
     .await;
+}
+
+/// Runs `ctr` against a node agent's containerd namespace and returns the first column
+/// of the lines `keep` accepts (container or task ids).
+fn ctr_ids(socket: &Path, node: &str, args: &[&str], keep: fn(&str) -> bool) -> Vec<String> {
+    let ns = format!("voiyd-{node}-{}", std::process::id());
+    let out = std::process::Command::new("ctr")
+        .args(["--address", socket.to_str().unwrap(), "-n", &ns])
+        .args(args)
+        .output()
+        .expect("ctr");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| keep(l))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Containers running in a node agent's containerd namespace.
+fn running_containers(socket: &Path, node: &str) -> Vec<String> {
+    ctr_ids(socket, node, &["tasks", "ls"], |l| l.contains("RUNNING"))
+}
+
+/// Containers (running or not) in a node agent's containerd namespace.
+fn containers(socket: &Path, node: &str) -> Vec<String> {
+    ctr_ids(socket, node, &["containers", "ls", "-q"], |_| true)
+}
+
+/// A node on real containerd loses NATS (its connection is cut, the agent keeps
+/// running): the task runs on another node within 10 s, the cut node fences itself and
+/// stops its container, and once it is back the task still runs exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_containerd_node_fences_and_its_task_runs_once() {
+    use voiyd_node::testing::{TestContainerd, TestRegistry};
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let registry = TestRegistry::start();
+    let containerd = TestContainerd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Cuttable::start(nats.url().trim_start_matches("nats://").to_string()).await;
+    let agent = |url: &str, name: &str| {
+        voiyd_tests::NodeAgent::start(url, name, &containerd.socket, &dir.path().join(name), &[])
+    };
+    let cut = agent(&proxy.url(), "cd-cut");
+    wait_nodes(&api, 1).await;
+    let mut t = task("svc", TaskConfig::default());
+    let config = t.config.as_mut().unwrap();
+    config.image = registry.image("busybox");
+    config.args = vec!["sleep".into(), "1000".into()];
+    config.stop_grace_period = "1s".into();
+    api.create(&t).await.unwrap();
+    eventually(Duration::from_secs(60), "svc running on cd-cut", || async {
+        let t: Task = api.get("svc").await.ok()?;
+        let st = t.status?;
+        (st.phase == "Running" && st.node == "cd-cut").then_some(())
+    })
+    .await;
+    let _other = agent(&server.url, "cd-other");
+    wait_nodes(&api, 2).await;
+    assert_eq!(running_containers(&containerd.socket, "cd-cut"), ["svc"]);
+
+    proxy.set(false);
+    let cut_at = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "svc running on cd-other",
+        || async {
+            let t: Task = api.get("svc").await.ok()?;
+            let st = t.status?;
+            (st.phase == "Running" && st.node == "cd-other" && st.pid > 0).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "svc running on cd-other {:?} after the cut",
+        cut_at.elapsed()
+    );
+    // The agent never saw a kill: it stops its container itself once fenced.
+    eventually(Duration::from_secs(20), "cd-cut stops svc", || async {
+        running_containers(&containerd.socket, "cd-cut")
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        cut.proc.log_text().contains("fenced"),
+        "{}",
+        cut.proc.log_text()
+    );
+
+    proxy.set(true);
+    eventually(Duration::from_secs(30), "cd-cut back and Ready", || async {
+        (cut.proc.log_text().contains("unfenced") && ready_nodes(&api).await == 2).then_some(())
+    })
+    .await;
+    // Settled: one container for the task in the whole cluster, on the node that owns it.
+    eventually(
+        Duration::from_secs(20),
+        "svc's old container removed",
+        || async {
+            containers(&containerd.socket, "cd-cut")
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(running_containers(&containerd.socket, "cd-cut").is_empty());
+    assert_eq!(running_containers(&containerd.socket, "cd-other"), ["svc"]);
+    let t: Task = api.get("svc").await.unwrap();
+    let st = t.status.unwrap();
+    assert_eq!(
+        (st.phase.as_str(), st.node.as_str()),
+        ("Running", "cd-other")
+    );
+    assert_eq!(st.reschedule_count, 1);
+    assert_single_placement(&nats, &api, 1).await;
 }
 
 /// `delete node` while its agent keeps running: the agent's heartbeats no longer
