@@ -164,8 +164,14 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
         .map(|p| p.status.volumes.clone())
         .unwrap_or_default();
     let rev = prev.map(|p| p.revision).unwrap_or(0);
-    // A lost race means another server just wrote a fresher heartbeat: nothing to do.
-    status::write(&ctx.status.0, "node", &node_name, &st, rev).await?;
+    // A lost race means a fresher heartbeat or a deletion was written: nothing to do
+    // (renewing the lease of a node just deleted would bring back a stale record).
+    if status::write(&ctx.status.0, "node", &node_name, &st, rev)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
     if prev_volumes != st.volumes || !was_ready {
         crate::api::volumes::fold_node_report(ctx, &node_name, &prev_volumes, &st.volumes).await?;
     }

@@ -420,6 +420,115 @@ async fn no_server_answering_is_a_clear_error() {
     let _ = BTreeMap::<String, String>::new();
 }
 
+/// `delete node` while the node's agent keeps sending heartbeats as fast as it can: the
+/// node record never comes back, whatever instant a heartbeat lands in.
+#[tokio::test]
+async fn deleting_a_node_under_a_heartbeat_flood_leaves_no_record() {
+    use prost::Message;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use voiyd_messages::v1::{DeleteRequest, Node, NodeStatus, NodeStatusReport};
+    use voiyd_nats::names;
+
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let client = nats.client().await;
+    let beat = |node: &str| {
+        NodeStatusReport {
+            node: node.into(),
+            status: Some(NodeStatus {
+                runtime: "sim".into(),
+                session: format!("session-{node}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    // Rounds of 25 nodes deleted at once, each node beating every half millisecond.
+    for round in 0..4 {
+        let nodes: Vec<String> = (0..25).map(|j| format!("flood{round}-{j}")).collect();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let sent = Arc::new(AtomicUsize::new(0));
+        let flood = {
+            let beats: Vec<(String, Vec<u8>)> = nodes
+                .iter()
+                .map(|n| (names::node::heartbeat(n), beat(n)))
+                .collect();
+            let (client, sent) = (client.clone(), sent.clone());
+            tokio::spawn(async move {
+                // Bounded: at most 20,000 rounds of beats.
+                for _ in 0..20_000 {
+                    for (subject, body) in &beats {
+                        client
+                            .publish(subject.clone(), body.clone().into())
+                            .await
+                            .unwrap();
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = stopped.changed() => break,
+                        _ = tokio::time::sleep(Duration::from_micros(500)) => {}
+                    }
+                }
+                client.flush().await.unwrap();
+            })
+        };
+        eventually(Duration::from_secs(10), "nodes registered", || {
+            let api = api.clone();
+            let nodes = nodes.clone();
+            async move {
+                let list: Vec<Node> = api.list("").await.ok()?;
+                let have = nodes
+                    .iter()
+                    .filter(|n| list.iter().any(|l| l.name() == n.as_str()));
+                (have.count() == nodes.len()).then_some(())
+            }
+        })
+        .await;
+        futures::future::join_all(nodes.iter().map(|node| {
+            let api = api.clone();
+            async move {
+                let req = DeleteRequest {
+                    name: node.clone(),
+                    ..Default::default()
+                };
+                api.delete(Kind::Node, &req).await.unwrap();
+            }
+        }))
+        .await;
+        let at_delete = sent.load(Ordering::Relaxed);
+        eventually(Duration::from_secs(10), "beats after the deletions", || {
+            let n = sent.load(Ordering::Relaxed);
+            async move { (n >= at_delete + 100).then_some(()) }
+        })
+        .await;
+        stop.send(true).unwrap();
+        flood.await.unwrap();
+        // Let the server drain what was sent: a new node's registration, sent after
+        // every beat, marks the end.
+        let probe = format!("probe{round}");
+        client
+            .publish(names::node::heartbeat(&probe), beat(&probe).into())
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(10), "probe registered", || {
+            let api = api.clone();
+            let probe = probe.clone();
+            async move { api.get::<Node>(&probe).await.ok() }
+        })
+        .await;
+        let list: Vec<Node> = api.list("").await.unwrap();
+        let back: Vec<&str> = list
+            .iter()
+            .map(|n| n.name())
+            .filter(|n| n.starts_with("flood"))
+            .collect();
+        assert!(back.is_empty(), "deleted nodes came back: {back:?}");
+    }
+}
+
 #[tokio::test]
 async fn heartbeats_register_nodes_and_reports_are_fenced() {
     use prost::Message;

@@ -212,6 +212,17 @@ fn conflict<R: Managed>(name: &str, expected: u64) -> Failure {
 
 /// Deletes the spec and its status. Kind-specific clean-up is done by the caller.
 pub async fn delete<R: Managed>(ctx: &Ctx, req: &DeleteRequest) -> Result<R, Failure> {
+    let current = delete_keeping_status::<R>(ctx, req).await?;
+    status::remove::<R>(&ctx.status, &req.name).await;
+    Ok(current)
+}
+
+/// [`delete`] that leaves the status record to the caller (a deleted node's status
+/// keeps the agent session it shuts out).
+pub async fn delete_keeping_status<R: Managed>(
+    ctx: &Ctx,
+    req: &DeleteRequest,
+) -> Result<R, Failure> {
     let current = fetch::<R>(ctx, &req.name).await?;
     let current_rv = current.meta().map(|m| m.resource_version).unwrap_or(0);
     if req.resource_version != 0 && req.resource_version != current_rv {
@@ -224,7 +235,6 @@ pub async fn delete<R: Managed>(ctx: &Ctx, req: &DeleteRequest) -> Result<R, Fai
             StoreError::Conflict { .. } => conflict::<R>(&req.name, current_rv),
             e => e.into(),
         })?;
-    status::remove::<R>(&ctx.status, &req.name).await;
     ctx.events
         .publish(
             R::KIND.singular(),
