@@ -271,6 +271,19 @@ impl RawKv {
         Ok(keys)
     }
 
+    /// (key, revision) of every live key matching a filter, sorted by key; values are
+    /// not transferred.
+    pub async fn revisions(&self, filter: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out: Vec<(String, u64)> = self
+            .snapshot(filter, true)
+            .await?
+            .into_iter()
+            .map(|(k, _, rev)| (k, rev))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Current (key, value, revision) of every live key matching a filter, sorted by key.
     pub async fn entries(&self, filter: &str) -> Result<Vec<(String, Bytes, u64)>, StoreError> {
         let mut entries = self.snapshot(filter, false).await?;

@@ -25,6 +25,7 @@ pub mod status;
 pub mod subnets;
 pub mod view;
 pub mod work;
+pub mod work_sweep;
 
 pub use run::{run, Security, ServerConfig};
 

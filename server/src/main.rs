@@ -55,6 +55,10 @@ struct Args {
     /// Seconds without heartbeat before a node is NotReady.
     #[arg(long, default_value_t = 5)]
     node_timeout: u64,
+    /// Seconds between sweeps for stale work (work left on a node its task has moved
+    /// off); an entry goes after two sweeps that find it stale.
+    #[arg(long, default_value_t = 30)]
+    work_sweep_interval: u64,
     /// Placement strategy for tasks that choose none: spread (least utilised node) or
     /// binpack (fullest node that fits).
     #[arg(long, default_value = "spread", value_parser = ["spread", "binpack"])]
@@ -128,6 +132,7 @@ async fn main() {
             ..Default::default()
         },
         node_timeout: Duration::from_secs(args.node_timeout),
+        work_sweep_interval: Duration::from_secs(args.work_sweep_interval.max(1)),
         placement: voiyd_server::placement::Strategy::parse(&args.placement),
         id: format!("{}-{}", host.trim(), std::process::id()),
         cluster_cidr: args.cluster_cidr,

@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub bootstrap: BootstrapOptions,
     /// A node missing heartbeats this long is NotReady.
     pub node_timeout: Duration,
+    /// Time between stale-work sweeps ([`crate::work_sweep`]).
+    pub work_sweep_interval: Duration,
     /// This server's id in events.
     pub id: String,
     /// Network node container subnets are taken from, e.g. `10.69.0.0/16`.
@@ -158,7 +160,11 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
 
     let api_task = tokio::spawn(api::serve(client.clone(), ctx.clone()));
     let reports_task = tokio::spawn(reports::run(client.clone(), ctx.clone()));
-    let upkeep_task = tokio::spawn(upkeep(ctx.clone(), cfg.node_timeout));
+    let upkeep_task = tokio::spawn(upkeep(
+        ctx.clone(),
+        cfg.node_timeout,
+        cfg.work_sweep_interval,
+    ));
     let node_events_task = tokio::spawn(crate::node_events::run(client.clone(), ctx.clone()));
     let _metrics = match cfg.metrics_addr {
         Some(addr) => {
@@ -199,11 +205,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
 }
 
 /// Periodic level-triggered repairs: nodes whose heartbeats stopped become NotReady,
-/// and tasks still waiting for a node are placed.
-async fn upkeep(ctx: Ctx, node_timeout: Duration) {
+/// tasks still waiting for a node are placed, and stale work is swept now and then.
+async fn upkeep(ctx: Ctx, node_timeout: Duration, sweep_every: Duration) {
     // Twice a second: a lost node's tasks move within node_timeout + 0.5 s.
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = crate::work_sweep::Sweep::default();
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if let Err(e) = crate::failover::mark_lost_nodes(&ctx, node_timeout).await {
@@ -213,6 +221,10 @@ async fn upkeep(ctx: Ctx, node_timeout: Duration) {
         crate::sets::reconcile_all(&ctx).await;
         if let Err(e) = scheduler::place_pending(&ctx).await {
             tracing::warn!(error = %e.message, "placing pending tasks failed");
+        }
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = tokio::time::Instant::now();
+            crate::work_sweep::run_once(&ctx, &mut sweep).await;
         }
     }
 }

@@ -417,6 +417,19 @@ impl View {
         )
     }
 
+    /// Where a task belongs as far as the view has seen (for the stale-work sweep).
+    pub fn task_owner(&self, task: &str) -> crate::work_sweep::Owner {
+        use crate::work_sweep::Owner;
+        let s = self.state.read().expect("view lock");
+        match s.tasks.get(task) {
+            Some(t) if t.exists => match &t.node {
+                Some(n) => Owner::Node(n.clone()),
+                None => Owner::Nowhere,
+            },
+            _ => Owner::Gone,
+        }
+    }
+
     /// The uid of an existing task, if the view has its spec.
     pub fn task_uid(&self, task: &str) -> Option<String> {
         let s = self.state.read().expect("view lock");

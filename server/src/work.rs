@@ -38,12 +38,43 @@ pub async fn remove(ctx: &Ctx, node: &str, task: &str) {
     }
 }
 
+/// Removes `task`'s work from `node` only if the entry is still at `revision` (nobody
+/// rewrote it since), then tells the node. Returns whether it was removed.
+pub async fn remove_at(ctx: &Ctx, node: &str, task: &str, revision: u64) -> bool {
+    let key = names::work_key(node, task);
+    match purge_at(&ctx.cluster.js, &key, Some(revision)).await {
+        Ok(purged) => {
+            notify(ctx, node, task, purged, None).await;
+            true
+        }
+        Err(e) => {
+            tracing::debug!(%key, error = %e, "work not removed: changed since it was read");
+            false
+        }
+    }
+}
+
 /// Purges a key like `kv::Store::purge`, but returns the purge's revision, which the
 /// node needs to order it against other updates.
 async fn purge(js: &jetstream::Context, key: &str) -> Result<u64, async_nats::Error> {
+    purge_at(js, key, None).await
+}
+
+/// [`purge`], refused by the stream unless the key's last revision is `expected`.
+async fn purge_at(
+    js: &jetstream::Context,
+    key: &str,
+    expected: Option<u64>,
+) -> Result<u64, async_nats::Error> {
     let mut headers = HeaderMap::new();
     headers.insert("KV-Operation", "PURGE");
     headers.insert("Nats-Rollup", "sub");
+    if let Some(rev) = expected {
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            rev.to_string().as_str(),
+        );
+    }
     let subject = names::kv_subject(names::BUCKET_WORK, key);
     let ack = js
         .publish_with_headers(subject, headers, bytes::Bytes::new())

@@ -538,6 +538,79 @@ async fn work_assigned_during_a_short_disconnect_arrives_on_reconnect() {
     );
 }
 
+/// Work left on a node the task no longer belongs to (a server that died between
+/// moving a task and removing its old work) is swept, and that node stops its copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_work_is_swept_and_the_node_stops_its_copy() {
+    use prost::Message;
+    use voiyd_messages::v1::{Assignment, WorkUpdate};
+    use voiyd_nats::names;
+    let nats = TestNats::start().await;
+    let server = Server::external_with(&nats.url(), &["--work-sweep-interval", "1"]).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = sim_nodes(&nats.url(), "sw", 2, dir.path(), &[]);
+    wait_nodes(&api, 2).await;
+    api.create(&task("stray", TaskConfig::default())).await.unwrap();
+    let owner = eventually(Duration::from_secs(10), "stray running", || async {
+        let p = phases(&api, "").await;
+        let (phase, node) = p.get("stray")?;
+        (phase == "Running").then(|| node.clone())
+    })
+    .await;
+    let other = if owner == "sw-0001" {
+        "sw-0002"
+    } else {
+        "sw-0001"
+    };
+
+    // A copy of the task's work on the other node, stored and announced as a server would.
+    let kv = nats
+        .jetstream()
+        .await
+        .get_key_value("voiyd_work")
+        .await
+        .unwrap();
+    let body = kv.get(names::work_key(&owner, "stray")).await.unwrap().unwrap();
+    let revision = kv
+        .put(names::work_key(other, "stray"), body.clone())
+        .await
+        .unwrap();
+    let update = WorkUpdate {
+        task: "stray".into(),
+        revision,
+        assignment: Some(Assignment::decode(body).unwrap()),
+    };
+    let client = nats.client().await;
+    client
+        .publish(names::node::work(other), update.encode_to_vec().into())
+        .await
+        .unwrap();
+    let on_other = |what: &str| {
+        nodes
+            .log_text()
+            .lines()
+            .any(|l| l.contains(what) && l.contains(other) && l.contains("stray"))
+    };
+    eventually(Duration::from_secs(10), "the stray copy starts", || async {
+        on_other("sim task started").then_some(())
+    })
+    .await;
+    // Two sweeps a second apart confirm it stale; the node then stops its copy.
+    eventually(Duration::from_secs(10), "stale work swept", || async {
+        (work_keys(&nats).await.len() == 1).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the stray copy stops", || async {
+        on_other("sim task exited").then_some(())
+    })
+    .await;
+    assert!(server.proc.log_text().contains("stale work removed"));
+    assert_single_placement(&nats, &api, 1).await;
+    let p = phases(&api, "").await;
+    assert_eq!(p["stray"], ("Running".to_string(), owner));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fenced_node_stops_its_tasks_and_reconnects_without_duplicates() {
     let nats = TestNats::start().await;

@@ -1,0 +1,186 @@
+//! Sweeping stale work: a `voiyd_work` entry for a task that now belongs to another
+//! node, to no node, or no longer exists.
+//!
+//! Moving a task writes its status first and then removes the old node's work; a server
+//! that dies in between, or a create racing a move in the same instant, can leave the
+//! old entry behind, and the old node would keep running the task. Each sweep lists the
+//! work keys and asks the view where each task belongs. An entry is removed only when two
+//! sweeps in a row found it stale at the same revision: a view a moment behind a fresh
+//! placement does not remove good work, and an entry rewritten meanwhile is kept (the
+//! removal is also conditional on that revision).
+
+use crate::api::Ctx;
+use std::collections::HashMap;
+use voiyd_nats::names;
+
+/// Where the view says a task belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Placed on this node.
+    Node(String),
+    /// Exists, placed nowhere (Pending).
+    Nowhere,
+    /// No such task.
+    Gone,
+}
+
+/// Whether the work entry `key` is stale given where its task belongs. Keys that are
+/// not `<node>.<task>` are left alone.
+pub fn is_stale(key: &str, owner: impl Fn(&str) -> Owner) -> bool {
+    let Some((node, task)) = names::parse_work_key(key) else {
+        return false;
+    };
+    owner(&task) != Owner::Node(node)
+}
+
+/// Suspects carried from one sweep to the next.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    suspects: HashMap<String, u64>,
+}
+
+impl Sweep {
+    /// One pass over the current work `entries` (key, revision): returns the entries to
+    /// remove (stale now and in the previous pass at the same revision) and remembers the
+    /// stale ones for the next pass.
+    pub fn pass(
+        &mut self,
+        entries: &[(String, u64)],
+        owner: impl Fn(&str) -> Owner,
+    ) -> Vec<(String, u64)> {
+        let mut remove = Vec::new();
+        let mut suspects = HashMap::new();
+        for (key, revision) in entries {
+            if !is_stale(key, &owner) {
+                continue;
+            }
+            if self.suspects.get(key) == Some(revision) {
+                remove.push((key.clone(), *revision));
+            } else {
+                suspects.insert(key.clone(), *revision);
+            }
+        }
+        self.suspects = suspects;
+        remove
+    }
+}
+
+/// Runs one sweep against the bucket: lists the work keys, removes the confirmed stale
+/// ones (and tells their nodes). Returns how many were removed.
+pub async fn run_once(ctx: &Ctx, sweep: &mut Sweep) -> usize {
+    // A view still reading the cluster would call every task gone.
+    if !ctx
+        .view
+        .wait_ready(std::time::Duration::from_millis(1))
+        .await
+    {
+        return 0;
+    }
+    let raw = voiyd_nats::store::RawKv::new(ctx.work.clone(), "work");
+    let entries = match raw.revisions(">").await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list work for the stale-work sweep");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for (key, revision) in sweep.pass(&entries, |task| ctx.view.task_owner(task)) {
+        let Some((node, task)) = names::parse_work_key(&key) else {
+            continue;
+        };
+        if crate::work::remove_at(ctx, &node, &task, revision).await {
+            tracing::warn!(%node, %task, "stale work removed: the task belongs elsewhere");
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(node: &str, task: &str) -> String {
+        names::work_key(node, task)
+    }
+
+    #[test]
+    fn stale_when_the_task_belongs_elsewhere_or_nowhere() {
+        let owner = |t: &str| match t {
+            "here" => Owner::Node("n1".into()),
+            "moved" => Owner::Node("n2".into()),
+            "pending" => Owner::Nowhere,
+            _ => Owner::Gone,
+        };
+        assert!(!is_stale(&key("n1", "here"), owner));
+        assert!(is_stale(&key("n1", "moved"), owner));
+        assert!(is_stale(&key("n1", "pending"), owner));
+        assert!(is_stale(&key("n1", "deleted"), owner));
+        assert!(!is_stale("not-a-work-key", owner));
+    }
+
+    #[test]
+    fn removes_only_after_two_passes_at_the_same_revision() {
+        let mut s = Sweep::default();
+        let gone = |_: &str| Owner::Gone;
+        let k = key("n1", "t");
+        assert!(s.pass(&[(k.clone(), 5)], gone).is_empty());
+        // Rewritten meanwhile: a new suspect, not a removal.
+        assert!(s.pass(&[(k.clone(), 7)], gone).is_empty());
+        assert_eq!(s.pass(&[(k.clone(), 7)], gone), [(k.clone(), 7)]);
+        // Found good again in between: the count starts over.
+        let mut s = Sweep::default();
+        assert!(s.pass(&[(k.clone(), 5)], gone).is_empty());
+        assert!(s
+            .pass(&[(k.clone(), 5)], |_| Owner::Node("n1".into()))
+            .is_empty());
+        assert!(s.pass(&[(k.clone(), 5)], gone).is_empty());
+    }
+
+    fn arb_owner() -> impl Strategy<Value = Owner> {
+        prop_oneof![
+            (0..3u8).prop_map(|n| Owner::Node(format!("n{n}"))),
+            Just(Owner::Nowhere),
+            Just(Owner::Gone),
+        ]
+    }
+
+    proptest! {
+        /// Over any sequence of passes, an entry is removed exactly when it was stale
+        /// in this pass and the one before, at the same revision.
+        #[test]
+        fn removal_needs_two_stale_sightings(
+            passes in proptest::collection::vec(
+                proptest::collection::vec((0..3u8, 0..3u8, 1..4u64, arb_owner()), 0..6),
+                1..6,
+            ),
+        ) {
+            let mut s = Sweep::default();
+            let mut before: HashMap<String, u64> = HashMap::new();
+            for pass in passes {
+                // One entry per key in a listing; one owner per task.
+                let mut entries: HashMap<String, u64> = HashMap::new();
+                let mut owners: HashMap<String, Owner> = HashMap::new();
+                for (n, t, rev, owner) in pass {
+                    entries.insert(key(&format!("n{n}"), &format!("t{t}")), rev);
+                    owners.insert(format!("t{t}"), owner);
+                }
+                let owner = |t: &str| owners.get(t).cloned().unwrap_or(Owner::Gone);
+                let list: Vec<(String, u64)> = entries.into_iter().collect();
+                let removed = s.pass(&list, owner);
+                let mut now: HashMap<String, u64> = HashMap::new();
+                for (k, rev) in &list {
+                    let stale = is_stale(k, owner);
+                    let expected = stale && before.get(k) == Some(rev);
+                    prop_assert_eq!(removed.contains(&(k.clone(), *rev)), expected, "{}", k);
+                    if stale && !expected {
+                        now.insert(k.clone(), *rev);
+                    }
+                }
+                before = now;
+            }
+        }
+    }
+}
