@@ -551,7 +551,9 @@ async fn stale_work_is_swept_and_the_node_stops_its_copy() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = sim_nodes(&nats.url(), "sw", 2, dir.path(), &[]);
     wait_nodes(&api, 2).await;
-    api.create(&task("stray", TaskConfig::default())).await.unwrap();
+    api.create(&task("stray", TaskConfig::default()))
+        .await
+        .unwrap();
     let owner = eventually(Duration::from_secs(10), "stray running", || async {
         let p = phases(&api, "").await;
         let (phase, node) = p.get("stray")?;
@@ -571,7 +573,11 @@ async fn stale_work_is_swept_and_the_node_stops_its_copy() {
         .get_key_value("voiyd_work")
         .await
         .unwrap();
-    let body = kv.get(names::work_key(&owner, "stray")).await.unwrap().unwrap();
+    let body = kv
+        .get(names::work_key(&owner, "stray"))
+        .await
+        .unwrap()
+        .unwrap();
     let revision = kv
         .put(names::work_key(other, "stray"), body.clone())
         .await
@@ -950,30 +956,15 @@ async fn killed_agent_on_containerd_task_runs_elsewhere_within_ten_seconds() {
     };
     let mut first = agent("cd1");
     wait_nodes(&api, 1).await;
-    let mut t = task("svc", TaskConfig::default());
-    let config = t.config.as_mut().unwrap();
-    config.image = registry.image("busybox");
-    config.args = vec!["sleep".into(), "1000".into()];
-    config.stop_grace_period = "1s".into();
-    api.create(&t).await.unwrap();
-    eventually(Duration::from_secs(60), "svc running on cd1", || async {
-        let t: Task = api.get("svc").await.ok()?;
-        let st = t.status?;
-        (st.phase == "Running" && st.node == "cd1").then_some(())
-    })
-    .await;
+    api.create(&sleeper("svc", &registry)).await.unwrap();
+    wait_running_on(&api, "svc", "cd1", Duration::from_secs(60)).await;
     let _second = agent("cd2");
     wait_nodes(&api, 2).await;
 
     let _ = first.proc.child.kill(); // SIGKILL
     let _ = first.proc.child.wait();
     let killed = Instant::now();
-    eventually(Duration::from_secs(10), "svc running on cd2", || async {
-        let t: Task = api.get("svc").await.ok()?;
-        let st = t.status?;
-        (st.phase == "Running" && st.node == "cd2" && st.pid > 0).then_some(())
-    })
-    .await;
+    wait_running_on(&api, "svc", "cd2", Duration::from_secs(10)).await;
     eprintln!(
         "svc running on cd2 {:?} after kill -9 of cd1's agent",
         killed.elapsed()
@@ -994,6 +985,27 @@ async fn killed_agent_on_containerd_task_runs_elsewhere_within_ten_seconds() {
                 .then_some(())
         },
     )
+    .await;
+}
+
+/// A busybox task that sleeps, and stops within a second when asked.
+fn sleeper(name: &str, registry: &voiyd_node::testing::TestRegistry) -> Task {
+    let mut t = task(name, TaskConfig::default());
+    let config = t.config.as_mut().unwrap();
+    config.image = registry.image("busybox");
+    config.args = vec!["sleep".into(), "1000".into()];
+    config.stop_grace_period = "1s".into();
+    t
+}
+
+/// Waits until `task` is Running, with a process, on `node`.
+async fn wait_running_on(api: &ApiClient, task: &str, node: &str, deadline: Duration) {
+    let what = format!("{task} running on {node}");
+    eventually(deadline, &what, || async {
+        let t: Task = api.get(task).await.ok()?;
+        let st = t.status?;
+        (st.phase == "Running" && st.node == node && st.pid > 0).then_some(())
+    })
     .await;
 }
 
@@ -1041,34 +1053,15 @@ async fn cut_containerd_node_fences_and_its_task_runs_once() {
     };
     let cut = agent(&proxy.url(), "cd-cut");
     wait_nodes(&api, 1).await;
-    let mut t = task("svc", TaskConfig::default());
-    let config = t.config.as_mut().unwrap();
-    config.image = registry.image("busybox");
-    config.args = vec!["sleep".into(), "1000".into()];
-    config.stop_grace_period = "1s".into();
-    api.create(&t).await.unwrap();
-    eventually(Duration::from_secs(60), "svc running on cd-cut", || async {
-        let t: Task = api.get("svc").await.ok()?;
-        let st = t.status?;
-        (st.phase == "Running" && st.node == "cd-cut").then_some(())
-    })
-    .await;
+    api.create(&sleeper("svc", &registry)).await.unwrap();
+    wait_running_on(&api, "svc", "cd-cut", Duration::from_secs(60)).await;
     let _other = agent(&server.url, "cd-other");
     wait_nodes(&api, 2).await;
     assert_eq!(running_containers(&containerd.socket, "cd-cut"), ["svc"]);
 
     proxy.set(false);
     let cut_at = Instant::now();
-    eventually(
-        Duration::from_secs(10),
-        "svc running on cd-other",
-        || async {
-            let t: Task = api.get("svc").await.ok()?;
-            let st = t.status?;
-            (st.phase == "Running" && st.node == "cd-other" && st.pid > 0).then_some(())
-        },
-    )
-    .await;
+    wait_running_on(&api, "svc", "cd-other", Duration::from_secs(10)).await;
     eprintln!(
         "svc running on cd-other {:?} after the cut",
         cut_at.elapsed()
