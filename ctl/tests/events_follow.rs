@@ -57,14 +57,12 @@ async fn collect(rx: &mut mpsc::UnboundedReceiver<Event>, got: &mut Vec<Event>, 
 #[tokio::test]
 async fn follows_across_a_server_restart_without_gaps_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = EmbeddedConfig {
-        binary: find_binary(None).unwrap_or_else(|e| panic!("{e}")),
-        data_dir: dir.path().to_path_buf(),
-        listen: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_port()),
-        monitor: None,
-        server_name: "ctl-test".into(),
-        extra_config: String::new(),
-    };
+    let cfg = EmbeddedConfig::new(
+        find_binary(None).unwrap_or_else(|e| panic!("{e}")),
+        dir.path().to_path_buf(),
+        SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_port()),
+        "ctl-test",
+    );
     let server = EmbeddedNats::start(cfg.clone()).await.expect("nats-server");
     let url = server.client_url();
     let js = jetstream::new(client(&url).await);

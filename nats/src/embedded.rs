@@ -208,9 +208,49 @@ pub struct EmbeddedConfig {
     pub server_name: String,
     /// Appended verbatim to the generated config (TLS, authorization, cluster, …).
     pub extra_config: String,
+    /// When nats-server starts a new log file, and how many it keeps.
+    pub log_rotation: LogRotation,
+}
+
+/// Size-based rotation of the embedded server's log (`nats.log`): nats-server renames a
+/// full file with a timestamp suffix and deletes the oldest beyond `files`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRotation {
+    /// Bytes after which a new file is started.
+    pub max_bytes: u64,
+    /// Files kept, the current one included.
+    pub files: u32,
+}
+
+impl Default for LogRotation {
+    /// 10 MiB per file, 5 files: at most 50 MiB of NATS logs.
+    fn default() -> Self {
+        LogRotation {
+            max_bytes: 10 << 20,
+            files: 5,
+        }
+    }
 }
 
 impl EmbeddedConfig {
+    /// A config with a free monitoring port, no extra config and default log rotation.
+    pub fn new(
+        binary: PathBuf,
+        data_dir: PathBuf,
+        listen: SocketAddr,
+        server_name: impl Into<String>,
+    ) -> Self {
+        EmbeddedConfig {
+            binary,
+            data_dir,
+            listen,
+            monitor: None,
+            server_name: server_name.into(),
+            extra_config: String::new(),
+            log_rotation: LogRotation::default(),
+        }
+    }
+
     /// `<data_dir>/nats`.
     pub fn nats_dir(&self) -> PathBuf {
         self.data_dir.join("nats")
@@ -219,7 +259,8 @@ impl EmbeddedConfig {
     pub fn config_path(&self) -> PathBuf {
         self.nats_dir().join("nats.conf")
     }
-    /// Where the child's stdout and stderr go.
+    /// The server's log file (it also receives the child's stdout and stderr, so a
+    /// start-up error printed before logging begins lands there too).
     pub fn log_path(&self) -> PathBuf {
         self.nats_dir().join("nats.log")
     }
@@ -238,11 +279,17 @@ impl EmbeddedConfig {
              listen: {listen}\n\
              http: {monitor}\n\
              jetstream {{\n  store_dir: {store}\n}}\n\
+             log_file: {log}\n\
+             logfile_size_limit: {log_bytes}\n\
+             logfile_max_num: {log_files}\n\
              {extra}\n",
             name = q(&self.server_name),
             listen = q(&self.listen.to_string()),
             monitor = q(&monitor.to_string()),
             store = q(&self.store_dir().to_string_lossy()),
+            log = q(&self.log_path().to_string_lossy()),
+            log_bytes = self.log_rotation.max_bytes,
+            log_files = self.log_rotation.files,
             extra = self.extra_config,
         )
     }
@@ -845,12 +892,13 @@ mod tests {
     #[test]
     fn config_quotes_paths() {
         let cfg = EmbeddedConfig {
-            binary: "nats-server".into(),
-            data_dir: "/tmp/a \"b\"".into(),
-            listen: "127.0.0.1:4222".parse().unwrap(),
-            monitor: None,
-            server_name: "s1".into(),
             extra_config: "max_payload: 1MB".into(),
+            ..EmbeddedConfig::new(
+                "nats-server".into(),
+                "/tmp/a \"b\"".into(),
+                "127.0.0.1:4222".parse().unwrap(),
+                "s1",
+            )
         };
         let text = cfg.render("127.0.0.1:8222".parse().unwrap());
         assert!(
@@ -858,6 +906,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("http: \"127.0.0.1:8222\""));
+        assert!(
+            text.contains(r#"log_file: "/tmp/a \"b\"/nats/nats.log""#),
+            "{text}"
+        );
+        assert!(text.contains("logfile_size_limit: 10485760\nlogfile_max_num: 5\n"));
         assert!(text.trim_end().ends_with("max_payload: 1MB"));
     }
 }

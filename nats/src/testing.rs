@@ -35,14 +35,12 @@ impl TestNats {
         // A free port can be taken between choosing and binding: try a few.
         let mut last = None;
         for _ in 0..5 {
-            let cfg = EmbeddedConfig {
-                binary: binary.clone(),
-                data_dir: dir.path().to_path_buf(),
-                listen: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_port()),
-                monitor: None,
-                server_name: "voiyd-test".to_string(),
-                extra_config: String::new(),
-            };
+            let cfg = EmbeddedConfig::new(
+                binary.clone(),
+                dir.path().to_path_buf(),
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_port()),
+                "voiyd-test",
+            );
             match EmbeddedNats::start(cfg).await {
                 Ok(server) => return TestNats { server, dir },
                 Err(e @ EmbeddedError::PortInUse { .. }) => last = Some(e),

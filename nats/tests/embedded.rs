@@ -3,7 +3,9 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-use voiyd_nats::embedded::{binary_version, find_binary, EmbeddedConfig, EmbeddedError};
+use voiyd_nats::embedded::{
+    binary_version, find_binary, EmbeddedConfig, EmbeddedError, LogRotation,
+};
 use voiyd_nats::testing::{free_port, TestNats};
 use voiyd_nats::{connect, ConnectError, ConnectOptions, EmbeddedNats};
 
@@ -112,14 +114,12 @@ async fn orphan_helper() {
         return;
     };
     let dir = Path::new(&dir);
-    let nats = EmbeddedNats::start(EmbeddedConfig {
-        binary: find_binary(None).unwrap(),
-        data_dir: dir.to_path_buf(),
-        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        monitor: None,
-        server_name: "orphan-test".into(),
-        extra_config: String::new(),
-    })
+    let nats = EmbeddedNats::start(EmbeddedConfig::new(
+        find_binary(None).unwrap(),
+        dir.to_path_buf(),
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        "orphan-test",
+    ))
     .await
     .unwrap();
     let pid = nats.pid().unwrap();
@@ -163,14 +163,12 @@ async fn no_orphan_after_parent_sigkill() {
 async fn port_in_use_is_reported() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = EmbeddedNats::start(EmbeddedConfig {
-        binary: find_binary(None).unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        listen: taken.local_addr().unwrap(),
-        monitor: None,
-        server_name: "busy".into(),
-        extra_config: String::new(),
-    })
+    let err = EmbeddedNats::start(EmbeddedConfig::new(
+        find_binary(None).unwrap(),
+        dir.path().to_path_buf(),
+        taken.local_addr().unwrap(),
+        "busy",
+    ))
     .await
     .unwrap_err();
     assert!(matches!(err, EmbeddedError::PortInUse { .. }), "{err:?}");
@@ -181,12 +179,13 @@ async fn port_in_use_is_reported() {
 async fn invalid_extra_config_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let err = EmbeddedNats::start(EmbeddedConfig {
-        binary: find_binary(None).unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        monitor: None,
-        server_name: "bad".into(),
         extra_config: "this is { not valid".into(),
+        ..EmbeddedConfig::new(
+            find_binary(None).unwrap(),
+            dir.path().to_path_buf(),
+            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            "bad",
+        )
     })
     .await
     .unwrap_err();
@@ -250,14 +249,12 @@ async fn fake_binaries() {
 esac"#,
     );
     assert_eq!(retry_busy(|| binary_version(&crash)).unwrap(), (2, 12, 0));
-    let err = EmbeddedNats::start(EmbeddedConfig {
-        binary: crash,
-        data_dir: dir.path().join("data"),
-        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        monitor: None,
-        server_name: "crash".into(),
-        extra_config: String::new(),
-    })
+    let err = EmbeddedNats::start(EmbeddedConfig::new(
+        crash,
+        dir.path().join("data"),
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        "crash",
+    ))
     .await
     .unwrap_err();
     let msg = err.to_string();
@@ -291,4 +288,51 @@ async fn connect_to_closed_port_fails_fast() {
         err.to_string(),
         format!("cannot reach NATS at {url} (connection refused): start voiyd-server or pass --server URL")
     );
+}
+
+/// The embedded server's log rotates by size and keeps a bounded number of files, so a
+/// long-running server cannot fill its disk with NATS logs.
+#[tokio::test]
+async fn log_rotates_and_keeps_a_bounded_number_of_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EmbeddedConfig {
+        // Debug logging writes a line per connection: a few hundred bytes each.
+        extra_config: "debug: true".into(),
+        log_rotation: LogRotation {
+            max_bytes: 2048,
+            files: 3,
+        },
+        ..EmbeddedConfig::new(
+            find_binary(None).unwrap(),
+            dir.path().to_path_buf(),
+            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            "rotating",
+        )
+    };
+    let nats_dir = cfg.nats_dir();
+    let nats = EmbeddedNats::start(cfg).await.unwrap();
+    let logs = || {
+        std::fs::read_dir(&nats_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("nats.log"))
+            .count()
+    };
+    // Connections until at least one rotation happened (bounded: 200 connections).
+    for _ in 0..200 {
+        if logs() >= 2 {
+            break;
+        }
+        let client = async_nats::connect(nats.client_url()).await.unwrap();
+        client.flush().await.unwrap();
+        drop(client);
+    }
+    assert!(logs() >= 2, "no rotation after 200 connections");
+    for _ in 0..200 {
+        let client = async_nats::connect(nats.client_url()).await.unwrap();
+        client.flush().await.unwrap();
+    }
+    wait_for("old logs pruned", Duration::from_secs(10), || logs() <= 3).await;
+    nats.stop().await;
 }

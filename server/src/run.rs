@@ -82,16 +82,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 extra_config.push_str(crate::auth::AuthManager::include());
                 auth = Some(Arc::new(manager));
             }
+            let server_name = format!(
+                "voiyd-{}",
+                cfg.id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            );
             let server = EmbeddedNats::start(EmbeddedConfig {
-                binary,
-                data_dir: cfg.data_dir.clone(),
-                listen: cfg.nats_listen,
-                monitor: None,
-                server_name: format!(
-                    "voiyd-{}",
-                    cfg.id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
-                ),
                 extra_config,
+                ..EmbeddedConfig::new(binary, cfg.data_dir.clone(), cfg.nats_listen, server_name)
             })
             .await?;
             tracing::info!(url = %server.client_url(), pid = ?server.pid(), "embedded NATS ready");
