@@ -384,8 +384,12 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
                         tracing::warn!(error = %e, "resync failed");
                     }
                 }
-                // Updates sent while the connection was down are lost: re-read.
+                // Updates sent while the connection was down are lost: re-read (a
+                // fenced node's fencing loop re-reads before unfencing, once is enough).
                 _ = reconnected.changed() => {
+                    if *s.fenced.borrow() {
+                        continue;
+                    }
                     if let Err(e) = full_sync(&s, &kv, &filter).await {
                         tracing::warn!(error = %e, "re-reading work after reconnecting failed");
                     }
