@@ -94,6 +94,28 @@ async fn phases(api: &ApiClient, selector: &str) -> BTreeMap<String, (String, St
 }
 
 /// Every key of the work bucket as (node, task).
+/// Lines of a process's log that contain every one of `words`.
+fn log_lines_with(p: &Proc, words: &[&str]) -> usize {
+    p.log_text()
+        .lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .count()
+}
+
+/// Waits until exactly `count` tasks are Running on `node`.
+async fn wait_running_count(api: &ApiClient, node: &str, count: usize, deadline: Duration) {
+    let what = format!("{count} tasks running on {node}");
+    eventually(deadline, &what, || async {
+        let p = phases(api, "").await;
+        let n = p
+            .values()
+            .filter(|(ph, n)| ph == "Running" && n == node)
+            .count();
+        (n == count).then_some(())
+    })
+    .await;
+}
+
 async fn work_keys(nats: &TestNats) -> Vec<(String, String)> {
     let js = nats.jetstream().await;
     let kv = js.get_key_value("voiyd_work").await.unwrap();
@@ -592,12 +614,7 @@ async fn stale_work_is_swept_and_the_node_stops_its_copy() {
         .publish(names::node::work(other), update.encode_to_vec().into())
         .await
         .unwrap();
-    let on_other = |what: &str| {
-        nodes
-            .log_text()
-            .lines()
-            .any(|l| l.contains(what) && l.contains(other) && l.contains("stray"))
-    };
+    let on_other = |what: &str| log_lines_with(&nodes, &[what, other, "stray"]) > 0;
     eventually(Duration::from_secs(10), "the stray copy starts", || async {
         on_other("sim task started").then_some(())
     })
@@ -638,15 +655,7 @@ async fn fenced_node_stops_its_tasks_and_reconnects_without_duplicates() {
     ))
     .await
     .unwrap();
-    eventually(Duration::from_secs(15), "both running on cut", || async {
-        let p = phases(&api, "").await;
-        (p.values()
-            .filter(|(ph, n)| ph == "Running" && n == "cut")
-            .count()
-            == 2)
-            .then_some(())
-    })
-    .await;
+    wait_running_count(&api, "cut", 2, Duration::from_secs(15)).await;
     let _other = sim_nodes(&nats.url(), "other", 1, dir.path(), &[]);
     wait_nodes(&api, 2).await;
 
@@ -657,54 +666,30 @@ async fn fenced_node_stops_its_tasks_and_reconnects_without_duplicates() {
     })
     .await;
     eventually(Duration::from_secs(5), "stopper stopped on cut", || async {
-        cut.log_text()
-            .lines()
-            .any(|l| l.contains("sim task exited") && l.contains("stopper"))
-            .then_some(())
+        (log_lines_with(&cut, &["sim task exited", "stopper"]) > 0).then_some(())
     })
     .await;
     assert!(
-        !cut.log_text()
-            .lines()
-            .any(|l| l.contains("sim task exited") && l.contains("keeper")),
+        log_lines_with(&cut, &["sim task exited", "keeper"]) == 0,
         "keeper was stopped: {}",
         cut.log_text()
     );
     // Meanwhile the servers moved both to the other node.
-    eventually(Duration::from_secs(15), "both running on other", || async {
-        let p = phases(&api, "").await;
-        (p.values()
-            .filter(|(ph, n)| ph == "Running" && n == "other")
-            .count()
-            == 2)
-            .then_some(())
-    })
-    .await;
+    wait_running_count(&api, "other", 2, Duration::from_secs(15)).await;
 
     // Back online: the node re-reads its work, finds both tasks gone and removes
     // them, and never starts `stopper` again.
-    let starts_before = cut
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("sim task started"))
-        .count();
+    let starts_before = log_lines_with(&cut, &["sim task started"]);
     proxy.set(true);
     eventually(Duration::from_secs(20), "cut node unfenced", || async {
         cut.log_text().contains("unfenced").then_some(())
     })
     .await;
     eventually(Duration::from_secs(15), "keeper stopped on cut", || async {
-        cut.log_text()
-            .lines()
-            .any(|l| l.contains("sim task exited") && l.contains("keeper"))
-            .then_some(())
+        (log_lines_with(&cut, &["sim task exited", "keeper"]) > 0).then_some(())
     })
     .await;
-    let starts_after = cut
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("sim task started"))
-        .count();
+    let starts_after = log_lines_with(&cut, &["sim task started"]);
     assert_eq!(
         starts_before, starts_after,
         "a moved task started again on the fenced node"
