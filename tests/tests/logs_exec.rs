@@ -47,6 +47,22 @@ impl Cluster {
         out
     }
 
+    /// Waits for an event of `event_type` about task `name`; returns the task's events
+    /// as `voiydctl events -o json` prints them.
+    async fn wait_event(&self, name: &str, event_type: &str, deadline: Duration) -> String {
+        let quoted = format!("\"{event_type}\"");
+        eventually(
+            deadline,
+            &format!("{event_type} event of {name}"),
+            || async {
+                let (_, out, _) =
+                    self.ctl(&["events", "--kind", "task", "--name", name, "-o", "json"]);
+                out.contains(&quoted).then_some(out)
+            },
+        )
+        .await
+    }
+
     async fn wait_phase(&self, name: &str, phase: &str) -> Task {
         eventually(
             Duration::from_secs(60),
@@ -278,11 +294,9 @@ async fn logs_exec_events_top_and_metrics_on_real_containerd() {
     let (code, _, err) = c.ctl(&["exec", "done", "--", "true"]);
     assert_eq!(code, 1);
     assert!(err.contains("not running"), "{err}");
-    let events = eventually(Duration::from_secs(10), "exited event", || async {
-        let (_, out, _) = c.ctl(&["events", "--kind", "task", "--name", "done", "-o", "json"]);
-        out.contains("\"exited\"").then_some(out)
-    })
-    .await;
+    let events = c
+        .wait_event("done", "exited", Duration::from_secs(10))
+        .await;
     assert!(events.contains("exited with code 3"), "{events}");
     assert!(events.contains("\"exitCode\":3"), "{events}");
 
@@ -308,11 +322,9 @@ async fn logs_exec_events_top_and_metrics_on_real_containerd() {
     // A pull failure is an event too.
     let missing = format!("{}/voiyd/missing:1", c.registry.host);
     c.ok(&["run", "nopull", "--image", &missing, "--no-wait"]);
-    let events = eventually(Duration::from_secs(30), "pullfailed event", || async {
-        let (_, out, _) = c.ctl(&["events", "--kind", "task", "--name", "nopull", "-o", "json"]);
-        out.contains("\"pullfailed\"").then_some(out)
-    })
-    .await;
+    let events = c
+        .wait_event("nopull", "pullfailed", Duration::from_secs(30))
+        .await;
     assert!(events.contains("PullFailed"), "{events}");
     c.ok(&["delete", "task", "nopull", "--no-wait"]);
 
@@ -474,11 +486,9 @@ async fn an_oom_kill_is_reported_as_an_event() {
     ]);
     let t = c.wait_phase("hog", "Failed").await;
     assert_eq!(t.status.as_ref().unwrap().exit_code, 137, "{:?}", t.status);
-    let events = eventually(Duration::from_secs(20), "oomkilled event", || async {
-        let (_, out, _) = c.ctl(&["events", "--kind", "task", "--name", "hog", "-o", "json"]);
-        out.contains("\"oomkilled\"").then_some(out)
-    })
-    .await;
+    let events = c
+        .wait_event("hog", "oomkilled", Duration::from_secs(20))
+        .await;
     assert!(events.contains("OOMKilled"), "{events}");
 }
 
