@@ -626,6 +626,19 @@ impl ContainerdCluster {
     pub fn voiydctl(&self, args: &[&str]) -> Output {
         voiydctl(&self.server.url, args, None, &[])
     }
+
+    /// Runs voiydctl: whether it succeeded, and its stdout then stderr.
+    pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let o = self.voiydctl(args);
+        (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
+    }
+
+    /// Runs voiydctl, failing the test unless it succeeds; its stdout then stderr.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.ctl(args);
+        assert!(ok, "voiydctl {args:?} failed: {out}");
+        out
+    }
 }
 
 impl Drop for ContainerdCluster {

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 use voiyd_messages::v1::{Node, Task};
 use voiyd_nats::testing::free_port;
-use voiyd_tests::{eventually, stderr, stdout, voiydctl, ContainerdCluster, NodeAgent};
+use voiyd_tests::{eventually, ContainerdCluster, NodeAgent};
 
 /// The shared containerd cluster, with this file's helpers.
 struct Cluster(ContainerdCluster);
@@ -41,13 +41,6 @@ impl Cluster {
             },
         )
         .await
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = voiydctl(&self.server.url, args, None, &[]);
-        let out = format!("{}{}", stdout(&o), stderr(&o));
-        assert!(o.status.success(), "voiydctl {args:?} failed: {out}");
-        out
     }
 
     fn httpd(&self, name: &str, extra: &[&str]) {

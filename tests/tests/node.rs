@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 use voiyd_messages::v1::Task;
-use voiyd_tests::{eventually, pid_alive, stderr, stdout, voiydctl, ContainerdCluster, NodeAgent};
+use voiyd_tests::{eventually, pid_alive, stdout, voiydctl, ContainerdCluster, NodeAgent};
 
 /// The shared containerd cluster, with this file's helpers.
 struct Cluster(ContainerdCluster);
@@ -28,17 +28,6 @@ impl Cluster {
 
     fn node(&self, name: &str, extra: &[&str]) -> NodeAgent {
         self.agent(name, extra)
-    }
-
-    fn ctl(&self, args: &[&str]) -> (bool, String) {
-        let o = voiydctl(&self.server.url, args, None, &[]);
-        (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out) = self.ctl(args);
-        assert!(ok, "voiydctl {args:?} failed: {out}");
-        out
     }
 
     async fn task(&self, name: &str) -> Task {

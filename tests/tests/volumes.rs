@@ -31,17 +31,6 @@ impl Cluster {
         n
     }
 
-    fn ctl(&self, args: &[&str]) -> (bool, String) {
-        let o = voiydctl(&self.server.url, args, None, &[]);
-        (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out) = self.ctl(args);
-        assert!(ok, "voiydctl {args:?} failed: {out}");
-        out
-    }
-
     /// Runs `sh -c SCRIPT` once with the given volumes and waits until it succeeded.
     async fn run_once(&self, name: &str, volumes: &[&str], script: &str) {
         let image = self.registry.image("busybox");
