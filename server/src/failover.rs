@@ -42,9 +42,16 @@ fn millis(t: &Timestamp) -> i64 {
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
 }
 
+/// Whether a lease this server renewed at `renewed` is due for renewal at `now`: once
+/// half its lifetime has passed. Renewing on every heartbeat would double the writes
+/// heartbeats cost, and a lease renewed at half-life never comes near expiring.
+pub fn lease_due(renewed: Option<&Timestamp>, now: &Timestamp, ttl: Duration) -> bool {
+    renewed.is_none_or(|r| millis(now) - millis(r) >= ttl.as_millis() as i64 / 2)
+}
+
 /// Acquires or renews the liveness lease `node.<node>` on a heartbeat: create =
-/// acquire, update at the read revision = renew. A lease that expires (no heartbeat
-/// for the bucket's TTL) disappears from the bucket.
+/// acquire, update at the read revision = renew (see [`lease_due`]). A lease that
+/// expires (no heartbeat for the bucket's TTL) disappears from the bucket.
 pub async fn renew_node_lease(ctx: &Ctx, node: &str) {
     let kv = &ctx.cluster.leases;
     let key = names::node_lease_key(node);
@@ -53,6 +60,12 @@ pub async fn renew_node_lease(ctx: &Ctx, node: &str) {
     // The lease this server wrote last: renewing it needs no read unless another
     // server renewed it since (then the CAS fails and we read).
     let mut cached = LAST_LEASES.lock().expect("lease cache").get(&key).cloned();
+    if cached
+        .as_ref()
+        .is_some_and(|(l, _)| !lease_due(l.renewed.as_ref(), &now, ttl))
+    {
+        return;
+    }
     for _ in 0..3 {
         let current = match cached.take() {
             Some(c) => Some(c),
@@ -281,5 +294,16 @@ mod tests {
             }),
             2500
         );
+    }
+
+    #[test]
+    fn a_lease_is_renewed_from_half_its_lifetime() {
+        let at = |seconds| Timestamp { seconds, nanos: 0 };
+        let ttl = Duration::from_secs(10);
+        assert!(lease_due(None, &at(100), ttl));
+        assert!(!lease_due(Some(&at(100)), &at(100), ttl));
+        assert!(!lease_due(Some(&at(100)), &at(104), ttl));
+        assert!(lease_due(Some(&at(100)), &at(105), ttl));
+        assert!(lease_due(Some(&at(100)), &at(130), ttl));
     }
 }

@@ -119,9 +119,18 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
         .as_ref()
         .map(|s| s.session.clone())
         .unwrap_or_default();
-    // The view knows registered nodes: most heartbeats skip the read.
-    let known = ctx.view.is_registered(&node_name) || store.get(&node_name).await?.is_some();
-    let prev = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node_name).await?;
+    // A node the view knows as registered, with its status and revision: the write
+    // goes with CAS on that revision, without reading first (a stale one costs a read
+    // and one retry). Anything else reads the status before deciding to register.
+    let seen = ctx.view.node_status(&node_name);
+    let known = seen.is_some()
+        || ctx.view.is_registered(&node_name)
+        || store.get(&node_name).await?.is_some();
+    let mut fresh = seen.is_none();
+    let mut prev = match seen {
+        Some((status, revision)) => Some(status::Versioned { status, revision }),
+        None => status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node_name).await?,
+    };
     // Deleted (possibly while this heartbeat was on its way): do not bring it back. The
     // status is written with CAS on this read, so a deletion after it wins too.
     if from_deleted_session(prev.as_ref().map(|p| &p.status), &session) {
@@ -158,20 +167,26 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
     }
     st.phase = "Ready".into();
     st.last_heartbeat = Some(crate::now());
-    let was_ready = prev.as_ref().is_some_and(|p| p.status.phase == "Ready");
-    let prev_volumes = prev
-        .as_ref()
-        .map(|p| p.status.volumes.clone())
-        .unwrap_or_default();
-    let rev = prev.map(|p| p.revision).unwrap_or(0);
-    // A lost race means a fresher heartbeat or a deletion was written: nothing to do
-    // (renewing the lease of a node just deleted would bring back a stale record).
-    if status::write(&ctx.status.0, "node", &node_name, &st, rev)
-        .await?
-        .is_none()
-    {
-        return Ok(());
-    }
+    let previous = loop {
+        let rev = prev.as_ref().map(|p| p.revision).unwrap_or(0);
+        if let Some(written) = status::write(&ctx.status.0, "node", &node_name, &st, rev).await? {
+            ctx.view.saw_node_status(&node_name, &st, written);
+            break prev.map(|p| p.status);
+        }
+        // A lost race on a fresh read means a fresher heartbeat or a deletion was
+        // written: nothing to do (renewing the lease of a node just deleted would bring
+        // back a stale record). On the view's revision: read and try once more.
+        if fresh {
+            return Ok(());
+        }
+        fresh = true;
+        prev = status::read_versioned::<NodeStatus>(&ctx.status.0, "node", &node_name).await?;
+        if from_deleted_session(prev.as_ref().map(|p| &p.status), &session) {
+            return Ok(());
+        }
+    };
+    let was_ready = previous.as_ref().is_some_and(|p| p.phase == "Ready");
+    let prev_volumes = previous.map(|p| p.volumes).unwrap_or_default();
     if prev_volumes != st.volumes || !was_ready {
         crate::api::volumes::fold_node_report(ctx, &node_name, &prev_volumes, &st.volumes).await?;
     }

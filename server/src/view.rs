@@ -36,6 +36,8 @@ pub struct NodeEntry {
     pub phase: String,
     /// Last heartbeat the status records.
     pub last_heartbeat: Option<Timestamp>,
+    /// The newest status seen and its revision (heartbeats write with CAS on it).
+    pub status: Option<(NodeStatus, u64)>,
 }
 
 /// One task in the view.
@@ -224,9 +226,15 @@ impl State {
         }
     }
 
-    fn apply_node_status(&mut self, name: &str, st: Option<NodeStatus>) {
+    fn apply_node_status(&mut self, name: &str, st: Option<NodeStatus>, revision: u64) {
         let e = self.nodes.entry(name.to_string()).or_default();
         e.candidate.name = name.to_string();
+        // This server records its own writes before the watch brings them: an older
+        // revision arriving afterwards changes nothing.
+        if e.status.as_ref().is_some_and(|(_, r)| *r > revision) {
+            return;
+        }
+        e.status = st.clone().map(|s| (s, revision));
         match st {
             Some(s) => {
                 e.candidate.ready = s.phase == "Ready";
@@ -380,6 +388,23 @@ impl View {
             .write()
             .expect("view lock")
             .apply_task_status(task, Some(st.clone()), revision);
+    }
+
+    /// Records a node status this server just wrote (the watch will confirm it).
+    pub fn saw_node_status(&self, node: &str, st: &NodeStatus, revision: u64) {
+        self.state
+            .write()
+            .expect("view lock")
+            .apply_node_status(node, Some(st.clone()), revision);
+    }
+
+    /// The newest status of a registered node this view has seen, with its revision.
+    pub fn node_status(&self, node: &str) -> Option<(NodeStatus, u64)> {
+        let s = self.state.read().expect("view lock");
+        s.nodes
+            .get(node)
+            .filter(|n| n.registered)
+            .and_then(|n| n.status.clone())
     }
 
     /// The newest status of a task this view has seen, with its revision.
@@ -573,7 +598,7 @@ fn apply(s: &mut State, which: Which, key: &str, value: Option<bytes::Bytes>, re
                 s.apply_task_status(&names::untoken(rest), st, revision);
             } else if let Some(rest) = key.strip_prefix("node.") {
                 let st = value.and_then(|v| NodeStatus::decode(v).ok());
-                s.apply_node_status(&names::untoken(rest), st);
+                s.apply_node_status(&names::untoken(rest), st, revision);
             }
         }
     }
@@ -622,6 +647,7 @@ mod tests {
                 }),
                 ..Default::default()
             }),
+            1,
         );
     }
 
@@ -710,5 +736,30 @@ mod tests {
             min >= Some(&18) && max <= Some(&22),
             "tasks per node: {min:?}..{max:?}"
         );
+    }
+
+    #[test]
+    fn node_status_with_revision_only_for_registered_nodes() {
+        let v = View::empty();
+        let at = |phase: &str| NodeStatus {
+            phase: phase.into(),
+            ..Default::default()
+        };
+        // A status alone (a deleted node's record) is not offered for CAS.
+        v.saw_node_status("n", &at("Deleted"), 3);
+        assert!(v.node_status("n").is_none());
+        ready_node(&v, "n", 1000);
+        v.saw_node_status("n", &at("Ready"), 7);
+        // An older revision from the watch changes nothing; a newer one wins.
+        v.state
+            .write()
+            .unwrap()
+            .apply_node_status("n", Some(at("NotReady")), 5);
+        assert_eq!(
+            v.node_status("n").map(|(s, r)| (s.phase, r)),
+            Some(("Ready".into(), 7))
+        );
+        v.state.write().unwrap().apply_node_status("n", None, 9);
+        assert!(v.node_status("n").is_none());
     }
 }

@@ -22,6 +22,7 @@ struct Opts {
     heartbeat: u64,
     node_timeout: u64,
     count_messages: bool,
+    idle: u64,
 }
 
 fn opts() -> Opts {
@@ -33,6 +34,7 @@ fn opts() -> Opts {
         heartbeat: 1,
         node_timeout: 5,
         count_messages: false,
+        idle: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -49,7 +51,8 @@ fn opts() -> Opts {
             "--heartbeat" => o.heartbeat = v as u64,
             "--node-timeout" => o.node_timeout = v as u64,
             "--count-messages" => o.count_messages = v != 0,
-            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout --count-messages 0|1"),
+            "--idle" => o.idle = v as u64,
+            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout --count-messages 0|1 --idle SECS"),
         }
         i += 2;
     }
@@ -250,6 +253,37 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    let mut pids: Vec<(String, u32)> = Vec::new();
+    if let Some(pid) = nats.server().pid() {
+        pids.push(("nats-server".into(), pid));
+    }
+    for (i, s) in servers.iter().enumerate() {
+        pids.push((format!("voiyd-server {i}"), s.pid()));
+    }
+    pids.push((format!("voiyd-node ({} sim nodes)", o.nodes), nodes.pid()));
+    pids.push((
+        "this benchmark (API clients, watch)".into(),
+        std::process::id(),
+    ));
+    // The footprint of a cluster doing nothing: heartbeats and upkeep only.
+    if o.idle > 0 {
+        let before: Vec<f64> = pids.iter().map(|(_, pid)| cpu_secs(*pid)).collect();
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_secs(o.idle)).await;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "idle, {} nodes heartbeating, no tasks, over {secs:.0} s:",
+            o.nodes
+        );
+        for ((what, pid), b) in pids.iter().zip(before) {
+            let (rss, _) = rss_mib(*pid);
+            println!(
+                "  {what}: {:.1}% of a core, RSS {rss:.0} MiB",
+                100.0 * (cpu_secs(*pid) - b) / secs
+            );
+        }
+    }
+
     // Watch statuses: the first time each task is reported Running.
     let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
@@ -296,18 +330,6 @@ async fn main() {
         }
         client.flush().await.unwrap();
     }
-    let mut pids: Vec<(String, u32)> = Vec::new();
-    if let Some(pid) = nats.server().pid() {
-        pids.push(("nats-server".into(), pid));
-    }
-    for (i, s) in servers.iter().enumerate() {
-        pids.push((format!("voiyd-server {i}"), s.pid()));
-    }
-    pids.push((format!("voiyd-node ({} sim nodes)", o.nodes), nodes.pid()));
-    pids.push((
-        "this benchmark (API clients, watch)".into(),
-        std::process::id(),
-    ));
     let cpu0: Vec<f64> = pids.iter().map(|(_, pid)| cpu_secs(*pid)).collect();
     let t0 = Instant::now();
     // Progress every 5 s, so a slow run shows where it is.
