@@ -48,7 +48,7 @@ pub async fn remove_at(ctx: &Ctx, node: &str, task: &str, revision: u64) -> bool
             true
         }
         Err(e) => {
-            tracing::debug!(%key, error = %e, "work not removed: changed since it was read");
+            tracing::debug!(%key, error = %e, "work not removed (rewritten since it was read?)");
             false
         }
     }
