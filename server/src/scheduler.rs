@@ -188,22 +188,17 @@ pub async fn unassign(ctx: &Ctx, task: &Task) {
     }
 }
 
+/// How often pending tasks are looked at even when the view saw nothing change that
+/// could let them be placed.
+const RETRY_PENDING_EVERY: Duration = Duration::from_secs(10);
+
 /// Retries placement of every task still waiting for a node. Tasks the view says
 /// still cannot be placed, and that already carry that explanation, cost no I/O.
 pub async fn place_pending(ctx: &Ctx) -> Result<usize, Failure> {
     if !ctx.view.wait_ready(Duration::from_millis(1)).await {
         return Ok(0);
     }
-    let todo: Vec<String> = ctx
-        .view
-        .pending()
-        .into_iter()
-        .filter(|(name, message)| match ctx.view.explain(name) {
-            Some(Err(why)) => why.to_string() != *message,
-            _ => true,
-        })
-        .map(|(name, _)| name)
-        .collect();
+    let todo = ctx.view.pending_to_retry(RETRY_PENDING_EVERY);
     let placed = futures::stream::iter(todo)
         .map(|name| async move {
             match sync_task(ctx, &name, false).await {

@@ -97,6 +97,11 @@ struct State {
     /// Where the next bounded placement search starts (an index into `nodes`' order),
     /// so successive decisions look at different nodes.
     next_start: usize,
+    /// Bumped when something a pending task could be waiting for changes: a node joins,
+    /// leaves, changes labels, cordon, readiness or capacity, or capacity is freed.
+    epoch: u64,
+    /// The epoch and time of the last pass over the pending tasks.
+    retried: Option<(u64, std::time::Instant)>,
 }
 
 impl State {
@@ -117,6 +122,7 @@ impl State {
         }
         let old = std::mem::replace(&mut t.charged, want.clone());
         if let Some((n, r, ports)) = old {
+            self.epoch += 1; // capacity freed
             if let Some(e) = self.nodes.get_mut(&n) {
                 let c = &mut e.candidate;
                 c.allocated = c.allocated.minus(r);
@@ -211,6 +217,7 @@ impl State {
     }
 
     fn apply_node_spec(&mut self, name: &str, node: Option<Node>) {
+        self.epoch += 1;
         let e = self.nodes.entry(name.to_string()).or_default();
         e.candidate.name = name.to_string();
         match node {
@@ -235,6 +242,7 @@ impl State {
             return;
         }
         e.status = st.clone().map(|s| (s, revision));
+        let before = (e.candidate.ready, e.candidate.capacity);
         match st {
             Some(s) => {
                 e.candidate.ready = s.phase == "Ready";
@@ -253,6 +261,10 @@ impl State {
                 e.phase.clear();
                 e.last_heartbeat = None;
             }
+        }
+        // Heartbeats rewrite the status every second: only a change placement sees counts.
+        if before != (e.candidate.ready, e.candidate.capacity) {
+            self.epoch += 1;
         }
     }
 }
@@ -413,33 +425,48 @@ impl View {
         s.tasks.get(task).and_then(|t| t.status.clone())
     }
 
-    /// Tasks that exist and have no node, with their current status message.
-    pub fn pending(&self) -> Vec<(String, String)> {
+    /// Pending tasks worth another placement attempt: some node fits them now, or the
+    /// explanation in their status is out of date. Empty when nothing placement depends
+    /// on has changed since the last call, unless `every` has passed since (a safety net
+    /// for what the view does not track). Tasks with the same demand are judged once
+    /// per call, so a thousand identical waiting tasks cost one search.
+    pub fn pending_to_retry(&self, every: std::time::Duration) -> Vec<String> {
+        {
+            let mut s = self.state.write().expect("view lock");
+            let now = std::time::Instant::now();
+            let epoch = s.epoch;
+            if s.retried
+                .is_some_and(|(e, at)| e == epoch && now.duration_since(at) < every)
+            {
+                return Vec::new();
+            }
+            s.retried = Some((epoch, now));
+        }
         let s = self.state.read().expect("view lock");
-        let mut out: Vec<(String, String)> = s
+        let mut verdicts: HashMap<String, Option<String>> = HashMap::new();
+        let mut out: Vec<String> = s
             .tasks
             .iter()
             .filter(|(_, t)| t.exists && t.node.is_none())
-            .map(|(n, t)| (n.clone(), t.message().to_string()))
+            .filter(|(_, t)| {
+                let key = format!("{:?}", t.demand);
+                let why = verdicts.entry(key).or_insert_with(|| {
+                    placement::place(
+                        &t.demand,
+                        s.nodes
+                            .values()
+                            .filter(|n| n.registered)
+                            .map(|n| &n.candidate),
+                    )
+                    .err()
+                    .map(|e| e.to_string())
+                });
+                why.as_deref() != Some(t.message())
+            })
+            .map(|(n, _)| n.clone())
             .collect();
         out.sort();
         out
-    }
-
-    /// What placement would say for a pending task right now, without reserving.
-    pub fn explain(&self, task: &str) -> Option<Result<String, Unplaceable>> {
-        let s = self.state.read().expect("view lock");
-        let t = s.tasks.get(task)?;
-        Some(
-            placement::place(
-                &t.demand,
-                s.nodes
-                    .values()
-                    .filter(|n| n.registered)
-                    .map(|n| &n.candidate),
-            )
-            .map(|n| n.name.clone()),
-        )
     }
 
     /// Where a task belongs as far as the view has seen (for the stale-work sweep).
@@ -761,5 +788,48 @@ mod tests {
         );
         v.state.write().unwrap().apply_node_status("n", None, 9);
         assert!(v.node_status("n").is_none());
+    }
+
+    #[test]
+    fn pending_tasks_are_retried_when_placement_could_change() {
+        let every = std::time::Duration::from_secs(3600);
+        let v = View::empty();
+        ready_node(&v, "a", 200);
+        assert!(v.reserve(&task("t1")).is_ok());
+        assert!(v.reserve(&task("t2")).is_ok());
+        // Three more wait, each already carrying the explanation placement gives.
+        let why = v.reserve(&task("w1")).unwrap_err().to_string();
+        for w in ["w1", "w2", "w3"] {
+            let mut s = v.state.write().unwrap();
+            s.apply_task_spec(w, Some(task(w)));
+            let st = TaskStatus {
+                phase: "Pending".into(),
+                message: why.clone(),
+                ..Default::default()
+            };
+            s.apply_task_status(w, Some(st), 1);
+        }
+        assert!(v.pending_to_retry(every).is_empty());
+        // A heartbeat that changes nothing placement sees: still nothing to do, and
+        // without even looking (the epoch did not move).
+        let epoch = v.state.read().unwrap().epoch;
+        let beat = NodeStatus {
+            phase: "Ready".into(),
+            capacity: Some(NodeResources {
+                cpu_millis: 200,
+                memory_bytes: 1 << 40,
+            }),
+            ..Default::default()
+        };
+        v.saw_node_status("a", &beat, 2);
+        assert_eq!(v.state.read().unwrap().epoch, epoch);
+        assert!(v.pending_to_retry(every).is_empty());
+        // A task goes: its capacity is free, every waiting task is worth a try.
+        v.state.write().unwrap().apply_task_spec("t1", None);
+        assert_eq!(v.pending_to_retry(every), ["w1", "w2", "w3"]);
+        // A new node with room, after a pass that found the same again.
+        assert!(v.pending_to_retry(every).is_empty());
+        ready_node(&v, "b", 1000);
+        assert_eq!(v.pending_to_retry(every).len(), 3);
     }
 }

@@ -23,6 +23,7 @@ struct Opts {
     node_timeout: u64,
     count_messages: bool,
     idle: u64,
+    unplaceable: usize,
 }
 
 fn opts() -> Opts {
@@ -35,6 +36,7 @@ fn opts() -> Opts {
         node_timeout: 5,
         count_messages: false,
         idle: 0,
+        unplaceable: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -52,7 +54,8 @@ fn opts() -> Opts {
             "--node-timeout" => o.node_timeout = v as u64,
             "--count-messages" => o.count_messages = v != 0,
             "--idle" => o.idle = v as u64,
-            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout --count-messages 0|1 --idle SECS"),
+            "--unplaceable" => o.unplaceable = v,
+            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout --count-messages 0|1 --idle SECS --unplaceable N"),
         }
         i += 2;
     }
@@ -265,6 +268,34 @@ async fn main() {
         "this benchmark (API clients, watch)".into(),
         std::process::id(),
     ));
+    // Tasks no node can take (their node selector matches none): they stay Pending,
+    // and the idle measurement shows what waiting costs.
+    if o.unplaceable > 0 {
+        futures::stream::iter(0..o.unplaceable)
+            .map(|i| {
+                let api = api.clone();
+                async move {
+                    let task = Task {
+                        version: "task/v1".into(),
+                        meta: Some(Meta {
+                            name: format!("u{i}"),
+                            ..Default::default()
+                        }),
+                        config: Some(TaskConfig {
+                            image: "sim/app:1".into(),
+                            node_selector: [("bench".to_string(), "none".to_string())].into(),
+                            ..Default::default()
+                        }),
+                        status: None,
+                    };
+                    api.create(&task).await.expect("create");
+                }
+            })
+            .buffer_unordered(o.concurrency)
+            .collect::<Vec<()>>()
+            .await;
+        println!("{} unplaceable tasks created (Pending)", o.unplaceable);
+    }
     // The footprint of a cluster doing nothing: heartbeats and upkeep only.
     if o.idle > 0 {
         let before: Vec<f64> = pids.iter().map(|(_, pid)| cpu_secs(*pid)).collect();
@@ -272,8 +303,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(o.idle)).await;
         let secs = t.elapsed().as_secs_f64();
         println!(
-            "idle, {} nodes heartbeating, no tasks, over {secs:.0} s:",
-            o.nodes
+            "idle, {} nodes heartbeating, {} Pending tasks, over {secs:.0} s:",
+            o.nodes, o.unplaceable
         );
         for ((what, pid), b) in pids.iter().zip(before) {
             let (rss, _) = rss_mib(*pid);
