@@ -36,8 +36,6 @@ pub struct NodeEntry {
     pub phase: String,
     /// Last heartbeat the status records.
     pub last_heartbeat: Option<Timestamp>,
-    /// The newest status seen and its revision (heartbeats write with CAS on it).
-    pub status: Option<(NodeStatus, u64)>,
 }
 
 /// One task in the view.
@@ -92,6 +90,9 @@ type Charge = (String, Requests, Vec<(u32, String)>);
 #[derive(Default)]
 struct State {
     nodes: HashMap<String, NodeEntry>,
+    /// Each node's newest status with its revision (heartbeats write with CAS on it);
+    /// apart from [`NodeEntry`], which is copied out whole every upkeep tick.
+    node_statuses: HashMap<String, (NodeStatus, u64)>,
     tasks: HashMap<String, TaskEntry>,
     default_strategy: Strategy,
     /// Where the next bounded placement search starts (an index into `nodes`' order),
@@ -234,14 +235,23 @@ impl State {
     }
 
     fn apply_node_status(&mut self, name: &str, st: Option<NodeStatus>, revision: u64) {
-        let e = self.nodes.entry(name.to_string()).or_default();
-        e.candidate.name = name.to_string();
         // This server records its own writes before the watch brings them: an older
         // revision arriving afterwards changes nothing.
-        if e.status.as_ref().is_some_and(|(_, r)| *r > revision) {
+        if self
+            .node_statuses
+            .get(name)
+            .is_some_and(|(_, r)| *r > revision)
+        {
             return;
         }
-        e.status = st.clone().map(|s| (s, revision));
+        match &st {
+            Some(s) => self
+                .node_statuses
+                .insert(name.to_string(), (s.clone(), revision)),
+            None => self.node_statuses.remove(name),
+        };
+        let e = self.nodes.entry(name.to_string()).or_default();
+        e.candidate.name = name.to_string();
         let before = (e.candidate.ready, e.candidate.capacity);
         match st {
             Some(s) => {
@@ -413,10 +423,10 @@ impl View {
     /// The newest status of a registered node this view has seen, with its revision.
     pub fn node_status(&self, node: &str) -> Option<(NodeStatus, u64)> {
         let s = self.state.read().expect("view lock");
-        s.nodes
-            .get(node)
-            .filter(|n| n.registered)
-            .and_then(|n| n.status.clone())
+        if !s.nodes.get(node).is_some_and(|n| n.registered) {
+            return None;
+        }
+        s.node_statuses.get(node).cloned()
     }
 
     /// The newest status of a task this view has seen, with its revision.
