@@ -961,15 +961,15 @@ async fn killed_agent_on_containerd_task_runs_elsewhere_within_ten_seconds() {
     // The old agent comes back: it finds its work gone and removes its container,
     // so the task runs once.
     first.restart(1);
-    eventually(
-        Duration::from_secs(30),
-        "old container removed from cd1",
-        || async {
-            containers(&containerd.socket, "cd1")
-                .is_empty()
-                .then_some(())
-        },
-    )
+    wait_no_containers(&containerd.socket, "cd1", Duration::from_secs(30)).await;
+}
+
+/// Waits until a node agent's containerd namespace holds no container.
+async fn wait_no_containers(socket: &Path, node: &str, deadline: Duration) {
+    let what = format!("no container left on {node}");
+    eventually(deadline, &what, || async {
+        containers(socket, node).is_empty().then_some(())
+    })
     .await;
 }
 
@@ -1070,16 +1070,7 @@ async fn cut_containerd_node_fences_and_its_task_runs_once() {
     })
     .await;
     // Settled: one container for the task in the whole cluster, on the node that owns it.
-    eventually(
-        Duration::from_secs(20),
-        "svc's old container removed",
-        || async {
-            containers(&containerd.socket, "cd-cut")
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await;
+    wait_no_containers(&containerd.socket, "cd-cut", Duration::from_secs(20)).await;
     assert!(running_containers(&containerd.socket, "cd-cut").is_empty());
     assert_eq!(running_containers(&containerd.socket, "cd-other"), ["svc"]);
     let t: Task = api.get("svc").await.unwrap();
