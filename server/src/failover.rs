@@ -199,6 +199,15 @@ pub async fn evacuate(ctx: &Ctx) -> usize {
         };
         // A status without a node record and without tasks is just history.
         let tasks = ctx.view.tasks_on(&n.candidate.name);
+        if tasks.is_empty() {
+            continue;
+        }
+        // The view learns of a new node's record and of the tasks placed on it through
+        // different watches: a task status can arrive first. Only a record that is
+        // really gone means deleted.
+        if reason == "NodeDeleted" && node_record_exists(ctx, &n.candidate.name).await {
+            continue;
+        }
         for (task, phase) in tasks {
             if phase == "Succeeded" {
                 continue; // finished: nothing to run elsewhere
@@ -211,6 +220,16 @@ pub async fn evacuate(ctx: &Ctx) -> usize {
         }
     }
     moved
+}
+
+/// Whether the node's record exists in `voiyd_nodes` (a failed read counts as yes:
+/// moving tasks needs certainty).
+async fn node_record_exists(ctx: &Ctx, node: &str) -> bool {
+    use crate::managed::Managed;
+    voiyd_messages::v1::Node::store(&ctx.cluster)
+        .get(node)
+        .await
+        .map_or(true, |n| n.is_some())
 }
 
 /// Moves `task` off `from` if its status still says it is there: the status is reset

@@ -51,8 +51,8 @@ pub async fn sync_fetched(
         };
         read_status = true;
         if !st.node.is_empty() {
-            write_work(ctx, &st.node, &task, kill).await?;
-            confirm_work(ctx, &st.node, &name).await?;
+            let written = write_work(ctx, &st.node, &task, kill).await?;
+            confirm_work(ctx, &st.node, &name, written).await?;
             let mut t = task;
             t.set_status(Some(st));
             return Ok(t);
@@ -130,7 +130,8 @@ pub async fn sync_fetched(
     )))
 }
 
-async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<(), Failure> {
+/// Writes `task`'s work on `node`; returns the entry's revision.
+async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<u64, Failure> {
     let a = Assignment {
         task: Some(task.clone()),
         kill,
@@ -140,15 +141,17 @@ async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<()
     crate::work::put(ctx, node, task.name(), a).await
 }
 
-/// After rewriting `task`'s work for the node its status named when read: if the
-/// status no longer names that node (moved, or deleted, by another server since the
-/// read), the work just written is stale and goes again. Whoever moves a task removes the old
-/// node's work after its status write; this covers a write that lands after that.
-async fn confirm_work(ctx: &Ctx, node: &str, task: &str) -> Result<(), Failure> {
+/// After rewriting `task`'s work (at revision `written`) for the node its status named
+/// when read: if the status no longer names that node (moved, or deleted, by another
+/// server since the read), the work just written is stale and goes again, unless it was
+/// rewritten since (by a server that placed the task on that node anew: that work is
+/// current). Whoever moves a task removes the old node's work after its status write;
+/// this covers a write that lands after that.
+async fn confirm_work(ctx: &Ctx, node: &str, task: &str, written: u64) -> Result<(), Failure> {
     let now = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task).await?;
     if now.is_none_or(|v| v.status.node != node) {
         tracing::debug!(%task, %node, "task moved while its work was written; removing it");
-        remove_work(ctx, node, task).await;
+        crate::work::remove_at(ctx, node, task, written).await;
     }
     Ok(())
 }

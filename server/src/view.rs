@@ -479,6 +479,18 @@ impl View {
         out
     }
 
+    /// Tasks whose status places them on a node where they should be running
+    /// (Scheduled, Pulling, Starting or Running), as (task, node): their work must exist.
+    pub fn running_placements(&self) -> Vec<(String, String)> {
+        const ACTIVE: [&str; 4] = ["Scheduled", "Pulling", "Starting", "Running"];
+        let s = self.state.read().expect("view lock");
+        s.tasks
+            .iter()
+            .filter(|(_, t)| t.exists && !t.reserved && ACTIVE.contains(&t.phase()))
+            .filter_map(|(name, t)| Some((name.clone(), t.node.clone()?)))
+            .collect()
+    }
+
     /// Where a task belongs as far as the view has seen (for the stale-work sweep).
     pub fn task_owner(&self, task: &str) -> crate::work_sweep::Owner {
         use crate::work_sweep::Owner;

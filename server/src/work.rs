@@ -15,8 +15,14 @@ use prost::Message;
 use voiyd_messages::v1::{Assignment, WorkUpdate};
 use voiyd_nats::names;
 
-/// Stores `assignment` as `task`'s work on `node`, then tells the node.
-pub async fn put(ctx: &Ctx, node: &str, task: &str, assignment: Assignment) -> Result<(), Failure> {
+/// Stores `assignment` as `task`'s work on `node`, then tells the node. Returns the
+/// entry's revision.
+pub async fn put(
+    ctx: &Ctx,
+    node: &str,
+    task: &str,
+    assignment: Assignment,
+) -> Result<u64, Failure> {
     let key = names::work_key(node, task);
     let body = assignment.encode_to_vec();
     let revision = ctx
@@ -25,7 +31,7 @@ pub async fn put(ctx: &Ctx, node: &str, task: &str, assignment: Assignment) -> R
         .await
         .map_err(|e| Failure::internal(format!("cannot write work {key}: {e}")))?;
     notify(ctx, node, task, revision, Some(assignment)).await;
-    Ok(())
+    Ok(revision)
 }
 
 /// Removes `task`'s work from `node`, then tells the node. Best effort: a node also

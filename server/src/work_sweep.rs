@@ -8,6 +8,11 @@
 //! sweeps in a row found it stale at the same revision: a view a moment behind a fresh
 //! placement does not remove good work, and an entry rewritten meanwhile is kept (the
 //! removal is also conditional on that revision).
+//!
+//! The sweep also repairs the opposite: a task whose status places it on a node, in a
+//! phase where it should be running there, but whose work entry is missing (removed by
+//! a race between servers) would otherwise be reported Running while nothing runs.
+//! Missing from two sweeps in a row, its work is written again from its status.
 
 use crate::api::Ctx;
 use std::collections::HashMap;
@@ -37,6 +42,7 @@ pub fn is_stale(key: &str, owner: impl Fn(&str) -> Owner) -> bool {
 #[derive(Debug, Default)]
 pub struct Sweep {
     suspects: HashMap<String, u64>,
+    missing: std::collections::HashSet<String>,
 }
 
 impl Sweep {
@@ -63,6 +69,26 @@ impl Sweep {
         self.suspects = suspects;
         remove
     }
+
+    /// Tasks placed on a node (task, node) whose work key is absent from `entries` in
+    /// this pass and the previous one: their work needs writing again.
+    pub fn missing(
+        &mut self,
+        entries: &[(String, u64)],
+        placed: &[(String, String)],
+    ) -> Vec<String> {
+        let keys: std::collections::HashSet<&str> =
+            entries.iter().map(|(k, _)| k.as_str()).collect();
+        let now: std::collections::HashSet<String> = placed
+            .iter()
+            .filter(|(task, node)| !keys.contains(names::work_key(node, task).as_str()))
+            .map(|(task, _)| task.clone())
+            .collect();
+        let mut repair: Vec<String> = now.intersection(&self.missing).cloned().collect();
+        repair.sort();
+        self.missing = now;
+        repair
+    }
 }
 
 /// Runs one sweep against the bucket: lists the work keys, removes the confirmed stale
@@ -84,6 +110,12 @@ pub async fn run_once(ctx: &Ctx, sweep: &mut Sweep) -> usize {
             return 0;
         }
     };
+    for task in sweep.missing(&entries, &ctx.view.running_placements()) {
+        tracing::warn!(%task, "work missing for a placed task: writing it again");
+        if let Err(e) = crate::scheduler::sync_task(ctx, &task, false).await {
+            tracing::warn!(%task, error = %e.message, "cannot write the missing work");
+        }
+    }
     let mut removed = 0;
     for (key, revision) in sweep.pass(&entries, |task| ctx.view.task_owner(task)) {
         let Some((node, task)) = names::parse_work_key(&key) else {
@@ -137,6 +169,25 @@ mod tests {
             .pass(&[(k.clone(), 5)], |_| Owner::Node("n1".into()))
             .is_empty());
         assert!(s.pass(&[(k.clone(), 5)], gone).is_empty());
+    }
+
+    #[test]
+    fn missing_work_is_repaired_after_two_passes() {
+        let mut s = Sweep::default();
+        let placed = [
+            ("a".to_string(), "n1".to_string()),
+            ("b".to_string(), "n2".to_string()),
+        ];
+        let with_a = [(key("n1", "a"), 3)];
+        assert!(s.missing(&with_a, &placed).is_empty());
+        assert_eq!(s.missing(&with_a, &placed), ["b"]);
+        // Found again: nothing to repair; then gone once: not yet.
+        let both = [(key("n1", "a"), 3), (key("n2", "b"), 4)];
+        assert!(s.missing(&both, &placed).is_empty());
+        assert!(s.missing(&with_a, &placed).is_empty());
+        // Work on another node than the status names does not count.
+        let elsewhere = [(key("n1", "a"), 3), (key("n1", "b"), 5)];
+        assert_eq!(s.missing(&elsewhere, &placed), ["b"]);
     }
 
     fn arb_owner() -> impl Strategy<Value = Owner> {

@@ -146,11 +146,27 @@ async fn assert_single_placement(nats: &TestNats, api: &ApiClient, expected: usi
     let all = phases(api, "").await;
     assert_eq!(all.len(), expected);
     for (name, (_, node)) in &all {
-        assert_eq!(
-            holders.get(name).map(|v| v[0].as_str()),
-            Some(node.as_str()),
-            "task {name}: status says {node}, work says {:?}",
-            holders.get(name)
+        if holders.get(name).map(|v| v[0].as_str()) == Some(node.as_str()) {
+            continue;
+        }
+        // What happened to it: the task's status and the last operation on the key.
+        let task: Option<Task> = api.get(name).await.ok();
+        let kv = nats
+            .jetstream()
+            .await
+            .get_key_value("voiyd_work")
+            .await
+            .unwrap();
+        let last = kv
+            .entry(voiyd_nats::names::work_key(node, name))
+            .await
+            .ok()
+            .flatten()
+            .map(|e| (e.operation, e.revision));
+        panic!(
+            "task {name}: status says {node}, work says {:?}; last operation on the key: {last:?}; status: {:?}",
+            holders.get(name),
+            task.and_then(|t| t.status)
         );
     }
 }
@@ -214,6 +230,15 @@ async fn three_servers_place_thousands_of_tasks_exactly_once() {
     .await;
     eprintln!("3000 tasks running after {:?}", start.elapsed());
     assert_single_placement(&nats, &api, 3000).await;
+    // No node was lost or full: nothing may have been moved (a server whose view saw a
+    // task on a new node before that node's record once took the node for deleted).
+    let tasks: Vec<Task> = api.list("").await.unwrap();
+    let moved: Vec<_> = tasks
+        .iter()
+        .filter_map(|t| t.status.as_ref().filter(|s| s.reschedule_count > 0))
+        .map(|s| s.last_reschedule_reason.clone())
+        .collect();
+    assert!(moved.is_empty(), "tasks moved: {moved:?}");
 
     // Spread: 20 equal nodes, 3000 tasks of 100m: 150 each, give or take the
     // reservations of three servers deciding at once.
@@ -631,7 +656,23 @@ async fn stale_work_is_swept_and_the_node_stops_its_copy() {
     assert!(server.proc.log_text().contains("stale work removed"));
     assert_single_placement(&nats, &api, 1).await;
     let p = phases(&api, "").await;
-    assert_eq!(p["stray"], ("Running".to_string(), owner));
+    assert_eq!(p["stray"], ("Running".to_string(), owner.clone()));
+
+    // The opposite: the owner's work goes missing while the status says Running there
+    // (a race between servers could do that). Two sweeps later it is written again.
+    kv.purge(names::work_key(&owner, "stray")).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "missing work written again",
+        || async {
+            (work_keys(&nats).await == [(owner.clone(), "stray".to_string())]).then_some(())
+        },
+    )
+    .await;
+    assert!(server
+        .proc
+        .log_text()
+        .contains("work missing for a placed task"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
