@@ -230,13 +230,16 @@ async fn three_servers_place_thousands_of_tasks_exactly_once() {
     .await;
     eprintln!("3000 tasks running after {:?}", start.elapsed());
     assert_single_placement(&nats, &api, 3000).await;
-    // No node was lost or full: nothing may have been moved (a server whose view saw a
-    // task on a new node before that node's record once took the node for deleted).
+    // No node was lost or deleted: the only moves allowed are off a node that refused a
+    // task (the first nodes to join can be offered more than they hold by three servers
+    // at once). A view that saw a task on a new node before the node's record must not
+    // take the node for deleted.
     let tasks: Vec<Task> = api.list("").await.unwrap();
     let moved: Vec<_> = tasks
         .iter()
         .filter_map(|t| t.status.as_ref().filter(|s| s.reschedule_count > 0))
         .map(|s| s.last_reschedule_reason.clone())
+        .filter(|why| !why.starts_with("NodeRejected"))
         .collect();
     assert!(moved.is_empty(), "tasks moved: {moved:?}");
 
