@@ -613,8 +613,13 @@ impl ContainerdCluster {
 
     /// Starts a node agent on the cluster's containerd (not waiting for it).
     pub fn agent(&self, name: &str, extra: &[&str]) -> NodeAgent {
+        self.agent_via(&self.server.url, name, extra)
+    }
+
+    /// [`ContainerdCluster::agent`] dialling NATS at `url` (a proxy, say).
+    pub fn agent_via(&self, url: &str, name: &str, extra: &[&str]) -> NodeAgent {
         NodeAgent::start(
-            &self.server.url,
+            url,
             name,
             &self.containerd.socket,
             &self.dir.path().join(name),

@@ -13,7 +13,7 @@ use voiyd_messages::v1::{
 use voiyd_messages::Resource;
 use voiyd_nats::api::ApiClient;
 use voiyd_nats::testing::TestNats;
-use voiyd_tests::{bin, eventually, stderr, stdout, voiydctl, Proc, Server};
+use voiyd_tests::{bin, eventually, stderr, stdout, voiydctl, ContainerdCluster, Proc, Server};
 
 /// A voiyd-node process hosting `count` simulated nodes named `<name>-0001`… (or
 /// `<name>` when `count` is 1).
@@ -967,40 +967,27 @@ async fn cordon_drain_and_delete_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_agent_on_containerd_task_runs_elsewhere_within_ten_seconds() {
-    use voiyd_node::testing::{TestContainerd, TestRegistry};
-    let nats = TestNats::start().await;
-    let server = Server::external(&nats.url()).await;
-    let api = server.api().await;
-    let registry = TestRegistry::start();
-    let containerd = TestContainerd::start();
-    let dir = tempfile::tempdir().unwrap();
-    let agent = |name: &str| {
-        voiyd_tests::NodeAgent::start(
-            &server.url,
-            name,
-            &containerd.socket,
-            &dir.path().join(name),
-            &[],
-        )
-    };
+    let c = ContainerdCluster::start_with(&[]).await;
+    let (nats, api, registry, containerd) = (&c.nats, &c.api, &c.registry, &c.containerd);
+    let agent = |name: &str| c.agent(name, &[]);
     let mut first = agent("cd1");
-    wait_nodes(&api, 1).await;
-    api.create(&sleeper("svc", &registry)).await.unwrap();
-    wait_running_on(&api, "svc", "cd1", Duration::from_secs(60)).await;
+    wait_nodes(api, 1).await;
+    api.create(&sleeper("svc", registry)).await.unwrap();
+    wait_running_on(api, "svc", "cd1", Duration::from_secs(60)).await;
     let _second = agent("cd2");
-    wait_nodes(&api, 2).await;
+    wait_nodes(api, 2).await;
 
     let _ = first.proc.child.kill(); // SIGKILL
     let _ = first.proc.child.wait();
     let killed = Instant::now();
-    wait_running_on(&api, "svc", "cd2", Duration::from_secs(10)).await;
+    wait_running_on(api, "svc", "cd2", Duration::from_secs(10)).await;
     eprintln!(
         "svc running on cd2 {:?} after kill -9 of cd1's agent",
         killed.elapsed()
     );
     let t: Task = api.get("svc").await.unwrap();
     assert_eq!(t.status.unwrap().reschedule_count, 1);
-    assert_single_placement(&nats, &api, 1).await;
+    assert_single_placement(nats, api, 1).await;
 
     // The old agent comes back: it finds its work gone and removes its container,
     // so the task runs once.
@@ -1069,28 +1056,22 @@ fn containers(socket: &Path, node: &str) -> Vec<String> {
 /// stops its container, and once it is back the task still runs exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_containerd_node_fences_and_its_task_runs_once() {
-    use voiyd_node::testing::{TestContainerd, TestRegistry};
-    let nats = TestNats::start().await;
-    let server = Server::external(&nats.url()).await;
-    let api = server.api().await;
-    let registry = TestRegistry::start();
-    let containerd = TestContainerd::start();
-    let dir = tempfile::tempdir().unwrap();
+    let c = ContainerdCluster::start_with(&[]).await;
+    let (nats, api, registry, containerd) = (&c.nats, &c.api, &c.registry, &c.containerd);
+    let server = &c.server;
     let proxy = Cuttable::start(nats.url().trim_start_matches("nats://").to_string()).await;
-    let agent = |url: &str, name: &str| {
-        voiyd_tests::NodeAgent::start(url, name, &containerd.socket, &dir.path().join(name), &[])
-    };
+    let agent = |url: &str, name: &str| c.agent_via(url, name, &[]);
     let cut = agent(&proxy.url(), "cd-cut");
-    wait_nodes(&api, 1).await;
-    api.create(&sleeper("svc", &registry)).await.unwrap();
-    wait_running_on(&api, "svc", "cd-cut", Duration::from_secs(60)).await;
+    wait_nodes(api, 1).await;
+    api.create(&sleeper("svc", registry)).await.unwrap();
+    wait_running_on(api, "svc", "cd-cut", Duration::from_secs(60)).await;
     let _other = agent(&server.url, "cd-other");
-    wait_nodes(&api, 2).await;
+    wait_nodes(api, 2).await;
     assert_eq!(running_containers(&containerd.socket, "cd-cut"), ["svc"]);
 
     proxy.set(false);
     let cut_at = Instant::now();
-    wait_running_on(&api, "svc", "cd-other", Duration::from_secs(10)).await;
+    wait_running_on(api, "svc", "cd-other", Duration::from_secs(10)).await;
     eprintln!(
         "svc running on cd-other {:?} after the cut",
         cut_at.elapsed()
@@ -1110,7 +1091,7 @@ async fn cut_containerd_node_fences_and_its_task_runs_once() {
 
     proxy.set(true);
     eventually(Duration::from_secs(30), "cd-cut back and Ready", || async {
-        (cut.proc.log_text().contains("unfenced") && ready_nodes(&api).await == 2).then_some(())
+        (cut.proc.log_text().contains("unfenced") && ready_nodes(api).await == 2).then_some(())
     })
     .await;
     // Settled: one container for the task in the whole cluster, on the node that owns it.
@@ -1124,7 +1105,7 @@ async fn cut_containerd_node_fences_and_its_task_runs_once() {
         ("Running", "cd-other")
     );
     assert_eq!(st.reschedule_count, 1);
-    assert_single_placement(&nats, &api, 1).await;
+    assert_single_placement(nats, api, 1).await;
 }
 
 /// `delete node` while its agent keeps running: the agent's heartbeats no longer
