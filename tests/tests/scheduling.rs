@@ -116,9 +116,16 @@ async fn wait_running_count(api: &ApiClient, node: &str, count: usize, deadline:
     .await;
 }
 
-async fn work_keys(nats: &TestNats) -> Vec<(String, String)> {
+/// The `voiyd_work` bucket.
+async fn work_bucket(nats: &TestNats) -> async_nats::jetstream::kv::Store {
     let js = nats.jetstream().await;
-    let kv = js.get_key_value("voiyd_work").await.unwrap();
+    js.get_key_value(voiyd_nats::names::BUCKET_WORK)
+        .await
+        .unwrap()
+}
+
+async fn work_keys(nats: &TestNats) -> Vec<(String, String)> {
+    let kv = work_bucket(nats).await;
     let keys: Vec<String> = kv
         .keys()
         .await
@@ -151,13 +158,8 @@ async fn assert_single_placement(nats: &TestNats, api: &ApiClient, expected: usi
         }
         // What happened to it: the task's status and the last operation on the key.
         let task: Option<Task> = api.get(name).await.ok();
-        let kv = nats
-            .jetstream()
+        let last = work_bucket(nats)
             .await
-            .get_key_value("voiyd_work")
-            .await
-            .unwrap();
-        let last = kv
             .entry(voiyd_nats::names::work_key(node, name))
             .await
             .ok()
@@ -617,12 +619,7 @@ async fn stale_work_is_swept_and_the_node_stops_its_copy() {
     };
 
     // A copy of the task's work on the other node, stored and announced as a server would.
-    let kv = nats
-        .jetstream()
-        .await
-        .get_key_value("voiyd_work")
-        .await
-        .unwrap();
+    let kv = work_bucket(&nats).await;
     let body = kv
         .get(names::work_key(&owner, "stray"))
         .await
