@@ -519,8 +519,7 @@ fn reject<R: Runtime>(s: &Arc<Shared<R>>, task: &str, d: &Desired, why: admissio
         observed_generation: d.generation,
         ..Default::default()
     };
-    let (s, task, uid) = (s.clone(), task.to_string(), d.uid.clone());
-    tokio::spawn(async move { send(&s, &task, &uid, status).await });
+    send(s, task, &d.uid, status);
 }
 
 /// What a worker remembers about its task between passes.
@@ -768,7 +767,7 @@ async fn publish_pull<R: Runtime>(
         observed_generation: d.generation,
         ..Default::default()
     };
-    send(s, task, &d.uid, status).await;
+    send(s, task, &d.uid, status);
 }
 
 fn ts(t: SystemTime) -> voiyd_messages::Timestamp {
@@ -827,13 +826,13 @@ async fn report<R: Runtime>(
         return;
     }
     mem.last_report = Some(st.clone());
-    send(s, task, &d.uid, st).await;
+    send(s, task, &d.uid, st);
 }
 
 /// Queues a status report. Reports leave through [`flush_reports`], latest per task:
 /// when reports come faster than they can be sent, the ones overtaken are dropped here
 /// instead of being sent and folded in for nothing.
-async fn send<R: Runtime>(s: &Arc<Shared<R>>, task: &str, uid: &str, mut status: TaskStatus) {
+fn send<R: Runtime>(s: &Shared<R>, task: &str, uid: &str, mut status: TaskStatus) {
     // Lets the server drop a report that overtook a newer one.
     status.reported_at = Some(ts(SystemTime::now()));
     let report = TaskStatusReport {

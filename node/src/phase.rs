@@ -37,22 +37,9 @@ use voiyd_messages::quantity::format_duration;
 use crate::reconcile::{ContainerState, Desired, Observed};
 use crate::restart::{restart_wait, RestartWait};
 
-/// Waiting for something before the container can run (or run again).
-pub const PENDING: &str = "Pending";
-/// Pulling the image.
-pub const PULLING: &str = "Pulling";
-/// The container exists and its task is being started.
-pub const STARTING: &str = "Starting";
-/// The task's process is running.
-pub const RUNNING: &str = "Running";
-/// A stop signal was or is about to be sent and the process still runs.
-pub const STOPPING: &str = "Stopping";
-/// Not running, on request (the task is stopped or no longer assigned here).
-pub const STOPPED: &str = "Stopped";
-/// Exited with code 0 and will not be restarted.
-pub const SUCCEEDED: &str = "Succeeded";
-/// Exited non-zero or could not be started, and will not be restarted.
-pub const FAILED: &str = "Failed";
+pub use voiyd_messages::phase::{
+    FAILED, PENDING, PULLING, RUNNING, STARTING, STOPPED, STOPPING, SUCCEEDED,
+};
 
 /// A task's reported phase.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,19 +23,6 @@ pub fn from_deleted_session(prev: Option<&NodeStatus>, session: &str) -> bool {
     prev.is_some_and(|p| p.phase == NODE_DELETED && !session.is_empty() && p.session == session)
 }
 
-/// Writes a deleted node's status record ([`NODE_DELETED`] with the agent session).
-pub async fn remember_deleted(ctx: &Ctx, node: &str, session: String) {
-    let st = NodeStatus {
-        phase: NODE_DELETED.into(),
-        session,
-        ..Default::default()
-    };
-    let key = names::status_key("node", node);
-    if let Err(e) = ctx.status.0.put(&key, st.encode_to_vec().into()).await {
-        tracing::warn!(%node, error = %e, "cannot record the deleted node's session");
-    }
-}
-
 /// Workers folding in task status reports, and heartbeats, per server.
 const STATUS_WORKERS: usize = 128;
 const HEARTBEAT_WORKERS: usize = 32;

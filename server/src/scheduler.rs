@@ -15,10 +15,7 @@ use voiyd_messages::v1::{Assignment, Task, TaskStatus};
 use voiyd_messages::Resource;
 use voiyd_nats::names;
 
-/// Phase of a task that waits for a node.
-pub const PENDING: &str = "Pending";
-/// Phase of a task placed on a node that has not reported yet.
-pub const SCHEDULED: &str = "Scheduled";
+pub use voiyd_messages::phase::{PENDING, SCHEDULED};
 
 /// How long a request waits for a freshly started server's view to catch up.
 const VIEW_WAIT: Duration = Duration::from_secs(10);
@@ -75,7 +72,8 @@ pub async fn sync_fetched(
                 {
                     ctx.view.saw_task_status(&name, &st, written);
                     // Just placed with CAS: only a failover move within this instant
-                    // could make the write stale, so the create path skips the re-read.
+                    // could make the write stale, so the create path skips the re-read
+                    // (the stale-work sweep removes such work later).
                     write_work(ctx, &node, &task, kill).await?;
                     ctx.events
                         .publish(

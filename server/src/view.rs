@@ -482,7 +482,7 @@ impl View {
     /// Tasks whose status places them on a node where they should be running
     /// (Scheduled, Pulling, Starting or Running), as (task, node): their work must exist.
     pub fn running_placements(&self) -> Vec<(String, String)> {
-        const ACTIVE: [&str; 4] = ["Scheduled", "Pulling", "Starting", "Running"];
+        use voiyd_messages::phase::ACTIVE;
         let s = self.state.read().expect("view lock");
         s.tasks
             .iter()

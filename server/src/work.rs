@@ -9,7 +9,6 @@
 //! the bucket: on start, after reconnecting, and periodically.
 
 use crate::api::{Ctx, Failure};
-use async_nats::jetstream;
 use async_nats::HeaderMap;
 use prost::Message;
 use voiyd_messages::v1::{Assignment, WorkUpdate};
@@ -37,41 +36,32 @@ pub async fn put(
 /// Removes `task`'s work from `node`, then tells the node. Best effort: a node also
 /// drops work that is gone from the bucket when it re-reads it.
 pub async fn remove(ctx: &Ctx, node: &str, task: &str) {
-    let key = names::work_key(node, task);
-    match purge(&ctx.cluster.js, &key).await {
-        Ok(revision) => notify(ctx, node, task, revision, None).await,
-        Err(e) => tracing::warn!(%key, error = %e, "cannot remove work"),
+    if let Err(e) = purge(ctx, node, task, None).await {
+        tracing::warn!(%node, %task, error = %e, "cannot remove work");
     }
 }
 
 /// Removes `task`'s work from `node` only if the entry is still at `revision` (nobody
 /// rewrote it since), then tells the node. Returns whether it was removed.
 pub async fn remove_at(ctx: &Ctx, node: &str, task: &str, revision: u64) -> bool {
-    let key = names::work_key(node, task);
-    match purge_at(&ctx.cluster.js, &key, Some(revision)).await {
-        Ok(purged) => {
-            notify(ctx, node, task, purged, None).await;
-            true
-        }
+    match purge(ctx, node, task, Some(revision)).await {
+        Ok(()) => true,
         Err(e) => {
-            tracing::debug!(%key, error = %e, "work not removed (rewritten since it was read?)");
+            tracing::debug!(%node, %task, error = %e, "work not removed (rewritten since it was read?)");
             false
         }
     }
 }
 
-/// Purges a key like `kv::Store::purge`, but returns the purge's revision, which the
-/// node needs to order it against other updates.
-async fn purge(js: &jetstream::Context, key: &str) -> Result<u64, async_nats::Error> {
-    purge_at(js, key, None).await
-}
-
-/// [`purge`], refused by the stream unless the key's last revision is `expected`.
-async fn purge_at(
-    js: &jetstream::Context,
-    key: &str,
+/// Purges the work key like `kv::Store::purge` (refused by the stream unless the key's
+/// last revision is `expected`, when given), then tells the node with the purge's
+/// revision, which it needs to order the removal against other updates.
+async fn purge(
+    ctx: &Ctx,
+    node: &str,
+    task: &str,
     expected: Option<u64>,
-) -> Result<u64, async_nats::Error> {
+) -> Result<(), async_nats::Error> {
     let mut headers = HeaderMap::new();
     headers.insert("KV-Operation", "PURGE");
     headers.insert("Nats-Rollup", "sub");
@@ -81,12 +71,15 @@ async fn purge_at(
             rev.to_string().as_str(),
         );
     }
-    let subject = names::kv_subject(names::BUCKET_WORK, key);
-    let ack = js
+    let subject = names::kv_subject(names::BUCKET_WORK, &names::work_key(node, task));
+    let ack = ctx
+        .cluster
+        .js
         .publish_with_headers(subject, headers, bytes::Bytes::new())
         .await?
         .await?;
-    Ok(ack.sequence)
+    notify(ctx, node, task, ack.sequence, None).await;
+    Ok(())
 }
 
 async fn notify(ctx: &Ctx, node: &str, task: &str, revision: u64, assignment: Option<Assignment>) {

@@ -293,6 +293,18 @@ async fn api_answers(url: &str) -> bool {
     api.list::<voiyd_messages::v1::Node>("").await.is_ok()
 }
 
+/// Runs voiydctl against `url`, failing the test unless it succeeds; returns stdout.
+pub fn voiydctl_ok(url: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let o = voiydctl(url, args, stdin, &[]);
+    assert!(
+        o.status.success(),
+        "voiydctl {args:?} failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
 /// Runs voiydctl against `url` with `args`, optional stdin, and extra environment.
 pub fn voiydctl(url: &str, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Output {
     use std::io::Write;

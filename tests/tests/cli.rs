@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 use voiyd_nats::testing::TestNats;
-use voiyd_tests::{eventually, stderr, stdout, voiydctl, Server};
+use voiyd_tests::{eventually, stderr, stdout, voiydctl, voiydctl_ok as ok, Server};
 
 const MANIFEST: &str = "\
 version: task/v1
@@ -30,17 +30,6 @@ meta:
 template:
   image: busybox:test
 ";
-
-fn ok(url: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let o = voiydctl(url, args, stdin, &[]);
-    assert!(
-        o.status.success(),
-        "voiydctl {args:?} failed: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
 
 fn fails(url: &str, args: &[&str], stdin: Option<&str>) -> String {
     let o = voiydctl(url, args, stdin, &[]);

@@ -13,7 +13,9 @@ use voiyd_messages::v1::{
 use voiyd_messages::Resource;
 use voiyd_nats::api::ApiClient;
 use voiyd_nats::testing::TestNats;
-use voiyd_tests::{bin, eventually, stderr, stdout, voiydctl, ContainerdCluster, Proc, Server};
+use voiyd_tests::{
+    bin, eventually, stderr, stdout, voiydctl, voiydctl_ok, ContainerdCluster, Proc, Server,
+};
 
 /// A voiyd-node process hosting `count` simulated nodes named `<name>-0001`… (or
 /// `<name>` when `count` is 1).
@@ -764,18 +766,6 @@ fn set(name: &str, replicas: u32, args: &[&str], strategy: RolloutStrategy) -> C
     }
 }
 
-/// Runs voiydctl against `server`; fails the test unless it succeeds; returns stdout.
-fn ctl_ok(server: &Server, args: &[&str]) -> String {
-    let o = voiydctl(&server.url, args, None, &[]);
-    assert!(
-        o.status.success(),
-        "voiydctl {args:?}: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
 async fn set_tasks(api: &ApiClient, name: &str) -> BTreeMap<String, (String, String)> {
     phases(api, &format!("voiyd.io/set={name}")).await
 }
@@ -788,7 +778,7 @@ async fn sets_scale_roll_out_roll_back_and_delete() {
     let dir = tempfile::tempdir().unwrap();
     let _nodes = sim_nodes(&nats.url(), "s", 3, dir.path(), &[]);
     wait_nodes(&api, 3).await;
-    let ctl = |args: &[&str]| ctl_ok(&server, args);
+    let ctl = |args: &[&str]| voiydctl_ok(&server.url, args, None);
 
     let strategy = RolloutStrategy {
         max_surge: 1,
@@ -895,7 +885,7 @@ async fn cordon_drain_and_delete_node() {
     let dir = tempfile::tempdir().unwrap();
     let _nodes = sim_nodes(&nats.url(), "d", 3, dir.path(), &[]);
     wait_nodes(&api, 3).await;
-    let ctl = |args: &[&str]| ctl_ok(&server, args);
+    let ctl = |args: &[&str]| voiydctl_ok(&server.url, args, None);
     ctl(&["cordon", "d-0001"]);
     eventually(Duration::from_secs(5), "cordon seen", || async {
         let n: Node = api.get("d-0001").await.ok()?;

@@ -2,6 +2,7 @@
 //! any number of servers share the requests.
 
 mod failure;
+mod nodes;
 pub mod resources;
 mod tasks;
 pub mod volumes;
@@ -173,41 +174,7 @@ pub async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<By
             "delete" => tasks::delete(ctx, body).await.map(encode),
             _ => crud::<Task, _>(ctx, verb, body, |items| TaskList { items }).await,
         },
-        "nodes" if verb == "delete" => {
-            // Deleting a node also revokes its NATS identity (NATS then drops its
-            // connection); a node with credentials but no record is revoked all the same.
-            let revoked = crate::auth::revoke(ctx, &body).await?;
-            let req = DeleteRequest::decode(body)?;
-            let last = crate::status::read::<Node>(&ctx.status, &req.name).await?;
-            // An agent still running must not register the node again: its session is
-            // recorded as deleted *before* the record goes, so a heartbeat landing in
-            // between is shut out too (a restarted agent has a new session and joins).
-            let session = last
-                .filter(|s| s.phase != crate::reports::NODE_DELETED)
-                .map(|s| s.session)
-                .filter(|s| !s.is_empty());
-            let deleted = match &session {
-                Some(session) => {
-                    crate::reports::remember_deleted(ctx, &req.name, session.clone()).await;
-                    let r = resources::delete_keeping_status::<Node>(ctx, &req).await;
-                    if r.as_ref().is_err_and(|f| f.code != ErrorCode::NotFound) {
-                        // Not deleted after all (a conflict): let its heartbeats in again.
-                        crate::status::remove::<Node>(&ctx.status, &req.name).await;
-                    }
-                    r
-                }
-                None => resources::delete::<Node>(ctx, &req).await,
-            };
-            match deleted {
-                Err(f) if f.code == ErrorCode::NotFound && (revoked || session.is_some()) => {}
-                other => {
-                    other?;
-                }
-            }
-            // The node's subnet goes back to the pool (a node that returns gets one anew).
-            ctx.subnets.release(&req.name).await?;
-            Ok(encode(resources::deleted(&req.name)))
-        }
+        "nodes" if verb == "delete" => nodes::delete(ctx, body).await.map(encode),
         "nodes" if verb == voiyd_nats::auth::JOIN_VERB => {
             crate::auth::join(ctx, body).await.map(encode)
         }
