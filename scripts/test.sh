@@ -17,9 +17,22 @@ cargo build --workspace --bins --tests
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace -- --test-threads "${VOIYD_TEST_THREADS:-4}" 2>&1 | tee "$log"
+# --no-fail-fast: one failing test binary must not hide the failures of the others.
+set +e
+cargo test --workspace --no-fail-fast -- --test-threads "${VOIYD_TEST_THREADS:-4}" 2>&1 | tee "$log"
+test_rc=${PIPESTATUS[0]}
+set -e
 counts=$(awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) == "passed;") p += $i; if ($(i+1) == "failed;") f += $i } }
               END { printf "%d passed, %d failed", p, f }' "$log")
+if [ "$test_rc" -ne 0 ]; then
+    echo "== failing tests"
+    # libtest prints "test NAME ... FAILED" per failing test; cargo then lists the
+    # failing test binaries after "error: N targets failed:".
+    grep -E '^test .* \.\.\. FAILED$' "$log" | sort -u || true
+    awk '/^error: [0-9]+ targets? failed:/ { on = 1 } on && NF { print } on && !NF { on = 0 }' "$log" || true
+    echo "voiyd: $counts"
+    exit "$test_rc"
+fi
 echo "== fuzz (bounded)"
 scripts/fuzz.sh "${VOIYD_FUZZ_SECONDS:-20}"
 echo "== only the ring crypto provider"

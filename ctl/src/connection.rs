@@ -5,7 +5,7 @@ use crate::error::{CtlError, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use voiyd_nats::api::ApiClient;
-use voiyd_nats::connect::{connect, ConnectOptions};
+use voiyd_nats::connect::{connect_linked, ConnectOptions};
 
 /// Global settings every command shares.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ pub struct Globals {
 /// Where and how to connect, resolved from flags and the config.
 #[derive(Debug)]
 pub struct Target {
-    /// The options for [`connect`].
+    /// The options for [`connect_linked`].
     pub options: ConnectOptions,
     /// Inline PEM written to files for the TLS setup; removed when dropped.
     _pem_dir: Option<tempfile::TempDir>,
@@ -141,6 +141,8 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
 pub struct Session {
     /// The API client.
     pub api: ApiClient,
+    /// The state of its NATS connection (followers restart on a reconnection).
+    pub link: voiyd_nats::Link,
     /// Holds the inline PEM files: async-nats reads them again on every reconnect.
     _target: Target,
 }
@@ -155,11 +157,12 @@ pub async fn session(globals: &Globals) -> Result<Session> {
             target.server_name
         );
     }
-    let nats = connect(&target.options)
+    let (nats, link) = connect_linked(&target.options)
         .await
         .map_err(|e| CtlError::Connect(e.to_string()))?;
     Ok(Session {
         api: ApiClient::new(nats).with_timeout(globals.api_timeout),
+        link,
         _target: target,
     })
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use voiyd_ctl::commands::events::{follow, Query};
 use voiyd_messages::v1::Event;
-use voiyd_nats::connect::{connect, ConnectOptions};
+use voiyd_nats::connect::{connect, connect_linked, ConnectOptions};
 use voiyd_nats::embedded::{find_binary, EmbeddedConfig, EmbeddedNats};
 use voiyd_nats::names;
 use voiyd_nats::testing::free_port;
@@ -79,7 +79,12 @@ async fn follows_across_a_server_restart_without_gaps_or_duplicates() {
         publish(&js, "node", "n1", n).await; // filtered out below
     }
 
-    let follower = client(&url).await;
+    let (follower, link) = connect_linked(&ConnectOptions {
+        name: "follower".into(),
+        ..ConnectOptions::from_urls(&url)
+    })
+    .await
+    .expect("connect");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let q = Query {
         kind: "task".into(),
@@ -87,7 +92,7 @@ async fn follows_across_a_server_restart_without_gaps_or_duplicates() {
     };
     let watch = tokio::spawn(async move {
         // Start after the first task event (stream sequence 1), as after a listing.
-        let _ = follow(&follower, &q, 1, move |e| {
+        let _ = follow(&follower, &link, &q, 1, move |e| {
             let _ = tx.send(e.clone());
         })
         .await;

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
+use crate::link::{Link, LinkEvents};
+
 /// How to reach and authenticate to NATS. `Debug` hides secrets.
 #[derive(Clone)]
 pub struct ConnectOptions {
@@ -37,9 +39,6 @@ pub struct ConnectOptions {
     /// Inbox prefix instead of `_INBOX` (nodes use `_INBOX_<node>` so that NATS
     /// permissions keep their replies private; see `names::node_inbox_prefix`).
     pub inbox_prefix: Option<String>,
-    /// Bumped on every (re)connection, so a client can re-read what it may have missed
-    /// while the connection was down (core NATS messages are not replayed).
-    pub reconnects: Option<std::sync::Arc<tokio::sync::watch::Sender<u64>>>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -82,7 +81,6 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             retry_on_initial_connect: false,
             inbox_prefix: None,
-            reconnects: None,
         }
     }
 }
@@ -178,6 +176,15 @@ pub fn install_crypto_provider() {
 /// `connect_timeout`; with it true, the client is returned at once and connects in the
 /// background. Once connected, the client reconnects forever.
 pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, ConnectError> {
+    connect_linked(opts).await.map(|(client, _)| client)
+}
+
+/// Connects to NATS, as [`connect`], and returns the [`Link`] that follows the
+/// connection's events: a program that must re-read what it missed while the
+/// connection was down (a reconnect within milliseconds included) watches it.
+pub async fn connect_linked(
+    opts: &ConnectOptions,
+) -> Result<(async_nats::Client, Link), ConnectError> {
     install_crypto_provider();
     let urls = opts.urls_text();
     if opts.urls.is_empty() {
@@ -196,13 +203,22 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, Connec
             reason: e.to_string(),
         })?;
 
-    let nats_opts = build_options(opts).await?;
+    let (events, link) = LinkEvents::new();
+    let nats_opts = build_options(opts, events).await?;
     // async-nats bounds each attempt (one per URL) by the connection timeout, but
     // resolving, TLS and the handshake happen around it; this outer bound keeps the
     // fail-fast promise.
     let outer = opts.connect_timeout * opts.urls.len() as u32 + Duration::from_secs(1);
     match tokio::time::timeout(outer, nats_opts.connect(addrs)).await {
-        Ok(Ok(client)) => Ok(client),
+        Ok(Ok(client)) => {
+            if !opts.retry_on_initial_connect {
+                // The first Connected event is delivered just after connect returns;
+                // waiting for it keeps that first connection from being taken for a
+                // reconnection by whoever looks at the link next.
+                link.wait_connected(Duration::from_secs(1)).await;
+            }
+            Ok((client, link))
+        }
         Ok(Err(e)) => Err(map_connect_error(&urls, opts.connect_timeout, e)),
         Err(_) => Err(ConnectError::Timeout {
             urls,
@@ -211,22 +227,25 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, Connec
     }
 }
 
-async fn build_options(opts: &ConnectOptions) -> Result<async_nats::ConnectOptions, ConnectError> {
-    let reconnects = opts.reconnects.clone();
+async fn build_options(
+    opts: &ConnectOptions,
+    events: LinkEvents,
+) -> Result<async_nats::ConnectOptions, ConnectError> {
     let mut o = async_nats::ConnectOptions::new()
         .name(&opts.name)
         .connection_timeout(opts.connect_timeout)
         .event_callback(move |event| {
-            let reconnects = reconnects.clone();
+            let events = events.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
                         tracing::info!("connected to NATS");
-                        if let Some(r) = reconnects {
-                            r.send_modify(|n| *n += 1);
-                        }
+                        events.connected();
                     }
-                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS");
+                        events.disconnected();
+                    }
                     other => tracing::debug!(event = %other, "NATS client event"),
                 }
             }

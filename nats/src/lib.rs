@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod connect;
 pub mod embedded;
+pub mod link;
 pub mod metrics;
 pub mod names;
 pub mod store;
@@ -14,6 +15,7 @@ pub mod stream;
 pub mod testing;
 
 pub use bootstrap::{bootstrap, open, BootstrapError, BootstrapOptions, Cluster};
-pub use connect::{connect, install_crypto_provider, ConnectError, ConnectOptions};
+pub use connect::{connect, connect_linked, install_crypto_provider, ConnectError, ConnectOptions};
 pub use embedded::{EmbeddedConfig, EmbeddedError, EmbeddedNats, EmbeddedTls};
+pub use link::{Link, LinkState};
 pub use store::{KvChange, RawKv, Store, StoreChange, StoreError, TypedKv};

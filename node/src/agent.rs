@@ -20,9 +20,10 @@ use voiyd_messages::v1::{
     Assignment, NodeResources, NodeStatus, NodeStatusReport, TaskStatus, TaskStatusReport,
     WorkUpdate,
 };
-use voiyd_nats::connect::{connect, ConnectOptions};
+use voiyd_nats::connect::{connect_linked, ConnectOptions};
 use voiyd_nats::names;
 use voiyd_nats::store::{RawKv, TypedKv};
+use voiyd_nats::Link;
 
 /// How an agent is set up.
 #[derive(Debug, Clone)]
@@ -119,8 +120,8 @@ struct Shared<R> {
     fenced: watch::Sender<bool>,
     /// Which work changes have been applied (orders messages against full reads).
     ledger: Mutex<WorkLedger>,
-    /// Changes on every (re)connection to NATS.
-    reconnected: watch::Receiver<u64>,
+    /// The state of the NATS connection, from the client's own events.
+    link: Link,
     /// What the node offers its tasks (admission and heartbeats).
     capacity: NodeResources,
     /// Status reports waiting to be sent, latest per task.
@@ -139,9 +140,7 @@ pub async fn run<R: Runtime>(
     let mut opts = cfg.nats.clone();
     opts.retry_on_initial_connect = true;
     opts.name = format!("voiyd-node {}", cfg.name);
-    let (reconnects, reconnected) = watch::channel(0u64);
-    opts.reconnects = Some(Arc::new(reconnects));
-    let client = connect(&opts)
+    let (client, link) = connect_linked(&opts)
         .await
         .map_err(|e| AgentError::Nats(e.to_string()))?;
     let info = rt.info().await?;
@@ -156,7 +155,7 @@ pub async fn run<R: Runtime>(
         resync,
         fenced: watch::channel(false).0,
         ledger: Mutex::new(WorkLedger::default()),
-        reconnected,
+        link,
         capacity,
         outbox: Mutex::new(HashMap::new()),
         outbox_ready: Notify::new(),
@@ -250,52 +249,67 @@ fn allocated<R: Runtime>(s: &Shared<R>) -> NodeResources {
     }
 }
 
-/// Fencing: watches the NATS connection; once it has been down for longer than the
-/// disconnect timeout the node is fenced (workers stop their tasks, but those marked
-/// `onDisconnect: keep`); on reconnect it is unfenced and re-reads its work, which
-/// tells it what is still its own.
+/// Fencing: follows the NATS connection's events; once it has been down for longer
+/// than the disconnect timeout the node is fenced (workers stop their tasks, but those
+/// marked `onDisconnect: keep`); on reconnect it is unfenced after re-reading its work,
+/// which tells it what is still its own.
 async fn fencing<R: Runtime>(s: Arc<Shared<R>>) {
     let mut down_since: Option<tokio::time::Instant> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
-        tick.tick().await;
-        let connected = s.client.connection_state() == async_nats::connection::State::Connected;
-        let now = tokio::time::Instant::now();
+        let link = s.link.state();
         let fenced = *s.fenced.borrow();
-        if connected {
+        if link.connected {
             down_since = None;
             if fenced {
                 // Re-read the work before unfencing: a task moved away meanwhile must
                 // not start here again, not even for a moment.
-                let js = async_nats::jetstream::new(s.client.clone());
-                let synced = match js.get_key_value(names::BUCKET_WORK).await {
-                    Ok(kv) => {
-                        let kv = TypedKv::<Assignment>::new(kv, "work");
-                        full_sync(&s, &kv, &names::work_filter(&s.cfg.name)).await
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                match synced {
+                match read_work(&s).await {
                     Ok(()) => {
                         tracing::info!("NATS is back: work re-read, unfenced");
                         s.fenced.send_replace(false);
                         wake_all(&s);
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot re-read work; still fenced"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot re-read work; still fenced");
+                        tokio::select! {
+                            _ = s.link.changed_from(link) => {}
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
                 }
+                continue;
             }
+            s.link.changed_from(link).await;
         } else {
-            let since = *down_since.get_or_insert(now);
-            if !fenced && now.duration_since(since) >= s.cfg.disconnect_timeout {
-                tracing::warn!(
-                    after = ?s.cfg.disconnect_timeout,
-                    "NATS lost: fenced, stopping tasks (but onDisconnect: keep)"
-                );
-                s.fenced.send_replace(true);
-                wake_all(&s);
+            let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
+            if fenced {
+                s.link.changed_from(link).await;
+                continue;
+            }
+            tokio::select! {
+                _ = s.link.changed_from(link) => {}
+                _ = tokio::time::sleep_until(since + s.cfg.disconnect_timeout) => {
+                    tracing::warn!(
+                        after = ?s.cfg.disconnect_timeout,
+                        "NATS lost: fenced, stopping tasks (but onDisconnect: keep)"
+                    );
+                    s.fenced.send_replace(true);
+                    wake_all(&s);
+                }
             }
         }
     }
+}
+
+/// One full read of the node's work.
+async fn read_work<R: Runtime>(s: &Arc<Shared<R>>) -> Result<(), String> {
+    let js = async_nats::jetstream::new(s.client.clone());
+    let kv = js
+        .get_key_value(names::BUCKET_WORK)
+        .await
+        .map_err(|e| e.to_string())?;
+    let kv = TypedKv::<Assignment>::new(kv, "work");
+    full_sync(s, &kv, &names::work_filter(&s.cfg.name)).await
 }
 
 /// The desired state while fenced: stopped, unless the task keeps running.
@@ -346,7 +360,6 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
     let js = async_nats::jetstream::new(s.client.clone());
     let filter = names::work_filter(&s.cfg.name);
     let mut resync = s.resync.subscribe();
-    let mut reconnected = s.reconnected.clone();
     loop {
         let kv = match js.get_key_value(names::BUCKET_WORK).await {
             Ok(kv) => TypedKv::<Assignment>::new(kv, "work"),
@@ -370,7 +383,13 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        // Reconnections are counted from the read above, which saw everything before.
+        let mut seen = s.link.state();
+        // A re-read after reconnecting that failed is tried again soon, not only at
+        // the next periodic resync.
+        let mut retry_read: Option<tokio::time::Instant> = None;
         loop {
+            let retry_at = retry_read;
             tokio::select! {
                 msg = updates.next() => match msg {
                     Some(m) => match WorkUpdate::decode(m.payload) {
@@ -386,17 +405,31 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
                 }
                 // Updates sent while the connection was down are lost: re-read (a
                 // fenced node's fencing loop re-reads before unfencing, once is enough).
-                _ = reconnected.changed() => {
+                _ = s.link.reconnected_after(seen) => {
+                    seen = s.link.state();
                     if *s.fenced.borrow() {
                         continue;
                     }
+                    retry_read = Some(tokio::time::Instant::now());
+                }
+                _ = sleep_until_some(retry_at) => {
+                    retry_read = None;
                     if let Err(e) = full_sync(&s, &kv, &filter).await {
-                        tracing::warn!(error = %e, "re-reading work after reconnecting failed");
+                        tracing::warn!(error = %e, "re-reading work after reconnecting failed; trying again in 1 s");
+                        retry_read = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                     }
                 }
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sleeps until `at`; forever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -243,16 +243,28 @@ async fn read_stream(
             lines.push(pending.drain(..MAX_LINE).collect());
         }
         if !lines.is_empty() {
-            let mut f = file.lock().await;
-            for l in lines {
-                if let Err(e) = f.write_line(stream, &l).await {
-                    tracing::warn!(stream, error = %e, "cannot write log line");
-                }
-            }
+            write_lines(&file, stream, &lines).await;
         }
     }
+    // The last line of a task that exits without a newline is still a line.
     if !pending.is_empty() {
-        let _ = file.lock().await.write_line(stream, &pending).await;
+        write_lines(&file, stream, &[pending]).await;
+    }
+}
+
+/// Appends lines and flushes them: a tokio file's write only hands the bytes to a
+/// blocking thread, so without the flush the last write of a stream may not be in the
+/// file yet when the capture reports finished (or when `logs -f` reads it).
+async fn write_lines(file: &Mutex<LogFile>, stream: &str, lines: &[Vec<u8>]) {
+    use tokio::io::AsyncWriteExt;
+    let mut f = file.lock().await;
+    for l in lines {
+        if let Err(e) = f.write_line(stream, l).await {
+            tracing::warn!(stream, error = %e, "cannot write log line");
+        }
+    }
+    if let Err(e) = f.file.flush().await {
+        tracing::warn!(stream, error = %e, "cannot flush log file");
     }
 }
 

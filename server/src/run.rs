@@ -115,7 +115,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     };
     let mut opts = opts;
     opts.name = format!("voiyd-server {}", cfg.id);
-    let client = connect::connect(&opts).await?;
+    let (client, link) = connect::connect_linked(&opts).await?;
     let js = async_nats::jetstream::new(client.clone());
     let cluster = bootstrap::bootstrap(&js, &cfg.bootstrap).await?;
     let status_kv = js.get_key_value(names::BUCKET_STATUS).await?;
@@ -135,6 +135,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             status: status_kv.clone(),
         },
         cfg.placement,
+        link,
     );
     let ctx = Ctx::new(CtxParts {
         client: client.clone(),

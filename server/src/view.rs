@@ -305,7 +305,7 @@ pub struct Buckets {
 impl View {
     /// Starts following the buckets; the view is ready once each has been read up to
     /// its state at start.
-    pub fn start(buckets: Buckets, default_strategy: Strategy) -> View {
+    pub fn start(buckets: Buckets, default_strategy: Strategy, link: voiyd_nats::Link) -> View {
         let state = Arc::new(RwLock::new(State {
             default_strategy,
             ..Default::default()
@@ -321,6 +321,7 @@ impl View {
             let state = state.clone();
             let caught_up = caught_up.clone();
             let tx = tx.clone();
+            let link = link.clone();
             tokio::spawn(async move {
                 let mut counted = false;
                 let mut on_current = || {
@@ -331,7 +332,7 @@ impl View {
                         }
                     }
                 };
-                follow(bucket, which, state, &mut on_current).await
+                follow(bucket, which, state, &link, &mut on_current).await
             });
         }
         View { state, ready: rx }
@@ -582,16 +583,27 @@ enum Which {
     Status,
 }
 
-/// Applies every change of one bucket to the view, re-watching after failures.
+/// Applies every change of one bucket to the view, re-watching after failures and
+/// after every reconnection to NATS (the watch's consumer may be gone with the server
+/// it lived on, and the watch itself would notice only after missed heartbeats). A
+/// re-watch resumes after the last revision applied.
 async fn follow(
     bucket: kv::Store,
     which: Which,
     state: Arc<RwLock<State>>,
+    link: &voiyd_nats::Link,
     on_current: &mut (dyn FnMut() + Send),
 ) {
+    let mut last: u64 = 0;
     loop {
+        let seen = link.state();
         let empty = bucket.status().await.map(|s| s.values() == 0);
-        let mut w = match bucket.watch_with_history(">").await {
+        let watch = if last == 0 {
+            bucket.watch_with_history(">").await
+        } else {
+            bucket.watch_from_revision(">", last + 1).await
+        };
+        let mut w = match watch {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(?which, error = %e, "cannot watch bucket; retrying");
@@ -602,7 +614,15 @@ async fn follow(
         if matches!(empty, Ok(true)) {
             on_current();
         }
-        while let Some(entry) = w.next().await {
+        loop {
+            let entry = tokio::select! {
+                e = w.next() => e,
+                () = link.reconnected_after(seen) => {
+                    tracing::debug!(?which, after = last, "reconnected to NATS; re-watching");
+                    break;
+                }
+            };
+            let Some(entry) = entry else { break };
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
@@ -611,6 +631,7 @@ async fn follow(
                 }
             };
             let put = entry.operation == kv::Operation::Put;
+            last = last.max(entry.revision);
             {
                 let mut s = state.write().expect("view lock");
                 apply(

@@ -156,7 +156,7 @@ pub async fn run(globals: &Globals, args: &EventsArgs) -> Result<()> {
     }
     let last = read_all(&session.api, &q, show).await?;
     tokio::select! {
-        r = follow(session.api.nats(), &q, last, show) => r,
+        r = follow(session.api.nats(), &session.link, &q, last, show) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
@@ -166,6 +166,7 @@ pub async fn run(globals: &Globals, args: &EventsArgs) -> Result<()> {
 /// at or below that sequence is dropped, so nothing is shown twice or skipped.
 pub async fn follow(
     nats: &async_nats::Client,
+    link: &voiyd_nats::Link,
     q: &Query,
     mut last: u64,
     show: impl Fn(&Event),
@@ -178,12 +179,13 @@ pub async fn follow(
     let mut failures = 0u32;
     loop {
         let before = last;
+        let seen = link.state();
         let Err(e) = tokio::select! {
             r = follow_once(&js, &filter, q, &mut last, &show) => r,
             // The consumer may be gone with the server we were connected to; the
             // ordered consumer would only notice after missed heartbeats (many
             // seconds), so start over from the last sequence at once.
-            () = reconnected(nats) => Err("reconnected to NATS".to_string()),
+            () = link.reconnected_after(seen) => Err("reconnected to NATS".to_string()),
         };
         if last > before {
             failures = 0;
@@ -194,20 +196,6 @@ pub async fn follow(
         }
         // Back off between attempts so a long outage does not spin.
         tokio::time::sleep(Duration::from_millis(250 * u64::from(failures.min(8)))).await;
-    }
-}
-
-/// Returns once the client has been disconnected and is connected again.
-async fn reconnected(nats: &async_nats::Client) {
-    use async_nats::connection::State;
-    let mut was_down = false;
-    loop {
-        match nats.connection_state() {
-            State::Connected if was_down => return,
-            State::Connected => {}
-            State::Disconnected | State::Pending => was_down = true,
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
