@@ -369,6 +369,9 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
                 continue;
             }
         };
+        // Reconnections are counted from before the read below: one that happens while
+        // it runs costs another read, never a missed change.
+        let mut seen = s.link.state();
         // Subscribe before reading, so no change falls between the read and the messages.
         let mut updates = match s.client.subscribe(names::node::work(&s.cfg.name)).await {
             Ok(sub) => sub,
@@ -383,8 +386,6 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        // Reconnections are counted from the read above, which saw everything before.
-        let mut seen = s.link.state();
         // A re-read after reconnecting that failed is tried again soon, not only at
         // the next periodic resync.
         let mut retry_read: Option<tokio::time::Instant> = None;
