@@ -61,22 +61,13 @@ impl LinkEvents {
 }
 
 impl Link {
-    /// A link that never changes, for a client whose events nobody tracks (tests
-    /// that build their own client).
-    pub fn fixed(state: LinkState) -> Link {
-        let (tx, rx) = watch::channel(state);
-        // The receiver keeps the last value once the sender is gone.
-        drop(tx);
-        Link { rx }
-    }
-
     /// The state now.
     pub fn state(&self) -> LinkState {
         *self.rx.borrow()
     }
 
     /// Returns once the client is connected through a connection made after `since`
-    /// (at once if that already happened). Never returns for a [`Link::fixed`].
+    /// (at once if that already happened). Never returns once the client is gone.
     pub async fn reconnected_after(&self, since: LinkState) {
         let mut rx = self.rx.clone();
         if rx.wait_for(|s| s.reconnected_since(&since)).await.is_err() {
@@ -85,7 +76,7 @@ impl Link {
     }
 
     /// Returns once the state differs from `seen`, with the new state. Never returns
-    /// for a [`Link::fixed`] that equals `seen`.
+    /// once the client is gone.
     pub async fn changed_from(&self, seen: LinkState) -> LinkState {
         let mut rx = self.rx.clone();
         let now = rx.wait_for(|s| *s != seen).await.map(|s| *s);
@@ -142,21 +133,5 @@ mod tests {
             .await
             .expect("reconnected")
             .unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_fixed_link_never_reports_a_change() {
-        let link = Link::fixed(LinkState {
-            connected: true,
-            connects: 1,
-            disconnects: 0,
-        });
-        let seen = link.state();
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), link.changed_from(seen))
-                .await
-                .is_err()
-        );
-        assert!(link.wait_connected(Duration::from_millis(10)).await);
     }
 }

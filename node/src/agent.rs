@@ -390,7 +390,6 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
         // the next periodic resync.
         let mut retry_read: Option<tokio::time::Instant> = None;
         loop {
-            let retry_at = retry_read;
             tokio::select! {
                 msg = updates.next() => match msg {
                     Some(m) => match WorkUpdate::decode(m.payload) {
@@ -413,7 +412,7 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
                     }
                     retry_read = Some(tokio::time::Instant::now());
                 }
-                _ = sleep_until_some(retry_at) => {
+                _ = sleep_until_some(retry_read) => {
                     retry_read = None;
                     if let Err(e) = full_sync(&s, &kv, &filter).await {
                         tracing::warn!(error = %e, "re-reading work after reconnecting failed; trying again in 1 s");
