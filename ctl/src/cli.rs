@@ -192,6 +192,19 @@ pub struct GetArgs {
     /// Label selector, e.g. `app=web,tier!=db`.
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     pub selector: Option<String>,
+    /// Field selector, applied by the server, e.g. `node=n1,phase!=Running` (tasks: name,
+    /// node, phase, reason, image; nodes: name, phase, runtime, version).
+    #[arg(long = "field-selector", value_name = "SELECTOR")]
+    pub field_selector: Option<String>,
+    /// After the list, print each change as it happens, until Ctrl-C.
+    #[arg(short = 'w', long = "watch")]
+    pub watch: bool,
+    /// Like --watch, without the list first.
+    #[arg(long = "watch-only")]
+    pub watch_only: bool,
+    /// With --watch: say what happened (ADDED, MODIFIED, DELETED) before each change.
+    #[arg(long = "output-watch-events")]
+    pub output_watch_events: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: Output,

@@ -3,33 +3,40 @@
 /// Renders a table: a header row and data rows, columns padded to their widest
 /// cell and separated by three spaces; the last column is not padded.
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let cols = headers.len();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    let widths = widths(headers, rows);
+    let mut out = line(&widths, headers.iter().copied());
     for row in rows {
-        for (i, cell) in row.iter().enumerate().take(cols) {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut text = String::new();
-        for (i, cell) in cells.enumerate().take(cols) {
-            if i + 1 < cols {
-                text.push_str(cell);
-                let pad = widths[i] - cell.chars().count() + 3;
-                text.extend(std::iter::repeat_n(' ', pad));
-            } else {
-                text.push_str(cell);
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&mut headers.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
+        out.push_str(&line(&widths, row.iter().map(String::as_str)));
     }
     out
+}
+
+/// The width of each column: its widest cell, header included.
+pub fn widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (cell, w) in row.iter().zip(widths.iter_mut()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
+/// One line of a table with these column widths (a longer cell pushes the rest right:
+/// rows that arrive later, as in `get -w`, keep the columns of the first screen).
+pub fn line<'a>(widths: &[usize], cells: impl Iterator<Item = &'a str>) -> String {
+    let cols = widths.len();
+    let mut text = String::new();
+    for (i, cell) in cells.enumerate().take(cols) {
+        text.push_str(cell);
+        if i + 1 < cols {
+            let pad = widths[i].saturating_sub(cell.chars().count()) + 3;
+            text.extend(std::iter::repeat_n(' ', pad));
+        }
+    }
+    let mut text = text.trim_end().to_string();
+    text.push('\n');
+    text
 }
 
 #[cfg(test)]

@@ -283,6 +283,7 @@ fn targets() -> Vec<Target> {
             seeds: vec![
                 ListRequest {
                     selector: "app=web,tier!=db,zone in (a,b),!gpu".into(),
+                    field_selector: "node=n1,phase!=Running".into(),
                 }
                 .encode_to_vec(),
                 DeleteRequest {
@@ -303,6 +304,10 @@ fn targets() -> Vec<Target> {
             run: |d| {
                 let l = ListRequest::decode(d).map(|l| {
                     let _ = voiyd_messages::selector::Selector::parse(&l.selector);
+                    let _ = voiyd_messages::fields::FieldSelector::parse(
+                        &l.field_selector,
+                        <Task as voiyd_messages::fields::Fields>::FIELDS,
+                    );
                 });
                 let _ = DeleteRequest::decode(d);
                 let _ = TaskActionRequest::decode(d);

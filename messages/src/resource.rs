@@ -96,6 +96,7 @@ pub trait Resource:
     + DeserializeOwned
     + Send
     + Sync
+    + crate::fields::Fields
     + 'static
 {
     /// This resource's kind.

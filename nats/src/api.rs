@@ -6,9 +6,10 @@
 //! headers `Nats-Service-Error` (a message for people) and `Nats-Service-Error-Code`
 //! (an HTTP-like code, see [`ErrorCode`]).
 
-use crate::names;
+use crate::{chunks, names};
 use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
 use bytes::Bytes;
+use futures::StreamExt;
 use prost::Message;
 use std::time::Duration;
 use voiyd_messages::v1::{
@@ -265,16 +266,94 @@ impl ApiClient {
 
     /// Lists the resources matching a label selector ("" for all).
     pub async fn list<R: Resource>(&self, selector: &str) -> Result<Vec<R>, ApiError> {
-        #[derive(Clone, PartialEq, prost::Message)]
-        struct List<R: Resource> {
-            #[prost(message, repeated, tag = "1")]
-            items: Vec<R>,
-        }
         let req = ListRequest {
             selector: selector.to_string(),
+            ..Default::default()
         };
-        let list: List<R> = self.call(R::KIND.plural(), "list", &req).await?;
-        Ok(list.items)
+        self.list_with(&req).await
+    }
+
+    /// Lists the resources matching a label and a field selector, of any size.
+    pub async fn list_with<R: Resource>(&self, req: &ListRequest) -> Result<Vec<R>, ApiError> {
+        self.call_list(R::KIND.plural(), req).await
+    }
+
+    /// Sends a list request and collects every chunk of its reply (see [`crate::chunks`]).
+    /// Each chunk must arrive within the timeout of the one before.
+    async fn call_list<Req: Message, Item: Message + Default + std::fmt::Debug>(
+        &self,
+        kind: &str,
+        req: &Req,
+    ) -> Result<Vec<Item>, ApiError> {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct List<Item: Message + Default + std::fmt::Debug> {
+            #[prost(message, repeated, tag = "1")]
+            items: Vec<Item>,
+        }
+        let subject = names::api_subject(kind, "list");
+        let transport = |e: &dyn std::fmt::Display| ApiError::Transport {
+            subject: subject.clone(),
+            reason: e.to_string(),
+        };
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| transport(&e))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(chunks::ACCEPT_CHUNKS, "1");
+        self.client
+            .publish_with_reply_and_headers(
+                subject.clone(),
+                inbox,
+                headers,
+                Bytes::from(req.encode_to_vec()),
+            )
+            .await
+            .map_err(|e| match e.kind() {
+                async_nats::client::PublishErrorKind::MaxPayloadExceeded => ApiError::TooLarge(
+                    format!("request to {subject} is larger than the NATS server's max_payload"),
+                ),
+                _ => transport(&e),
+            })?;
+        let mut items = Vec::new();
+        let mut next = 0usize;
+        loop {
+            let msg = match tokio::time::timeout(self.timeout, replies.next()).await {
+                Err(_) => {
+                    return Err(ApiError::Timeout {
+                        subject,
+                        timeout: self.timeout,
+                    })
+                }
+                Ok(None) => return Err(transport(&"the reply subscription closed")),
+                Ok(Some(m)) => m,
+            };
+            if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                return Err(ApiError::NoServer { subject });
+            }
+            let list: List<Item> = decode_reply(&subject, &msg)?;
+            let (index, count) = match msg.headers.as_ref().and_then(|h| h.get(chunks::CHUNK)) {
+                None => (0, 1),
+                Some(v) => chunks::parse_header(v.as_str())
+                    .ok_or_else(|| transport(&format!("bad {} header `{v}`", chunks::CHUNK)))?,
+            };
+            if index != next {
+                // Chunks come from one server connection and arrive in order; a gap means
+                // one was dropped (this client was too slow), and the list would be short.
+                return Err(transport(&format!(
+                    "reply chunk {} of {count} arrived when {} was due: retry",
+                    index + 1,
+                    next + 1
+                )));
+            }
+            items.extend(list.items);
+            next += 1;
+            if next == count {
+                return Ok(items);
+            }
+        }
     }
 
     /// Deletes a resource.
@@ -293,7 +372,9 @@ impl ApiClient {
 
     /// Reads events from the event stream.
     pub async fn events(&self, req: &EventsRequest) -> Result<EventList, ApiError> {
-        self.call("events", "list", req).await
+        Ok(EventList {
+            items: self.call_list("events", req).await?,
+        })
     }
 }
 

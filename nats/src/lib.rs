@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod chunks;
 pub mod connect;
 pub mod embedded;
 pub mod link;

@@ -663,3 +663,55 @@ impl Drop for ContainerdCluster {
         self.containerd.kill_all_tasks();
     }
 }
+
+/// A voiyd-node process hosting `count` simulated nodes named `<name>-0001`… (or
+/// `<name>` when `count` is 1).
+pub fn sim_nodes(url: &str, name: &str, count: usize, dir: &Path, extra: &[&str]) -> Proc {
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let count = count.to_string();
+    let mut args = vec![
+        "--server",
+        url,
+        "--name",
+        name,
+        "--runtime",
+        "sim",
+        "--sim-nodes",
+        &count,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    if !extra.contains(&"--log-level") {
+        args.extend_from_slice(&["--log-level", "voiyd_node=info,warn"]);
+    }
+    args.extend_from_slice(extra);
+    Proc::spawn(
+        &bin("voiyd-node"),
+        &args,
+        &[],
+        dir.join(format!("{name}.log")),
+    )
+}
+
+/// How many nodes are Ready.
+pub async fn ready_nodes(api: &ApiClient) -> usize {
+    api.list::<voiyd_messages::v1::Node>("")
+        .await
+        .map(|ns| {
+            ns.iter()
+                .filter(|n| n.status.as_ref().is_some_and(|s| s.phase == "Ready"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (30 s at most) until `n` nodes are Ready.
+pub async fn wait_nodes(api: &ApiClient, n: usize) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} nodes ready"),
+        || async { (ready_nodes(api).await >= n).then_some(()) },
+    )
+    .await;
+}

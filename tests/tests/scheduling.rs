@@ -14,38 +14,9 @@ use voiyd_messages::Resource;
 use voiyd_nats::api::ApiClient;
 use voiyd_nats::testing::TestNats;
 use voiyd_tests::{
-    bin, eventually, stderr, stdout, voiydctl, voiydctl_ok, ContainerdCluster, Proc, Server,
+    eventually, ready_nodes, sim_nodes, stderr, stdout, voiydctl, voiydctl_ok, wait_nodes,
+    ContainerdCluster, Proc, Server,
 };
-
-/// A voiyd-node process hosting `count` simulated nodes named `<name>-0001`… (or
-/// `<name>` when `count` is 1).
-fn sim_nodes(url: &str, name: &str, count: usize, dir: &Path, extra: &[&str]) -> Proc {
-    let data = dir.join(name);
-    std::fs::create_dir_all(&data).unwrap();
-    let count = count.to_string();
-    let mut args = vec![
-        "--server",
-        url,
-        "--name",
-        name,
-        "--runtime",
-        "sim",
-        "--sim-nodes",
-        &count,
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    if !extra.contains(&"--log-level") {
-        args.extend_from_slice(&["--log-level", "voiyd_node=info,warn"]);
-    }
-    args.extend_from_slice(extra);
-    Proc::spawn(
-        &bin("voiyd-node"),
-        &args,
-        &[],
-        dir.join(format!("{name}.log")),
-    )
-}
 
 fn task(name: &str, config: TaskConfig) -> Task {
     Task {
@@ -60,26 +31,6 @@ fn task(name: &str, config: TaskConfig) -> Task {
         }),
         status: None,
     }
-}
-
-async fn ready_nodes(api: &ApiClient) -> usize {
-    api.list::<Node>("")
-        .await
-        .map(|ns| {
-            ns.iter()
-                .filter(|n| n.status.as_ref().is_some_and(|s| s.phase == "Ready"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
-async fn wait_nodes(api: &ApiClient, n: usize) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("{n} nodes ready"),
-        || async { (ready_nodes(api).await >= n).then_some(()) },
-    )
-    .await;
 }
 
 /// name → (phase, node) of every task.

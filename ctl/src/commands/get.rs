@@ -2,14 +2,15 @@
 
 use crate::checks;
 use crate::cli::{EventOutput, GetArgs, Output};
-use crate::commands::events;
-use crate::connection::{self, Globals};
+use crate::commands::{events, watch};
+use crate::connection::{self, Globals, Session};
 use crate::error::{CtlError, Result};
 use crate::render::{render_resources, Row};
 use crate::timefmt::now_secs;
-use voiyd_messages::v1::{ContainerSet, Lease, Node, Task, Volume};
+use voiyd_messages::fields::FieldSelector;
+use voiyd_messages::v1::{ContainerSet, Lease, ListRequest, Node, Task, Volume};
 use voiyd_messages::Kind;
-use voiyd_nats::api::{ApiClient, ApiError};
+use voiyd_nats::api::ApiError;
 
 /// Whether a kind argument means the event stream.
 pub fn is_events(kind: &str) -> bool {
@@ -31,6 +32,17 @@ pub async fn run(globals: &Globals, args: &GetArgs) -> Result<()> {
                 )))
             }
         };
+        if args.watch || args.watch_only {
+            // `get events -w` is `events -w`.
+            let follow = crate::cli::EventsArgs {
+                watch: true,
+                since: None,
+                kind: None,
+                name: None,
+                output,
+            };
+            return events::run(globals, &follow).await;
+        }
         return events::list_once(globals, None, output).await;
     }
     let kind = voiyd_messages::Kind::parse(&args.kind).ok_or_else(|| {
@@ -39,9 +51,21 @@ pub async fn run(globals: &Globals, args: &GetArgs) -> Result<()> {
             args.kind
         ))
     })?;
-    if !args.names.is_empty() && args.selector.is_some() {
+    let watching = args.watch || args.watch_only;
+    if !args.names.is_empty() && (args.selector.is_some() || args.field_selector.is_some()) {
         return Err(CtlError::Usage(
-            "give names or a selector (-l), not both".to_string(),
+            "give names or selectors (-l, --field-selector), not both".to_string(),
+        ));
+    }
+    if args.output_watch_events && !watching {
+        return Err(CtlError::Usage(
+            "--output-watch-events goes with --watch (-w) or --watch-only".to_string(),
+        ));
+    }
+    if watching && kind == Kind::Lease {
+        return Err(CtlError::Usage(
+            "leases cannot be watched (they change with every heartbeat): run `voiydctl get leases` again"
+                .to_string(),
         ));
     }
     let selector = args.selector.clone().unwrap_or_default();
@@ -49,21 +73,36 @@ pub async fn run(globals: &Globals, args: &GetArgs) -> Result<()> {
         checks::selector(&selector)
             .map_err(|e| CtlError::Usage(format!("invalid selector `{selector}`: {e}")))?;
     }
+    let req = ListRequest {
+        selector,
+        field_selector: args.field_selector.clone().unwrap_or_default(),
+    };
     let session = connection::session(globals).await?;
-    let api = &session.api;
     match kind {
-        Kind::Task => show::<Task>(api, args, &selector).await,
-        Kind::Node => show::<Node>(api, args, &selector).await,
-        Kind::Volume => show::<Volume>(api, args, &selector).await,
-        Kind::ContainerSet => show::<ContainerSet>(api, args, &selector).await,
-        Kind::Lease => show::<Lease>(api, args, &selector).await,
+        Kind::Task => show::<Task>(&session, args, &req, watching).await,
+        Kind::Node => show::<Node>(&session, args, &req, watching).await,
+        Kind::Volume => show::<Volume>(&session, args, &req, watching).await,
+        Kind::ContainerSet => show::<ContainerSet>(&session, args, &req, watching).await,
+        Kind::Lease => show::<Lease>(&session, args, &req, watching).await,
     }
 }
 
-async fn show<R: Row>(api: &ApiClient, args: &GetArgs, selector: &str) -> Result<()> {
+async fn show<R: Row>(
+    session: &Session,
+    args: &GetArgs,
+    req: &ListRequest,
+    watching: bool,
+) -> Result<()> {
+    // Refused here, before any request, with the kind's fields named.
+    FieldSelector::parse(&req.field_selector, R::FIELDS)
+        .map_err(|e| CtlError::Usage(e.to_string()))?;
+    if watching {
+        return watch::run::<R>(session, args, req.clone()).await;
+    }
+    let api = &session.api;
     let mut missing = Vec::new();
     let items: Vec<R> = if args.names.is_empty() {
-        api.list::<R>(selector).await?
+        api.list_with::<R>(req).await?
     } else {
         let mut items = Vec::new();
         for name in &args.names {

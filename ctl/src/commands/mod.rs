@@ -14,3 +14,4 @@ pub mod tasks;
 pub mod token;
 pub mod top;
 pub mod volumes;
+pub mod watch;

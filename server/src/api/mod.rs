@@ -2,6 +2,7 @@
 //! any number of servers share the requests.
 
 mod failure;
+mod lists;
 mod nodes;
 pub mod resources;
 mod tasks;
@@ -17,14 +18,11 @@ use futures::StreamExt;
 use prost::Message;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-use voiyd_messages::v1::{
-    ContainerSet, ContainerSetList, DeleteRequest, EventsRequest, Node, NodeList, Task, TaskList,
-    Volume, VolumeList,
-};
+use voiyd_messages::v1::{ContainerSet, DeleteRequest, Node, Task, Volume};
 use voiyd_messages::Kind;
 use voiyd_nats::api::{service_error, ErrorCode, MAX_REQUEST_BYTES};
 use voiyd_nats::bootstrap::Cluster;
-use voiyd_nats::names;
+use voiyd_nats::{chunks, names};
 
 /// Everything a request handler needs; cheap to clone (one per request).
 #[derive(Clone)]
@@ -136,28 +134,73 @@ async fn respond(ctx: &Ctx, kind: &str, verb: &str, req: Request) {
                 body.len()
             ),
         })
+    } else if verb == "list" {
+        lists::list(ctx, kind, body).await
     } else {
-        handle(ctx, kind, verb, body).await
+        handle(ctx, kind, verb, body).await.map(|b| vec![b])
     };
+    let result = result.and_then(|chunks| {
+        if chunks.len() > 1 && !accepts_chunks(&req) {
+            return Err(Failure {
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "the {kind} list needs {} replies and this client reads only one: upgrade it, or narrow the list with a selector",
+                    chunks.len()
+                ),
+            });
+        }
+        Ok(chunks)
+    });
     let code = result
         .as_ref()
         .map(|_| 200)
         .unwrap_or_else(|f| f.code as u16);
     crate::metrics::record_request(kind, verb, code, started.elapsed());
-    let reply = match result {
-        Ok(bytes) => Ok(bytes),
+    let sent = match result {
+        Ok(chunks) if chunks.len() > 1 => send_chunks(ctx, &req, chunks).await,
+        Ok(mut chunks) => req.respond(Ok(chunks.pop().unwrap_or_default())).await,
         Err(f) => {
             if f.code == ErrorCode::Internal || f.code == ErrorCode::Unavailable {
                 tracing::warn!(kind, verb, error = %f.message, "request failed");
             } else {
                 tracing::debug!(kind, verb, error = %f.message, "request refused");
             }
-            Err(service_error(f.code, f.message))
+            req.respond(Err(service_error(f.code, f.message))).await
         }
     };
-    if let Err(e) = req.respond(reply).await {
+    if let Err(e) = sent {
         tracing::warn!(kind, verb, error = %e, "cannot send reply");
     }
+}
+
+fn accepts_chunks(req: &Request) -> bool {
+    req.message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(chunks::ACCEPT_CHUNKS))
+        .is_some_and(|v| v.as_str() == "1")
+}
+
+/// Publishes a list's chunks to the request's reply subject, in order, from this one
+/// connection (so they arrive in order). A client that went away costs nothing more:
+/// NATS drops messages to a subject nobody listens on.
+async fn send_chunks(
+    ctx: &Ctx,
+    req: &Request,
+    chunks: Vec<Bytes>,
+) -> Result<(), async_nats::PublishError> {
+    let Some(reply) = req.message.reply.clone() else {
+        return Ok(());
+    };
+    let count = chunks.len();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(chunks::CHUNK, chunks::header_value(i, count).as_str());
+        ctx.client
+            .publish_with_headers(reply.clone(), headers, chunk)
+            .await?;
+    }
+    Ok(())
 }
 
 fn encode<M: Message>(m: M) -> Bytes {
@@ -172,47 +215,29 @@ pub async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<By
             "create" => tasks::create(ctx, body).await.map(encode),
             "update" | "patch" => tasks::update(ctx, verb, body).await.map(encode),
             "delete" => tasks::delete(ctx, body).await.map(encode),
-            _ => crud::<Task, _>(ctx, verb, body, |items| TaskList { items }).await,
+            _ => crud::<Task>(ctx, verb, body).await,
         },
         "nodes" if verb == "delete" => nodes::delete(ctx, body).await.map(encode),
         "nodes" if verb == voiyd_nats::auth::JOIN_VERB => {
             crate::auth::join(ctx, body).await.map(encode)
         }
-        "nodes" => crud::<Node, _>(ctx, verb, body, |items| NodeList { items }).await,
+        "nodes" => crud::<Node>(ctx, verb, body).await,
         "tokens" if verb == "create" => crate::auth::create_token(ctx, body).await.map(encode),
         "volumes" => match verb {
             "update" | "patch" => volumes::update(ctx, verb, body).await.map(encode),
             "delete" => volumes::delete(ctx, body).await.map(encode),
-            _ => crud::<Volume, _>(ctx, verb, body, |items| VolumeList { items }).await,
+            _ => crud::<Volume>(ctx, verb, body).await,
         },
-        "sets" => {
-            crud::<ContainerSet, _>(ctx, verb, body, |items| ContainerSetList { items }).await
-        }
-        "leases" => crate::leases::handle(ctx, verb, body).await,
-        "events" => {
-            let req = EventsRequest::decode(body)?;
-            ctx.events
-                .list(&req)
-                .await
-                .map(encode)
-                .map_err(Failure::internal)
-        }
+        "sets" => crud::<ContainerSet>(ctx, verb, body).await,
+        "leases" if verb == "get" => crate::leases::get(ctx, body).await,
         _ => Err(Failure::invalid(format!("unknown API kind `{kind}`"))),
     }
 }
 
-async fn crud<R: Managed, L: Message>(
-    ctx: &Ctx,
-    verb: &str,
-    body: Bytes,
-    wrap: impl FnOnce(Vec<R>) -> L,
-) -> Result<Bytes, Failure> {
+async fn crud<R: Managed>(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Bytes, Failure> {
     match verb {
         "create" => resources::create::<R>(ctx, body).await.map(encode),
         "get" => resources::get::<R>(ctx, body).await.map(encode),
-        "list" => resources::list::<R>(ctx, body)
-            .await
-            .map(|items| encode(wrap(items))),
         "update" => resources::update::<R>(ctx, body).await.map(encode),
         "patch" => resources::patch::<R>(ctx, body).await.map(encode),
         "delete" => {

@@ -6,8 +6,10 @@ use crate::merge_patch;
 use crate::status;
 use bytes::Bytes;
 use prost::Message;
+use voiyd_messages::fields::FieldSelector;
 use voiyd_messages::selector::Selector;
 use voiyd_messages::v1::{DeleteReply, DeleteRequest, GetRequest, ListRequest, PatchRequest};
+use voiyd_messages::Resource;
 use voiyd_nats::store::StoreError;
 
 fn label(kind: &str, name: &str) -> String {
@@ -100,22 +102,33 @@ pub async fn fetch<R: Managed>(ctx: &Ctx, name: &str) -> Result<R, Failure> {
     })
 }
 
-/// Lists resources matching a label selector, sorted by name, with their status.
-pub async fn list<R: Managed>(ctx: &Ctx, body: Bytes) -> Result<Vec<R>, Failure> {
-    let req = ListRequest::decode(body)?;
-    let selector = Selector::parse(&req.selector).map_err(|e| Failure::invalid(e.to_string()))?;
+/// Lists resources matching the request's label and field selectors, sorted by name,
+/// with their status.
+pub async fn list<R: Managed>(ctx: &Ctx, req: &ListRequest) -> Result<Vec<R>, Failure> {
+    let (labels, fields) = selectors::<R>(req)?;
     let mut items: Vec<R> = R::store(&ctx.cluster)
         .list()
         .await?
         .into_iter()
-        .filter(|r| selector.matches(&r.labels()))
+        .filter(|r| labels.matches(&r.labels()))
         .collect();
     let mut statuses = status::read_all::<R>(&ctx.status).await?;
     for r in &mut items {
         let s = statuses.remove(r.name());
         r.set_status(s);
     }
+    if !fields.is_empty() {
+        items.retain(|r| fields.matches(r));
+    }
     Ok(items)
+}
+
+/// The label and field selectors of a list request, or why they do not parse.
+pub fn selectors<R: Resource>(req: &ListRequest) -> Result<(Selector, FieldSelector), Failure> {
+    let labels = Selector::parse(&req.selector).map_err(|e| Failure::invalid(e.to_string()))?;
+    let fields = FieldSelector::parse(&req.field_selector, R::FIELDS)
+        .map_err(|e| Failure::invalid(e.to_string()))?;
+    Ok((labels, fields))
 }
 
 /// Replaces the spec. A non-zero `meta.resource_version` must be the stored one.

@@ -1,0 +1,42 @@
+//! `list` requests of every kind: filtered on the server, answered in chunks (see
+//! [`voiyd_nats::chunks`]) so that a list of any size fits through NATS.
+
+use super::{resources, Ctx, Failure};
+use crate::managed::Managed;
+use bytes::Bytes;
+use prost::Message;
+use voiyd_messages::v1::{ContainerSet, EventsRequest, ListRequest, Node, Task, Volume};
+use voiyd_nats::chunks;
+
+/// The reply chunks of a list of `kind`.
+pub async fn list(ctx: &Ctx, kind: &str, body: Bytes) -> Result<Vec<Bytes>, Failure> {
+    let limit = chunks::chunk_limit(ctx.client.server_info().max_payload);
+    match kind {
+        "tasks" => managed::<Task>(ctx, body, limit).await,
+        "nodes" => managed::<Node>(ctx, body, limit).await,
+        "volumes" => managed::<Volume>(ctx, body, limit).await,
+        "sets" => managed::<ContainerSet>(ctx, body, limit).await,
+        "leases" => {
+            let req = ListRequest::decode(body)?;
+            let (labels, fields) = resources::selectors::<voiyd_messages::v1::Lease>(&req)?;
+            let mut items = crate::leases::list(ctx).await?;
+            items.retain(|l| {
+                use voiyd_messages::Resource;
+                labels.matches(&l.labels()) && fields.matches(l)
+            });
+            Ok(chunks::split(&items, limit))
+        }
+        "events" => {
+            let req = EventsRequest::decode(body)?;
+            let list = ctx.events.list(&req).await.map_err(Failure::internal)?;
+            Ok(chunks::split(&list.items, limit))
+        }
+        _ => Err(Failure::invalid(format!("unknown API kind `{kind}`"))),
+    }
+}
+
+async fn managed<R: Managed>(ctx: &Ctx, body: Bytes, limit: usize) -> Result<Vec<Bytes>, Failure> {
+    let req = ListRequest::decode(body)?;
+    let items = resources::list::<R>(ctx, &req).await?;
+    Ok(chunks::split(&items, limit))
+}
