@@ -227,6 +227,17 @@ pub async fn connect_linked(
     }
 }
 
+/// Pause before reconnect attempt `attempts` (1-based): at once, then doubling from
+/// 50 ms up to 2 s. async-nats's own backoff goes up to 4 s; after an outage servers
+/// give nodes a grace of 3 s to be heard again, so a node must not sit out a long pause once NATS is back.
+pub fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = (attempts - 2).min(16) as u32;
+    Duration::from_millis(50u64.saturating_mul(1 << exp)).min(Duration::from_secs(2))
+}
+
 async fn build_options(
     opts: &ConnectOptions,
     events: LinkEvents,
@@ -234,6 +245,7 @@ async fn build_options(
     let mut o = async_nats::ConnectOptions::new()
         .name(&opts.name)
         .connection_timeout(opts.connect_timeout)
+        .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
             let events = events.clone();
             async move {
@@ -388,6 +400,16 @@ fn root_reason(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnects_back_off_to_two_seconds() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        assert_eq!(reconnect_delay(2), Duration::from_millis(50));
+        assert_eq!(reconnect_delay(3), Duration::from_millis(100));
+        assert_eq!(reconnect_delay(7), Duration::from_millis(1600));
+        assert_eq!(reconnect_delay(8), Duration::from_secs(2));
+        assert_eq!(reconnect_delay(10_000), Duration::from_secs(2));
+    }
 
     #[test]
     fn from_urls_splits_and_trims() {

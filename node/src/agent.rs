@@ -42,8 +42,8 @@ pub struct AgentConfig {
     pub resync_every: Duration,
     /// Capacity to report instead of the host's (simulated nodes).
     pub capacity: Option<NodeResources>,
-    /// Fencing: after this long without NATS the node stops its tasks (but those with
-    /// `onDisconnect: keep`), since the servers have moved them elsewhere by then.
+    /// Fencing: after this long without NATS the node stops the tasks that ask for it
+    /// (`onDisconnect: stop`); every other task keeps running through the outage.
     pub disconnect_timeout: Duration,
 }
 
@@ -291,7 +291,7 @@ async fn fencing<R: Runtime>(s: Arc<Shared<R>>) {
                 _ = tokio::time::sleep_until(since + s.cfg.disconnect_timeout) => {
                     tracing::warn!(
                         after = ?s.cfg.disconnect_timeout,
-                        "NATS lost: fenced, stopping tasks (but onDisconnect: keep)"
+                        "NATS lost: fenced, stopping the tasks with onDisconnect: stop"
                     );
                     s.fenced.send_replace(true);
                     wake_all(&s);
@@ -312,10 +312,13 @@ async fn read_work<R: Runtime>(s: &Arc<Shared<R>>) -> Result<(), String> {
     full_sync(s, &kv, &names::work_filter(&s.cfg.name)).await
 }
 
-/// The desired state while fenced: stopped, unless the task keeps running.
+/// The desired state while fenced: stopped for a task that asks for at-most-once
+/// (`onDisconnect: stop`), unchanged for every other. An outage of the control plane
+/// stops nothing by default: a partitioned node's copy runs on until the partition
+/// heals, and then the node's re-read of its work stops a copy that was moved.
 pub fn fenced_desired(d: Option<Desired>) -> Option<Desired> {
     d.map(|mut d| {
-        if !d.config.on_disconnect.eq_ignore_ascii_case("keep") {
+        if d.config.on_disconnect.eq_ignore_ascii_case("stop") {
             d.config.stopped = true;
         }
         d
@@ -1014,5 +1017,28 @@ async fn follow_subnet<R: Runtime>(s: Arc<Shared<R>>) {
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fencing_stops_only_what_asks_for_it() {
+        let with = |policy: &str| {
+            Some(Desired {
+                config: voiyd_messages::v1::TaskConfig {
+                    on_disconnect: policy.into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+        };
+        let stopped = |d: Option<Desired>| d.unwrap().config.stopped;
+        assert!(stopped(fenced_desired(with("stop"))));
+        assert!(!stopped(fenced_desired(with(""))));
+        assert!(!stopped(fenced_desired(with("keep"))));
+        assert!(fenced_desired(None).is_none());
     }
 }

@@ -71,8 +71,8 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101); off when not given.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
-    /// Seconds without NATS after which this node stops its tasks (fencing), except
-    /// those with `onDisconnect: keep`; match the servers' --node-timeout.
+    /// Seconds without NATS after which this node stops the tasks that say
+    /// `onDisconnect: stop` (fencing); other tasks run on through any outage.
     #[arg(long, default_value_t = 5)]
     node_timeout: u64,
     /// Runtime: containerd, or sim (simulated containers that start at once, for

@@ -60,7 +60,7 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 pub const KILL_RETRY: Duration = Duration::from_secs(2);
 
 /// What a task assigned to this node should be.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Desired {
     /// The task's name.
     pub task: String,

@@ -31,7 +31,8 @@ fn lease_ttl() -> Duration {
     LEASE_TTL.get().copied().unwrap_or(Duration::from_secs(10))
 }
 
-fn plus(t: Timestamp, d: Duration) -> Timestamp {
+/// `t` plus `d` (whole seconds).
+pub fn plus(t: Timestamp, d: Duration) -> Timestamp {
     Timestamp {
         seconds: t.seconds + d.as_secs() as i64,
         nanos: t.nanos,
@@ -121,13 +122,37 @@ pub async fn renew_node_lease(ctx: &Ctx, node: &str) {
     }
 }
 
-/// Marks Ready nodes whose last heartbeat is older than `timeout` NotReady.
-pub async fn mark_lost_nodes(ctx: &Ctx, timeout: Duration) -> Result<(), Failure> {
+/// How long after this server (re)connects to NATS before it judges nodes by their
+/// silence: their own reconnect (backoff capped at 2 s, see
+/// [`voiyd_nats::connect::reconnect_delay`]) plus a heartbeat.
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(3);
+
+/// Whether a Ready node is lost: silent for longer than `timeout` *while this server
+/// could have heard it*. `observed_from` (ms) is when this server last (re)connected
+/// plus [`RECONNECT_GRACE`]: a heartbeat missed while the control plane itself was
+/// away (a server restart, a NATS outage) says nothing about the node, and counting it
+/// would move every task of the cluster after every outage.
+pub fn is_lost(
+    phase: &str,
+    last_heartbeat: i64,
+    observed_from: i64,
+    now: i64,
+    timeout: Duration,
+) -> bool {
+    phase == "Ready" && now - last_heartbeat.max(observed_from) > timeout.as_millis() as i64
+}
+
+/// Marks Ready nodes NotReady that [`is_lost`] says are lost.
+pub async fn mark_lost_nodes(
+    ctx: &Ctx,
+    timeout: Duration,
+    observed_from: &Timestamp,
+) -> Result<(), Failure> {
     let now = millis(&crate::now());
-    let limit = timeout.as_millis() as i64;
+    let from = millis(observed_from);
     for n in ctx.view.nodes() {
         let last = n.last_heartbeat.as_ref().map(millis).unwrap_or(0);
-        if n.phase != "Ready" || now - last <= limit {
+        if !is_lost(&n.phase, last, from, now, timeout) {
             continue;
         }
         let node = n.candidate.name.clone();
@@ -136,7 +161,7 @@ pub async fn mark_lost_nodes(ctx: &Ctx, timeout: Duration) -> Result<(), Failure
             continue;
         };
         let last = v.status.last_heartbeat.as_ref().map(millis).unwrap_or(0);
-        if v.status.phase != "Ready" || now - last <= limit {
+        if !is_lost(&v.status.phase, last, from, now, timeout) {
             continue; // a heartbeat arrived meanwhile
         }
         let mut st = v.status.clone();
@@ -297,6 +322,19 @@ mod tests {
         assert_eq!(evacuation_reason(true, "Ready", true, false), None);
         assert_eq!(evacuation_reason(true, "Ready", false, true), None);
         assert_eq!(evacuation_reason(true, "", false, false), None);
+    }
+
+    #[test]
+    fn silence_counts_only_while_the_server_could_hear() {
+        let t = Duration::from_secs(5);
+        // Heard 6 s ago, listening all along: lost.
+        assert!(is_lost("Ready", 1_000, 0, 7_000, t));
+        assert!(!is_lost("Ready", 2_000, 0, 7_000, t));
+        // Silent for a minute, but this server only listens again since 2 s ago: not yet.
+        assert!(!is_lost("Ready", 0, 58_000, 60_000, t));
+        assert!(is_lost("Ready", 0, 54_000, 60_000, t));
+        // Only Ready nodes become lost.
+        assert!(!is_lost("NotReady", 0, 0, 60_000, t));
     }
 
     #[test]

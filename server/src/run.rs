@@ -135,7 +135,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             status: status_kv.clone(),
         },
         cfg.placement,
-        link,
+        link.clone(),
     );
     let ctx = Ctx::new(CtxParts {
         client: client.clone(),
@@ -162,6 +162,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         ctx.clone(),
         cfg.node_timeout,
         cfg.work_sweep_interval,
+        link.clone(),
     ));
     let node_events_task = tokio::spawn(crate::node_events::run(client.clone(), ctx.clone()));
     let _metrics = match cfg.metrics_addr {
@@ -204,15 +205,27 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
 
 /// Periodic level-triggered repairs: nodes whose heartbeats stopped become NotReady,
 /// tasks still waiting for a node are placed, and stale work is swept now and then.
-async fn upkeep(ctx: Ctx, node_timeout: Duration, sweep_every: Duration) {
+async fn upkeep(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: voiyd_nats::Link) {
     // Twice a second: a lost node's tasks move within node_timeout + 0.5 s.
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = crate::work_sweep::Sweep::default();
     let mut last_sweep = tokio::time::Instant::now();
+    let listening_from = || crate::failover::plus(crate::now(), crate::failover::RECONNECT_GRACE);
+    let mut seen = link.state();
+    let mut observed_from = listening_from();
     loop {
         tick.tick().await;
-        if let Err(e) = crate::failover::mark_lost_nodes(&ctx, node_timeout).await {
+        let state = link.state();
+        if state.connects != seen.connects {
+            // Back after an outage: nodes get time to come back too before any is lost.
+            observed_from = listening_from();
+        }
+        seen = state;
+        if !state.connected {
+            continue;
+        }
+        if let Err(e) = crate::failover::mark_lost_nodes(&ctx, node_timeout, &observed_from).await {
             tracing::warn!(error = %e.message, "node check failed");
         }
         crate::failover::evacuate(&ctx).await;

@@ -181,6 +181,14 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The embedded nats-server child of a voiyd-server process, if one runs.
+pub fn nats_child(server_pid: u32) -> Option<u32> {
+    children_of(server_pid).into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "nats-server")
+    })
+}
+
 /// The cluster CIDR of a test cluster: a /24 derived from its NATS port, so clusters of
 /// tests running at once on one host never share container addresses (8 nodes of /27,
 /// 29 running tasks each).
@@ -207,6 +215,8 @@ pub struct Server {
     pub proc: Proc,
     /// The NATS URL it uses (or serves, in embedded mode).
     pub url: String,
+    args: Vec<String>,
+    starts: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -249,10 +259,36 @@ impl Server {
         let server = Server {
             proc,
             url: url.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            starts: 1,
             _dir: dir,
         };
         server.wait_ready().await;
         server
+    }
+
+    /// Starts the process again with the same flags and data dir (after it was
+    /// stopped or killed; a live one is killed first), logging to a new file, and
+    /// waits until it is ready.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.starts += 1;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let log = self._dir.path().join(format!("server-{}.log", self.starts));
+        self.proc = Proc::spawn(&bin("voiyd-server"), &args, &[], log);
+        self.wait_ready().await;
+    }
+
+    /// SIGKILL, reaps it, and waits (10 s at most) until its children (the embedded
+    /// nats-server, which gets SIGTERM when its parent dies) are gone too.
+    pub fn kill(&mut self) {
+        let children = children_of(self.proc.pid());
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        let start = Instant::now();
+        while children.iter().any(|&c| pid_alive(c)) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until this server has its API up (its log says so) and the API answers.
@@ -714,4 +750,53 @@ pub async fn wait_nodes(api: &ApiClient, n: usize) {
         || async { (ready_nodes(api).await >= n).then_some(()) },
     )
     .await;
+}
+
+/// Runs `ctr` against a node agent's containerd namespace: the columns of each line.
+pub fn ctr_rows(socket: &Path, node: &str, args: &[&str]) -> Vec<Vec<String>> {
+    let ns = format!("voiyd-{node}-{}", std::process::id());
+    let out = std::process::Command::new("ctr")
+        .args(["--address", socket.to_str().unwrap(), "-n", &ns])
+        .args(args)
+        .output()
+        .expect("ctr");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// The first column of the `ctr` lines `keep` accepts (container or task ids).
+pub fn ctr_ids(
+    socket: &Path,
+    node: &str,
+    args: &[&str],
+    keep: fn(&[String]) -> bool,
+) -> Vec<String> {
+    ctr_rows(socket, node, args)
+        .into_iter()
+        .filter(|cols| !cols.is_empty() && keep(cols))
+        .map(|cols| cols[0].clone())
+        .collect()
+}
+
+/// The PIDs containerd reports for a task's container (`ctr tasks ls`: TASK PID STATUS).
+pub fn task_pids(socket: &Path, node: &str, task: &str) -> Vec<u32> {
+    ctr_rows(socket, node, &["tasks", "ls"])
+        .into_iter()
+        .filter(|cols| cols.len() >= 2 && cols[0] == task)
+        .filter_map(|cols| cols[1].parse().ok())
+        .collect()
+}
+
+/// Containers running in a node agent's containerd namespace.
+pub fn running_containers(socket: &Path, node: &str) -> Vec<String> {
+    ctr_ids(socket, node, &["tasks", "ls"], |cols| {
+        cols.iter().any(|c| c == "RUNNING")
+    })
+}
+
+/// Containers (running or not) in a node agent's containerd namespace.
+pub fn containers(socket: &Path, node: &str) -> Vec<String> {
+    ctr_ids(socket, node, &["containers", "ls", "-q"], |_| true)
 }

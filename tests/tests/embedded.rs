@@ -2,14 +2,7 @@
 
 use std::time::Duration;
 use voiyd_messages::v1::{Meta, Task, TaskConfig};
-use voiyd_tests::{children_of, eventually, pid_alive, Server};
-
-fn nats_child(server_pid: u32) -> Option<u32> {
-    children_of(server_pid).into_iter().find(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| c.trim() == "nats-server")
-    })
-}
+use voiyd_tests::{eventually, nats_child, pid_alive, Server};
 
 #[tokio::test]
 async fn killed_nats_is_restarted_and_state_survives() {

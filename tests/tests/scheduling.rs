@@ -14,8 +14,8 @@ use voiyd_messages::Resource;
 use voiyd_nats::api::ApiClient;
 use voiyd_nats::testing::TestNats;
 use voiyd_tests::{
-    eventually, ready_nodes, sim_nodes, stderr, stdout, voiydctl, voiydctl_ok, wait_nodes,
-    ContainerdCluster, Proc, Server,
+    containers, eventually, ready_nodes, running_containers, sim_nodes, stderr, stdout, task_pids,
+    voiydctl, voiydctl_ok, wait_nodes, ContainerdCluster, Proc, Server,
 };
 
 fn task(name: &str, config: TaskConfig) -> Task {
@@ -629,7 +629,7 @@ async fn stale_work_is_swept_and_the_node_stops_its_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fenced_node_stops_its_tasks_and_reconnects_without_duplicates() {
+async fn fenced_node_stops_only_strict_tasks_and_reconnects_without_duplicates() {
     let nats = TestNats::start().await;
     let server = Server::external(&nats.url()).await;
     let api = server.api().await;
@@ -637,18 +637,18 @@ async fn fenced_node_stops_its_tasks_and_reconnects_without_duplicates() {
     let proxy = Cuttable::start(nats.url().trim_start_matches("nats://").to_string()).await;
     let cut = sim_nodes(&proxy.url(), "cut", 1, dir.path(), &[]);
     wait_nodes(&api, 1).await;
-    api.create(&task("stopper", TaskConfig::default()))
-        .await
-        .unwrap();
     api.create(&task(
-        "keeper",
+        "stopper",
         TaskConfig {
-            on_disconnect: "keep".into(),
+            on_disconnect: "stop".into(),
             ..Default::default()
         },
     ))
     .await
     .unwrap();
+    api.create(&task("keeper", TaskConfig::default()))
+        .await
+        .unwrap();
     wait_running_count(&api, "cut", 2, Duration::from_secs(15)).await;
     let _other = sim_nodes(&nats.url(), "other", 1, dir.path(), &[]);
     wait_nodes(&api, 2).await;
@@ -963,37 +963,13 @@ async fn wait_running_on(api: &ApiClient, task: &str, node: &str, deadline: Dura
     .await;
 }
 
-/// Runs `ctr` against a node agent's containerd namespace and returns the first column
-/// of the lines `keep` accepts (container or task ids).
-fn ctr_ids(socket: &Path, node: &str, args: &[&str], keep: fn(&str) -> bool) -> Vec<String> {
-    let ns = format!("voiyd-{node}-{}", std::process::id());
-    let out = std::process::Command::new("ctr")
-        .args(["--address", socket.to_str().unwrap(), "-n", &ns])
-        .args(args)
-        .output()
-        .expect("ctr");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| keep(l))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect()
-}
-
-/// Containers running in a node agent's containerd namespace.
-fn running_containers(socket: &Path, node: &str) -> Vec<String> {
-    ctr_ids(socket, node, &["tasks", "ls"], |l| l.contains("RUNNING"))
-}
-
-/// Containers (running or not) in a node agent's containerd namespace.
-fn containers(socket: &Path, node: &str) -> Vec<String> {
-    ctr_ids(socket, node, &["containers", "ls", "-q"], |_| true)
-}
-
-/// A node on real containerd loses NATS (its connection is cut, the agent keeps
-/// running): the task runs on another node within 10 s, the cut node fences itself and
-/// stops its container, and once it is back the task still runs exactly once.
+/// A node on real containerd is partitioned from a working cluster (its connection is
+/// cut, the agent keeps running): both its tasks run on another node within 10 s; the
+/// cut node fences itself and stops only the task that asks for at-most-once
+/// (`onDisconnect: stop`), keeping the other's container; once healed it stops that
+/// copy too, and each task runs exactly once, on the node that owns it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cut_containerd_node_fences_and_its_task_runs_once() {
+async fn partitioned_containerd_node_keeps_its_copy_until_healed_then_one_runs() {
     let c = ContainerdCluster::start_with(&[]).await;
     let (nats, api, registry, containerd) = (&c.nats, &c.api, &c.registry, &c.containerd);
     let server = &c.server;
@@ -1002,23 +978,29 @@ async fn cut_containerd_node_fences_and_its_task_runs_once() {
     let cut = agent(&proxy.url(), "cd-cut");
     wait_nodes(api, 1).await;
     api.create(&sleeper("svc", registry)).await.unwrap();
+    let mut strict = sleeper("strict", registry);
+    strict.config.as_mut().unwrap().on_disconnect = "stop".into();
+    api.create(&strict).await.unwrap();
     wait_running_on(api, "svc", "cd-cut", Duration::from_secs(60)).await;
+    wait_running_on(api, "strict", "cd-cut", Duration::from_secs(60)).await;
+    let pid_before = api.get::<Task>("svc").await.unwrap().status.unwrap().pid;
     let _other = agent(&server.url, "cd-other");
     wait_nodes(api, 2).await;
-    assert_eq!(running_containers(&containerd.socket, "cd-cut"), ["svc"]);
+    let mut both = running_containers(&containerd.socket, "cd-cut");
+    both.sort();
+    assert_eq!(both, ["strict", "svc"]);
 
     proxy.set(false);
     let cut_at = Instant::now();
     wait_running_on(api, "svc", "cd-other", Duration::from_secs(10)).await;
+    wait_running_on(api, "strict", "cd-other", Duration::from_secs(10)).await;
     eprintln!(
-        "svc running on cd-other {:?} after the cut",
+        "both running on cd-other {:?} after the cut",
         cut_at.elapsed()
     );
-    // The agent never saw a kill: it stops its container itself once fenced.
-    eventually(Duration::from_secs(20), "cd-cut stops svc", || async {
-        running_containers(&containerd.socket, "cd-cut")
-            .is_empty()
-            .then_some(())
+    // The agent never saw a kill: once fenced it stops `strict` itself, and keeps `svc`.
+    eventually(Duration::from_secs(20), "cd-cut stops strict", || async {
+        (running_containers(&containerd.socket, "cd-cut") == ["svc"]).then_some(())
     })
     .await;
     assert!(
@@ -1026,24 +1008,33 @@ async fn cut_containerd_node_fences_and_its_task_runs_once() {
         "{}",
         cut.proc.log_text()
     );
+    assert_eq!(
+        task_pids(&containerd.socket, "cd-cut", "svc"),
+        vec![pid_before],
+        "the partitioned copy of svc kept running, same process"
+    );
 
     proxy.set(true);
     eventually(Duration::from_secs(30), "cd-cut back and Ready", || async {
         (cut.proc.log_text().contains("unfenced") && ready_nodes(api).await == 2).then_some(())
     })
     .await;
-    // Settled: one container for the task in the whole cluster, on the node that owns it.
+    // Healed: the node's re-read of its work stops the copy that was moved.
     wait_no_containers(&containerd.socket, "cd-cut", Duration::from_secs(20)).await;
     assert!(running_containers(&containerd.socket, "cd-cut").is_empty());
-    assert_eq!(running_containers(&containerd.socket, "cd-other"), ["svc"]);
-    let t: Task = api.get("svc").await.unwrap();
-    let st = t.status.unwrap();
-    assert_eq!(
-        (st.phase.as_str(), st.node.as_str()),
-        ("Running", "cd-other")
-    );
-    assert_eq!(st.reschedule_count, 1);
-    assert_single_placement(nats, api, 1).await;
+    let mut on_other = running_containers(&containerd.socket, "cd-other");
+    on_other.sort();
+    assert_eq!(on_other, ["strict", "svc"]);
+    for name in ["svc", "strict"] {
+        let st = api.get::<Task>(name).await.unwrap().status.unwrap();
+        assert_eq!(
+            (st.phase.as_str(), st.node.as_str()),
+            ("Running", "cd-other"),
+            "{name}"
+        );
+        assert_eq!(st.reschedule_count, 1, "{name}");
+    }
+    assert_single_placement(nats, api, 2).await;
 }
 
 /// `delete node` while its agent keeps running: the agent's heartbeats no longer

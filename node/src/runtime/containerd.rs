@@ -571,6 +571,7 @@ impl Runtime for ContainerdRuntime {
                 .await
                 .map_err(|e| RuntimeError::new(e.reason, e.message))?;
         }
+        tracing::info!(%task, pid = created.pid, "container started");
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
