@@ -142,6 +142,13 @@ pub async fn bootstrap(
     js: &jetstream::Context,
     opts: &BootstrapOptions,
 ) -> Result<Cluster, BootstrapError> {
+    // Servers of a new cluster create the same streams at once; JetStream may then
+    // answer only one of the identical creates, so the others must retry soon (and
+    // find the stream) rather than wait out the default 10 s.
+    let mut fast = js.clone();
+    fast.set_timeout(Duration::from_secs(2));
+    let outer = js;
+    let js = &fast;
     for &bucket in names::ALL_BUCKETS {
         let config = bucket_config(bucket, opts);
         retry("bucket", bucket, || {
@@ -159,7 +166,7 @@ pub async fn bootstrap(
         js.create_or_update_stream(config.clone())
     })
     .await?;
-    open(js).await
+    retry("bucket", "every bucket", || open(outer)).await
 }
 
 /// KV bucket configs cannot carry a consumer limit, so it is set on the bucket's
@@ -188,12 +195,31 @@ where
     Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut attempt = 1;
+    let mut pause = Duration::from_millis(100);
     loop {
         match op().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                if attempt > ATTEMPTS {
+                    tracing::info!(what, name, "JetStream is available: bootstrap goes on");
+                }
+                return Ok(v);
+            }
             Err(e) if attempt < ATTEMPTS => {
                 tracing::debug!(what, name, attempt, error = %e, "create or update failed; retrying");
                 attempt += 1;
+            }
+            Err(e) if is_transient(&e.to_string()) => {
+                // A cluster that has not elected a JetStream leader yet (its other
+                // servers are still starting), or lacks the peers for the replicas: wait,
+                // saying why once rather than on every attempt.
+                if attempt == ATTEMPTS {
+                    tracing::warn!(what, name, error = %e, "JetStream is not ready (a NATS cluster needs a majority of its servers up, and as many as --replicas): waiting");
+                } else {
+                    tracing::debug!(what, name, error = %e, "JetStream still not ready");
+                }
+                attempt += 1;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
             }
             Err(e) => {
                 return Err(BootstrapError::Create {
@@ -204,6 +230,24 @@ where
             }
         }
     }
+}
+
+/// Whether a JetStream API error means "not yet" rather than "never": no leader, no
+/// quorum, not enough peers up for the replicas, or no answer in time.
+pub fn is_transient(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    [
+        "temporarily unavailable",
+        "insufficient resources",
+        "no suitable peers",
+        "timed out",
+        "timeout",
+        "no responders",
+        "not available",
+        "no jetstream",
+    ]
+    .iter()
+    .any(|needle| e.contains(needle))
 }
 
 /// Binds to the existing buckets and stream; fails with [`BootstrapError::Missing`]
@@ -270,5 +314,20 @@ fn open_error(
             name: name.to_string(),
             reason: e.to_string().replace(['\r', '\n'], " "),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_start_up_errors_are_waited_out() {
+        assert!(is_transient(
+            "JetStream system temporarily unavailable (10008)"
+        ));
+        assert!(is_transient("insufficient resources (10023)"));
+        assert!(is_transient("request timed out"));
+        assert!(!is_transient("bucket name is invalid"));
     }
 }

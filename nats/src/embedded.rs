@@ -295,9 +295,81 @@ impl EmbeddedConfig {
     }
 }
 
+/// The embedded server as one node of a NATS cluster (routes between voiyd-servers,
+/// k3s-style: each voiyd-server embeds one node). Render it into
+/// [`EmbeddedConfig::extra_config`] with [`EmbeddedCluster::render`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedCluster {
+    /// The cluster's name; every node must use the same.
+    pub name: String,
+    /// Where this node listens for routes from the others.
+    pub listen: SocketAddr,
+    /// Route addresses (`host:port`) of the other nodes.
+    pub peers: Vec<String>,
+    /// Routes authenticate with this shared secret when set (user `voiyd-route`).
+    pub secret: Option<String>,
+    /// Routes use TLS with the server's certificate (and verify peers against its CA).
+    pub tls: Option<EmbeddedTls>,
+}
+
+/// The user routes authenticate as.
+pub const ROUTE_USER: &str = "voiyd-route";
+
+impl EmbeddedCluster {
+    /// The `cluster {}` block.
+    pub fn render(&self) -> String {
+        let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let scheme = "nats-route://";
+        let userinfo = match &self.secret {
+            Some(secret) => format!("{ROUTE_USER}:{}@", url_escape(secret)),
+            None => String::new(),
+        };
+        let routes: Vec<String> = self
+            .peers
+            .iter()
+            .map(|p| q(&format!("{scheme}{userinfo}{p}")))
+            .collect();
+        let mut out = format!(
+            "cluster {{\n  name: {}\n  listen: {}\n  routes: [{}]\n",
+            q(&self.name),
+            q(&self.listen.to_string()),
+            routes.join(", ")
+        );
+        if let Some(secret) = &self.secret {
+            out.push_str(&format!(
+                "  authorization {{\n    user: {}\n    password: {}\n  }}\n",
+                q(ROUTE_USER),
+                q(secret)
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            let block = tls.render();
+            for line in block.lines() {
+                out.push_str("  ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// Percent-encodes what may not stand in the userinfo of a URL.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// TLS the embedded server serves clients with. Render it into
 /// [`EmbeddedConfig::extra_config`] with [`EmbeddedTls::render`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddedTls {
     /// PEM server certificate (chain).
     pub cert: PathBuf,
@@ -558,6 +630,18 @@ impl EmbeddedNats {
     /// Whether JetStream currently reports healthy.
     pub async fn healthy(&self) -> bool {
         healthz(self.monitor).await
+    }
+
+    /// Whether this server's JetStream is current (nats-server's full `/healthz`): in a
+    /// cluster, a meta leader is known and its replicas say they are current.
+    pub async fn caught_up(&self) -> bool {
+        probe(self.monitor, "/healthz").await
+    }
+
+    /// The last sequence of every stream replica this server holds (its own view,
+    /// which after a restart lags the leader's until it has caught up).
+    pub async fn local_stream_seqs(&self) -> Option<std::collections::HashMap<String, u64>> {
+        local_stream_seqs(self.monitor).await
     }
 
     /// Stops the server: SIGTERM, then SIGKILL if it has not exited after 5 s.
@@ -829,24 +913,42 @@ async fn http_get(monitor: SocketAddr, path: &str) -> Option<Vec<u8>> {
 
 /// `GET /healthz?js-enabled-only=true` answers 200: the server is up with JetStream.
 async fn healthz(monitor: SocketAddr) -> bool {
-    let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(monitor).await?;
-        let request = format!(
-            "GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: {monitor}\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(response)
+    probe(monitor, "/healthz?js-enabled-only=true").await
+}
+
+/// GET `path` on the monitoring port: whether it answered 200.
+async fn probe(monitor: SocketAddr, path: &str) -> bool {
+    let Some(response) = http_get(monitor, path).await else {
+        return false;
     };
-    match tokio::time::timeout(Duration::from_secs(1), probe).await {
-        Ok(Ok(response)) => {
-            let text = String::from_utf8_lossy(&response);
-            let status_line = text.lines().next().unwrap_or("");
-            status_line.split_whitespace().nth(1) == Some("200")
+    let text = String::from_utf8_lossy(&response);
+    let status_line = text.lines().next().unwrap_or("");
+    status_line.split_whitespace().nth(1) == Some("200")
+}
+
+/// Last sequence of each stream replica this server holds, from `/jsz` (the local
+/// view, unlike the JetStream API, which the leader answers).
+async fn local_stream_seqs(monitor: SocketAddr) -> Option<std::collections::HashMap<String, u64>> {
+    let response = http_get(monitor, "/jsz?streams=true").await?;
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n")?.1;
+    let jsz: serde_json::Value = serde_json::from_str(body).ok()?;
+    let mut out = std::collections::HashMap::new();
+    for account in jsz.get("account_details")?.as_array()? {
+        for stream in account
+            .get("stream_detail")
+            .and_then(|s| s.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let name = stream.get("name").and_then(|n| n.as_str());
+            let seq = stream.pointer("/state/last_seq").and_then(|n| n.as_u64());
+            if let (Some(name), Some(seq)) = (name, seq) {
+                out.insert(name.to_string(), seq);
+            }
         }
-        _ => false,
     }
+    Some(out)
 }
 
 /// The last lines logged since `from`, joined into one line.
@@ -887,6 +989,26 @@ mod tests {
         );
         assert_eq!(parse_version("garbage"), None);
         assert!((2, 9, 10) < MIN_VERSION && (2, 11, 0) >= MIN_VERSION);
+    }
+
+    #[test]
+    fn cluster_block_names_routes_with_their_secret() {
+        let c = EmbeddedCluster {
+            name: "voiyd".into(),
+            listen: "127.0.0.1:6222".parse().unwrap(),
+            peers: vec!["127.0.0.1:6223".into(), "10.0.0.3:6222".into()],
+            secret: Some("s3cret/+".into()),
+            tls: None,
+        };
+        let text = c.render();
+        assert!(text.contains("listen: \"127.0.0.1:6222\""), "{text}");
+        assert!(
+            text.contains("\"nats-route://voiyd-route:s3cret%2F%2B@127.0.0.1:6223\", \"nats-route://voiyd-route:s3cret%2F%2B@10.0.0.3:6222\""),
+            "{text}"
+        );
+        assert!(text.contains("password: \"s3cret/+\""), "{text}");
+        let open = EmbeddedCluster { secret: None, ..c }.render();
+        assert!(!open.contains("authorization") && open.contains("nats-route://127.0.0.1:6223"));
     }
 
     #[test]

@@ -22,6 +22,30 @@ struct Args {
     /// Client address of the embedded NATS; nodes and voiydctl connect here.
     #[arg(long, default_value = "127.0.0.1:4222")]
     nats_listen: SocketAddr,
+    /// Embedded NATS as one node of a cluster: where it listens for routes from the
+    /// other voiyd-servers (e.g. 127.0.0.1:6222). Needs --nats-peers.
+    #[arg(long, value_name = "ADDR", requires = "nats_peers")]
+    nats_cluster_listen: Option<SocketAddr>,
+    /// Route addresses of the other voiyd-servers' embedded NATS, comma-separated
+    /// (e.g. 10.0.0.2:6222,10.0.0.3:6222). Buckets and streams then default to 3 replicas.
+    #[arg(
+        long,
+        value_name = "HOST:PORT,...",
+        value_delimiter = ',',
+        requires = "nats_cluster_listen"
+    )]
+    nats_peers: Vec<String>,
+    /// Name of the embedded NATS cluster; the same on every server.
+    #[arg(long, default_value = "voiyd")]
+    nats_cluster_name: String,
+    /// Shared secret the embedded cluster's routes authenticate with (the same on every
+    /// server; without it any process reaching the route port can join the cluster).
+    #[arg(long, env = "VOIYD_NATS_CLUSTER_SECRET", hide_env_values = true)]
+    nats_cluster_secret: Option<String>,
+    /// Name of the embedded nats-server, stable across restarts (a JetStream cluster
+    /// knows its peers by name); default voiyd-<hostname>-<client port>.
+    #[arg(long)]
+    nats_server_name: Option<String>,
     /// Use an existing NATS server or cluster (comma-separated URLs) instead of the embedded one.
     #[arg(long, env = "VOIYD_NATS_URL")]
     nats_url: Option<String>,
@@ -49,9 +73,10 @@ struct Args {
     /// Client key for mutual TLS.
     #[arg(long)]
     nats_key: Option<PathBuf>,
-    /// Replicas of every bucket and stream (3 on a NATS cluster).
-    #[arg(long, default_value_t = 1)]
-    replicas: usize,
+    /// Replicas of every bucket and stream (default: 1, or 3 with --nats-peers; give 3
+    /// or 5 on an external NATS cluster).
+    #[arg(long)]
+    replicas: Option<usize>,
     /// Seconds without heartbeat before a node is NotReady.
     #[arg(long, default_value_t = 5)]
     node_timeout: u64,
@@ -122,19 +147,39 @@ async fn main() {
         o
     });
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    let cluster = args
+        .nats_cluster_listen
+        .map(|listen| voiyd_nats::EmbeddedCluster {
+            name: args.nats_cluster_name.clone(),
+            listen,
+            peers: args.nats_peers.clone(),
+            secret: args.nats_cluster_secret.clone(),
+            tls: security.tls.clone(),
+        });
+    let replicas = args.replicas.unwrap_or(match &cluster {
+        Some(c) => (c.peers.len() + 1).min(3),
+        None => 1,
+    });
+    let nats_server_name = args.nats_server_name.clone().unwrap_or_else(|| {
+        format!("voiyd-{host}-{}", args.nats_listen.port())
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-")
+    });
     let cfg = voiyd_server::ServerConfig {
         data_dir: args.data_dir,
         nats_listen: args.nats_listen,
         nats,
         nats_server_bin: args.nats_server_bin,
+        nats_cluster: cluster,
+        nats_server_name,
         bootstrap: BootstrapOptions {
-            replicas: args.replicas,
+            replicas,
             ..Default::default()
         },
         node_timeout: Duration::from_secs(args.node_timeout),
         work_sweep_interval: Duration::from_secs(args.work_sweep_interval.max(1)),
         placement: voiyd_server::placement::Strategy::parse(&args.placement),
-        id: format!("{}-{}", host.trim(), std::process::id()),
+        id: format!("{host}-{}", std::process::id()),
         cluster_cidr: args.cluster_cidr,
         node_subnet_prefix: args.node_subnet_prefix,
         security,

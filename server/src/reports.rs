@@ -287,7 +287,7 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
             true,
             crate::now(),
         );
-        if status::write(&ctx.status.0, "task", &report.task, &st, current.revision)
+        if status::write_patiently(&ctx.status.0, "task", &report.task, &st, current.revision)
             .await?
             .is_some()
         {

@@ -24,6 +24,10 @@ pub struct ServerConfig {
     pub nats: Option<ConnectOptions>,
     /// nats-server binary for embedded mode.
     pub nats_server_bin: Option<PathBuf>,
+    /// Embedded mode: this server's NATS is one node of a cluster of voiyd-servers.
+    pub nats_cluster: Option<voiyd_nats::EmbeddedCluster>,
+    /// Embedded mode: the nats-server's name (stable across restarts).
+    pub nats_server_name: String,
     /// Bucket and stream options.
     pub bootstrap: BootstrapOptions,
     /// A node missing heartbeats this long is NotReady.
@@ -68,8 +72,14 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             o.clone()
         }
         None => {
+            if cfg.security.auth && cfg.nats_cluster.is_some() {
+                anyhow::bail!("--auth with --nats-peers is not supported yet: run the cluster with TLS and --nats-cluster-secret, or one server with --auth");
+            }
             let binary = embedded::find_binary(cfg.nats_server_bin.as_deref())?;
             let mut extra_config = String::new();
+            if let Some(cluster) = &cfg.nats_cluster {
+                extra_config.push_str(&cluster.render());
+            }
             let mut server_seed = None;
             if let Some(tls) = &cfg.security.tls {
                 extra_config.push_str(&tls.render());
@@ -82,10 +92,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 extra_config.push_str(crate::auth::AuthManager::include());
                 auth = Some(Arc::new(manager));
             }
-            let server_name = format!(
-                "voiyd-{}",
-                cfg.id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
-            );
+            let server_name = cfg.nats_server_name.clone();
             let server = EmbeddedNats::start(EmbeddedConfig {
                 extra_config,
                 ..EmbeddedConfig::new(binary, cfg.data_dir.clone(), cfg.nats_listen, server_name)
@@ -118,11 +125,14 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let (client, link) = connect::connect_linked(&opts).await?;
     let js = async_nats::jetstream::new(client.clone());
     let cluster = bootstrap::bootstrap(&js, &cfg.bootstrap).await?;
-    let status_kv = js.get_key_value(names::BUCKET_STATUS).await?;
-    let work = js.get_key_value(names::BUCKET_WORK).await?;
+    if let (Some(nats), Some(_)) = (&embedded, &cfg.nats_cluster) {
+        catch_up(nats, &js).await;
+    }
+    let status_kv = bucket(&js, names::BUCKET_STATUS).await?;
+    let work = bucket(&js, names::BUCKET_WORK).await?;
     let cluster_cidr: crate::subnets::Cidr = cfg.cluster_cidr.parse()?;
     let subnets = crate::subnets::Subnets::new(
-        js.get_key_value(names::BUCKET_SUBNETS).await?,
+        bucket(&js, names::BUCKET_SUBNETS).await?,
         cluster_cidr,
         cfg.node_subnet_prefix,
     )
@@ -130,8 +140,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     crate::failover::set_lease_ttl(cfg.bootstrap.lease_ttl);
     let view = crate::view::View::start(
         crate::view::Buckets {
-            tasks: js.get_key_value(names::BUCKET_TASKS).await?,
-            nodes: js.get_key_value(names::BUCKET_NODES).await?,
+            tasks: bucket(&js, names::BUCKET_TASKS).await?,
+            nodes: bucket(&js, names::BUCKET_NODES).await?,
             status: status_kv.clone(),
         },
         cfg.placement,
@@ -211,6 +221,7 @@ async fn upkeep(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: v
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = crate::work_sweep::Sweep::default();
     let mut last_sweep = tokio::time::Instant::now();
+    let mut checked = std::collections::HashMap::new();
     let listening_from = || crate::failover::plus(crate::now(), crate::failover::RECONNECT_GRACE);
     let mut seen = link.state();
     let mut observed_from = listening_from();
@@ -233,9 +244,75 @@ async fn upkeep(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: v
         if let Err(e) = scheduler::place_pending(&ctx).await {
             tracing::warn!(error = %e.message, "placing pending tasks failed");
         }
+        crate::work_sweep::repair_scheduled(&ctx, &mut checked).await;
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();
             crate::work_sweep::run_once(&ctx, &mut sweep).await;
+        }
+    }
+}
+
+/// Waits until this server's NATS node holds everything every stream's leader held
+/// when the wait began. A node that (re)joins a cluster would otherwise answer reads
+/// from replicas still behind (a restarted server listed the tasks of before its
+/// restart), and nats-server's `/healthz` calls such replicas current too early.
+async fn catch_up(nats: &EmbeddedNats, js: &async_nats::jetstream::Context) {
+    let mut streams: Vec<String> = names::ALL_BUCKETS
+        .iter()
+        .map(|b| format!("KV_{b}"))
+        .collect();
+    streams.push(names::STREAM_EVENTS.to_string());
+    let mut target = std::collections::HashMap::new();
+    for name in &streams {
+        let last = match js.get_stream(name).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
+            Err(_) => 0,
+        };
+        target.insert(name.clone(), last);
+    }
+    let mut said = false;
+    loop {
+        let local = nats.local_stream_seqs().await.unwrap_or_default();
+        let behind: Vec<&String> = target
+            .iter()
+            .filter(|(name, last)| local.get(*name).copied().unwrap_or(0) < **last)
+            .map(|(name, _)| name)
+            .collect();
+        if behind.is_empty() && nats.caught_up().await {
+            break;
+        }
+        if !said {
+            tracing::warn!(
+                ?behind,
+                "waiting for this NATS node to catch up with the cluster"
+            );
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if said {
+        tracing::info!("NATS node caught up");
+    }
+}
+
+/// Opens a bucket bootstrap made, riding out the moments a new cluster's JetStream
+/// answers slowly (30 s at most).
+async fn bucket(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+) -> anyhow::Result<async_nats::jetstream::kv::Store> {
+    let start = std::time::Instant::now();
+    loop {
+        match js.get_key_value(name).await {
+            Ok(kv) => return Ok(kv),
+            Err(e)
+                if start.elapsed() < Duration::from_secs(30)
+                    && bootstrap::is_transient(&e.to_string()) =>
+            {
+                tracing::debug!(bucket = name, error = %e, "cannot open bucket yet; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot open bucket {name}: {e}")),
         }
     }
 }

@@ -68,7 +68,8 @@ pub async fn sync_fetched(
                 st.message = format!("placed on {node}");
                 st.conditions =
                     crate::conditions::for_phase(&st.conditions, SCHEDULED, "", true, crate::now());
-                if let Some(written) = status::write(&ctx.status.0, "task", &name, &st, rev).await?
+                if let Some(written) =
+                    status::write_patiently(&ctx.status.0, "task", &name, &st, rev).await?
                 {
                     ctx.view.saw_task_status(&name, &st, written);
                     // Just placed with CAS: only a failover move within this instant

@@ -108,6 +108,32 @@ pub async fn write<S: Message>(
     }
 }
 
+/// [`write`] that rides out a short store outage (a JetStream leader election after a
+/// NATS node is lost takes a few seconds): an unavailable store is retried for about
+/// 3 s before the error is returned. A lost CAS race is returned at once, as `None`.
+pub async fn write_patiently<S: Message>(
+    kv: &kv::Store,
+    kind: &str,
+    name: &str,
+    status: &S,
+    revision: u64,
+) -> Result<Option<u64>, Failure> {
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match write(kv, kind, name, status, revision).await {
+            Err(f)
+                if f.code == voiyd_nats::api::ErrorCode::Unavailable
+                    && pause.as_millis() <= 1600 =>
+            {
+                tracing::debug!(kind, name, error = %f.message, "status write failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Removes a status (best effort: a stale status of a deleted resource is harmless).
 pub async fn remove<R: Managed>(cluster: &StatusKv, name: &str) {
     let key = names::status_key(R::KIND.singular(), name);

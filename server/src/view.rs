@@ -56,6 +56,9 @@ pub struct TaskEntry {
     /// The newest status seen and its revision: a status report is folded in with CAS
     /// on this revision, without reading the status first (a stale one costs a retry).
     pub status: Option<(TaskStatus, u64)>,
+    /// When this server saw the task become Scheduled (placed, not yet picked up by
+    /// its node); `None` in any other phase.
+    pub scheduled_at: Option<std::time::Instant>,
     /// What is charged to `charged_to`.
     charged: Option<Charge>,
 }
@@ -205,10 +208,17 @@ impl State {
                 }
                 e.node = (!s.node.is_empty()).then(|| s.node.clone());
                 e.reserved = false;
+                if s.phase != voiyd_messages::phase::SCHEDULED {
+                    e.scheduled_at = None;
+                } else if e.phase() != voiyd_messages::phase::SCHEDULED || e.scheduled_at.is_none()
+                {
+                    e.scheduled_at = Some(std::time::Instant::now());
+                }
                 e.status = Some((s, revision));
             }
             None => {
                 e.status = None;
+                e.scheduled_at = None;
                 if !e.reserved {
                     e.node = None;
                 }
@@ -490,6 +500,23 @@ impl View {
             .filter(|(_, t)| t.exists && !t.reserved && ACTIVE.contains(&t.phase()))
             .filter_map(|(name, t)| Some((name.clone(), t.node.clone()?)))
             .collect()
+    }
+
+    /// Tasks Scheduled on a node for longer than `grace` as this server saw them, as
+    /// (task, node): a node picks its work up at once (and reports Pulling or
+    /// Starting), so such a task's work was probably never written (a server died
+    /// between placing it and writing its work, or the write failed).
+    pub fn scheduled_longer_than(&self, grace: std::time::Duration) -> Vec<(String, String)> {
+        let s = self.state.read().expect("view lock");
+        let mut out: Vec<(String, String)> = s
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.exists && !t.reserved)
+            .filter(|(_, t)| t.scheduled_at.is_some_and(|at| at.elapsed() >= grace))
+            .filter_map(|(name, t)| Some((name.clone(), t.node.clone()?)))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Where a task belongs as far as the view has seen (for the stale-work sweep).

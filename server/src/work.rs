@@ -23,12 +23,21 @@ pub async fn put(
     assignment: Assignment,
 ) -> Result<u64, Failure> {
     let key = names::work_key(node, task);
-    let body = assignment.encode_to_vec();
-    let revision = ctx
-        .work
-        .put(&key, body.into())
-        .await
-        .map_err(|e| Failure::internal(format!("cannot write work {key}: {e}")))?;
+    let body: bytes::Bytes = assignment.encode_to_vec().into();
+    // A put is idempotent: ride out a short store outage (a leader election takes a
+    // few seconds) rather than leave a placed task without work.
+    let mut pause = std::time::Duration::from_millis(100);
+    let revision = loop {
+        match ctx.work.put(&key, body.clone()).await {
+            Ok(r) => break r,
+            Err(e) if pause.as_millis() <= 1600 => {
+                tracing::debug!(%key, error = %e, "work write failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => return Err(Failure::internal(format!("cannot write work {key}: {e}"))),
+        }
+    };
     notify(ctx, node, task, revision, Some(assignment)).await;
     Ok(revision)
 }

@@ -13,6 +13,11 @@
 //! phase where it should be running there, but whose work entry is missing (removed by
 //! a race between servers) would otherwise be reported Running while nothing runs.
 //! Missing from two sweeps in a row, its work is written again from its status.
+//!
+//! That sweep runs every 30 s; the common case of missing work (a create whose server
+//! died, or whose work write failed, after the placement was stored) has a fast path,
+//! [`repair_scheduled`]: a task still Scheduled a few seconds after placement has its
+//! work entry checked, and written again if it is absent.
 
 use crate::api::Ctx;
 use std::collections::HashMap;
@@ -127,6 +132,41 @@ pub async fn run_once(ctx: &Ctx, sweep: &mut Sweep) -> usize {
         }
     }
     removed
+}
+
+/// How long a task may stay Scheduled before its work entry is checked.
+pub const SCHEDULED_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Checks the work of tasks Scheduled for longer than [`SCHEDULED_GRACE`] (each at most
+/// once per grace, remembered in `checked`) and writes it again where it is missing.
+/// Returns how many were repaired.
+pub async fn repair_scheduled(
+    ctx: &Ctx,
+    checked: &mut HashMap<String, std::time::Instant>,
+) -> usize {
+    // Bounded per pass: upkeep must go on placing and failing over.
+    let mut stuck = ctx.view.scheduled_longer_than(SCHEDULED_GRACE);
+    stuck.retain(|(t, _)| !checked.contains_key(t));
+    stuck.truncate(512);
+    let mut repaired = 0;
+    for (task, node) in stuck {
+        checked.insert(task.clone(), std::time::Instant::now());
+        match ctx.work.entry(names::work_key(&node, &task)).await {
+            Ok(Some(e)) if e.operation == async_nats::jetstream::kv::Operation::Put => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(%task, error = %e, "cannot check the work of a scheduled task");
+                continue;
+            }
+        }
+        tracing::warn!(%task, %node, "scheduled task has no work: writing it again");
+        match crate::scheduler::sync_task(ctx, &task, false).await {
+            Ok(_) => repaired += 1,
+            Err(e) => tracing::warn!(%task, error = %e.message, "cannot write the missing work"),
+        }
+    }
+    checked.retain(|_, at| at.elapsed() < SCHEDULED_GRACE);
+    repaired
 }
 
 #[cfg(test)]

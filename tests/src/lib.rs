@@ -242,6 +242,21 @@ impl Server {
     }
 
     async fn start(url: &str, extra: &[&str]) -> Server {
+        let server = Self::launch(url, extra);
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts a server with its embedded NATS on `listen` and more flags, without
+    /// waiting for it (the first servers of a NATS cluster are ready only once enough
+    /// of the others run).
+    pub fn launch_embedded(listen: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["--nats-listen", listen];
+        args.extend_from_slice(extra);
+        Self::launch(&format!("nats://{listen}"), &args)
+    }
+
+    fn launch(url: &str, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let data = data.to_str().unwrap().to_string();
@@ -256,15 +271,13 @@ impl Server {
             &[],
             dir.path().join("server.log"),
         );
-        let server = Server {
+        Server {
             proc,
             url: url.to_string(),
             args: args.iter().map(|a| a.to_string()).collect(),
             starts: 1,
             _dir: dir,
-        };
-        server.wait_ready().await;
-        server
+        }
     }
 
     /// Starts the process again with the same flags and data dir (after it was
@@ -291,8 +304,15 @@ impl Server {
         }
     }
 
-    /// Waits until this server has its API up (its log says so) and the API answers.
+    /// Waits (20 s at most) until this server has its API up (its log says so) and
+    /// the API answers.
     pub async fn wait_ready(&self) {
+        self.wait_ready_within(Duration::from_secs(20)).await
+    }
+
+    /// [`Server::wait_ready`] with another deadline (a new NATS cluster first elects
+    /// its JetStream leader).
+    pub async fn wait_ready_within(&self, limit: Duration) {
         let url = self.url.clone();
         let log = self.proc.log.clone();
         let start = Instant::now();
@@ -304,7 +324,7 @@ impl Server {
                 return;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(20),
+                start.elapsed() < limit,
                 "voiyd-server did not become ready; log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             );

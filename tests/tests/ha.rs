@@ -1,0 +1,289 @@
+//! High availability, k3s-style: three voiyd-servers, each embedding one node of a NATS
+//! cluster (`--nats-cluster-listen`, `--nats-peers`), every bucket and stream at three
+//! replicas; one is killed (with its NATS) during concurrent creates.
+
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use voiyd_messages::v1::{Meta, Task, TaskConfig};
+use voiyd_messages::Resource;
+use voiyd_nats::api::ApiClient;
+use voiyd_nats::names;
+use voiyd_nats::testing::free_port;
+use voiyd_tests::{eventually, sim_nodes, wait_nodes, Server};
+
+fn task(name: &str) -> Task {
+    Task {
+        version: "task/v1".into(),
+        meta: Some(Meta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        config: Some(TaskConfig {
+            image: "sim/app:1".into(),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Three servers forming one embedded NATS cluster, all started before any is ready.
+async fn three_embedded() -> Vec<Server> {
+    let clients: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let routes: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let servers: Vec<Server> = (0..3)
+        .map(|i| {
+            let peers: Vec<&str> = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| routes[j].as_str())
+                .collect();
+            Server::launch_embedded(
+                &clients[i],
+                &[
+                    "--nats-cluster-listen",
+                    &routes[i],
+                    "--nats-peers",
+                    &peers.join(","),
+                    "--nats-cluster-secret",
+                    "test-route-secret",
+                    "--nats-server-name",
+                    &format!("ha-{i}"),
+                ],
+            )
+        })
+        .collect();
+    futures::future::join_all(
+        servers
+            .iter()
+            .map(|s| s.wait_ready_within(Duration::from_secs(60))),
+    )
+    .await;
+    servers
+}
+
+/// node → tasks in the work bucket, read through `url`.
+async fn work_holders(url: &str) -> HashMap<String, Vec<String>> {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let kv = js.get_key_value(names::BUCKET_WORK).await.unwrap();
+    let entries = voiyd_nats::RawKv::new(kv, "work")
+        .entries(">")
+        .await
+        .unwrap();
+    let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+    for (key, _, _) in entries {
+        let (node, task) = key.split_once('.').unwrap();
+        holders
+            .entry(names::untoken(task))
+            .or_default()
+            .push(names::untoken(node));
+    }
+    holders
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_embedded_servers_lose_one_during_creates_and_lose_nothing() {
+    let mut servers = three_embedded().await;
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+
+    // Every bucket and stream has three replicas.
+    let js = async_nats::jetstream::new(async_nats::connect(&urls[1]).await.unwrap());
+    for bucket in names::ALL_BUCKETS {
+        let mut stream = js.get_stream(format!("KV_{bucket}")).await.unwrap();
+        let info = stream.info().await.unwrap();
+        assert_eq!(info.config.num_replicas, 3, "{bucket}");
+    }
+    let mut events = js.get_stream(names::STREAM_EVENTS).await.unwrap();
+    assert_eq!(events.info().await.unwrap().config.num_replicas, 3);
+
+    // Nodes know all three servers; clients use servers 2 and 3.
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = sim_nodes(
+        &urls.join(","),
+        "ha",
+        5,
+        dir.path(),
+        &["--sim-cpu", "64", "--sim-memory", "64Gi"],
+    );
+    let apis = [
+        ApiClient::new(async_nats::connect(&urls[1]).await.unwrap()),
+        ApiClient::new(async_nats::connect(&urls[2]).await.unwrap()),
+    ];
+    wait_nodes(&apis[0], 5).await;
+
+    // 600 creates, 32 at a time; server 1 (and its NATS) is killed after 200 succeed.
+    let acked = Arc::new(AtomicUsize::new(0));
+    let kill_at = Arc::new(tokio::sync::Notify::new());
+    let creates = {
+        let (acked, kill_at, apis) = (acked.clone(), kill_at.clone(), apis.clone());
+        tokio::spawn(async move {
+            futures::stream::iter(0..600)
+                .map(|i| {
+                    let api = apis[i % 2].clone();
+                    let (acked, kill_at) = (acked.clone(), kill_at.clone());
+                    async move {
+                        let name = format!("c{i:03}");
+                        let ok = api.create(&task(&name)).await.is_ok();
+                        if ok && acked.fetch_add(1, Ordering::SeqCst) + 1 == 200 {
+                            kill_at.notify_one();
+                        }
+                        (name, ok)
+                    }
+                })
+                .buffer_unordered(32)
+                .collect::<Vec<(String, bool)>>()
+                .await
+        })
+    };
+    kill_at.notified().await;
+    servers[0].kill();
+    let killed = Instant::now();
+    // How soon a write (a create) succeeds through the others again.
+    let probe = {
+        let api = apis[0].clone().with_timeout(Duration::from_secs(1));
+        tokio::spawn(async move {
+            for i in 0.. {
+                if api.create(&task(&format!("probe{i}"))).await.is_ok() {
+                    return killed.elapsed();
+                }
+            }
+            unreachable!()
+        })
+    };
+    let results = creates.await.unwrap();
+    let acknowledged: Vec<&String> = results
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(n, _)| n)
+        .collect();
+    let refused = results.len() - acknowledged.len();
+    eprintln!(
+        "{} creates acknowledged, {refused} failed around the kill",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() >= 200);
+
+    let answered = tokio::time::timeout(Duration::from_secs(30), probe)
+        .await
+        .expect("a create succeeds within 30 s of the kill")
+        .unwrap();
+    eprintln!("a create succeeded {answered:?} after the kill");
+
+    // Every acknowledged create exists and runs, each on exactly one node.
+    eventually(
+        Duration::from_secs(60),
+        "every acknowledged task running",
+        || async {
+            let all: BTreeMap<String, Task> = apis[0]
+                .list::<Task>("")
+                .await
+                .ok()?
+                .into_iter()
+                .map(|t| (t.name().to_string(), t))
+                .collect();
+            acknowledged
+                .iter()
+                .all(|n| {
+                    all.get(*n)
+                        .and_then(|t| t.status.as_ref())
+                        .is_some_and(|s| s.phase == "Running")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    // A create that failed to answer may still have been stored: within seconds it is
+    // whole too (placed, its work written, running), by whichever server sees it.
+    let whole = |all: &[Task], holders: &HashMap<String, Vec<String>>| -> Result<(), String> {
+        for t in all {
+            let st = t.status.clone().unwrap_or_default();
+            let on = holders.get(t.name()).cloned().unwrap_or_default();
+            if st.phase != "Running" || on != [st.node.clone()] {
+                return Err(format!(
+                    "{}: {} on {:?}, work on {on:?}",
+                    t.name(),
+                    st.phase,
+                    st.node
+                ));
+            }
+        }
+        Ok(())
+    };
+    let mut last = String::new();
+    let start = Instant::now();
+    let all = loop {
+        let all = apis[0].list::<Task>("").await.unwrap();
+        let holders = work_holders(&urls[1]).await;
+        let doubles: Vec<_> = holders.iter().filter(|(_, n)| n.len() > 1).collect();
+        assert!(doubles.is_empty(), "tasks on several nodes: {doubles:?}");
+        match whole(&all, &holders) {
+            Ok(()) => break all,
+            Err(e) => last = e,
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let name = last.split(':').next().unwrap_or("").to_string();
+            let about = |log: String| -> String {
+                log.lines()
+                    .filter(|l| l.contains(&name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            panic!(
+                "not repaired within 15 s: {last}\nnode log:\n{}\nservers:\n{}\n{}",
+                about(nodes.log_text()),
+                about(servers[1].proc.log_text()),
+                about(servers[2].proc.log_text())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "{} tasks whole {:?} after the creates ended{}",
+        all.len(),
+        start.elapsed(),
+        if last.is_empty() {
+            String::new()
+        } else {
+            format!(" (last gap: {last})")
+        }
+    );
+
+    // The killed server comes back with its data and rejoins.
+    servers[0].restart().await;
+    let back = ApiClient::new(async_nats::connect(&urls[0]).await.unwrap());
+    let restarted = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let listed = back.list::<Task>("").await;
+        let n = listed.as_ref().map(|l| l.len());
+        let missing: Vec<&str> = match &listed {
+            Ok(l) => all
+                .iter()
+                .map(|t| t.name())
+                .filter(|n| !l.iter().any(|x| x.name() == *n))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        seen.push((
+            restarted.elapsed().as_millis(),
+            format!("{n:?} missing {missing:?}"),
+        ));
+        if n.as_ref().is_ok_and(|&n| n == all.len())
+            || restarted.elapsed() > Duration::from_secs(30)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("lists through the restarted server: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "the restarted server answered short lists first"
+    );
+}
