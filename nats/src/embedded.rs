@@ -210,6 +210,43 @@ pub struct EmbeddedConfig {
     pub extra_config: String,
     /// When nats-server starts a new log file, and how many it keeps.
     pub log_rotation: LogRotation,
+    /// How JetStream flushes writes to disk (`sync_interval`).
+    pub sync: SyncPolicy,
+}
+
+/// When JetStream makes a write durable on disk. nats-server's own default fsyncs every
+/// 2 minutes: a power loss (not a process crash) can then lose acknowledged writes, on
+/// every replica at once. voiyd's default for its embedded server is [`SyncPolicy::Always`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// fsync before every acknowledgement (`sync_interval: always`).
+    #[default]
+    Always,
+    /// fsync at this interval (`sync_interval: <duration>`), acknowledging at once.
+    Every(Duration),
+}
+
+impl SyncPolicy {
+    /// Parses `always` or a duration (`2m`, `30s`, `500ms`).
+    pub fn parse(s: &str) -> Result<SyncPolicy, String> {
+        if s.trim().eq_ignore_ascii_case("always") {
+            return Ok(SyncPolicy::Always);
+        }
+        match voiyd_messages::quantity::parse_duration(s.trim()) {
+            Ok(d) if d >= Duration::from_millis(1) => Ok(SyncPolicy::Every(d)),
+            _ => Err(format!(
+                "invalid sync policy `{s}`: use `always` or an interval such as 2m or 30s"
+            )),
+        }
+    }
+
+    /// The `sync_interval` value of the config.
+    fn render(self) -> String {
+        match self {
+            SyncPolicy::Always => "always".to_string(),
+            SyncPolicy::Every(d) => format!("\"{}ms\"", d.as_millis()),
+        }
+    }
 }
 
 /// Size-based rotation of the embedded server's log (`nats.log`): nats-server renames a
@@ -248,6 +285,7 @@ impl EmbeddedConfig {
             server_name: server_name.into(),
             extra_config: String::new(),
             log_rotation: LogRotation::default(),
+            sync: SyncPolicy::default(),
         }
     }
 
@@ -278,7 +316,7 @@ impl EmbeddedConfig {
              server_name: {name}\n\
              listen: {listen}\n\
              http: {monitor}\n\
-             jetstream {{\n  store_dir: {store}\n}}\n\
+             jetstream {{\n  store_dir: {store}\n  sync_interval: {sync}\n}}\n\
              log_file: {log}\n\
              logfile_size_limit: {log_bytes}\n\
              logfile_max_num: {log_files}\n\
@@ -287,6 +325,7 @@ impl EmbeddedConfig {
             listen = q(&self.listen.to_string()),
             monitor = q(&monitor.to_string()),
             store = q(&self.store_dir().to_string_lossy()),
+            sync = self.sync.render(),
             log = q(&self.log_path().to_string_lossy()),
             log_bytes = self.log_rotation.max_bytes,
             log_files = self.log_rotation.files,
@@ -989,6 +1028,22 @@ mod tests {
         );
         assert_eq!(parse_version("garbage"), None);
         assert!((2, 9, 10) < MIN_VERSION && (2, 11, 0) >= MIN_VERSION);
+    }
+
+    #[test]
+    fn sync_policies() {
+        assert_eq!(SyncPolicy::parse("always"), Ok(SyncPolicy::Always));
+        assert_eq!(
+            SyncPolicy::parse("2m"),
+            Ok(SyncPolicy::Every(Duration::from_secs(120)))
+        );
+        assert!(SyncPolicy::parse("sometimes")
+            .unwrap_err()
+            .contains("use `always`"));
+        assert_eq!(
+            SyncPolicy::Every(Duration::from_secs(2)).render(),
+            "\"2000ms\""
+        );
     }
 
     #[test]

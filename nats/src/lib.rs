@@ -17,6 +17,8 @@ pub mod testing;
 
 pub use bootstrap::{bootstrap, open, BootstrapError, BootstrapOptions, Cluster};
 pub use connect::{connect, connect_linked, install_crypto_provider, ConnectError, ConnectOptions};
-pub use embedded::{EmbeddedCluster, EmbeddedConfig, EmbeddedError, EmbeddedNats, EmbeddedTls};
+pub use embedded::{
+    EmbeddedCluster, EmbeddedConfig, EmbeddedError, EmbeddedNats, EmbeddedTls, SyncPolicy,
+};
 pub use link::{Link, LinkState};
 pub use store::{KvChange, RawKv, Store, StoreChange, StoreError, TypedKv};

@@ -46,6 +46,12 @@ struct Args {
     /// knows its peers by name); default voiyd-<hostname>-<client port>.
     #[arg(long)]
     nats_server_name: Option<String>,
+    /// When the embedded NATS makes writes durable: `always` (fsync before every
+    /// acknowledgement, the default: an acknowledged change survives a power loss) or an
+    /// interval such as `2m` (nats-server's own default: faster, loses up to that much on
+    /// a power loss of every replica).
+    #[arg(long, default_value = "always", value_parser = voiyd_nats::SyncPolicy::parse)]
+    nats_sync: voiyd_nats::SyncPolicy,
     /// Use an existing NATS server or cluster (comma-separated URLs) instead of the embedded one.
     #[arg(long, env = "VOIYD_NATS_URL")]
     nats_url: Option<String>,
@@ -171,6 +177,7 @@ async fn main() {
         nats,
         nats_server_bin: args.nats_server_bin,
         nats_cluster: cluster,
+        nats_sync: args.nats_sync,
         nats_server_name,
         bootstrap: BootstrapOptions {
             replicas,

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub nats_server_bin: Option<PathBuf>,
     /// Embedded mode: this server's NATS is one node of a cluster of voiyd-servers.
     pub nats_cluster: Option<voiyd_nats::EmbeddedCluster>,
+    /// Embedded mode: when JetStream fsyncs.
+    pub nats_sync: voiyd_nats::SyncPolicy,
     /// Embedded mode: the nats-server's name (stable across restarts).
     pub nats_server_name: String,
     /// Bucket and stream options.
@@ -95,6 +97,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             let server_name = cfg.nats_server_name.clone();
             let server = EmbeddedNats::start(EmbeddedConfig {
                 extra_config,
+                sync: cfg.nats_sync,
                 ..EmbeddedConfig::new(binary, cfg.data_dir.clone(), cfg.nats_listen, server_name)
             })
             .await?;
