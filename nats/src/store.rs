@@ -324,31 +324,39 @@ impl RawKv {
                 });
             }
         })));
-        let mut out = Vec::new();
         if consumer.cached_info().num_pending == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let mut messages = consumer
             .messages()
             .await
             .map_err(|e| StoreError::nats("list", e))?;
+        // Writes made while the snapshot is read arrive after the last value of each
+        // key: a key may come twice (keep the newer) or be removed after it came.
+        let mut latest: std::collections::HashMap<String, (Bytes, u64)> =
+            std::collections::HashMap::new();
         while let Some(msg) = messages.next().await {
             let msg = msg.map_err(|e| StoreError::nats("list", e))?;
             let info = msg.info().map_err(|e| StoreError::nats("list", e))?;
             let (revision, pending) = (info.stream_sequence, info.pending);
-            if !is_removal(msg.headers.as_ref()) {
-                let key = msg
-                    .subject
-                    .strip_prefix(self.kv.prefix.as_str())
-                    .unwrap_or(&msg.subject)
-                    .to_string();
-                out.push((key, msg.payload.clone(), revision));
+            let key = msg
+                .subject
+                .strip_prefix(self.kv.prefix.as_str())
+                .unwrap_or(&msg.subject)
+                .to_string();
+            if is_removal(msg.headers.as_ref()) {
+                latest.remove(&key);
+            } else {
+                latest.insert(key, (msg.payload.clone(), revision));
             }
             if pending == 0 {
                 break;
             }
         }
-        Ok(out)
+        Ok(latest
+            .into_iter()
+            .map(|(key, (value, revision))| (key, value, revision))
+            .collect())
     }
 
     /// Current values of keys matching `filter`, then every later change. Deleted keys

@@ -215,3 +215,39 @@ async fn raw_kv_filters_keys() {
     ));
     nats.stop().await;
 }
+
+/// A snapshot read while keys are rewritten and deleted lists each live key once, with
+/// its newest value, and never a key deleted during the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_under_writes_list_each_key_once() {
+    let nats = TestNats::start().await;
+    let c = cluster(&nats).await;
+    for i in 0..3000 {
+        c.work
+            .put(&format!("n.t{i}"), format!("v0-{i}").into())
+            .await
+            .unwrap();
+    }
+    let writer = {
+        let work = c.work.clone();
+        tokio::spawn(async move {
+            for round in 1.. {
+                for i in (0..3000).step_by(7) {
+                    let _ = work
+                        .put(&format!("n.t{i}"), format!("v{round}-{i}").into())
+                        .await;
+                }
+                let _ = work.delete(&format!("n.t{}", round % 3000), None).await;
+            }
+        })
+    };
+    for _ in 0..5 {
+        let entries = c.work.entries(">").await.unwrap();
+        let mut keys: Vec<&str> = entries.iter().map(|(k, _, _)| k.as_str()).collect();
+        let n = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "a key listed twice");
+        assert!(n <= 3000 && n > 2900, "{n}");
+    }
+    writer.abort();
+}

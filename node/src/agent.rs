@@ -108,6 +108,8 @@ pub fn host_facts(name: &str) -> (BTreeMap<String, String>, NodeResources) {
 struct Worker {
     desired: watch::Sender<Option<Desired>>,
     wake: Arc<Notify>,
+    /// Report at the next wake even if nothing changed (the servers asked again).
+    report_again: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Shared<R> {
@@ -396,7 +398,12 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
             tokio::select! {
                 msg = updates.next() => match msg {
                     Some(m) => match WorkUpdate::decode(m.payload) {
-                        Ok(u) => apply_update(&s, u),
+                        Ok(u) => {
+                            if apply_update(&s, u) && retry_read.is_none() {
+                                tracing::info!("work update for a task the last read missed: reading again");
+                                retry_read = Some(tokio::time::Instant::now() + Duration::from_millis(500));
+                            }
+                        }
                         Err(e) => tracing::warn!(error = %e, "undecodable work update ignored"),
                     },
                     None => break,
@@ -420,6 +427,12 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
                     if let Err(e) = full_sync(&s, &kv, &filter).await {
                         tracing::warn!(error = %e, "re-reading work after reconnecting failed; trying again in 1 s");
                         retry_read = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                    } else {
+                        // Reports sent while the link was going down are lost too (core
+                        // NATS): every task worker reports again now, not at the next
+                        // periodic resync. This loop has just read everything itself.
+                        s.resync.send_modify(|n| *n += 1);
+                        resync.borrow_and_update();
                     }
                 }
             }
@@ -437,15 +450,30 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 }
 
 /// Applies one work update unless a newer change of the task is already applied.
-fn apply_update<R: Runtime>(s: &Arc<Shared<R>>, u: WorkUpdate) {
+/// Applies one work update; returns whether the work must be read again in full: an
+/// assignment older than the last full read for a task this node knows nothing of
+/// means that read missed it (it came from a replica still catching up).
+fn apply_update<R: Runtime>(s: &Arc<Shared<R>>, u: WorkUpdate) -> bool {
     if u.task.is_empty() {
-        return;
+        return false;
     }
     let mut ledger = s.ledger.lock().expect("ledger lock");
     if ledger.accept(&u.task, u.revision) {
         tracing::debug!(task = %u.task, revision = u.revision, "work update applied");
         let desired = u.assignment.as_ref().and_then(Desired::from_assignment);
         set_desired(s, &u.task, desired);
+        return false;
+    }
+    match s.workers.lock().expect("workers lock").get(&u.task) {
+        Some(w) => {
+            // Work this node has already: a server that has not heard from the task
+            // sends it again (the report may have been lost with a connection).
+            w.report_again
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            w.wake.notify_one();
+            false
+        }
+        None => u.assignment.is_some(),
     }
 }
 
@@ -534,14 +562,22 @@ fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: Option<Desir
     }
     let (tx, rx) = watch::channel(desired);
     let wake = Arc::new(Notify::new());
+    let report_again = Arc::new(std::sync::atomic::AtomicBool::new(false));
     workers.insert(
         task.to_string(),
         Worker {
             desired: tx,
             wake: wake.clone(),
+            report_again: report_again.clone(),
         },
     );
-    tokio::spawn(task_worker(s.clone(), task.to_string(), rx, wake));
+    tokio::spawn(task_worker(
+        s.clone(),
+        task.to_string(),
+        rx,
+        wake,
+        report_again,
+    ));
 }
 
 /// Tells the servers this node refuses `task`; they place it elsewhere.
@@ -593,6 +629,7 @@ async fn task_worker<R: Runtime>(
     task: String,
     mut desired_rx: watch::Receiver<Option<Desired>>,
     wake: Arc<Notify>,
+    report_again: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut mem = Memory::default();
     let mut resync = s.resync.subscribe();
@@ -622,7 +659,8 @@ async fn task_worker<R: Runtime>(
         }
         let now = SystemTime::now();
         let decision = decide(desired.as_ref(), obs.as_ref(), now);
-        report(&s, &task, desired.as_ref(), obs.as_ref(), &mut mem, false).await;
+        let again = report_again.swap(false, std::sync::atomic::Ordering::SeqCst);
+        report(&s, &task, desired.as_ref(), obs.as_ref(), &mut mem, again).await;
 
         if desired.is_none() && obs.is_none() {
             // Gone from this node: forget it, and its logs.

@@ -14,6 +14,7 @@ pub mod managed;
 pub mod merge_patch;
 pub mod metrics;
 pub mod node_events;
+pub mod patience;
 pub mod placement;
 pub mod policy;
 pub mod reports;

@@ -178,6 +178,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         link.clone(),
     ));
     let node_events_task = tokio::spawn(crate::node_events::run(client.clone(), ctx.clone()));
+    let repair_task = tokio::spawn(repair_scheduled(ctx.clone()));
     let _metrics = match cfg.metrics_addr {
         Some(addr) => {
             let (c, x) = (client.clone(), ctx.clone());
@@ -199,6 +200,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     };
     upkeep_task.abort();
     node_events_task.abort();
+    repair_task.abort();
     if let Some(m) = &_metrics {
         m.abort();
     }
@@ -216,6 +218,19 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     outcome
 }
 
+/// Once a second, tasks Scheduled too long get their work checked and re-sent: in a
+/// loop of its own, so that upkeep waiting on a store in the middle of a leader
+/// election does not hold it up.
+async fn repair_scheduled(ctx: Ctx) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checked = std::collections::HashMap::new();
+    loop {
+        tick.tick().await;
+        crate::work_sweep::repair_scheduled(&ctx, &mut checked).await;
+    }
+}
+
 /// Periodic level-triggered repairs: nodes whose heartbeats stopped become NotReady,
 /// tasks still waiting for a node are placed, and stale work is swept now and then.
 async fn upkeep(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: voiyd_nats::Link) {
@@ -224,7 +239,6 @@ async fn upkeep(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: v
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = crate::work_sweep::Sweep::default();
     let mut last_sweep = tokio::time::Instant::now();
-    let mut checked = std::collections::HashMap::new();
     let listening_from = || crate::failover::plus(crate::now(), crate::failover::RECONNECT_GRACE);
     let mut seen = link.state();
     let mut observed_from = listening_from();
@@ -247,7 +261,6 @@ async fn upkeep(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: v
         if let Err(e) = scheduler::place_pending(&ctx).await {
             tracing::warn!(error = %e.message, "placing pending tasks failed");
         }
-        crate::work_sweep::repair_scheduled(&ctx, &mut checked).await;
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();
             crate::work_sweep::run_once(&ctx, &mut sweep).await;

@@ -108,9 +108,8 @@ pub async fn write<S: Message>(
     }
 }
 
-/// [`write`] that rides out a short store outage (a JetStream leader election after a
-/// NATS node is lost takes a few seconds): an unavailable store is retried for about
-/// 3 s before the error is returned. A lost CAS race is returned at once, as `None`.
+/// [`write`] that rides out a short store outage (see [`crate::patience`]). A lost
+/// CAS race is returned at once, as `None`.
 pub async fn write_patiently<S: Message>(
     kv: &kv::Store,
     kind: &str,
@@ -118,20 +117,12 @@ pub async fn write_patiently<S: Message>(
     status: &S,
     revision: u64,
 ) -> Result<Option<u64>, Failure> {
-    let mut pause = std::time::Duration::from_millis(100);
-    loop {
-        match write(kv, kind, name, status, revision).await {
-            Err(f)
-                if f.code == voiyd_nats::api::ErrorCode::Unavailable
-                    && pause.as_millis() <= 1600 =>
-            {
-                tracing::debug!(kind, name, error = %f.message, "status write failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
-            other => return other,
-        }
-    }
+    crate::patience::retry(
+        "status",
+        || write(kv, kind, name, status, revision),
+        |f: &Failure| f.code == voiyd_nats::api::ErrorCode::Unavailable,
+    )
+    .await
 }
 
 /// Removes a status (best effort: a stale status of a deleted resource is harmless).

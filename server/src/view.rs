@@ -59,6 +59,8 @@ pub struct TaskEntry {
     /// When this server saw the task become Scheduled (placed, not yet picked up by
     /// its node); `None` in any other phase.
     pub scheduled_at: Option<std::time::Instant>,
+    /// When this server first saw the spec.
+    pub spec_seen_at: Option<std::time::Instant>,
     /// What is charged to `charged_to`.
     charged: Option<Charge>,
 }
@@ -182,6 +184,9 @@ impl State {
                     .unwrap_or_default();
                 let strategy = self.strategy_of(&labels);
                 let e = self.tasks.entry(name.to_string()).or_default();
+                if !e.exists || e.spec_seen_at.is_none() {
+                    e.spec_seen_at = Some(std::time::Instant::now());
+                }
                 e.exists = true;
                 e.uid = t.meta.map(|m| m.uid).unwrap_or_default();
                 e.demand = Demand::of(&config, strategy);
@@ -514,6 +519,22 @@ impl View {
             .filter(|(_, t)| t.exists && !t.reserved)
             .filter(|(_, t)| t.scheduled_at.is_some_and(|at| at.elapsed() >= grace))
             .filter_map(|(name, t)| Some((name.clone(), t.node.clone()?)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Tasks whose spec this server has seen for longer than `grace` without any status
+    /// (a create whose server died, or whose placement write failed, after the spec
+    /// was stored): nobody is placing them.
+    pub fn without_status_longer_than(&self, grace: std::time::Duration) -> Vec<String> {
+        let s = self.state.read().expect("view lock");
+        let mut out: Vec<String> = s
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.exists && t.status.is_none() && !t.reserved)
+            .filter(|(_, t)| t.spec_seen_at.is_some_and(|at| at.elapsed() >= grace))
+            .map(|(name, _)| name.clone())
             .collect();
         out.sort();
         out

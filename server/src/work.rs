@@ -24,20 +24,11 @@ pub async fn put(
 ) -> Result<u64, Failure> {
     let key = names::work_key(node, task);
     let body: bytes::Bytes = assignment.encode_to_vec().into();
-    // A put is idempotent: ride out a short store outage (a leader election takes a
-    // few seconds) rather than leave a placed task without work.
-    let mut pause = std::time::Duration::from_millis(100);
-    let revision = loop {
-        match ctx.work.put(&key, body.clone()).await {
-            Ok(r) => break r,
-            Err(e) if pause.as_millis() <= 1600 => {
-                tracing::debug!(%key, error = %e, "work write failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
-            Err(e) => return Err(Failure::internal(format!("cannot write work {key}: {e}"))),
-        }
-    };
+    // A put is idempotent: ride out a short store outage rather than leave a placed
+    // task without work.
+    let revision = crate::patience::retry("work", || ctx.work.put(&key, body.clone()), |_| true)
+        .await
+        .map_err(|e| Failure::internal(format!("cannot write work {key}: {e}")))?;
     notify(ctx, node, task, revision, Some(assignment)).await;
     Ok(revision)
 }
@@ -89,6 +80,15 @@ async fn purge(
         .await?;
     notify(ctx, node, task, ack.sequence, None).await;
     Ok(())
+}
+
+/// Sends the node its work entry again, as stored at `revision` (its first message may
+/// have been lost with a NATS connection: core messages are not replayed).
+pub async fn renotify(ctx: &Ctx, node: &str, task: &str, revision: u64, stored: bytes::Bytes) {
+    match Assignment::decode(stored) {
+        Ok(a) => notify(ctx, node, task, revision, Some(a)).await,
+        Err(e) => tracing::warn!(%node, %task, error = %e, "undecodable work entry"),
+    }
 }
 
 async fn notify(ctx: &Ctx, node: &str, task: &str, revision: u64, assignment: Option<Assignment>) {

@@ -17,7 +17,9 @@
 //! That sweep runs every 30 s; the common case of missing work (a create whose server
 //! died, or whose work write failed, after the placement was stored) has a fast path,
 //! [`repair_scheduled`]: a task still Scheduled a few seconds after placement has its
-//! work entry checked, and written again if it is absent.
+//! work entry checked, and written again if it is absent, or sent to its node again if
+//! it is there (the first notice was lost with a NATS connection); a task whose spec
+//! has been there that long without any status is placed.
 
 use crate::api::Ctx;
 use std::collections::HashMap;
@@ -152,7 +154,13 @@ pub async fn repair_scheduled(
     for (task, node) in stuck {
         checked.insert(task.clone(), std::time::Instant::now());
         match ctx.work.entry(names::work_key(&node, &task)).await {
-            Ok(Some(e)) if e.operation == async_nats::jetstream::kv::Operation::Put => continue,
+            Ok(Some(e)) if e.operation == async_nats::jetstream::kv::Operation::Put => {
+                // The work is there but the node has not said a word: its notice may
+                // have been lost with a connection. Tell it again.
+                tracing::info!(%task, %node, "scheduled task not picked up: telling its node again");
+                crate::work::renotify(ctx, &node, &task, e.revision, e.value).await;
+                continue;
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::debug!(%task, error = %e, "cannot check the work of a scheduled task");
@@ -163,6 +171,18 @@ pub async fn repair_scheduled(
         match crate::scheduler::sync_task(ctx, &task, false).await {
             Ok(_) => repaired += 1,
             Err(e) => tracing::warn!(%task, error = %e.message, "cannot write the missing work"),
+        }
+    }
+    // Specs stored without a placement: place them (each once per grace).
+    let mut unplaced = ctx.view.without_status_longer_than(SCHEDULED_GRACE);
+    unplaced.retain(|t| !checked.contains_key(t));
+    unplaced.truncate(512);
+    for task in unplaced {
+        checked.insert(task.clone(), std::time::Instant::now());
+        tracing::warn!(%task, "task stored without a placement: placing it");
+        match crate::scheduler::sync_task(ctx, &task, false).await {
+            Ok(_) => repaired += 1,
+            Err(e) => tracing::warn!(%task, error = %e.message, "cannot place the task"),
         }
     }
     checked.retain(|_, at| at.elapsed() < SCHEDULED_GRACE);

@@ -260,7 +260,10 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let data = data.to_str().unwrap().to_string();
-        let mut args = vec!["--data-dir", data.as_str(), "--log-level", "debug"];
+        let mut args = vec!["--data-dir", data.as_str()];
+        if !extra.contains(&"--log-level") {
+            args.extend_from_slice(&["--log-level", "debug"]);
+        }
         // Tests run side by side on one host: each cluster gets its own addresses.
         let cidr = test_cluster_cidr(url);
         args.extend_from_slice(&["--cluster-cidr", &cidr, "--node-subnet-prefix", "27"]);
@@ -334,15 +337,22 @@ impl Server {
 
     /// An API client connected to this server's NATS.
     pub async fn api(&self) -> ApiClient {
-        let client = async_nats::connect(&self.url)
+        let client = async_nats::connect(server_addrs(&self.url))
             .await
             .expect("connect to NATS");
         ApiClient::new(client)
     }
 }
 
+/// The addresses of a URL list (`nats://a:1,nats://b:2`).
+pub fn server_addrs(urls: &str) -> Vec<async_nats::ServerAddr> {
+    urls.split(',')
+        .map(|u| u.trim().parse().expect("a NATS URL"))
+        .collect()
+}
+
 async fn api_answers(url: &str) -> bool {
-    let Ok(client) = async_nats::connect(url).await else {
+    let Ok(client) = async_nats::connect(server_addrs(url)).await else {
         return false;
     };
     let api = ApiClient::new(client).with_timeout(Duration::from_secs(2));
@@ -819,4 +829,132 @@ pub fn running_containers(socket: &Path, node: &str) -> Vec<String> {
 /// Containers (running or not) in a node agent's containerd namespace.
 pub fn containers(socket: &Path, node: &str) -> Vec<String> {
     ctr_ids(socket, node, &["containers", "ls", "-q"], |_| true)
+}
+
+/// A NATS cluster of plain nats-server processes (what users run with `--nats-url`),
+/// each with JetStream, on loopback. Nodes can be killed (SIGKILL) and started again
+/// with their data.
+pub struct NatsCluster {
+    /// The nats-server processes; `None` while killed.
+    pub procs: Vec<Option<Proc>>,
+    /// Client URL of each.
+    pub urls: Vec<String>,
+    monitors: Vec<String>,
+    confs: Vec<PathBuf>,
+    dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes and waits until JetStream answers through each.
+    pub async fn start(n: usize) -> NatsCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = || format!("127.0.0.1:{}", voiyd_nats::testing::free_port());
+        let clients: Vec<String> = (0..n).map(|_| port()).collect();
+        let routes: Vec<String> = (0..n).map(|_| port()).collect();
+        let monitors: Vec<String> = (0..n).map(|_| port()).collect();
+        let mut confs = Vec::new();
+        for i in 0..n {
+            let peers = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| routes[j].clone())
+                .collect();
+            let cluster = voiyd_nats::EmbeddedCluster {
+                name: "ext".into(),
+                listen: routes[i].parse().unwrap(),
+                peers,
+                secret: None,
+                tls: None,
+            };
+            let store = dir.path().join(format!("js{i}"));
+            let q = |s: &str| serde_json::to_string(s).unwrap();
+            let conf = format!(
+                "server_name: {}\nlisten: {}\nhttp: {}\njetstream {{\n  store_dir: {}\n  sync_interval: always\n}}\n{}",
+                q(&format!("ext-{i}")),
+                q(&clients[i]),
+                q(&monitors[i]),
+                q(&store.to_string_lossy()),
+                cluster.render()
+            );
+            let path = dir.path().join(format!("nats{i}.conf"));
+            std::fs::write(&path, conf).unwrap();
+            confs.push(path);
+        }
+        let mut c = NatsCluster {
+            procs: (0..n).map(|_| None).collect(),
+            urls: clients.iter().map(|a| format!("nats://{a}")).collect(),
+            monitors,
+            confs,
+            dir,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_current(i).await;
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let binary = voiyd_nats::embedded::find_binary(None).expect("nats-server");
+        let conf = self.confs[i].to_string_lossy().into_owned();
+        let log = self.dir.path().join(format!("nats{i}.log"));
+        self.procs[i] = Some(Proc::spawn(&binary, &["-c", &conf], &[], log));
+    }
+
+    /// All client URLs, comma-separated (for `--nats-url` and `--server`).
+    pub fn url_list(&self) -> String {
+        self.urls.join(",")
+    }
+
+    /// SIGKILL of node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.procs[i].take() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    /// Starts node `i` again with its data and waits until it is current.
+    pub async fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_current(i).await;
+    }
+
+    /// Waits (60 s at most) until node `i`'s full `/healthz` answers 200: it knows the
+    /// JetStream leader and its replicas say they are current.
+    pub async fn wait_current(&self, i: usize) {
+        let start = Instant::now();
+        loop {
+            if http_ok(&self.monitors[i], "/healthz").await {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "nats-server {i} not current within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Whether `GET path` on `addr` answers 200 within a second.
+pub async fn http_ok(addr: &str, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    match tokio::time::timeout(Duration::from_secs(1), get).await {
+        Ok(Ok(out)) => String::from_utf8_lossy(&out)
+            .lines()
+            .next()
+            .is_some_and(|l| l.split_whitespace().nth(1) == Some("200")),
+        _ => false,
+    }
 }

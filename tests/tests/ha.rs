@@ -287,3 +287,98 @@ async fn three_embedded_servers_lose_one_during_creates_and_lose_nothing() {
         "the restarted server answered short lists first"
     );
 }
+
+/// What users grow into with `--nats-url`: two voiyd-servers on an external three-node
+/// NATS cluster with `--replicas 3`. Ten times, one NATS node is killed (-9) during
+/// concurrent creates: every task that exists, acknowledged or not, runs within 15 s of
+/// the kill, on one node, with no wait for the 30 s sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_nats_cluster_loses_a_node_during_creates_ten_times() {
+    let mut nats = voiyd_tests::NatsCluster::start(3).await;
+    let urls = nats.url_list();
+    let extra = ["--replicas", "3", "--work-sweep-interval", "3600"];
+    let s1 = Server::external_with(&urls, &extra).await;
+    let s2 = Server::external_with(&urls, &extra).await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = sim_nodes(&urls, "ext", 5, dir.path(), &["--sim-cpu", "1000"]);
+    let api = ApiClient::new(
+        voiyd_nats::connect(&voiyd_nats::ConnectOptions::from_urls(&urls))
+            .await
+            .unwrap(),
+    );
+    wait_nodes(&api, 5).await;
+    for round in 0..10 {
+        let victim = round % 3;
+        let creates = {
+            let api = api.clone();
+            tokio::spawn(async move {
+                futures::stream::iter(0..60)
+                    .map(|i| {
+                        let api = api.clone();
+                        async move { api.create(&task(&format!("r{round}-{i:02}"))).await.is_ok() }
+                    })
+                    .buffer_unordered(16)
+                    .collect::<Vec<bool>>()
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        nats.kill(victim);
+        let killed = Instant::now();
+        let acked = creates.await.unwrap().iter().filter(|ok| **ok).count();
+        let prefix = format!("r{round}-");
+        let mut last = String::new();
+        loop {
+            let tasks = api.list::<Task>("").await.unwrap_or_default();
+            let ours: Vec<&Task> = tasks
+                .iter()
+                .filter(|t| t.name().starts_with(&prefix))
+                .collect();
+            let waiting: Vec<String> = ours
+                .iter()
+                .filter(|t| t.status.as_ref().is_none_or(|s| s.phase != "Running"))
+                .map(|t| format!("{} {:?}", t.name(), t.status.as_ref().map(|s| &s.phase)))
+                .collect();
+            if ours.len() >= acked && waiting.is_empty() {
+                break;
+            }
+            last = format!(
+                "{} of {acked} acknowledged listed; waiting: {waiting:?}",
+                ours.len()
+            );
+            if killed.elapsed() > Duration::from_secs(15) {
+                let name = waiting
+                    .first()
+                    .and_then(|w| w.split(' ').next())
+                    .unwrap_or("");
+                let about = |log: String| -> String {
+                    log.lines()
+                        .filter(|l| l.contains(name))
+                        .map(|l| l.chars().take(300).collect::<String>())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                panic!(
+                    "round {round} (NATS node {victim} killed): not all running 15 s after the kill: {last}\nnode:\n{}\nserver 1:\n{}\nserver 2:\n{}",
+                    about(nodes.log_text()),
+                    about(s1.proc.log_text()),
+                    about(s2.proc.log_text())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!(
+            "round {round}: {acked}/60 acknowledged, all running {:?} after the kill{}",
+            killed.elapsed(),
+            if last.is_empty() {
+                String::new()
+            } else {
+                format!(" (had: {last})")
+            }
+        );
+        nats.restart(victim).await;
+    }
+    let holders = work_holders(&nats.urls[0]).await;
+    let doubles: Vec<_> = holders.iter().filter(|(_, n)| n.len() > 1).collect();
+    assert!(doubles.is_empty(), "tasks on several nodes: {doubles:?}");
+}

@@ -12,6 +12,12 @@ pub struct Failure {
     pub message: String,
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code as u16)
+    }
+}
+
 impl Failure {
     /// 400.
     pub fn invalid(message: impl Into<String>) -> Self {

@@ -107,7 +107,12 @@ fn embedded(extra: &[&str]) -> Server {
 async fn sync_policies(dir: &std::path::Path) {
     println!("== create latency by sync policy (one embedded server, sequential, 1000 each)");
     for policy in ["always", "2m"] {
-        let server = embedded(&["--nats-sync", policy, "--log-level", "warn"]);
+        let server = embedded(&[
+            "--nats-sync",
+            policy,
+            "--log-level",
+            "voiyd_server=info,warn",
+        ]);
         server.wait_ready().await;
         let _nodes = sim_nodes(&server.url, &format!("sync-{policy}"), 1, dir, &[]);
         let api = connect(&server.url).await;
@@ -119,15 +124,19 @@ async fn sync_policies(dir: &std::path::Path) {
             api.create(&task(&format!("s{i}"))).await.unwrap();
             lat.push(t.elapsed());
         }
+        let rate = creates(&api, "p", 5000, 64).await;
         let f = line(&format!("bare NATS request/reply ({policy})"), &mut floor);
         let c = line(&format!("tasks.create, --nats-sync {policy}"), &mut lat);
-        println!("ratio to floor: {:.1}x", ms(c) / ms(f));
+        println!(
+            "ratio to floor: {:.1}x; 64 concurrent clients: {rate:.0} creates/s",
+            ms(c) / ms(f)
+        );
     }
 }
 
 async fn big_lists(dir: &std::path::Path, n: usize) {
     println!("== get tasks at {n} tasks (one embedded server, 50 sim nodes)");
-    let server = embedded(&["--log-level", "warn"]);
+    let server = embedded(&["--log-level", "voiyd_server=info,warn"]);
     server.wait_ready().await;
     let _nodes = sim_nodes(
         &server.url,
@@ -140,6 +149,19 @@ async fn big_lists(dir: &std::path::Path, n: usize) {
     wait_nodes(&api, 50).await;
     let rate = creates(&api, "t", n, 256).await;
     println!("{n} creates at {rate:.0}/s");
+    // Measure the settled cluster: every task Running, nothing being written.
+    let req = voiyd_messages::v1::ListRequest {
+        field_selector: "phase!=Running".into(),
+        ..Default::default()
+    };
+    let settle = Instant::now();
+    while !api.list_with::<Task>(&req).await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "all {n} Running {:?} after the last create",
+        settle.elapsed()
+    );
     // Floor: this process reading both buckets itself (what any list must read).
     let js = async_nats::jetstream::new(api.nats().clone());
     let specs = voiyd_nats::RawKv::new(js.get_key_value(names::BUCKET_TASKS).await.unwrap(), "t");
@@ -183,7 +205,7 @@ async fn big_lists(dir: &std::path::Path, n: usize) {
 
 async fn cluster_vs_one(dir: &std::path::Path) {
     println!("== creates/s, 32 concurrent clients, 3000 creates");
-    let one = embedded(&["--log-level", "warn"]);
+    let one = embedded(&["--log-level", "voiyd_server=info,warn"]);
     one.wait_ready().await;
     let _n1 = sim_nodes(&one.url, "one", 5, dir, &["--sim-cpu", "1000"]);
     let api = connect(&one.url).await;
@@ -212,7 +234,7 @@ async fn cluster_vs_one(dir: &std::path::Path) {
                     "--nats-server-name",
                     &format!("bench-{i}"),
                     "--log-level",
-                    "warn",
+                    "voiyd_server=info,warn",
                 ],
             )
         })
