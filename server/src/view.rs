@@ -56,9 +56,9 @@ pub struct TaskEntry {
     /// The newest status seen and its revision: a status report is folded in with CAS
     /// on this revision, without reading the status first (a stale one costs a retry).
     pub status: Option<(TaskStatus, u64)>,
-    /// When this server saw the task become Scheduled (placed, not yet picked up by
-    /// its node); `None` in any other phase.
-    pub scheduled_at: Option<std::time::Instant>,
+    /// When this server last saw the status change while the task is on its way to
+    /// running (Scheduled, Pulling, Starting); `None` in any other phase.
+    pub waiting_since: Option<std::time::Instant>,
     /// When this server first saw the spec.
     pub spec_seen_at: Option<std::time::Instant>,
     /// What is charged to `charged_to`.
@@ -213,17 +213,19 @@ impl State {
                 }
                 e.node = (!s.node.is_empty()).then(|| s.node.clone());
                 e.reserved = false;
-                if s.phase != voiyd_messages::phase::SCHEDULED {
-                    e.scheduled_at = None;
-                } else if e.phase() != voiyd_messages::phase::SCHEDULED || e.scheduled_at.is_none()
-                {
-                    e.scheduled_at = Some(std::time::Instant::now());
+                use voiyd_messages::phase::{PULLING, SCHEDULED, STARTING};
+                let on_its_way = [SCHEDULED, PULLING, STARTING].contains(&s.phase.as_str());
+                let changed = e.status.as_ref().is_none_or(|(_, r)| *r != revision);
+                if !on_its_way {
+                    e.waiting_since = None;
+                } else if changed || e.waiting_since.is_none() {
+                    e.waiting_since = Some(std::time::Instant::now());
                 }
                 e.status = Some((s, revision));
             }
             None => {
                 e.status = None;
-                e.scheduled_at = None;
+                e.waiting_since = None;
                 if !e.reserved {
                     e.node = None;
                 }
@@ -507,17 +509,18 @@ impl View {
             .collect()
     }
 
-    /// Tasks Scheduled on a node for longer than `grace` as this server saw them, as
-    /// (task, node): a node picks its work up at once (and reports Pulling or
-    /// Starting), so such a task's work was probably never written (a server died
-    /// between placing it and writing its work, or the write failed).
-    pub fn scheduled_longer_than(&self, grace: std::time::Duration) -> Vec<(String, String)> {
+    /// Tasks on their way to running (Scheduled, Pulling, Starting) whose status has not
+    /// changed for `grace`, as (task, node). A node picks its work up at once and
+    /// reports each step (a pull reports its progress), so such a task's work was
+    /// probably never written or never reached the node, or its node's last report was
+    /// lost with a connection.
+    pub fn waiting_longer_than(&self, grace: std::time::Duration) -> Vec<(String, String)> {
         let s = self.state.read().expect("view lock");
         let mut out: Vec<(String, String)> = s
             .tasks
             .iter()
             .filter(|(_, t)| t.exists && !t.reserved)
-            .filter(|(_, t)| t.scheduled_at.is_some_and(|at| at.elapsed() >= grace))
+            .filter(|(_, t)| t.waiting_since.is_some_and(|at| at.elapsed() >= grace))
             .filter_map(|(name, t)| Some((name.clone(), t.node.clone()?)))
             .collect();
         out.sort();

@@ -16,9 +16,10 @@
 //!
 //! That sweep runs every 30 s; the common case of missing work (a create whose server
 //! died, or whose work write failed, after the placement was stored) has a fast path,
-//! [`repair_scheduled`]: a task still Scheduled a few seconds after placement has its
-//! work entry checked, and written again if it is absent, or sent to its node again if
-//! it is there (the first notice was lost with a NATS connection); a task whose spec
+//! [`repair_scheduled`]: a task on its way to running (Scheduled, Pulling, Starting)
+//! whose status has not moved for a few seconds has its work entry checked, and
+//! written again if it is absent, or sent to its node again if it is there (a notice or
+//! a report was lost with a NATS connection; the node then reports again); a task whose spec
 //! has been there that long without any status is placed.
 
 use crate::api::Ctx;
@@ -136,18 +137,19 @@ pub async fn run_once(ctx: &Ctx, sweep: &mut Sweep) -> usize {
     removed
 }
 
-/// How long a task may stay Scheduled before its work entry is checked.
+/// How long a starting task's status may stand still before its work is checked.
 pub const SCHEDULED_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Checks the work of tasks Scheduled for longer than [`SCHEDULED_GRACE`] (each at most
-/// once per grace, remembered in `checked`) and writes it again where it is missing.
+/// Checks the work of starting tasks whose status stood still for [`SCHEDULED_GRACE`]
+/// (each at most once per grace, remembered in `checked`): writes it again where it is
+/// missing, sends it to the node again where it is there.
 /// Returns how many were repaired.
 pub async fn repair_scheduled(
     ctx: &Ctx,
     checked: &mut HashMap<String, std::time::Instant>,
 ) -> usize {
     // Bounded per pass: upkeep must go on placing and failing over.
-    let mut stuck = ctx.view.scheduled_longer_than(SCHEDULED_GRACE);
+    let mut stuck = ctx.view.waiting_longer_than(SCHEDULED_GRACE);
     stuck.retain(|(t, _)| !checked.contains_key(t));
     stuck.truncate(512);
     let mut repaired = 0;
@@ -157,7 +159,7 @@ pub async fn repair_scheduled(
             Ok(Some(e)) if e.operation == async_nats::jetstream::kv::Operation::Put => {
                 // The work is there but the node has not said a word: its notice may
                 // have been lost with a connection. Tell it again.
-                tracing::info!(%task, %node, "scheduled task not picked up: telling its node again");
+                tracing::info!(%task, %node, "no word from the node on a starting task: telling it again");
                 crate::work::renotify(ctx, &node, &task, e.revision, e.value).await;
                 continue;
             }
