@@ -97,6 +97,8 @@ pub struct Cluster {
     pub work: RawKv,
     /// The TTL bucket of leases (create = acquire, update = renew).
     pub leases: kv::Store,
+    /// Container subnet claims.
+    pub subnets: kv::Store,
     /// The events stream.
     pub events: stream::Stream,
 }
@@ -234,7 +236,7 @@ where
 
 /// Whether a JetStream API error means "not yet" rather than "never": no leader, no
 /// quorum, not enough peers up for the replicas, or no answer in time.
-pub fn is_transient(error: &str) -> bool {
+fn is_transient(error: &str) -> bool {
     let e = error.to_ascii_lowercase();
     [
         "temporarily unavailable",
@@ -279,6 +281,7 @@ pub async fn open(js: &jetstream::Context) -> Result<Cluster, BootstrapError> {
         status: RawKv::new(bucket(names::BUCKET_STATUS).await?, "status"),
         work: RawKv::new(bucket(names::BUCKET_WORK).await?, "work item"),
         leases: bucket(names::BUCKET_LEASES).await?,
+        subnets: bucket(names::BUCKET_SUBNETS).await?,
         events,
     })
 }

@@ -131,11 +131,12 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     if let (Some(nats), Some(_)) = (&embedded, &cfg.nats_cluster) {
         catch_up(nats, &js).await;
     }
-    let status_kv = bucket(&js, names::BUCKET_STATUS).await?;
-    let work = bucket(&js, names::BUCKET_WORK).await?;
+    // Bootstrap opened every bucket (riding out a cluster still electing its leader).
+    let status_kv = cluster.status.inner().clone();
+    let work = cluster.work.inner().clone();
     let cluster_cidr: crate::subnets::Cidr = cfg.cluster_cidr.parse()?;
     let subnets = crate::subnets::Subnets::new(
-        bucket(&js, names::BUCKET_SUBNETS).await?,
+        cluster.subnets.clone(),
         cluster_cidr,
         cfg.node_subnet_prefix,
     )
@@ -143,8 +144,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     crate::failover::set_lease_ttl(cfg.bootstrap.lease_ttl);
     let view = crate::view::View::start(
         crate::view::Buckets {
-            tasks: bucket(&js, names::BUCKET_TASKS).await?,
-            nodes: bucket(&js, names::BUCKET_NODES).await?,
+            tasks: cluster.tasks.kv().raw().inner().clone(),
+            nodes: cluster.nodes.kv().raw().inner().clone(),
             status: status_kv.clone(),
         },
         cfg.placement,
@@ -308,27 +309,5 @@ async fn catch_up(nats: &EmbeddedNats, js: &async_nats::jetstream::Context) {
     }
     if said {
         tracing::info!("NATS node caught up");
-    }
-}
-
-/// Opens a bucket bootstrap made, riding out the moments a new cluster's JetStream
-/// answers slowly (30 s at most).
-async fn bucket(
-    js: &async_nats::jetstream::Context,
-    name: &str,
-) -> anyhow::Result<async_nats::jetstream::kv::Store> {
-    let start = std::time::Instant::now();
-    loop {
-        match js.get_key_value(name).await {
-            Ok(kv) => return Ok(kv),
-            Err(e)
-                if start.elapsed() < Duration::from_secs(30)
-                    && bootstrap::is_transient(&e.to_string()) =>
-            {
-                tracing::debug!(bucket = name, error = %e, "cannot open bucket yet; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(anyhow::anyhow!("cannot open bucket {name}: {e}")),
-        }
     }
 }

@@ -958,3 +958,111 @@ pub async fn http_ok(addr: &str, path: &str) -> bool {
         _ => false,
     }
 }
+
+/// A task for simulated nodes (`sim/app:1`), named `name`, with nothing else set.
+pub fn sim_task(name: &str) -> voiyd_messages::v1::Task {
+    voiyd_messages::v1::Task {
+        version: "task/v1".into(),
+        meta: Some(voiyd_messages::v1::Meta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        config: Some(voiyd_messages::v1::TaskConfig {
+            image: "sim/app:1".into(),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Three voiyd-servers forming one embedded NATS cluster on loopback (NATS nodes named
+/// `<name>-0`…), all launched before any is waited for (the first are ready only once
+/// a majority runs), then ready within 60 s. `extra` goes to every server.
+pub async fn embedded_cluster(name: &str, extra: &[&str]) -> Vec<Server> {
+    let port = || format!("127.0.0.1:{}", voiyd_nats::testing::free_port());
+    let clients: Vec<String> = (0..3).map(|_| port()).collect();
+    let routes: Vec<String> = (0..3).map(|_| port()).collect();
+    let servers: Vec<Server> = (0..3)
+        .map(|i| {
+            let peers: Vec<&str> = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| routes[j].as_str())
+                .collect();
+            let node_name = format!("{name}-{i}");
+            let peers = peers.join(",");
+            let mut args = vec![
+                "--nats-cluster-listen",
+                routes[i].as_str(),
+                "--nats-peers",
+                peers.as_str(),
+                "--nats-server-name",
+                node_name.as_str(),
+            ];
+            args.extend_from_slice(extra);
+            Server::launch_embedded(&clients[i], &args)
+        })
+        .collect();
+    futures::future::join_all(
+        servers
+            .iter()
+            .map(|s| s.wait_ready_within(Duration::from_secs(60))),
+    )
+    .await;
+    servers
+}
+
+/// What the benchmark binaries share: percentiles and the printed line, and the floor
+/// of a bare NATS request/reply.
+pub mod bench {
+    use futures::StreamExt;
+    use std::time::{Duration, Instant};
+
+    /// The `p` quantile (0..=1) of `v` (sorted in place).
+    pub fn pct(v: &mut [Duration], p: f64) -> Duration {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    }
+
+    /// Milliseconds.
+    pub fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1000.0
+    }
+
+    /// Prints `what` with p50, p99 and n; returns p50.
+    pub fn line(what: &str, v: &mut [Duration]) -> Duration {
+        let p50 = pct(v, 0.5);
+        println!(
+            "{what:<52} p50 {:>9.3} ms   p99 {:>9.3} ms   (n={})",
+            ms(p50),
+            ms(pct(v, 0.99)),
+            v.len()
+        );
+        p50
+    }
+
+    /// `n` sequential round trips of `body` to a trivial responder on the nats-server
+    /// at `url` (the floor of any API request through it).
+    pub async fn echo_round_trips(url: &str, n: usize, body: Vec<u8>) -> Vec<Duration> {
+        let client = async_nats::connect(url).await.expect("connect to NATS");
+        let mut sub = client.subscribe("bench.echo").await.expect("subscribe");
+        let responder = client.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                if let Some(r) = m.reply {
+                    let _ = responder.publish(r, m.payload).await;
+                }
+            }
+        });
+        client.flush().await.expect("flush");
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            client
+                .request("bench.echo", body.clone().into())
+                .await
+                .expect("echo");
+            out.push(t.elapsed());
+        }
+        out
+    }
+}

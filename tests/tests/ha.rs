@@ -7,69 +7,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use voiyd_messages::v1::{Meta, Task, TaskConfig};
+use voiyd_messages::v1::Task;
 use voiyd_messages::Resource;
 use voiyd_nats::api::ApiClient;
 use voiyd_nats::names;
-use voiyd_nats::testing::free_port;
-use voiyd_tests::{eventually, sim_nodes, wait_nodes, Server};
+use voiyd_tests::{embedded_cluster, eventually, sim_nodes, sim_task, wait_nodes, Server};
 
 /// The tests here run three to six NATS nodes and several servers each: on a small
 /// machine, one at a time, so that neither measures the other's load.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn task(name: &str) -> Task {
-    Task {
-        version: "task/v1".into(),
-        meta: Some(Meta {
-            name: name.into(),
-            ..Default::default()
-        }),
-        config: Some(TaskConfig {
-            image: "sim/app:1".into(),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-/// Three servers forming one embedded NATS cluster, all started before any is ready.
-async fn three_embedded() -> Vec<Server> {
-    let clients: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let routes: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let servers: Vec<Server> = (0..3)
-        .map(|i| {
-            let peers: Vec<&str> = (0..3)
-                .filter(|&j| j != i)
-                .map(|j| routes[j].as_str())
-                .collect();
-            Server::launch_embedded(
-                &clients[i],
-                &[
-                    "--nats-cluster-listen",
-                    &routes[i],
-                    "--nats-peers",
-                    &peers.join(","),
-                    "--nats-cluster-secret",
-                    "test-route-secret",
-                    "--nats-server-name",
-                    &format!("ha-{i}"),
-                ],
-            )
-        })
-        .collect();
-    futures::future::join_all(
-        servers
-            .iter()
-            .map(|s| s.wait_ready_within(Duration::from_secs(60))),
-    )
-    .await;
-    servers
-}
 
 /// node → tasks in the work bucket, read through `url`.
 async fn work_holders(url: &str) -> HashMap<String, Vec<String>> {
@@ -93,7 +39,7 @@ async fn work_holders(url: &str) -> HashMap<String, Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_embedded_servers_lose_one_during_creates_and_lose_nothing() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let mut servers = three_embedded().await;
+    let mut servers = embedded_cluster("ha", &["--nats-cluster-secret", "test-route-secret"]).await;
     let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
 
     // Every bucket and stream has three replicas.
@@ -133,7 +79,7 @@ async fn three_embedded_servers_lose_one_during_creates_and_lose_nothing() {
                     let (acked, kill_at) = (acked.clone(), kill_at.clone());
                     async move {
                         let name = format!("c{i:03}");
-                        let ok = api.create(&task(&name)).await.is_ok();
+                        let ok = api.create(&sim_task(&name)).await.is_ok();
                         if ok && acked.fetch_add(1, Ordering::SeqCst) + 1 == 200 {
                             kill_at.notify_one();
                         }
@@ -153,7 +99,7 @@ async fn three_embedded_servers_lose_one_during_creates_and_lose_nothing() {
         let api = apis[0].clone().with_timeout(Duration::from_secs(1));
         tokio::spawn(async move {
             for i in 0.. {
-                if api.create(&task(&format!("probe{i}"))).await.is_ok() {
+                if api.create(&sim_task(&format!("probe{i}"))).await.is_ok() {
                     return killed.elapsed();
                 }
             }
@@ -324,7 +270,11 @@ async fn external_nats_cluster_loses_a_node_during_creates_ten_times() {
                 futures::stream::iter(0..60)
                     .map(|i| {
                         let api = api.clone();
-                        async move { api.create(&task(&format!("r{round}-{i:02}"))).await.is_ok() }
+                        async move {
+                            api.create(&sim_task(&format!("r{round}-{i:02}")))
+                                .await
+                                .is_ok()
+                        }
                     })
                     .buffer_unordered(16)
                     .collect::<Vec<bool>>()

@@ -5,10 +5,10 @@
 //! Usage: `cargo run --release -p voiyd-tests --bin bench_api [-- N]` (root; needs the
 //! binaries built in release: `cargo build --release --bins`).
 
-use futures::StreamExt;
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::{Meta, Resources, Task, TaskConfig};
 use voiyd_nats::testing::TestNats;
+use voiyd_tests::bench::{echo_round_trips, line, ms};
 use voiyd_tests::{eventually, NodeAgent, Server};
 
 fn task(name: &str, image: &str) -> Task {
@@ -31,26 +31,6 @@ fn task(name: &str, image: &str) -> Task {
     }
 }
 
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn line(what: &str, v: &mut [Duration]) -> Duration {
-    let p50 = pct(v, 0.5);
-    println!(
-        "{what:<44} p50 {:>8.3} ms   p99 {:>8.3} ms   (n={})",
-        ms(p50),
-        ms(pct(v, 0.99)),
-        v.len()
-    );
-    p50
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::args()
@@ -60,29 +40,10 @@ async fn main() {
     let nats = TestNats::start().await;
     let server = Server::external(&nats.url()).await;
     let api = server.api().await;
-    let client = nats.client().await;
 
     // Floor: a bare request/reply round trip through the same nats-server.
-    let mut echo = client.subscribe("bench.echo").await.unwrap();
-    let responder = client.clone();
-    tokio::spawn(async move {
-        while let Some(m) = echo.next().await {
-            if let Some(r) = m.reply {
-                let _ = responder.publish(r, m.payload).await;
-            }
-        }
-    });
-    client.flush().await.unwrap();
     let body = prost::Message::encode_to_vec(&task("x", "busybox:1"));
-    let mut bare = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        client
-            .request("bench.echo", body.clone().into())
-            .await
-            .unwrap();
-        bare.push(t.elapsed());
-    }
+    let mut bare = echo_round_trips(&nats.url(), n, body).await;
     let mut creates = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();

@@ -14,75 +14,15 @@
 use futures::StreamExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use voiyd_messages::v1::{Meta, Task, TaskConfig};
+use voiyd_messages::v1::Task;
 use voiyd_nats::api::ApiClient;
 use voiyd_nats::names;
 use voiyd_nats::testing::free_port;
-use voiyd_tests::{bin, sim_nodes, wait_nodes, Server};
-
-fn task(name: &str) -> Task {
-    Task {
-        version: "task/v1".into(),
-        meta: Some(Meta {
-            name: name.into(),
-            ..Default::default()
-        }),
-        config: Some(TaskConfig {
-            image: "sim/app:1".into(),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn line(what: &str, v: &mut [Duration]) -> Duration {
-    let p50 = pct(v, 0.5);
-    println!(
-        "{what:<52} p50 {:>9.3} ms   p99 {:>9.3} ms   (n={})",
-        ms(p50),
-        ms(pct(v, 0.99)),
-        v.len()
-    );
-    p50
-}
+use voiyd_tests::bench::{echo_round_trips, line, ms};
+use voiyd_tests::{bin, embedded_cluster, sim_nodes, sim_task, wait_nodes, Server};
 
 async fn connect(url: &str) -> ApiClient {
     ApiClient::new(async_nats::connect(url).await.unwrap()).with_timeout(Duration::from_secs(60))
-}
-
-/// Sequential round trips to a trivial responder on the same nats-server.
-async fn bare_round_trips(url: &str, n: usize) -> Vec<Duration> {
-    let client = async_nats::connect(url).await.unwrap();
-    let mut sub = client.subscribe("bench.echo").await.unwrap();
-    let responder = client.clone();
-    tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
-            if let Some(r) = m.reply {
-                let _ = responder.publish(r, m.payload).await;
-            }
-        }
-    });
-    client.flush().await.unwrap();
-    let body = prost::Message::encode_to_vec(&task("x"));
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        client
-            .request("bench.echo", body.clone().into())
-            .await
-            .unwrap();
-        out.push(t.elapsed());
-    }
-    out
 }
 
 async fn creates(api: &ApiClient, prefix: &str, n: usize, concurrency: usize) -> f64 {
@@ -91,7 +31,7 @@ async fn creates(api: &ApiClient, prefix: &str, n: usize, concurrency: usize) ->
         .map(|i| {
             let api = api.clone();
             let name = format!("{prefix}{i}");
-            async move { api.create(&task(&name)).await.expect("create") }
+            async move { api.create(&sim_task(&name)).await.expect("create") }
         })
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
@@ -117,11 +57,16 @@ async fn sync_policies(dir: &std::path::Path) {
         let _nodes = sim_nodes(&server.url, &format!("sync-{policy}"), 1, dir, &[]);
         let api = connect(&server.url).await;
         wait_nodes(&api, 1).await;
-        let mut floor = bare_round_trips(&server.url, 1000).await;
+        let mut floor = echo_round_trips(
+            &server.url,
+            1000,
+            prost::Message::encode_to_vec(&sim_task("x")),
+        )
+        .await;
         let mut lat = Vec::with_capacity(1000);
         for i in 0..1000 {
             let t = Instant::now();
-            api.create(&task(&format!("s{i}"))).await.unwrap();
+            api.create(&sim_task(&format!("s{i}"))).await.unwrap();
             lat.push(t.elapsed());
         }
         let rate = creates(&api, "p", 5000, 64).await;
@@ -212,39 +157,7 @@ async fn cluster_vs_one(dir: &std::path::Path) {
     wait_nodes(&api, 5).await;
     let single = creates(&api, "o", 3000, 32).await;
 
-    let clients: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let routes: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let mut servers: Vec<Server> = (0..3)
-        .map(|i| {
-            let peers: Vec<&str> = (0..3)
-                .filter(|&j| j != i)
-                .map(|j| routes[j].as_str())
-                .collect();
-            Server::launch_embedded(
-                &clients[i],
-                &[
-                    "--nats-cluster-listen",
-                    &routes[i],
-                    "--nats-peers",
-                    &peers.join(","),
-                    "--nats-server-name",
-                    &format!("bench-{i}"),
-                    "--log-level",
-                    "voiyd_server=info,warn",
-                ],
-            )
-        })
-        .collect();
-    futures::future::join_all(
-        servers
-            .iter()
-            .map(|s| s.wait_ready_within(Duration::from_secs(60))),
-    )
-    .await;
+    let mut servers = embedded_cluster("bench", &["--log-level", "voiyd_server=info,warn"]).await;
     let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     let _n3 = sim_nodes(&urls.join(","), "three", 5, dir, &["--sim-cpu", "1000"]);
     let api3 = connect(&urls[1]).await;
@@ -277,7 +190,11 @@ async fn cluster_vs_one(dir: &std::path::Path) {
         let killed = Instant::now();
         let until_create = |api: ApiClient, prefix: String| async move {
             let mut i = 0;
-            while api.create(&task(&format!("{prefix}-{i}"))).await.is_err() {
+            while api
+                .create(&sim_task(&format!("{prefix}-{i}")))
+                .await
+                .is_err()
+            {
                 i += 1;
             }
             killed.elapsed()
