@@ -5,9 +5,11 @@
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod callout;
 pub mod chunks;
 pub mod connect;
 pub mod embedded;
+pub mod jwt;
 pub mod link;
 pub mod metrics;
 pub mod names;

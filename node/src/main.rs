@@ -230,7 +230,20 @@ fn nats_options(args: &Args) -> ConnectOptions {
 /// `--runtime sim`: one or many simulated nodes in this process.
 async fn run_sim(args: Args, name: String, labels: BTreeMap<String, String>) -> anyhow::Result<()> {
     use voiyd_messages::quantity::{parse_cpu, parse_memory};
-    let nats = nats_options(&args);
+    let mut nats = nats_options(&args);
+    if args.join_token.is_some() {
+        // A token makes one identity: one simulated node per process joins.
+        if args.sim_nodes > 1 {
+            anyhow::bail!("--join-token joins one node: run one voiyd-node per simulated node to join, or give the nodes --nkey/--creds");
+        }
+        nats.inbox_prefix = Some(voiyd_nats::names::node_inbox_prefix(&name));
+        let dir = args.data_dir.join(&name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        let joined =
+            voiyd_node::join::credentials(&dir, &name, args.join_token.as_deref(), &nats).await?;
+        nats.nkey_seed = joined.map(|p| p.to_string_lossy().into_owned());
+    }
     let cfg = voiyd_node::sim_nodes::SimNodesConfig {
         name,
         count: args.sim_nodes.max(1),

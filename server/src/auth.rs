@@ -1,34 +1,36 @@
-//! NATS identities in embedded mode: the server's and the local admin's keys, join
-//! tokens, node credentials and their revocation.
+//! NATS identities: the servers', the administrators', the nodes'; join tokens, node
+//! credentials and their revocation.
 //!
 //! The source of truth is bucket `voiyd_credentials` (public keys only; every seed stays
-//! with its holder). The server that owns the embedded nats-server renders the
-//! `authorization {}` block from it into `<data_dir>/nats/auth.conf` (included by the
-//! generated config) and reloads nats-server with SIGHUP: adding or revoking a node
-//! keeps every other connection up, and a revoked node's connection is closed by NATS.
-//! A copy of the last rendered identities (`auth.json`) lets a restart start NATS with
-//! the same identities before it can read the bucket.
+//! with its holder). nats-server asks the voiyd-servers about every connecting client
+//! (auth callout, [`crate::callout`]); the servers themselves connect with an identity
+//! derived from the cluster's auth secret, which nats-server knows by its public key.
+//! Revoking a node deletes its key and disconnects its connections through the system
+//! account, on whichever nats-server they are.
 
 use crate::api::{Ctx, Failure};
 use bytes::Bytes;
+use futures::StreamExt;
 use prost::Message;
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use voiyd_messages::v1::{
     Credential, DeleteRequest, JoinReply, JoinRequest, JoinToken, TokenCreateReply,
     TokenCreateRequest,
 };
-use voiyd_nats::auth::{self as nauth, AuthSpec};
-use voiyd_nats::embedded::EmbeddedNats;
+use voiyd_nats::auth as nauth;
+use voiyd_nats::callout::AuthKeys;
 use voiyd_nats::names;
 
-/// Seed file of the server's own identity, under `<data_dir>/auth`.
+/// Seed file of the servers' identity (derived from the auth secret), under `<data_dir>/auth`.
 pub const SERVER_SEED: &str = "server.nk";
 /// Seed file of the local administrator identity (give it to voiydctl), under `<data_dir>/auth`.
 pub const ADMIN_SEED: &str = "admin.nk";
+/// The auth secret of a server that was given none (one server on its own).
+pub const SECRET_FILE: &str = "secret";
 /// Default lifetime of a join token.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest lifetime of a join token.
@@ -37,152 +39,298 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_TOKEN_LEN: usize = 128;
 /// Prefix of every join token, so that one pasted in the wrong place is recognisable.
 const TOKEN_PREFIX: &str = "voiyd-join-";
+/// A full re-read of the credentials for an unknown key happens at most this often, so
+/// that clients with made-up keys cannot make a server read the bucket in a loop.
+const RELOAD_EVERY: Duration = Duration::from_millis(500);
+/// How long the answers of every nats-server to a system request are gathered.
+const GATHER: Duration = Duration::from_millis(750);
 
-/// The server's and the local admin's key files.
-#[derive(Debug, Clone)]
-pub struct LocalIdentities {
-    /// The server's seed file.
-    pub server_seed: PathBuf,
-    /// The server's public key.
-    pub server_key: String,
-    /// The local admin's seed file.
-    pub admin_seed: PathBuf,
-    /// The local admin's public key.
-    pub admin_key: String,
+/// Who a connection is, as the credentials say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// An administrator (voiydctl).
+    Admin(String),
+    /// A node agent.
+    Node(String),
 }
 
-/// Creates (once) and reads the server and admin seeds under `<data_dir>/auth`.
-pub fn local_identities(data_dir: &Path) -> anyhow::Result<LocalIdentities> {
-    let dir = data_dir.join("auth");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    let load = |file: &str| -> anyhow::Result<(PathBuf, String)> {
-        let path = dir.join(file);
-        if !path.exists() {
-            let (seed, _) = nauth::new_user_key();
-            write_private(&path, &format!("{seed}\n"))?;
+impl Holder {
+    /// The user name NATS shows for the connection (and revocation looks for).
+    pub fn user_name(&self) -> String {
+        match self {
+            Holder::Admin(n) => format!("admin:{n}"),
+            Holder::Node(n) => format!("node:{n}"),
         }
-        let seed = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let key = nauth::public_key_of_seed(&seed).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} does not hold a user nkey seed: remove it to make a new one",
-                path.display()
-            )
-        })?;
-        Ok((path, key))
-    };
-    let (server_seed, server_key) = load(SERVER_SEED)?;
-    let (admin_seed, admin_key) = load(ADMIN_SEED)?;
-    Ok(LocalIdentities {
-        server_seed,
-        server_key,
-        admin_seed,
-        admin_key,
-    })
+    }
+    fn key(&self) -> String {
+        match self {
+            Holder::Admin(n) => names::admin_credential_key(n),
+            Holder::Node(n) => names::node_credential_key(n),
+        }
+    }
 }
 
-/// Keeps the embedded nats-server's authorization in step with bucket `voiyd_credentials`.
+/// The identities of one server and what it knows of everyone else's.
 pub struct AuthManager {
-    ids: LocalIdentities,
-    auth_file: PathBuf,
-    cache_file: PathBuf,
-    nats: tokio::sync::OnceCell<Arc<EmbeddedNats>>,
-    lock: tokio::sync::Mutex<()>,
+    keys: AuthKeys,
+    /// `<data_dir>/auth/server.nk`: the derived server seed, for tools and tests.
+    pub server_seed: PathBuf,
+    /// `<data_dir>/auth/admin.nk`.
+    pub admin_seed: PathBuf,
+    admin_key: String,
+    creds: tokio::sync::OnceCell<voiyd_nats::TypedKv<Credential>>,
+    index: tokio::sync::Mutex<Index>,
+    system: tokio::sync::OnceCell<async_nats::Client>,
+}
+
+#[derive(Default)]
+struct Index {
+    by_key: HashMap<String, Holder>,
+    loaded: Option<Instant>,
 }
 
 impl std::fmt::Debug for AuthManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthManager")
-            .field("auth_file", &self.auth_file)
+            .field("keys", &self.keys)
+            .field("admin_key", &self.admin_key)
             .finish()
     }
 }
 
 impl AuthManager {
-    /// Prepares `<nats_dir>/auth.conf` from the last known identities, before NATS
-    /// starts. The generated NATS config must `include "auth.conf"` ([`Self::include`]).
-    pub fn prepare(ids: LocalIdentities, nats_dir: &Path) -> anyhow::Result<AuthManager> {
-        std::fs::create_dir_all(nats_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", nats_dir.display()))?;
-        let m = AuthManager {
-            ids,
-            auth_file: nats_dir.join("auth.conf"),
-            cache_file: nats_dir.join("auth.json"),
-            nats: tokio::sync::OnceCell::new(),
-            lock: tokio::sync::Mutex::new(()),
+    /// Derives the cluster keys from `secret` (or, for a server on its own, from a
+    /// secret it made once under `<data_dir>/auth`) and creates the local admin seed.
+    pub fn prepare(data_dir: &Path, secret: Option<&str>) -> anyhow::Result<AuthManager> {
+        let dir = data_dir.join("auth");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        let secret = match secret {
+            Some(s) => s.to_string(),
+            None => {
+                let path = dir.join(SECRET_FILE);
+                if !path.exists() {
+                    write_private(&path, &format!("{}\n", random_hex(32)?))?;
+                }
+                std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+            }
         };
-        let cached: AuthSpec = std::fs::read(&m.cache_file)
+        let keys = AuthKeys::derive(&secret)?;
+        let server_seed = dir.join(SERVER_SEED);
+        let seed = keys.server.seed().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if std::fs::read_to_string(&server_seed)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let spec = m.spec(cached.admins.into_iter(), cached.nodes.into_iter());
-        m.write(&spec)?;
-        Ok(m)
+            .as_deref()
+            .map(str::trim)
+            != Some(&seed)
+        {
+            replace_private(&server_seed, &format!("{seed}\n"))?;
+        }
+        let admin_seed = dir.join(ADMIN_SEED);
+        if !admin_seed.exists() {
+            let (seed, _) = nauth::new_user_key();
+            write_private(&admin_seed, &format!("{seed}\n"))?;
+        }
+        let text = std::fs::read_to_string(&admin_seed)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", admin_seed.display()))?;
+        let admin_key = nauth::public_key_of_seed(&text).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} does not hold a user nkey seed: remove it to make a new one",
+                admin_seed.display()
+            )
+        })?;
+        Ok(AuthManager {
+            keys,
+            server_seed,
+            admin_seed,
+            admin_key,
+            creds: tokio::sync::OnceCell::new(),
+            index: tokio::sync::Mutex::new(Index::default()),
+            system: tokio::sync::OnceCell::new(),
+        })
     }
 
-    /// The line the generated NATS config needs.
-    pub fn include() -> &'static str {
-        "include \"auth.conf\"\n"
+    /// The cluster's key pairs.
+    pub fn keys(&self) -> &AuthKeys {
+        &self.keys
     }
 
-    /// Hands over the running server, for reloads.
-    pub fn attach(&self, nats: Arc<EmbeddedNats>) {
-        let _ = self.nats.set(nats);
+    /// The servers' identity seed (to connect with).
+    pub fn server_seed_text(&self) -> String {
+        self.keys.server.seed().unwrap_or_default()
     }
 
-    fn spec(
+    /// The system identity's seed (to connect to the system account with).
+    pub fn system_seed_text(&self) -> String {
+        self.keys.system.seed().unwrap_or_default()
+    }
+
+    /// Hands over the system-account connection revocations use.
+    pub fn attach_system(&self, client: async_nats::Client) {
+        let _ = self.system.set(client);
+    }
+
+    /// Name under which this server's local admin key is registered.
+    fn local_admin_name(&self) -> String {
+        format!("local-{}", self.admin_key[1..11].to_ascii_lowercase())
+    }
+
+    async fn creds(
         &self,
-        admins: impl Iterator<Item = (String, String)>,
-        nodes: impl Iterator<Item = (String, String)>,
-    ) -> AuthSpec {
-        let mut spec = AuthSpec {
-            server: self.ids.server_key.clone(),
-            admins: admins.collect(),
-            nodes: nodes.collect(),
-        };
-        spec.admins
-            .insert("local".to_string(), self.ids.admin_key.clone());
-        spec
+        js: &async_nats::jetstream::Context,
+    ) -> Result<&voiyd_nats::TypedKv<Credential>, Failure> {
+        self.creds.get_or_try_init(|| creds_kv(js)).await
     }
 
-    /// Writes both files; returns whether the rendered config changed.
-    fn write(&self, spec: &AuthSpec) -> anyhow::Result<bool> {
-        let text = nauth::render_authorization(spec)?;
-        if std::fs::read_to_string(&self.auth_file).ok().as_deref() == Some(text.as_str()) {
-            return Ok(false);
-        }
-        replace_private(&self.cache_file, &serde_json::to_string_pretty(spec)?)?;
-        replace_private(&self.auth_file, &text)?;
-        Ok(true)
-    }
-
-    /// Re-reads the bucket, rewrites the authorization and reloads NATS if it changed.
-    pub async fn apply(&self, js: &async_nats::jetstream::Context) -> Result<(), Failure> {
-        let _guard = self.lock.lock().await;
-        let kv = creds_kv(js).await?;
-        let mut admins = Vec::new();
-        let mut nodes = Vec::new();
-        for (key, cred, _) in kv.entries(">").await? {
-            match key.split_once('.') {
-                Some(("node", n)) => nodes.push((names::untoken(n), cred.public_key)),
-                Some(("admin", n)) => admins.push((names::untoken(n), cred.public_key)),
-                _ => tracing::warn!(%key, "ignoring unknown key in voiyd_credentials"),
+    /// Records this server's local admin key, so that every server admits it.
+    pub async fn register_local_admin(
+        &self,
+        js: &async_nats::jetstream::Context,
+    ) -> Result<(), Failure> {
+        let creds = self.creds(js).await?;
+        let key = names::admin_credential_key(&self.local_admin_name());
+        if let Some((c, _)) = creds.get(&key).await? {
+            if c.public_key == self.admin_key {
+                return Ok(());
             }
         }
-        let spec = self.spec(admins.into_iter(), nodes.into_iter());
-        let changed = self
-            .write(&spec)
-            .map_err(|e| Failure::internal(format!("cannot write NATS authorization: {e}")))?;
-        if changed {
-            if let Some(nats) = self.nats.get() {
-                nats.reload()
-                    .await
-                    .map_err(|e| Failure::internal(format!("cannot reload NATS: {e}")))?;
-            }
-        }
+        creds
+            .put(
+                &key,
+                &Credential {
+                    public_key: self.admin_key.clone(),
+                    created_at: Some(crate::now()),
+                },
+            )
+            .await?;
         Ok(())
     }
+
+    /// Who holds `nkey`, as the bucket says now. `hint` (a node name from the
+    /// connection name) lets most lookups be one read; otherwise the index of every
+    /// key answers, re-read (at most every [`RELOAD_EVERY`]) when it does not know the key.
+    pub async fn holder(
+        &self,
+        js: &async_nats::jetstream::Context,
+        nkey: &str,
+        hint: Option<Holder>,
+    ) -> Result<Option<Holder>, Failure> {
+        let creds = self.creds(js).await?;
+        let confirm = |h: Holder| async move {
+            let found = creds.get(&h.key()).await?;
+            Ok::<_, Failure>(found.filter(|(c, _)| c.public_key == nkey).map(|_| h))
+        };
+        if let Some(h) = hint {
+            if let Some(h) = confirm(h).await? {
+                return Ok(Some(h));
+            }
+        }
+        let asked = Instant::now();
+        let mut index = loop {
+            let index = self.index.lock().await;
+            if let Some(h) = index.by_key.get(nkey).cloned() {
+                drop(index);
+                return confirm(h).await;
+            }
+            match index.loaded {
+                // Read after this request came: the key is not there.
+                Some(t) if t >= asked => return Ok(None),
+                // Read too recently to read again: wait for the next read.
+                Some(t) if t.elapsed() < RELOAD_EVERY => {
+                    let wait = RELOAD_EVERY - t.elapsed();
+                    drop(index);
+                    tokio::time::sleep(wait).await;
+                }
+                _ => break index,
+            }
+        };
+        let started = Instant::now();
+        let mut by_key = HashMap::new();
+        for (key, cred, _) in creds.entries(">").await? {
+            let holder = match key.split_once('.') {
+                Some(("node", n)) => Holder::Node(names::untoken(n)),
+                Some(("admin", n)) => Holder::Admin(names::untoken(n)),
+                _ => continue,
+            };
+            by_key.insert(cred.public_key, holder);
+        }
+        index.by_key = by_key;
+        index.loaded = Some(started);
+        Ok(index.by_key.get(nkey).cloned())
+    }
+
+    /// Disconnects every connection of `holder`, on every nats-server of the cluster;
+    /// returns how many were closed. Without a system connection there is nothing to do.
+    pub async fn disconnect(&self, holder: &Holder) -> Result<usize, Failure> {
+        let Some(sys) = self.system.get() else {
+            return Ok(0);
+        };
+        let user = holder.user_name();
+        let query = serde_json::json!({ "user": user, "auth": true, "limit": 10000 });
+        let answers = gather(sys, "$SYS.REQ.SERVER.PING.CONNZ", query.to_string()).await?;
+        let mut kicked = 0;
+        for a in answers {
+            let Some(server) = a["server"]["id"].as_str() else {
+                continue;
+            };
+            let conns = a["data"]["connections"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for c in conns {
+                if c["authorized_user"].as_str() != Some(user.as_str()) {
+                    continue;
+                }
+                let Some(cid) = c["cid"].as_u64() else {
+                    continue;
+                };
+                let body = serde_json::json!({ "cid": cid }).to_string();
+                let subject = format!("$SYS.REQ.SERVER.{server}.KICK");
+                match sys.request(subject, body.into()).await {
+                    Ok(_) => kicked += 1,
+                    Err(e) => {
+                        tracing::warn!(%user, cid, error = %e, "cannot disconnect a revoked connection")
+                    }
+                }
+            }
+        }
+        Ok(kicked)
+    }
+}
+
+/// Sends a system request to every nats-server and gathers the answers that arrive
+/// within [`GATHER`].
+async fn gather(
+    sys: &async_nats::Client,
+    subject: &str,
+    body: String,
+) -> Result<Vec<serde_json::Value>, Failure> {
+    let inbox = sys.new_inbox();
+    let mut sub = sys
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| Failure::internal(format!("cannot ask the NATS servers: {e}")))?;
+    sys.publish_with_reply(subject.to_string(), inbox, body.into())
+        .await
+        .map_err(|e| Failure::internal(format!("cannot ask the NATS servers: {e}")))?;
+    let deadline = tokio::time::Instant::now() + GATHER;
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, sub.next()).await {
+        if let Ok(v) = serde_json::from_slice(&m.payload) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn random_hex(n: usize) -> anyhow::Result<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = vec![0u8; n];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no randomness available"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 async fn creds_kv(
@@ -335,7 +483,7 @@ pub async fn join(ctx: &Ctx, body: Bytes) -> Result<JoinReply, Failure> {
             )),
             e => e.into(),
         })?;
-    auth.apply(&ctx.cluster.js).await?;
+    let _ = auth;
     tracing::info!(node = %req.node, "node joined with its own NATS identity");
     Ok(JoinReply { node: req.node })
 }
@@ -352,7 +500,9 @@ pub async fn revoke(ctx: &Ctx, body: &Bytes) -> Result<bool, Failure> {
         tracing::info!(node = %req.name, "node credentials revoked");
     }
     if let Some(auth) = ctx.auth.as_deref() {
-        auth.apply(&ctx.cluster.js).await?;
+        let holder = Holder::Node(req.name.clone());
+        let closed = auth.disconnect(&holder).await?;
+        tracing::info!(node = %req.name, connections = closed, "revoked node disconnected");
     }
     Ok(had)
 }
@@ -427,21 +577,35 @@ mod tests {
     }
 
     #[test]
-    fn prepare_writes_private_config_with_local_identities() {
+    fn prepare_derives_keys_and_keeps_seeds_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let ids = local_identities(dir.path()).unwrap();
-        // Stable across calls: the seeds are kept.
+        let m = AuthManager::prepare(dir.path(), None).unwrap();
+        // Stable across restarts: the made secret and the admin seed are kept.
+        let again = AuthManager::prepare(dir.path(), None).unwrap();
         assert_eq!(
-            local_identities(dir.path()).unwrap().server_key,
-            ids.server_key
+            again.keys().server.public_key(),
+            m.keys().server.public_key()
         );
-        let m = AuthManager::prepare(ids.clone(), &dir.path().join("nats")).unwrap();
-        let text = std::fs::read_to_string(&m.auth_file).unwrap();
-        assert!(text.contains(&ids.server_key) && text.contains(&ids.admin_key));
-        for f in [&m.auth_file, &ids.server_seed, &ids.admin_seed] {
+        assert_eq!(again.admin_key, m.admin_key);
+        // The same secret gives every server the same cluster keys, its own admin key.
+        let other = tempfile::tempdir().unwrap();
+        let a = AuthManager::prepare(dir.path(), Some("shared-secret-0123456789")).unwrap();
+        let b = AuthManager::prepare(other.path(), Some("shared-secret-0123456789")).unwrap();
+        assert_eq!(a.keys().issuer.public_key(), b.keys().issuer.public_key());
+        assert_ne!(a.admin_key, b.admin_key);
+        assert_ne!(a.local_admin_name(), b.local_admin_name());
+        assert!(AuthManager::prepare(other.path(), Some("short")).is_err());
+        // The server seed file follows the secret in use.
+        let seed = std::fs::read_to_string(&a.server_seed).unwrap();
+        assert_eq!(seed.trim(), a.server_seed_text());
+        for f in [
+            &a.server_seed,
+            &a.admin_seed,
+            &dir.path().join("auth").join(SECRET_FILE),
+        ] {
             let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600);
+            assert_eq!(mode, 0o600, "{}", f.display());
         }
     }
 }

@@ -189,6 +189,7 @@ async fn main() {
         id: format!("{host}-{}", std::process::id()),
         cluster_cidr: args.cluster_cidr,
         node_subnet_prefix: args.node_subnet_prefix,
+        auth_secret: args.security.auth_secret.clone(),
         security,
         metrics_addr: args.metrics_addr,
     };

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub placement: crate::placement::Strategy,
     /// TLS, NATS identities and admission policy.
     pub security: Security,
+    /// The secret every server of the cluster derives its NATS identities from (`--auth`).
+    pub auth_secret: Option<String>,
     /// Address of Prometheus `/metrics`; none = off.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -65,34 +67,44 @@ pub struct Security {
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     connect::install_crypto_provider();
     let mut embedded: Option<Arc<EmbeddedNats>> = None;
-    let mut auth: Option<Arc<crate::auth::AuthManager>> = None;
+    let auth: Option<Arc<crate::auth::AuthManager>> = if cfg.security.auth {
+        let secret = cfg
+            .auth_secret
+            .clone()
+            .or_else(|| cfg.nats_cluster.as_ref().and_then(|c| c.secret.clone()));
+        if secret.is_none() && (cfg.nats_cluster.is_some() || cfg.nats.is_some()) {
+            anyhow::bail!("--auth with several servers needs the same --auth-secret on each (or --nats-cluster-secret): every server derives the cluster's NATS identities from it");
+        }
+        let manager = crate::auth::AuthManager::prepare(&cfg.data_dir, secret.as_deref())?;
+        tracing::info!(admin_seed = %manager.admin_seed.display(), "NATS authorization on: give voiydctl the admin seed (--nkey)");
+        Some(Arc::new(manager))
+    } else {
+        None
+    };
     let opts = match &cfg.nats {
         Some(o) => {
-            if cfg.security.auth || cfg.security.tls.is_some() {
-                anyhow::bail!("--auth and --tls-cert configure the embedded NATS: with --nats-url, configure TLS and permissions on that NATS (see `voiyd-server auth print-node-permissions`) and pass --nats-ca/--nats-creds");
+            if cfg.security.tls.is_some() {
+                anyhow::bail!("--tls-cert configures the embedded NATS: with --nats-url, configure TLS on that NATS and pass --nats-ca (and --nats-cert/--nats-key)");
             }
-            o.clone()
+            let mut o = o.clone();
+            if let Some(a) = &auth {
+                if o.creds_file.is_none() && o.nkey_seed.is_none() && o.user.is_none() {
+                    o.nkey_seed = Some(a.server_seed_text());
+                }
+            }
+            o
         }
         None => {
-            if cfg.security.auth && cfg.nats_cluster.is_some() {
-                anyhow::bail!("--auth with --nats-peers is not supported yet: run the cluster with TLS and --nats-cluster-secret, or one server with --auth");
-            }
             let binary = embedded::find_binary(cfg.nats_server_bin.as_deref())?;
             let mut extra_config = String::new();
             if let Some(cluster) = &cfg.nats_cluster {
                 extra_config.push_str(&cluster.render());
             }
-            let mut server_seed = None;
             if let Some(tls) = &cfg.security.tls {
                 extra_config.push_str(&tls.render());
             }
-            if cfg.security.auth {
-                let ids = crate::auth::local_identities(&cfg.data_dir)?;
-                server_seed = Some(ids.server_seed.clone());
-                tracing::info!(admin_seed = %ids.admin_seed.display(), "NATS authorization on: give voiydctl the admin seed (--nkey)");
-                let manager = crate::auth::AuthManager::prepare(ids, &cfg.data_dir.join("nats"))?;
-                extra_config.push_str(crate::auth::AuthManager::include());
-                auth = Some(Arc::new(manager));
+            if let Some(a) = &auth {
+                extra_config.push_str(&a.keys().render_nats_config());
             }
             let server_name = cfg.nats_server_name.clone();
             let server = EmbeddedNats::start(EmbeddedConfig {
@@ -114,12 +126,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                     o.tls_key = Some(tls.key.clone());
                 }
             }
-            o.nkey_seed = server_seed.map(|p| p.to_string_lossy().into_owned());
-            let server = Arc::new(server);
-            if let Some(a) = &auth {
-                a.attach(server.clone());
-            }
-            embedded = Some(server);
+            o.nkey_seed = auth.as_ref().map(|a| a.server_seed_text());
+            embedded = Some(Arc::new(server));
             o
         }
     };
@@ -162,12 +170,33 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         policy: cfg.security.policy,
         auth: auth.clone(),
     });
-    if let Some(a) = &auth {
-        // The bucket is the source of truth: catch up with changes made while down.
-        a.apply(&js)
-            .await
-            .map_err(|f| anyhow::anyhow!("cannot apply NATS authorization: {}", f.message))?;
-    }
+    let callout_task = match &auth {
+        Some(a) => {
+            // Answer authorization requests first: every other client waits on them.
+            let task = tokio::spawn(crate::callout::serve(
+                client.clone(),
+                ctx.clone(),
+                a.clone(),
+            ));
+            a.register_local_admin(&js).await.map_err(|f| {
+                anyhow::anyhow!("cannot register the local admin key: {}", f.message)
+            })?;
+            let mut sys = opts.clone();
+            sys.name = format!("voiyd-server {} system", cfg.id);
+            sys.creds_file = None;
+            sys.user = None;
+            sys.password = None;
+            sys.nkey_seed = Some(a.system_seed_text());
+            match connect::connect(&sys).await {
+                Ok(c) => a.attach_system(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no system-account connection: revoked nodes are not disconnected until their grant expires (configure the system account, docs/security.md)")
+                }
+            }
+            Some(task)
+        }
+        None => None,
+    };
     tracing::info!(id = %cfg.id, "voiyd-server started");
 
     let api_task = tokio::spawn(api::serve(client.clone(), ctx.clone()));
@@ -201,6 +230,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     };
     upkeep_task.abort();
     node_events_task.abort();
+    if let Some(t) = &callout_task {
+        t.abort();
+    }
     repair_task.abort();
     if let Some(m) = &_metrics {
         m.abort();

@@ -30,6 +30,16 @@ pub struct SecurityArgs {
     /// Enforce NATS identities: the server, admins (voiydctl), one per node, joining nodes.
     #[arg(long)]
     pub auth: bool,
+    /// With --auth: the secret every voiyd-server of the cluster derives the NATS
+    /// identities from (at least 16 characters; the same on every server). Defaults to
+    /// --nats-cluster-secret; a server on its own makes one under its data dir.
+    #[arg(
+        long,
+        env = "VOIYD_AUTH_SECRET",
+        hide_env_values = true,
+        requires = "auth"
+    )]
+    pub auth_secret: Option<String>,
     /// Allow privileged tasks.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub allow_privileged: bool,
@@ -146,6 +156,13 @@ pub enum AuthCommand {
     PrintAdminPermissions,
     /// Print the NATS permissions of the join identity.
     PrintJoinPermissions,
+    /// Print the nats-server configuration an external NATS needs for `--auth`: every
+    /// server of that NATS cluster includes it, every voiyd-server gets the same secret.
+    PrintNatsConfig {
+        /// The cluster's auth secret (the --auth-secret of the voiyd-servers).
+        #[arg(long, env = "VOIYD_AUTH_SECRET", hide_env_values = true)]
+        auth_secret: String,
+    },
 }
 
 /// Runs a subcommand; returns the process exit code.
@@ -217,6 +234,10 @@ fn run_inner(cmd: Command) -> anyhow::Result<()> {
             ),
             &auth::join_permissions(),
         ),
+        Command::Auth(AuthCommand::PrintNatsConfig { auth_secret }) => {
+            let keys = voiyd_nats::callout::AuthKeys::derive(&auth_secret)?;
+            print!("{}", keys.render_nats_config());
+        }
     }
     Ok(())
 }

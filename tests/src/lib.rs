@@ -307,6 +307,11 @@ impl Server {
         }
     }
 
+    /// Its data directory (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// Waits (20 s at most) until this server has its API up (its log says so) and
     /// the API answers.
     pub async fn wait_ready(&self) {
@@ -979,10 +984,23 @@ pub fn sim_task(name: &str) -> voiyd_messages::v1::Task {
 /// `<name>-0`…), all launched before any is waited for (the first are ready only once
 /// a majority runs), then ready within 60 s. `extra` goes to every server.
 pub async fn embedded_cluster(name: &str, extra: &[&str]) -> Vec<Server> {
+    let servers = launch_embedded_cluster(name, extra);
+    futures::future::join_all(
+        servers
+            .iter()
+            .map(|s| s.wait_ready_within(Duration::from_secs(60))),
+    )
+    .await;
+    servers
+}
+
+/// Starts the three servers of [`embedded_cluster`] without waiting for them (a secured
+/// cluster is waited for with credentials).
+pub fn launch_embedded_cluster(name: &str, extra: &[&str]) -> Vec<Server> {
     let port = || format!("127.0.0.1:{}", voiyd_nats::testing::free_port());
     let clients: Vec<String> = (0..3).map(|_| port()).collect();
     let routes: Vec<String> = (0..3).map(|_| port()).collect();
-    let servers: Vec<Server> = (0..3)
+    (0..3)
         .map(|i| {
             let peers: Vec<&str> = (0..3)
                 .filter(|&j| j != i)
@@ -1001,14 +1019,7 @@ pub async fn embedded_cluster(name: &str, extra: &[&str]) -> Vec<Server> {
             args.extend_from_slice(extra);
             Server::launch_embedded(&clients[i], &args)
         })
-        .collect();
-    futures::future::join_all(
-        servers
-            .iter()
-            .map(|s| s.wait_ready_within(Duration::from_secs(60))),
-    )
-    .await;
-    servers
+        .collect()
 }
 
 /// What the benchmark binaries share: percentiles and the printed line, and the floor

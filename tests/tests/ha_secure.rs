@@ -1,0 +1,362 @@
+//! HA with security: three voiyd-servers in one embedded NATS cluster with `--auth` and
+//! TLS. Nodes join through server 2 (the token was made through server 3, and replaying
+//! it elsewhere fails); server 1 and its NATS are killed during 600 concurrent creates;
+//! a node revoked through server 3 is disconnected from server 2's NATS and refused by
+//! every server from then on. Every voiyd-server answers NATS' authorization requests.
+
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use voiyd_messages::v1::{
+    JoinReply, JoinRequest, Node, Task, TokenCreateReply, TokenCreateRequest,
+};
+use voiyd_messages::Resource;
+use voiyd_nats::api::{ApiClient, ApiError};
+use voiyd_nats::connect::{connect, ConnectError, ConnectOptions};
+use voiyd_nats::{auth, names};
+use voiyd_tests::{bin, eventually, launch_embedded_cluster, sim_task, stderr, Proc, Server};
+
+const SECRET: &str = "secure-ha-test-secret-0123456789";
+
+/// TLS against `ca`, as the holder of `seed` (a seed or a seed file).
+fn opts(url: &str, ca: &Path, seed: Option<String>) -> ConnectOptions {
+    ConnectOptions {
+        name: "ha-secure-test".into(),
+        tls_ca: Some(ca.to_path_buf()),
+        tls_required: true,
+        nkey_seed: seed,
+        connect_timeout: Duration::from_secs(3),
+        ..ConnectOptions::from_urls(url)
+    }
+}
+
+fn seed_file(s: &Server, file: &str) -> String {
+    s.data_dir()
+        .join("auth")
+        .join(file)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The API through `s`'s NATS as `s`'s local administrator.
+async fn admin(s: &Server, ca: &Path) -> Option<ApiClient> {
+    let c = connect(&opts(&s.url, ca, Some(seed_file(s, "admin.nk"))))
+        .await
+        .ok()?;
+    Some(ApiClient::new(c).with_timeout(Duration::from_secs(5)))
+}
+
+async fn wait_secure(s: &Server, ca: &Path) {
+    let start = Instant::now();
+    loop {
+        if s.proc.log_text().contains("API ready") {
+            if let Some(api) = admin(s, ca).await {
+                if api.list::<Node>("").await.is_ok() {
+                    return;
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "secured server not ready; log:\n{}",
+            s.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A simulated node in a process of its own that joins with `token` through `url`.
+fn join_sim_node(url: &str, name: &str, token: &str, ca: &Path, dir: &Path) -> Proc {
+    let data = dir.join(name);
+    Proc::spawn(
+        &bin("voiyd-node"),
+        &[
+            "--server",
+            url,
+            "--name",
+            name,
+            "--runtime",
+            "sim",
+            "--sim-cpu",
+            "64",
+            "--sim-memory",
+            "64Gi",
+            "--join-token",
+            token,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--log-level",
+            "voiyd_node=info,warn",
+        ],
+        &[],
+        dir.join(format!("{name}.log")),
+    )
+}
+
+/// node → tasks in the work bucket (read as the servers' identity).
+async fn work_holders(client: &async_nats::Client) -> HashMap<String, Vec<String>> {
+    let js = async_nats::jetstream::new(client.clone());
+    let kv = js.get_key_value(names::BUCKET_WORK).await.unwrap();
+    let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+    for (key, _, _) in voiyd_nats::RawKv::new(kv, "work")
+        .entries(">")
+        .await
+        .unwrap()
+    {
+        let (node, task) = key.split_once('.').unwrap();
+        holders
+            .entry(names::untoken(task))
+            .or_default()
+            .push(names::untoken(node));
+    }
+    holders
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_secure_servers_lose_one_during_creates_and_revoke_through_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = std::process::Command::new(bin("voiyd-server"))
+        .args([
+            "certs",
+            "init",
+            "--dir",
+            certs.to_str().unwrap(),
+            "--days",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "certs init: {}", stderr(&out));
+    let ca: PathBuf = certs.join("ca.pem");
+    let mut servers = launch_embedded_cluster(
+        "hs",
+        &[
+            "--tls-dir",
+            certs.to_str().unwrap(),
+            "--auth",
+            "--nats-cluster-secret",
+            SECRET,
+        ],
+    );
+    for s in &servers {
+        wait_secure(s, &ca).await;
+    }
+    // Without credentials, or with a key nobody registered: refused by the callout.
+    let err = connect(&opts(&servers[1].url, &ca, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Auth { .. }), "{err}");
+    let stranger = auth::new_user_key().0;
+    let err = connect(&opts(&servers[2].url, &ca, Some(stranger)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Auth { .. }), "{err}");
+    // Each server's local admin is admitted by every NATS node.
+    let cross = connect(&opts(
+        &servers[0].url,
+        &ca,
+        Some(seed_file(&servers[2], "admin.nk")),
+    ))
+    .await
+    .map(ApiClient::new)
+    .unwrap();
+    assert!(cross.list::<Node>("").await.is_ok());
+
+    let apis = [
+        admin(&servers[1], &ca).await.unwrap(),
+        admin(&servers[2], &ca).await.unwrap(),
+    ];
+    // Tokens made through server 3; nodes join through server 2.
+    let mut nodes = Vec::new();
+    let mut first_token = String::new();
+    for i in 0..3 {
+        let t: TokenCreateReply = apis[1]
+            .call("tokens", "create", &TokenCreateRequest { ttl_seconds: 600 })
+            .await
+            .unwrap();
+        if i == 0 {
+            first_token = t.token.clone();
+        }
+        nodes.push(join_sim_node(
+            &servers[1].url,
+            &format!("hs-{i}"),
+            &t.token,
+            &ca,
+            dir.path(),
+        ));
+    }
+    eventually(Duration::from_secs(30), "3 joined nodes Ready", || async {
+        let ns = apis[0].list::<Node>("").await.ok()?;
+        let ready = ns
+            .iter()
+            .filter(|n| n.status.as_ref().is_some_and(|s| s.phase == "Ready"))
+            .count();
+        (ready == 3).then_some(())
+    })
+    .await;
+    // A spent token replayed against another server is refused.
+    let join_opts = ConnectOptions {
+        user: Some(auth::JOIN_USER.into()),
+        password: Some(auth::JOIN_PASSWORD.into()),
+        inbox_prefix: Some(names::JOIN_INBOX_PREFIX.into()),
+        ..opts(&servers[2].url, &ca, None)
+    };
+    let joiner =
+        ApiClient::new(connect(&join_opts).await.unwrap()).with_timeout(Duration::from_secs(5));
+    let replay: Result<JoinReply, ApiError> = joiner
+        .call(
+            auth::JOIN_KIND,
+            auth::JOIN_VERB,
+            &JoinRequest {
+                token: first_token,
+                node: "hs-replay".into(),
+                public_key: auth::new_user_key().1,
+            },
+        )
+        .await;
+    let err = replay.unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+
+    // 600 creates, 32 at a time through servers 2 and 3; server 1 is killed after 200.
+    let acked = Arc::new(AtomicUsize::new(0));
+    let kill_at = Arc::new(tokio::sync::Notify::new());
+    let creates = {
+        let (acked, kill_at, apis) = (acked.clone(), kill_at.clone(), apis.clone());
+        tokio::spawn(async move {
+            futures::stream::iter(0..600)
+                .map(|i| {
+                    let api = apis[i % 2].clone();
+                    let (acked, kill_at) = (acked.clone(), kill_at.clone());
+                    async move {
+                        let name = format!("s{i:03}");
+                        let ok = api.create(&sim_task(&name)).await.is_ok();
+                        if ok && acked.fetch_add(1, Ordering::SeqCst) + 1 == 200 {
+                            kill_at.notify_one();
+                        }
+                        (name, ok)
+                    }
+                })
+                .buffer_unordered(32)
+                .collect::<Vec<(String, bool)>>()
+                .await
+        })
+    };
+    kill_at.notified().await;
+    servers[0].kill();
+    let results = creates.await.unwrap();
+    let acknowledged: Vec<&String> = results
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(n, _)| n)
+        .collect();
+    eprintln!(
+        "{} creates acknowledged, {} failed around the kill",
+        acknowledged.len(),
+        results.len() - acknowledged.len()
+    );
+    assert!(acknowledged.len() >= 200);
+    eventually(
+        Duration::from_secs(60),
+        "every acknowledged task Running",
+        || async {
+            let all: BTreeMap<String, Task> = apis[0]
+                .list::<Task>("")
+                .await
+                .ok()?
+                .into_iter()
+                .map(|t| (t.name().to_string(), t))
+                .collect();
+            acknowledged
+                .iter()
+                .all(|n| {
+                    all.get(*n)
+                        .and_then(|t| t.status.as_ref())
+                        .is_some_and(|s| s.phase == "Running")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    // None is on two nodes: the work bucket, read as the servers' identity.
+    let server_id = connect(&opts(
+        &servers[1].url,
+        &ca,
+        Some(seed_file(&servers[1], "server.nk")),
+    ))
+    .await
+    .unwrap();
+    let holders = work_holders(&server_id).await;
+    let doubles: Vec<_> = holders.iter().filter(|(_, n)| n.len() > 1).collect();
+    assert!(doubles.is_empty(), "tasks on several nodes: {doubles:?}");
+    for n in &acknowledged {
+        assert!(holders.contains_key(*n), "{n} has no work");
+    }
+
+    // Revocation through server 3 closes hs-0's connection on server 2's NATS.
+    let seed = std::fs::read_to_string(
+        dir.path()
+            .join("hs-0/hs-0")
+            .join(voiyd_node::join::SEED_FILE),
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let held = connect(&opts(&servers[1].url, &ca, Some(seed.clone())))
+        .await
+        .unwrap();
+    let ctl_cfg = dir.path().join("ctl.yaml");
+    let mut text = format!(
+        "version: v1\ncurrent: s\nservers:\n- name: s\n  address: {}\n  tls:\n    ca: |\n",
+        servers[2].url
+    );
+    for line in std::fs::read_to_string(&ca).unwrap().lines() {
+        text.push_str(&format!("      {line}\n"));
+    }
+    let admin_seed = std::fs::read_to_string(seed_file(&servers[2], "admin.nk")).unwrap();
+    text.push_str(&format!("  nkeySeed: {}\n", admin_seed.trim()));
+    std::fs::write(&ctl_cfg, text).unwrap();
+    let out = std::process::Command::new(bin("voiydctl"))
+        .arg("-c")
+        .arg(&ctl_cfg)
+        .args(["delete", "node", "hs-0"])
+        .env("HOME", dir.path())
+        .env_remove("VOIYD_SERVER")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let revoked = Instant::now();
+    while held.connection_state() == async_nats::connection::State::Connected {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(10),
+            "the revoked connection stayed up; server 3 log:\n{}",
+            servers[2].proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "revoked connection closed {:?} after the delete",
+        revoked.elapsed()
+    );
+    for s in &servers[1..] {
+        let err = connect(&opts(&s.url, &ca, Some(seed.clone())))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Auth { .. }), "{err}");
+    }
+    // The other nodes and clients stayed connected throughout.
+    let ready = apis[0]
+        .list::<Node>("")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|n| n.status.as_ref().is_some_and(|s| s.phase == "Ready"))
+        .count();
+    assert_eq!(ready, 2);
+    drop(nodes);
+}
