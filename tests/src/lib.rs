@@ -256,6 +256,14 @@ impl Server {
         Self::launch(&format!("nats://{listen}"), &args)
     }
 
+    /// Starts a server on an existing NATS with more flags, without waiting for it (a
+    /// secured one is waited for with credentials).
+    pub fn launch_external(nats_url: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["--nats-url", nats_url];
+        args.extend_from_slice(extra);
+        Self::launch(nats_url, &args)
+    }
+
     fn launch(url: &str, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
@@ -852,6 +860,12 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts `n` nodes and waits until JetStream answers through each.
     pub async fn start(n: usize) -> NatsCluster {
+        Self::start_with(n, "").await
+    }
+
+    /// [`NatsCluster::start`] with more configuration for every node (e.g. what
+    /// `voiyd-server auth print-nats-config` prints).
+    pub async fn start_with(n: usize, extra_config: &str) -> NatsCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = || format!("127.0.0.1:{}", voiyd_nats::testing::free_port());
         let clients: Vec<String> = (0..n).map(|_| port()).collect();
@@ -873,7 +887,7 @@ impl NatsCluster {
             let store = dir.path().join(format!("js{i}"));
             let q = |s: &str| serde_json::to_string(s).unwrap();
             let conf = format!(
-                "server_name: {}\nlisten: {}\nhttp: {}\njetstream {{\n  store_dir: {}\n  sync_interval: always\n}}\n{}",
+                "server_name: {}\nlisten: {}\nhttp: {}\njetstream {{\n  store_dir: {}\n  sync_interval: always\n}}\n{}{extra_config}",
                 q(&format!("ext-{i}")),
                 q(&clients[i]),
                 q(&monitors[i]),

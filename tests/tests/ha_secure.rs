@@ -21,16 +21,23 @@ use voiyd_tests::{bin, eventually, launch_embedded_cluster, sim_task, stderr, Pr
 
 const SECRET: &str = "secure-ha-test-secret-0123456789";
 
-/// TLS against `ca`, as the holder of `seed` (a seed or a seed file).
-fn opts(url: &str, ca: &Path, seed: Option<String>) -> ConnectOptions {
+/// Each test here runs three NATS nodes and several servers: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// TLS against `ca` (when given), as the holder of `seed` (a seed or a seed file).
+fn opts_on(url: &str, ca: Option<&Path>, seed: Option<String>) -> ConnectOptions {
     ConnectOptions {
         name: "ha-secure-test".into(),
-        tls_ca: Some(ca.to_path_buf()),
-        tls_required: true,
+        tls_ca: ca.map(Path::to_path_buf),
+        tls_required: ca.is_some(),
         nkey_seed: seed,
         connect_timeout: Duration::from_secs(3),
         ..ConnectOptions::from_urls(url)
     }
+}
+
+fn opts(url: &str, ca: &Path, seed: Option<String>) -> ConnectOptions {
+    opts_on(url, Some(ca), seed)
 }
 
 fn seed_file(s: &Server, file: &str) -> String {
@@ -43,17 +50,27 @@ fn seed_file(s: &Server, file: &str) -> String {
 
 /// The API through `s`'s NATS as `s`'s local administrator.
 async fn admin(s: &Server, ca: &Path) -> Option<ApiClient> {
-    let c = connect(&opts(&s.url, ca, Some(seed_file(s, "admin.nk"))))
+    admin_on(s, &s.url, Some(ca)).await
+}
+
+/// The API through `url` as `s`'s local administrator.
+async fn admin_on(s: &Server, url: &str, ca: Option<&Path>) -> Option<ApiClient> {
+    let c = connect(&opts_on(url, ca, Some(seed_file(s, "admin.nk"))))
         .await
         .ok()?;
     Some(ApiClient::new(c).with_timeout(Duration::from_secs(5)))
 }
 
 async fn wait_secure(s: &Server, ca: &Path) {
+    wait_secure_on(s, &s.url, Some(ca)).await
+}
+
+/// Waits (60 s at most) until `s` says its API is up and answers its admin through `url`.
+async fn wait_secure_on(s: &Server, url: &str, ca: Option<&Path>) {
     let start = Instant::now();
     loop {
         if s.proc.log_text().contains("API ready") {
-            if let Some(api) = admin(s, ca).await {
+            if let Some(api) = admin_on(s, url, ca).await {
                 if api.list::<Node>("").await.is_ok() {
                     return;
                 }
@@ -69,33 +86,50 @@ async fn wait_secure(s: &Server, ca: &Path) {
 }
 
 /// A simulated node in a process of its own that joins with `token` through `url`.
-fn join_sim_node(url: &str, name: &str, token: &str, ca: &Path, dir: &Path) -> Proc {
+fn join_sim_node(url: &str, name: &str, token: &str, ca: Option<&Path>, dir: &Path) -> Proc {
     let data = dir.join(name);
+    let mut tls = Vec::new();
+    if let Some(ca) = ca {
+        tls = vec!["--tls-ca".to_string(), ca.to_string_lossy().into_owned()];
+    }
+    let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    args.extend_from_slice(&[
+        "--server",
+        url,
+        "--name",
+        name,
+        "--runtime",
+        "sim",
+        "--sim-cpu",
+        "64",
+        "--sim-memory",
+        "64Gi",
+        "--join-token",
+        token,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--log-level",
+        "voiyd_node=info,warn",
+    ]);
     Proc::spawn(
         &bin("voiyd-node"),
-        &[
-            "--server",
-            url,
-            "--name",
-            name,
-            "--runtime",
-            "sim",
-            "--sim-cpu",
-            "64",
-            "--sim-memory",
-            "64Gi",
-            "--join-token",
-            token,
-            "--tls-ca",
-            ca.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--log-level",
-            "voiyd_node=info,warn",
-        ],
+        &args,
         &[],
         dir.join(format!("{name}.log")),
     )
+}
+
+/// A revocation closes `held` within 10 s.
+async fn closed_within_10s(held: &async_nats::Client, log: &str) -> Duration {
+    let revoked = Instant::now();
+    while held.connection_state() == async_nats::connection::State::Connected {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(10),
+            "the revoked connection stayed up; server log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    revoked.elapsed()
 }
 
 /// node → tasks in the work bucket (read as the servers' identity).
@@ -119,6 +153,7 @@ async fn work_holders(client: &async_nats::Client) -> HashMap<String, Vec<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_secure_servers_lose_one_during_creates_and_revoke_through_another() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     let out = std::process::Command::new(bin("voiyd-server"))
@@ -187,7 +222,7 @@ async fn three_secure_servers_lose_one_during_creates_and_revoke_through_another
             &servers[1].url,
             &format!("hs-{i}"),
             &t.token,
-            &ca,
+            Some(&ca),
             dir.path(),
         ));
     }
@@ -359,4 +394,92 @@ async fn three_secure_servers_lose_one_during_creates_and_revoke_through_another
         .count();
     assert_eq!(ready, 2);
     drop(nodes);
+}
+
+/// The same on an external NATS cluster configured with `voiyd-server auth
+/// print-nats-config`: two voiyd-servers with `--nats-url`, a node that joins through
+/// one NATS node, revoked through the other voiyd-server; with one voiyd-server killed,
+/// clients still connect (the other answers the callout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_nats_with_auth_callout_joins_and_revokes_through_any_server() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let out = std::process::Command::new(bin("voiyd-server"))
+        .args(["auth", "print-nats-config", "--auth-secret", SECRET])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let conf = String::from_utf8(out.stdout).unwrap();
+    let nats = voiyd_tests::NatsCluster::start_with(3, &conf).await;
+    let urls = nats.url_list();
+    let flags = ["--auth", "--auth-secret", SECRET, "--replicas", "3"];
+    let mut a = Server::launch_external(&urls, &flags);
+    let b = Server::launch_external(&urls, &flags);
+    wait_secure_on(&a, &nats.urls[0], None).await;
+    wait_secure_on(&b, &nats.urls[2], None).await;
+    // Without the secret, a server cannot even connect.
+    let err = connect(&opts_on(&nats.urls[0], None, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Auth { .. }), "{err}");
+
+    let api_a = admin_on(&a, &nats.urls[0], None).await.unwrap();
+    let api_b = admin_on(&b, &nats.urls[2], None).await.unwrap();
+    let t: TokenCreateReply = api_a
+        .call("tokens", "create", &TokenCreateRequest { ttl_seconds: 600 })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let node = join_sim_node(&nats.urls[1], "ext-n", &t.token, None, dir.path());
+    eventually(Duration::from_secs(30), "the joined node Ready", || async {
+        let n: Node = api_b.get("ext-n").await.ok()?;
+        (n.status.as_ref()?.phase == "Ready").then_some(())
+    })
+    .await;
+    api_b.create(&sim_task("ext-t")).await.unwrap();
+    eventually(Duration::from_secs(20), "its task Running", || async {
+        let t: Task = api_a.get("ext-t").await.ok()?;
+        (t.status.as_ref()?.phase == "Running").then_some(())
+    })
+    .await;
+
+    let seed = std::fs::read_to_string(
+        dir.path()
+            .join("ext-n/ext-n")
+            .join(voiyd_node::join::SEED_FILE),
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let held = connect(&opts_on(&nats.urls[1], None, Some(seed.clone())))
+        .await
+        .unwrap();
+    let reply = api_b
+        .delete(
+            voiyd_messages::Kind::Node,
+            &voiyd_messages::v1::DeleteRequest {
+                name: "ext-n".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(reply.is_ok(), "{reply:?}");
+    let took = closed_within_10s(&held, &b.proc.log_text()).await;
+    eprintln!("revoked connection closed {took:?} after the delete");
+    for url in &nats.urls {
+        let err = connect(&opts_on(url, None, Some(seed.clone())))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Auth { .. }), "{err}");
+    }
+    // With server a gone, server b alone answers the callout for new connections.
+    a.kill();
+    for url in &nats.urls {
+        let api = admin_on(&b, url, None).await;
+        assert!(
+            api.is_some(),
+            "admin of b refused through {url} with a down"
+        );
+        assert!(api.unwrap().list::<Node>("").await.is_ok());
+    }
+    drop(node);
 }
