@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod link;
 pub mod metrics;
 pub mod names;
+pub mod snapshot;
 pub mod store;
 pub mod stream;
 pub mod testing;

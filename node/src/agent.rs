@@ -107,6 +107,9 @@ pub fn host_facts(name: &str) -> (BTreeMap<String, String>, NodeResources) {
 
 struct Worker {
     desired: watch::Sender<Option<Desired>>,
+    /// What the desired task takes from the node, kept with it: admission and the
+    /// heartbeat sum every worker's, which must not re-read each spec.
+    load: Option<Load>,
     wake: Arc<Notify>,
     /// Report at the next wake even if nothing changed (the servers asked again).
     report_again: Arc<std::sync::atomic::AtomicBool>,
@@ -236,14 +239,9 @@ fn allocated<R: Runtime>(s: &Shared<R>) -> NodeResources {
     let workers = s.workers.lock().expect("workers lock");
     let sum = workers
         .values()
-        .filter_map(|w| {
-            w.desired
-                .borrow()
-                .as_ref()
-                .map(|d| voiyd_messages::requests::Requests::of(&d.config))
-        })
+        .filter_map(|w| w.load.as_ref())
         .fold(voiyd_messages::requests::Requests::default(), |a, b| {
-            a.plus(b)
+            a.plus(b.requests)
         });
     NodeResources {
         cpu_millis: sum.cpu_millis,
@@ -537,21 +535,24 @@ fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: Option<Desir
     let admitted = workers
         .get(task)
         .is_some_and(|w| !w.desired.is_closed() && w.desired.borrow().is_some());
-    if let (Some(d), false) = (&desired, admitted) {
+    let load = desired.as_ref().map(|d| Load::of(&d.config));
+    if let (Some(new), false) = (&load, admitted) {
         // New to this node: it must fit next to the tasks already here.
-        let others: Vec<Load> = workers
+        let others = workers
             .iter()
             .filter(|(name, _)| name.as_str() != task)
-            .filter_map(|(_, w)| w.desired.borrow().as_ref().map(|d| Load::of(&d.config)))
-            .collect();
-        if let Err(why) = admission::admit(s.capacity, &others, &Load::of(&d.config)) {
+            .filter_map(|(_, w)| w.load.as_ref());
+        if let Err(why) = admission::admit(s.capacity, others, new) {
             drop(workers);
-            reject(s, task, d, why);
+            if let Some(d) = &desired {
+                reject(s, task, d, why);
+            }
             return;
         }
     }
-    if let Some(w) = workers.get(task) {
+    if let Some(w) = workers.get_mut(task) {
         if !w.desired.is_closed() {
+            w.load = load.clone();
             w.desired.send_if_modified(|cur| {
                 let changed = *cur != desired;
                 *cur = desired.clone();
@@ -567,6 +568,7 @@ fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: Option<Desir
         task.to_string(),
         Worker {
             desired: tx,
+            load,
             wake: wake.clone(),
             report_again: report_again.clone(),
         },

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod callout;
 pub mod certs;
 pub mod conditions;

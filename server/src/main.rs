@@ -52,6 +52,10 @@ struct Args {
     /// a power loss of every replica).
     #[arg(long, default_value = "always", value_parser = voiyd_nats::SyncPolicy::parse)]
     nats_sync: voiyd_nats::SyncPolicy,
+    /// Before creating the buckets, restore the backup in DIR (`voiyd-server backup
+    /// --to DIR`); refused when NATS already holds voiyd state.
+    #[arg(long, value_name = "DIR")]
+    restore_from: Option<PathBuf>,
     /// Use an existing NATS server or cluster (comma-separated URLs) instead of the embedded one.
     #[arg(long, env = "VOIYD_NATS_URL")]
     nats_url: Option<String>,
@@ -121,6 +125,9 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     if let Some(cmd) = args.command.clone() {
+        if let voiyd_server::security::Command::Backup(b) = cmd {
+            std::process::exit(voiyd_server::backup::run_backup(b, &args.data_dir).await);
+        }
         std::process::exit(voiyd_server::security::run_command(cmd));
     }
     let security = match args.security.resolve() {
@@ -190,6 +197,7 @@ async fn main() {
         cluster_cidr: args.cluster_cidr,
         node_subnet_prefix: args.node_subnet_prefix,
         auth_secret: args.security.auth_secret.clone(),
+        restore_from: args.restore_from.clone(),
         security,
         metrics_addr: args.metrics_addr,
     };

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub security: Security,
     /// The secret every server of the cluster derives its NATS identities from (`--auth`).
     pub auth_secret: Option<String>,
+    /// Restore this backup before creating the buckets.
+    pub restore_from: Option<PathBuf>,
     /// Address of Prometheus `/metrics`; none = off.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -135,6 +137,10 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     opts.name = format!("voiyd-server {}", cfg.id);
     let (client, link) = connect::connect_linked(&opts).await?;
     let js = async_nats::jetstream::new(client.clone());
+    if let Some(dir) = &cfg.restore_from {
+        let n = crate::backup::restore(&client, dir).await?;
+        tracing::info!(streams = n, from = %dir.display(), "backup restored");
+    }
     let cluster = bootstrap::bootstrap(&js, &cfg.bootstrap).await?;
     if let (Some(nats), Some(_)) = (&embedded, &cfg.nats_cluster) {
         catch_up(nats, &js).await;

@@ -108,6 +108,9 @@ pub enum Command {
     /// NATS authorization.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Snapshot every voiyd bucket and the events stream into a new directory (restore
+    /// with `voiyd-server --restore-from DIR` on a cluster without state).
+    Backup(crate::backup::BackupArgs),
 }
 
 /// `voiyd-server certs …`.
@@ -182,6 +185,7 @@ fn days(n: u64) -> Duration {
 
 fn run_inner(cmd: Command) -> anyhow::Result<()> {
     match cmd {
+        Command::Backup(_) => anyhow::bail!("backup runs in main's runtime"),
         Command::Certs(CertsCommand::Init {
             dir,
             hosts,
