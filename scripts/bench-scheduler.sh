@@ -3,7 +3,8 @@
 # release builds, a fresh nats-server. Prints placements/s (create to Running reported),
 # API latency percentiles, RSS of every process and a bare NATS request/reply baseline.
 # Extra flags go to the benchmark: --nodes N --tasks N --concurrency N --servers N
-# --heartbeat SECS --node-timeout SECS --count-messages 0|1 --idle SECS --unplaceable N.
+# --heartbeat SECS --node-timeout SECS --count-messages 0|1 --idle SECS --unplaceable N
+# --resync SECS (how often each sim node re-reads its work; default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p voiyd-server -p voiyd-node -p voiyd-tests --bins

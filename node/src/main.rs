@@ -89,6 +89,11 @@ struct Args {
     /// With --runtime sim: memory each simulated node offers.
     #[arg(long, default_value = "8Gi")]
     sim_memory: String,
+    /// Seconds between full reads of this node's work (they heal a lost work update;
+    /// each is one filtered consumer on the work bucket, which nats-server pays for
+    /// in proportion to the whole bucket). Default: 10, or 30 with --runtime sim.
+    #[arg(long, value_name = "SECS")]
+    resync_every: Option<u64>,
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 1)]
     heartbeat: u64,
@@ -181,7 +186,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         nats,
         data_dir: args.data_dir,
         heartbeat_every: Duration::from_secs(args.heartbeat.max(1)),
-        resync_every: Duration::from_secs(10),
+        resync_every: Duration::from_secs(args.resync_every.unwrap_or(10).max(1)),
         capacity: None,
         disconnect_timeout: Duration::from_secs(args.node_timeout),
     };
@@ -251,6 +256,7 @@ async fn run_sim(args: Args, name: String, labels: BTreeMap<String, String>) -> 
         nats,
         data_dir: args.data_dir,
         heartbeat_every: Duration::from_secs(args.heartbeat.max(1)),
+        resync_every: Duration::from_secs(args.resync_every.unwrap_or(30).max(1)),
         disconnect_timeout: Duration::from_secs(args.node_timeout),
         capacity: voiyd_messages::v1::NodeResources {
             cpu_millis: parse_cpu(&args.sim_cpu).map_err(|e| anyhow::anyhow!("--sim-cpu: {e}"))?,

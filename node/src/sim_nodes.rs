@@ -23,6 +23,8 @@ pub struct SimNodesConfig {
     pub labels: BTreeMap<String, String>,
     /// How to reach NATS.
     pub nats: ConnectOptions,
+    /// Time between full reads of each node's work (spread by up to 10 s per node).
+    pub resync_every: Duration,
     /// Parent of each node's data directory.
     pub data_dir: PathBuf,
     /// Heartbeat period.
@@ -60,7 +62,7 @@ pub async fn run(
             nats: cfg.nats.clone(),
             heartbeat_every: cfg.heartbeat_every,
             // Spread the full resyncs of many nodes over time.
-            resync_every: Duration::from_secs(30) + Duration::from_millis((i as u64 * 37) % 10_000),
+            resync_every: cfg.resync_every + Duration::from_millis((i as u64 * 37) % 10_000),
             capacity: Some(cfg.capacity),
             disconnect_timeout: cfg.disconnect_timeout,
         };

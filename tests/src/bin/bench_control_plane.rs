@@ -9,7 +9,8 @@
 //! - time from kill -9 of one of the three to a create succeeding through the others.
 //!
 //! Usage: `cargo build --release --bins && VOIYD_BIN_DIR=target/release
-//! target/release/bench_control_plane [TASKS...]` (default 20000).
+//! target/release/bench_control_plane [lists] [TASKS...]` (default 20000; `lists`: only
+//! the lists at size).
 
 use futures::StreamExt;
 use std::process::Command;
@@ -83,7 +84,7 @@ async fn big_lists(dir: &std::path::Path, n: usize) {
     println!("== get tasks at {n} tasks (one embedded server, 50 sim nodes)");
     let server = embedded(&["--log-level", "voiyd_server=info,warn"]);
     server.wait_ready().await;
-    let _nodes = sim_nodes(
+    let nodes = sim_nodes(
         &server.url,
         &format!("list{n}"),
         50,
@@ -106,6 +107,27 @@ async fn big_lists(dir: &std::path::Path, n: usize) {
     println!(
         "all {n} Running {:?} after the last create",
         settle.elapsed()
+    );
+    let rss = |pid: u32| -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .map(|l| l.trim_start_matches("VmRSS:").trim().to_string())
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    let server_pid = server.proc.pid();
+    let nats_rss: Vec<String> = voiyd_tests::children_of(server_pid)
+        .into_iter()
+        .map(rss)
+        .collect();
+    println!(
+        "RSS settled: voiyd-server {}, its nats-server {}, voiyd-node (50 sim nodes) {}",
+        rss(server_pid),
+        nats_rss.join(" + "),
+        rss(nodes.pid())
     );
     // Floor: this process reading both buckets itself (what any list must read).
     let js = async_nats::jetstream::new(api.nats().clone());
@@ -222,10 +244,15 @@ async fn main() {
     } else {
         sizes
     };
+    let only_lists = std::env::args().any(|a| a == "lists");
     let dir = tempfile::tempdir().unwrap();
-    sync_policies(dir.path()).await;
+    if !only_lists {
+        sync_policies(dir.path()).await;
+    }
     for n in sizes {
         big_lists(dir.path(), n).await;
     }
-    cluster_vs_one(dir.path()).await;
+    if !only_lists {
+        cluster_vs_one(dir.path()).await;
+    }
 }

@@ -24,6 +24,7 @@ struct Opts {
     count_messages: bool,
     idle: u64,
     unplaceable: usize,
+    resync: u64,
 }
 
 fn opts() -> Opts {
@@ -37,6 +38,7 @@ fn opts() -> Opts {
         count_messages: false,
         idle: 0,
         unplaceable: 0,
+        resync: 30,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -55,7 +57,8 @@ fn opts() -> Opts {
             "--count-messages" => o.count_messages = v != 0,
             "--idle" => o.idle = v as u64,
             "--unplaceable" => o.unplaceable = v,
-            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout --count-messages 0|1 --idle SECS --unplaceable N"),
+            "--resync" => o.resync = v as u64,
+            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout --count-messages 0|1 --idle SECS --unplaceable N --resync SECS"),
         }
         i += 2;
     }
@@ -166,8 +169,8 @@ async fn main() {
     let url = nats.url();
     println!("# voiyd scheduler benchmark");
     println!(
-        "nodes {} (simulated, one process), tasks {}, API concurrency {}, servers {}, heartbeat {}s, node timeout {}s",
-        o.nodes, o.tasks, o.concurrency, o.servers, o.heartbeat, o.node_timeout
+        "nodes {} (simulated, one process), tasks {}, API concurrency {}, servers {}, heartbeat {}s, node timeout {}s, work re-read every {}s",
+        o.nodes, o.tasks, o.concurrency, o.servers, o.heartbeat, o.node_timeout, o.resync
     );
     let (rtt, rate) = bare_nats(&url, 5000, o.concurrency).await;
     println!(
@@ -204,6 +207,7 @@ async fn main() {
     let nodes_arg = o.nodes.to_string();
     let hb = o.heartbeat.to_string();
     let timeout = o.node_timeout.to_string();
+    let resync = o.resync.to_string();
     let node_data = dir.path().join("nodes");
     std::fs::create_dir_all(&node_data).unwrap();
     let nodes = Proc::spawn(
@@ -219,6 +223,8 @@ async fn main() {
             &nodes_arg,
             "--heartbeat",
             &hb,
+            "--resync-every",
+            &resync,
             "--node-timeout",
             &timeout,
             "--data-dir",
