@@ -258,6 +258,13 @@ async fn build_options(
                         tracing::warn!("disconnected from NATS");
                         events.disconnected();
                     }
+                    async_nats::Event::SlowConsumer(sid) => {
+                        tracing::warn!(
+                            sid,
+                            "a NATS subscription fell behind: messages were dropped"
+                        );
+                        events.dropped();
+                    }
                     other => tracing::debug!(event = %other, "NATS client event"),
                 }
             }

@@ -18,6 +18,8 @@ pub struct LinkState {
     pub connects: u64,
     /// Connections lost so far.
     pub disconnects: u64,
+    /// Times a subscription fell behind and the client dropped messages (slow consumer).
+    pub drops: u64,
 }
 
 impl LinkState {
@@ -52,6 +54,10 @@ impl LinkEvents {
         });
     }
 
+    pub(crate) fn dropped(&self) {
+        self.tx.send_modify(|s| s.drops += 1);
+    }
+
     pub(crate) fn disconnected(&self) {
         self.tx.send_modify(|s| {
             s.connected = false;
@@ -71,6 +77,15 @@ impl Link {
     pub async fn reconnected_after(&self, since: LinkState) {
         let mut rx = self.rx.clone();
         if rx.wait_for(|s| s.reconnected_since(&since)).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Returns once messages were dropped after `since` (a subscription fell behind):
+    /// what they said must be read again. Never returns once the client is gone.
+    pub async fn dropped_after(&self, since: LinkState) {
+        let mut rx = self.rx.clone();
+        if rx.wait_for(|s| s.drops > since.drops).await.is_err() {
             std::future::pending::<()>().await;
         }
     }
@@ -100,6 +115,23 @@ impl Link {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn drops_after_a_look_are_reported_once() {
+        let (events, link) = LinkEvents::new();
+        events.connected();
+        let seen = link.state();
+        events.dropped();
+        tokio::time::timeout(Duration::from_secs(1), link.dropped_after(seen))
+            .await
+            .expect("a drop after the look");
+        let now = link.state();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), link.dropped_after(now))
+                .await
+                .is_err()
+        );
+    }
 
     #[tokio::test]
     async fn a_blip_between_two_looks_still_counts_as_a_reconnection() {

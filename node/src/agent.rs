@@ -411,6 +411,12 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
                         tracing::warn!(error = %e, "resync failed");
                     }
                 }
+                // Updates dropped by a subscription that fell behind: re-read.
+                _ = s.link.dropped_after(seen) => {
+                    seen = s.link.state();
+                    tracing::warn!("work updates were dropped: reading the work again");
+                    retry_read = Some(tokio::time::Instant::now());
+                }
                 // Updates sent while the connection was down are lost: re-read (a
                 // fenced node's fencing loop re-reads before unfencing, once is enough).
                 _ = s.link.reconnected_after(seen) => {

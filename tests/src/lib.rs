@@ -978,6 +978,61 @@ pub async fn http_ok(addr: &str, path: &str) -> bool {
     }
 }
 
+/// `voiyd-server certs init --dir DIR` (valid two days), as a user runs it.
+pub fn certs_init(dir: &Path) {
+    let out = Command::new(bin("voiyd-server"))
+        .args([
+            "certs",
+            "init",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--days",
+            "2",
+        ])
+        .output()
+        .expect("voiyd-server certs init");
+    assert!(out.status.success(), "certs init: {}", stderr(&out));
+}
+
+/// `n` creates of sim tasks named `<prefix>NNN`, `concurrency` at a time, alternating
+/// between `apis`; the returned notify fires once `fire_at` of them were acknowledged
+/// (when a test kills something). The task yields (name, acknowledged) of each.
+pub fn creates_during(
+    apis: &[ApiClient],
+    prefix: &str,
+    n: usize,
+    concurrency: usize,
+    fire_at: usize,
+) -> (
+    tokio::task::JoinHandle<Vec<(String, bool)>>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let acked = std::sync::Arc::new(AtomicUsize::new(0));
+    let fire = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (apis, prefix, f) = (apis.to_vec(), prefix.to_string(), fire.clone());
+    let handle = tokio::spawn(async move {
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let api = apis[i % apis.len()].clone();
+                let (acked, fire) = (acked.clone(), f.clone());
+                let name = format!("{prefix}{i:03}");
+                async move {
+                    let ok = api.create(&sim_task(&name)).await.is_ok();
+                    if ok && acked.fetch_add(1, Ordering::SeqCst) + 1 == fire_at {
+                        fire.notify_one();
+                    }
+                    (name, ok)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect::<Vec<(String, bool)>>()
+            .await
+    });
+    (handle, fire)
+}
+
 /// A task for simulated nodes (`sim/app:1`), named `name`, with nothing else set.
 pub fn sim_task(name: &str) -> voiyd_messages::v1::Task {
     voiyd_messages::v1::Task {

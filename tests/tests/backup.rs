@@ -10,6 +10,21 @@ use voiyd_tests::{
     bin, eventually, sim_nodes, sim_task, stderr, stdout, voiydctl_ok, wait_nodes, Server,
 };
 
+/// Every task's name and the revision of its spec.
+async fn revisions(api: &voiyd_nats::api::ApiClient) -> Vec<(String, u64)> {
+    api.list::<Task>("")
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t.name().to_string(),
+                t.meta.as_ref().unwrap().resource_version,
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_then_restore_into_a_new_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,18 +46,7 @@ async fn backup_then_restore_into_a_new_cluster() {
         .then_some(())
     })
     .await;
-    let before: Vec<(String, u64)> = api
-        .list::<Task>("")
-        .await
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t.name().to_string(),
-                t.meta.as_ref().unwrap().resource_version,
-            )
-        })
-        .collect();
+    let before = revisions(&api).await;
 
     let backup = dir.path().join("backup");
     let run = |args: &[&str]| {
@@ -103,18 +107,7 @@ async fn backup_then_restore_into_a_new_cluster() {
     let b = Server::launch_embedded(&listen, &["--restore-from", backup.to_str().unwrap()]);
     b.wait_ready().await;
     let api_b = b.api().await;
-    let after: Vec<(String, u64)> = api_b
-        .list::<Task>("")
-        .await
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t.name().to_string(),
-                t.meta.as_ref().unwrap().resource_version,
-            )
-        })
-        .collect();
+    let after = revisions(&api_b).await;
     assert_eq!(after, before, "tasks and their revisions after the restore");
     assert!(voiydctl_ok(&b.url, &["get", "volumes"], None).contains("vol1"));
     // The node comes back under its name and runs its work again.

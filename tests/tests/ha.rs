@@ -4,14 +4,14 @@
 
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::Task;
 use voiyd_messages::Resource;
 use voiyd_nats::api::ApiClient;
 use voiyd_nats::names;
-use voiyd_tests::{embedded_cluster, eventually, sim_nodes, sim_task, wait_nodes, Server};
+use voiyd_tests::{
+    creates_during, embedded_cluster, eventually, sim_nodes, sim_task, wait_nodes, Server,
+};
 
 /// The tests here run three to six NATS nodes and several servers each: on a small
 /// machine, one at a time, so that neither measures the other's load.
@@ -68,29 +68,7 @@ async fn three_embedded_servers_lose_one_during_creates_and_lose_nothing() {
     wait_nodes(&apis[0], 5).await;
 
     // 600 creates, 32 at a time; server 1 (and its NATS) is killed after 200 succeed.
-    let acked = Arc::new(AtomicUsize::new(0));
-    let kill_at = Arc::new(tokio::sync::Notify::new());
-    let creates = {
-        let (acked, kill_at, apis) = (acked.clone(), kill_at.clone(), apis.clone());
-        tokio::spawn(async move {
-            futures::stream::iter(0..600)
-                .map(|i| {
-                    let api = apis[i % 2].clone();
-                    let (acked, kill_at) = (acked.clone(), kill_at.clone());
-                    async move {
-                        let name = format!("c{i:03}");
-                        let ok = api.create(&sim_task(&name)).await.is_ok();
-                        if ok && acked.fetch_add(1, Ordering::SeqCst) + 1 == 200 {
-                            kill_at.notify_one();
-                        }
-                        (name, ok)
-                    }
-                })
-                .buffer_unordered(32)
-                .collect::<Vec<(String, bool)>>()
-                .await
-        })
-    };
+    let (creates, kill_at) = creates_during(&apis, "c", 600, 32, 200);
     kill_at.notified().await;
     servers[0].kill();
     let killed = Instant::now();

@@ -4,11 +4,8 @@
 //! a node revoked through server 3 is disconnected from server 2's NATS and refused by
 //! every server from then on. Every voiyd-server answers NATS' authorization requests.
 
-use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::{
     JoinReply, JoinRequest, Node, Task, TokenCreateReply, TokenCreateRequest,
@@ -17,7 +14,10 @@ use voiyd_messages::Resource;
 use voiyd_nats::api::{ApiClient, ApiError};
 use voiyd_nats::connect::{connect, ConnectError, ConnectOptions};
 use voiyd_nats::{auth, names};
-use voiyd_tests::{bin, eventually, launch_embedded_cluster, sim_task, stderr, Proc, Server};
+use voiyd_tests::{
+    bin, certs_init, creates_during, eventually, launch_embedded_cluster, sim_task, stderr, Proc,
+    Server,
+};
 
 const SECRET: &str = "secure-ha-test-secret-0123456789";
 
@@ -156,18 +156,7 @@ async fn three_secure_servers_lose_one_during_creates_and_revoke_through_another
     let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let out = std::process::Command::new(bin("voiyd-server"))
-        .args([
-            "certs",
-            "init",
-            "--dir",
-            certs.to_str().unwrap(),
-            "--days",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "certs init: {}", stderr(&out));
+    certs_init(&certs);
     let ca: PathBuf = certs.join("ca.pem");
     let mut servers = launch_embedded_cluster(
         "hs",
@@ -259,29 +248,7 @@ async fn three_secure_servers_lose_one_during_creates_and_revoke_through_another
     assert!(err.to_string().contains("already used"), "{err}");
 
     // 600 creates, 32 at a time through servers 2 and 3; server 1 is killed after 200.
-    let acked = Arc::new(AtomicUsize::new(0));
-    let kill_at = Arc::new(tokio::sync::Notify::new());
-    let creates = {
-        let (acked, kill_at, apis) = (acked.clone(), kill_at.clone(), apis.clone());
-        tokio::spawn(async move {
-            futures::stream::iter(0..600)
-                .map(|i| {
-                    let api = apis[i % 2].clone();
-                    let (acked, kill_at) = (acked.clone(), kill_at.clone());
-                    async move {
-                        let name = format!("s{i:03}");
-                        let ok = api.create(&sim_task(&name)).await.is_ok();
-                        if ok && acked.fetch_add(1, Ordering::SeqCst) + 1 == 200 {
-                            kill_at.notify_one();
-                        }
-                        (name, ok)
-                    }
-                })
-                .buffer_unordered(32)
-                .collect::<Vec<(String, bool)>>()
-                .await
-        })
-    };
+    let (creates, kill_at) = creates_during(&apis, "s", 600, 32, 200);
     kill_at.notified().await;
     servers[0].kill();
     let results = creates.await.unwrap();

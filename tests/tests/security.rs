@@ -29,18 +29,7 @@ impl Secure {
     async fn start() -> Secure {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
-        let out = std::process::Command::new(bin("voiyd-server"))
-            .args([
-                "certs",
-                "init",
-                "--dir",
-                certs.to_str().unwrap(),
-                "--days",
-                "2",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "certs init: {}", stderr(&out));
+        voiyd_tests::certs_init(&certs);
         let port = voiyd_nats::testing::free_port();
         let listen = format!("127.0.0.1:{port}");
         let data = dir.path().join("data");
