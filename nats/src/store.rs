@@ -251,12 +251,18 @@ impl RawKv {
     /// The bucket's latest revision (its stream's last sequence): every change at or
     /// below it is visible to reads that start afterwards.
     pub async fn last_revision(&self) -> Result<u64, StoreError> {
+        Ok(self.revision_and_size().await?.0)
+    }
+
+    /// The bucket's last revision and how many messages it holds (one per live key,
+    /// plus delete markers): one stream info.
+    pub async fn revision_and_size(&self) -> Result<(u64, u64), StoreError> {
         let mut stream = self.kv.stream.clone();
         let info = stream
             .info()
             .await
             .map_err(|e| StoreError::nats("stream info", e))?;
-        Ok(info.state.last_sequence)
+        Ok((info.state.last_sequence, info.state.messages))
     }
 
     /// Keys matching a filter (`>` for all, `n1.>` for one node's work), sorted.

@@ -120,7 +120,11 @@ struct Shared<R> {
     rt: Arc<R>,
     client: async_nats::Client,
     workers: Mutex<HashMap<String, Worker>>,
+    /// Ticks every `resync_every`: each worker reconciles its task.
     resync: watch::Sender<u64>,
+    /// Full rounds, which thin out as the work bucket grows ([`read_interval`]): the
+    /// work is read in full and every worker reports its task again.
+    round: watch::Sender<u64>,
     /// True while fenced: NATS lost for longer than the disconnect timeout.
     fenced: watch::Sender<bool>,
     /// Which work changes have been applied (orders messages against full reads).
@@ -158,6 +162,7 @@ pub async fn run<R: Runtime>(
         client,
         workers: Mutex::new(HashMap::new()),
         resync,
+        round: watch::channel(0u64).0,
         fenced: watch::channel(false).0,
         ledger: Mutex::new(WorkLedger::default()),
         link,
@@ -327,11 +332,27 @@ pub fn fenced_desired(d: Option<Desired>) -> Option<Desired> {
 
 async fn resync_ticks<R: Runtime>(s: Arc<Shared<R>>) {
     let mut tick = tokio::time::interval(s.cfg.resync_every);
+    tick.tick().await;
+    let js = async_nats::jetstream::new(s.client.clone());
+    let mut last_round = tokio::time::Instant::now();
     let mut n = 0u64;
     loop {
         tick.tick().await;
         n += 1;
         let _ = s.resync.send(n);
+        // Whether a full round is due: the bucket's size now says (a stream info).
+        let size = match js.get_key_value(names::BUCKET_WORK).await {
+            Ok(kv) => RawKv::new(kv, "work")
+                .revision_and_size()
+                .await
+                .ok()
+                .map(|(_, m)| m),
+            Err(_) => None,
+        };
+        if size.is_some_and(|m| last_round.elapsed() >= read_interval(m, s.cfg.resync_every)) {
+            last_round = tokio::time::Instant::now();
+            s.round.send_modify(|r| *r += 1);
+        }
     }
 }
 
@@ -362,7 +383,7 @@ fn wake_all<R: Runtime>(s: &Shared<R>) {
 async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
     let js = async_nats::jetstream::new(s.client.clone());
     let filter = names::work_filter(&s.cfg.name);
-    let mut resync = s.resync.subscribe();
+    let mut round = s.round.subscribe();
     loop {
         let kv = match js.get_key_value(names::BUCKET_WORK).await {
             Ok(kv) => TypedKv::<Assignment>::new(kv, "work"),
@@ -406,7 +427,7 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
                     },
                     None => break,
                 },
-                _ = resync.changed() => {
+                _ = round.changed() => {
                     if let Err(e) = full_sync(&s, &kv, &filter).await {
                         tracing::warn!(error = %e, "resync failed");
                     }
@@ -435,8 +456,8 @@ async fn follow_work<R: Runtime>(s: Arc<Shared<R>>) {
                         // Reports sent while the link was going down are lost too (core
                         // NATS): every task worker reports again now, not at the next
                         // periodic resync. This loop has just read everything itself.
-                        s.resync.send_modify(|n| *n += 1);
-                        resync.borrow_and_update();
+                        s.round.send_modify(|n| *n += 1);
+                        round.borrow_and_update();
                     }
                 }
             }
@@ -481,6 +502,7 @@ fn apply_update<R: Runtime>(s: &Arc<Shared<R>>, u: WorkUpdate) -> bool {
     }
 }
 
+/// One full read of the node's work.
 async fn full_sync<R: Runtime>(
     s: &Arc<Shared<R>>,
     kv: &TypedKv<Assignment>,
@@ -534,6 +556,23 @@ async fn full_sync<R: Runtime>(
     drop(ledger);
     wake_all(s);
     Ok(())
+}
+
+/// Keys of the work bucket a node's periodic re-read may cost nats-server per second:
+/// the read is a consumer filtered on the node's keys, and finding them scans the
+/// subjects of the whole bucket, so with thousands of nodes a fixed period grows
+/// with nodes times tasks.
+const READ_BUDGET_KEYS_PER_SEC: u64 = 100;
+/// Longest time between periodic re-reads.
+const MAX_READ_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Time until the next periodic full read of the work, given the bucket's size: at least
+/// `min` (`--resync-every`), longer as the bucket grows. The periodic read is a safety
+/// net: reconnections, dropped updates and updates naming an unknown task trigger a
+/// read at once.
+pub fn read_interval(bucket_messages: u64, min: Duration) -> Duration {
+    let scaled = Duration::from_secs(bucket_messages / READ_BUDGET_KEYS_PER_SEC);
+    scaled.clamp(min, MAX_READ_INTERVAL.max(min))
 }
 
 fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: Option<Desired>) {
@@ -641,6 +680,7 @@ async fn task_worker<R: Runtime>(
 ) {
     let mut mem = Memory::default();
     let mut resync = s.resync.subscribe();
+    let mut round = s.round.subscribe();
     let progress = Arc::new(Mutex::new(None::<(u64, u64)>));
     loop {
         let mut desired = desired_rx.borrow_and_update().clone();
@@ -735,7 +775,9 @@ async fn task_worker<R: Runtime>(
             }
             _ = wake.notified() => {}
             _ = sleep => {}
-            _ = resync.changed() => {
+            // A reconcile pass; its report goes only when something changed.
+            _ = resync.changed() => {}
+            _ = round.changed() => {
                 let d = desired_rx.borrow().clone();
                 report(&s, &task, d.as_ref(), obs.as_ref(), &mut mem, true).await;
             }
@@ -1069,6 +1111,19 @@ async fn follow_subnet<R: Runtime>(s: Arc<Shared<R>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periodic_reads_thin_out_as_the_bucket_grows() {
+        let min = Duration::from_secs(10);
+        assert_eq!(read_interval(0, min), min);
+        assert_eq!(read_interval(1_000, min), min);
+        assert_eq!(read_interval(20_000, min), Duration::from_secs(200));
+        assert_eq!(read_interval(150_000, min), Duration::from_secs(1500));
+        assert_eq!(read_interval(10_000_000, min), MAX_READ_INTERVAL);
+        // An operator's longer minimum wins.
+        let long = Duration::from_secs(7200);
+        assert_eq!(read_interval(10, long), long);
+    }
 
     #[test]
     fn fencing_stops_only_what_asks_for_it() {

@@ -89,9 +89,11 @@ struct Args {
     /// With --runtime sim: memory each simulated node offers.
     #[arg(long, default_value = "8Gi")]
     sim_memory: String,
-    /// Seconds between full reads of this node's work (they heal a lost work update;
-    /// each is one filtered consumer on the work bucket, which nats-server pays for
-    /// in proportion to the whole bucket). Default: 10, or 30 with --runtime sim.
+    /// Seconds between re-reports of every task's status, and the least time between
+    /// periodic full reads of this node's work (a safety net for a lost work update;
+    /// each read is a filtered consumer nats-server pays for in proportion to the whole
+    /// work bucket, so the reads thin out as it grows: one per 100 keys-seconds, at most
+    /// an hour apart). Default: 10, or 30 with --runtime sim.
     #[arg(long, value_name = "SECS")]
     resync_every: Option<u64>,
     /// Seconds between heartbeats.
