@@ -516,15 +516,21 @@ impl View {
     /// lost with a connection.
     pub fn waiting_longer_than(&self, grace: std::time::Duration) -> Vec<(String, String)> {
         let s = self.state.read().expect("view lock");
-        let mut out: Vec<(String, String)> = s
+        let mut out: Vec<(std::time::Instant, String, String)> = s
             .tasks
             .iter()
             .filter(|(_, t)| t.exists && !t.reserved)
-            .filter(|(_, t)| t.waiting_since.is_some_and(|at| at.elapsed() >= grace))
-            .filter_map(|(name, t)| Some((name.clone(), t.node.clone()?)))
+            .filter_map(|(name, t)| {
+                let since = t.waiting_since.filter(|at| at.elapsed() >= grace)?;
+                Some((since, name.clone(), t.node.clone()?))
+            })
             .collect();
+        // Longest waiting first: repairs take a bounded number per pass, and by name
+        // the same early names would be taken every pass while later ones starve.
         out.sort();
-        out
+        out.into_iter()
+            .map(|(_, name, node)| (name, node))
+            .collect()
     }
 
     /// Tasks whose spec this server has seen for longer than `grace` without any status
