@@ -631,41 +631,6 @@ impl EmbeddedNats {
         self.shared.restarts.load(Ordering::SeqCst)
     }
 
-    /// Re-reads the config file (after a caller rewrote a file it includes, such as the
-    /// authorization): checks it with `nats-server -t`, sends SIGHUP and waits until the
-    /// server reports the new load time. Connections stay up, except those whose
-    /// credentials the new config no longer accepts.
-    pub async fn reload(&self) -> Result<(), EmbeddedError> {
-        let conf = self.cfg.config_path();
-        validate_config(&self.cfg.binary, &conf).await?;
-        let before = config_load_time(self.monitor).await;
-        {
-            let state = self.shared.lock();
-            if state.pid.is_none() {
-                // Not running right now: the supervisor starts the next child with the
-                // new file anyway.
-                return Ok(());
-            }
-            Shared::signal(&state, libc::SIGHUP);
-        }
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let now = config_load_time(self.monitor).await;
-            if now.is_some() && now != before {
-                tracing::info!("embedded nats-server reloaded its config");
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(EmbeddedError::NotReady {
-                    timeout: READY_TIMEOUT,
-                    tail: log_tail(&self.cfg.log_path(), 0),
-                    log: self.cfg.log_path(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// Whether JetStream currently reports healthy.
     pub async fn healthy(&self) -> bool {
         healthz(self.monitor).await
@@ -922,15 +887,6 @@ fn free_loopback_port() -> Result<u16, EmbeddedError> {
             path: PathBuf::from("127.0.0.1"),
             reason: e.to_string(),
         })
-}
-
-/// `config_load_time` of `/varz`: it changes when a reload took effect.
-async fn config_load_time(monitor: SocketAddr) -> Option<String> {
-    let response = http_get(monitor, "/varz").await?;
-    let text = String::from_utf8_lossy(&response);
-    let body = text.split_once("\r\n\r\n")?.1;
-    let varz: serde_json::Value = serde_json::from_str(body).ok()?;
-    varz.get("config_load_time")?.as_str().map(str::to_string)
 }
 
 /// One HTTP/1.0 GET against the monitoring port; the raw response.

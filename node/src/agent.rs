@@ -334,20 +334,24 @@ async fn resync_ticks<R: Runtime>(s: Arc<Shared<R>>) {
     let mut tick = tokio::time::interval(s.cfg.resync_every);
     tick.tick().await;
     let js = async_nats::jetstream::new(s.client.clone());
+    let mut work: Option<RawKv> = None;
     let mut last_round = tokio::time::Instant::now();
     let mut n = 0u64;
     loop {
         tick.tick().await;
         n += 1;
         let _ = s.resync.send(n);
-        // Whether a full round is due: the bucket's size now says (a stream info).
-        let size = match js.get_key_value(names::BUCKET_WORK).await {
-            Ok(kv) => RawKv::new(kv, "work")
-                .revision_and_size()
+        if work.is_none() {
+            work = js
+                .get_key_value(names::BUCKET_WORK)
                 .await
                 .ok()
-                .map(|(_, m)| m),
-            Err(_) => None,
+                .map(|kv| RawKv::new(kv, "work"));
+        }
+        // Whether a full round is due: the bucket's size now says (one stream info).
+        let size = match &work {
+            Some(kv) => kv.revision_and_size().await.ok().map(|(_, m)| m),
+            None => None,
         };
         if size.is_some_and(|m| last_round.elapsed() >= read_interval(m, s.cfg.resync_every)) {
             last_round = tokio::time::Instant::now();

@@ -450,7 +450,7 @@ pub async fn join(ctx: &Ctx, body: Bytes) -> Result<JoinReply, Failure> {
     let Some((record, revision)) = tokens.get(&key).await? else {
         return Err(refused());
     };
-    let creds = creds_kv(&ctx.cluster.js).await?;
+    let creds = auth.creds(&ctx.cluster.js).await?;
     let cred_key = names::node_credential_key(&req.node);
     if creds.get(&cred_key).await.ok().flatten().is_some() {
         return Err(Failure::conflict(format!(
@@ -483,7 +483,6 @@ pub async fn join(ctx: &Ctx, body: Bytes) -> Result<JoinReply, Failure> {
             )),
             e => e.into(),
         })?;
-    let _ = auth;
     tracing::info!(node = %req.node, "node joined with its own NATS identity");
     Ok(JoinReply { node: req.node })
 }

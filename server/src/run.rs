@@ -68,7 +68,7 @@ pub struct Security {
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     connect::install_crypto_provider();
-    let mut embedded: Option<Arc<EmbeddedNats>> = None;
+    let mut embedded: Option<EmbeddedNats> = None;
     let auth: Option<Arc<crate::auth::AuthManager>> = if cfg.security.auth {
         let secret = cfg
             .auth_secret
@@ -129,7 +129,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 }
             }
             o.nkey_seed = auth.as_ref().map(|a| a.server_seed_text());
-            embedded = Some(Arc::new(server));
+            embedded = Some(server);
             o
         }
     };
@@ -248,11 +248,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     drop(ctx);
     drop(auth);
     if let Some(server) = embedded {
-        match Arc::try_unwrap(server) {
-            Ok(server) => server.stop().await,
-            // A request still in flight holds it: dropping the last handle stops it.
-            Err(server) => drop(server),
-        }
+        server.stop().await;
     }
     outcome
 }

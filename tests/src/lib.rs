@@ -1033,6 +1033,51 @@ pub fn creates_during(
     (handle, fire)
 }
 
+/// Waits (`limit` at most) until every task in `names` is Running, as listed by `api`.
+pub async fn wait_running(api: &ApiClient, names: &[&String], limit: Duration) {
+    use voiyd_messages::Resource;
+    eventually(limit, "every acknowledged task Running", || async {
+        let all: std::collections::BTreeMap<String, voiyd_messages::v1::Task> = api
+            .list::<voiyd_messages::v1::Task>("")
+            .await
+            .ok()?
+            .into_iter()
+            .map(|t| (t.name().to_string(), t))
+            .collect();
+        names
+            .iter()
+            .all(|n| {
+                all.get(*n)
+                    .and_then(|t| t.status.as_ref())
+                    .is_some_and(|s| s.phase == "Running")
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+/// Task → the nodes whose work it is in, read from `voiyd_work` through `client`.
+pub async fn work_holders(
+    client: &async_nats::Client,
+) -> std::collections::HashMap<String, Vec<String>> {
+    use voiyd_nats::names;
+    let js = async_nats::jetstream::new(client.clone());
+    let kv = js.get_key_value(names::BUCKET_WORK).await.unwrap();
+    let entries = voiyd_nats::RawKv::new(kv, "work")
+        .entries(">")
+        .await
+        .unwrap();
+    let mut holders: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (key, _, _) in entries {
+        let (node, task) = key.split_once('.').unwrap();
+        holders
+            .entry(names::untoken(task))
+            .or_default()
+            .push(names::untoken(node));
+    }
+    holders
+}
+
 /// A task for simulated nodes (`sim/app:1`), named `name`, with nothing else set.
 pub fn sim_task(name: &str) -> voiyd_messages::v1::Task {
     voiyd_messages::v1::Task {

@@ -3,38 +3,20 @@
 //! replicas; one is killed (with its NATS) during concurrent creates.
 
 use futures::StreamExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::Task;
 use voiyd_messages::Resource;
 use voiyd_nats::api::ApiClient;
 use voiyd_nats::names;
 use voiyd_tests::{
-    creates_during, embedded_cluster, eventually, sim_nodes, sim_task, wait_nodes, Server,
+    creates_during, embedded_cluster, sim_nodes, sim_task, wait_nodes, wait_running, work_holders,
+    Server,
 };
 
 /// The tests here run three to six NATS nodes and several servers each: on a small
 /// machine, one at a time, so that neither measures the other's load.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// node → tasks in the work bucket, read through `url`.
-async fn work_holders(url: &str) -> HashMap<String, Vec<String>> {
-    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
-    let kv = js.get_key_value(names::BUCKET_WORK).await.unwrap();
-    let entries = voiyd_nats::RawKv::new(kv, "work")
-        .entries(">")
-        .await
-        .unwrap();
-    let mut holders: HashMap<String, Vec<String>> = HashMap::new();
-    for (key, _, _) in entries {
-        let (node, task) = key.split_once('.').unwrap();
-        holders
-            .entry(names::untoken(task))
-            .or_default()
-            .push(names::untoken(node));
-    }
-    holders
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_embedded_servers_lose_one_during_creates_and_lose_nothing() {
@@ -104,28 +86,7 @@ async fn three_embedded_servers_lose_one_during_creates_and_lose_nothing() {
     eprintln!("a create succeeded {answered:?} after the kill");
 
     // Every acknowledged create exists and runs, each on exactly one node.
-    eventually(
-        Duration::from_secs(60),
-        "every acknowledged task running",
-        || async {
-            let all: BTreeMap<String, Task> = apis[0]
-                .list::<Task>("")
-                .await
-                .ok()?
-                .into_iter()
-                .map(|t| (t.name().to_string(), t))
-                .collect();
-            acknowledged
-                .iter()
-                .all(|n| {
-                    all.get(*n)
-                        .and_then(|t| t.status.as_ref())
-                        .is_some_and(|s| s.phase == "Running")
-                })
-                .then_some(())
-        },
-    )
-    .await;
+    wait_running(&apis[0], &acknowledged, Duration::from_secs(60)).await;
     // A create that failed to answer may still have been stored: within seconds it is
     // whole too (placed, its work written, running), by whichever server sees it.
     let whole = |all: &[Task], holders: &HashMap<String, Vec<String>>| -> Result<(), String> {
@@ -147,7 +108,7 @@ async fn three_embedded_servers_lose_one_during_creates_and_lose_nothing() {
     let start = Instant::now();
     let all = loop {
         let all = apis[0].list::<Task>("").await.unwrap();
-        let holders = work_holders(&urls[1]).await;
+        let holders = work_holders(&async_nats::connect(&urls[1]).await.unwrap()).await;
         let doubles: Vec<_> = holders.iter().filter(|(_, n)| n.len() > 1).collect();
         assert!(doubles.is_empty(), "tasks on several nodes: {doubles:?}");
         match whole(&all, &holders) {
@@ -315,7 +276,7 @@ async fn external_nats_cluster_loses_a_node_during_creates_ten_times() {
         );
         nats.restart(victim).await;
     }
-    let holders = work_holders(&nats.urls[0]).await;
+    let holders = work_holders(&async_nats::connect(&nats.urls[0]).await.unwrap()).await;
     let doubles: Vec<_> = holders.iter().filter(|(_, n)| n.len() > 1).collect();
     assert!(doubles.is_empty(), "tasks on several nodes: {doubles:?}");
 }

@@ -4,19 +4,17 @@
 //! a node revoked through server 3 is disconnected from server 2's NATS and refused by
 //! every server from then on. Every voiyd-server answers NATS' authorization requests.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::{
     JoinReply, JoinRequest, Node, Task, TokenCreateReply, TokenCreateRequest,
 };
-use voiyd_messages::Resource;
 use voiyd_nats::api::{ApiClient, ApiError};
 use voiyd_nats::connect::{connect, ConnectError, ConnectOptions};
 use voiyd_nats::{auth, names};
 use voiyd_tests::{
-    bin, certs_init, creates_during, eventually, launch_embedded_cluster, sim_task, stderr, Proc,
-    Server,
+    bin, certs_init, creates_during, eventually, launch_embedded_cluster, sim_task, stderr,
+    wait_running, work_holders, Proc, Server,
 };
 
 const SECRET: &str = "secure-ha-test-secret-0123456789";
@@ -132,25 +130,6 @@ async fn closed_within_10s(held: &async_nats::Client, log: &str) -> Duration {
     revoked.elapsed()
 }
 
-/// node → tasks in the work bucket (read as the servers' identity).
-async fn work_holders(client: &async_nats::Client) -> HashMap<String, Vec<String>> {
-    let js = async_nats::jetstream::new(client.clone());
-    let kv = js.get_key_value(names::BUCKET_WORK).await.unwrap();
-    let mut holders: HashMap<String, Vec<String>> = HashMap::new();
-    for (key, _, _) in voiyd_nats::RawKv::new(kv, "work")
-        .entries(">")
-        .await
-        .unwrap()
-    {
-        let (node, task) = key.split_once('.').unwrap();
-        holders
-            .entry(names::untoken(task))
-            .or_default()
-            .push(names::untoken(node));
-    }
-    holders
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_secure_servers_lose_one_during_creates_and_revoke_through_another() {
     let _alone = ONE_AT_A_TIME.lock().await;
@@ -263,28 +242,7 @@ async fn three_secure_servers_lose_one_during_creates_and_revoke_through_another
         results.len() - acknowledged.len()
     );
     assert!(acknowledged.len() >= 200);
-    eventually(
-        Duration::from_secs(60),
-        "every acknowledged task Running",
-        || async {
-            let all: BTreeMap<String, Task> = apis[0]
-                .list::<Task>("")
-                .await
-                .ok()?
-                .into_iter()
-                .map(|t| (t.name().to_string(), t))
-                .collect();
-            acknowledged
-                .iter()
-                .all(|n| {
-                    all.get(*n)
-                        .and_then(|t| t.status.as_ref())
-                        .is_some_and(|s| s.phase == "Running")
-                })
-                .then_some(())
-        },
-    )
-    .await;
+    wait_running(&apis[0], &acknowledged, Duration::from_secs(60)).await;
     // None is on two nodes: the work bucket, read as the servers' identity.
     let server_id = connect(&opts(
         &servers[1].url,
