@@ -197,7 +197,7 @@ fn targets() -> Vec<Target> {
             run: |d| match Task::decode(d) {
                 Ok(t) => {
                     let _ = voiyd_messages::validate::validate_task(&t);
-                    let strict = voiyd_server::policy::Policy {
+                    let strict = voiyd_server::security::policy::Policy {
                         allow_privileged: false,
                         allow_host_paths: false,
                         allow_cap_add: false,
@@ -271,7 +271,7 @@ fn targets() -> Vec<Target> {
                     return true;
                 };
                 let mut doc = serde_json::to_value(sample_task()).unwrap_or_default();
-                voiyd_server::merge_patch::apply(&mut doc, &patch);
+                voiyd_server::service::merge_patch::apply(&mut doc, &patch);
                 if let Ok(t) = serde_json::from_value::<Task>(doc) {
                     let _ = voiyd_messages::validate::validate_task(&t);
                 }
@@ -329,11 +329,11 @@ fn targets() -> Vec<Target> {
             ],
             run: |d| {
                 let j = JoinRequest::decode(d).map(|j| {
-                    let _ = voiyd_server::auth::check_join_request(&j);
-                    let _ = voiyd_server::auth::token_hash(&j.token);
+                    let _ = voiyd_server::service::tokens::check_join_request(&j);
+                    let _ = voiyd_server::service::tokens::token_hash(&j.token);
                 });
                 if let Ok(t) = TokenCreateRequest::decode(d) {
-                    let _ = voiyd_server::auth::token_ttl(t.ttl_seconds);
+                    let _ = voiyd_server::service::tokens::token_ttl(t.ttl_seconds);
                 }
                 j.is_ok()
             },

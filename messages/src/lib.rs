@@ -15,6 +15,7 @@ pub mod quantity;
 pub mod requests;
 pub mod resource;
 pub mod selector;
+pub mod time;
 pub mod validate;
 
 pub use pbjson_types::Timestamp;

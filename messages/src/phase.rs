@@ -25,3 +25,14 @@ pub const FAILED: &str = "Failed";
 
 /// Phases in which a task placed on a node should be running there.
 pub const ACTIVE: [&str; 4] = [SCHEDULED, PULLING, STARTING, RUNNING];
+
+/// Node phases (`NodeStatus.phase`).
+pub mod node {
+    /// Heartbeating; tasks are placed on it.
+    pub const READY: &str = "Ready";
+    /// Its heartbeats stopped: its tasks move elsewhere.
+    pub const NOT_READY: &str = "NotReady";
+    /// Deleted with `voiydctl delete node`: the record stays so that the agent's
+    /// session, should it come back, is refused.
+    pub const DELETED: &str = "Deleted";
+}

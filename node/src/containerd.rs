@@ -221,7 +221,7 @@ impl Containerd {
         let mut labels = std::collections::HashMap::new();
         labels.insert(
             EXPIRE_LABEL.to_string(),
-            rfc3339(SystemTime::now() + expiry),
+            voiyd_messages::time::rfc3339(SystemTime::now() + expiry),
         );
         self.leases()
             .create(self.request(CreateRequest {
@@ -332,44 +332,9 @@ pub(crate) fn random_suffix() -> String {
     format!("{:016x}", h.finish())
 }
 
-/// Formats a time as RFC 3339 UTC (what containerd's `gc.expire` label expects).
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096); // 2024-02-29 leap day
-        assert_eq!(rfc3339(t), "2024-02-29T12:34:56Z");
-    }
 
     #[tokio::test]
     async fn connect_to_missing_socket_says_what_to_do() {

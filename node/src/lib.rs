@@ -19,7 +19,6 @@ pub mod services;
 pub mod sim_nodes;
 pub mod spec;
 pub mod testing;
-pub mod timefmt;
 pub mod usage;
 pub mod volumes;
 pub mod work_ledger;

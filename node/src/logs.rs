@@ -8,13 +8,13 @@
 //! shim is not attached (at start, or across an agent restart), which is also how an
 //! agent restart re-attaches to a running task's output.
 
-use crate::timefmt::rfc3339_nanos;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Mutex};
+use voiyd_messages::time::rfc3339_nanos;
 
 /// Name of the file being written.
 pub const CURRENT: &str = "current.log";
@@ -284,7 +284,7 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
     let (time, rest) = line.split_once(' ')?;
     let (stream, text) = rest.split_once(' ').unwrap_or((rest, ""));
     Some(LogLine {
-        time: crate::timefmt::parse_rfc3339(time)?,
+        time: voiyd_messages::time::parse_rfc3339(time)?,
         stream: stream.to_string(),
         text: text.to_string(),
     })

@@ -1,44 +1,34 @@
 //! voiyd-server: the stateless control plane. It validates requests, records desired
 //! state in NATS JetStream, places tasks on nodes and folds in what nodes report.
 //! Any number of servers can run against one NATS: all state lives there.
+//!
+//! The modules are layers; each imports only those listed before it (a test,
+//! `tests/layers.rs`, keeps it so):
+//! - [`error`], [`metrics`]: the error every operation returns, and the counters.
+//! - [`schedule`]: pure decisions (placement, liveness, set plans, the work sweep).
+//! - [`store`]: typed access to buckets and streams.
+//! - [`cache`]: the in-memory view of nodes and tasks, a reflector over the buckets.
+//! - [`security`]: identities, the auth callout, certificates, admission policy.
+//! - [`context`]: the handles everything above works through.
+//! - [`service`]: typed operations on tasks, volumes, nodes, tokens, shared by the API
+//!   and the controllers.
+//! - [`controllers`]: loops that compare desired with actual and act (placer,
+//!   failover, sets, sweep).
+//! - [`ingest`]: what nodes send outside the API (status reports, events).
+//! - [`api`]: the NATS request/reply endpoints: decode, call a service, encode.
+//! - [`app`]: flags, subcommands and the start-up that wires it all.
 
 pub mod api;
-pub mod auth;
-pub mod backup;
-pub mod callout;
-pub mod certs;
-pub mod conditions;
-pub mod events;
-pub mod failover;
-pub mod leases;
-pub mod mailbox;
-pub mod managed;
-pub mod merge_patch;
+pub mod app;
+pub mod cache;
+pub mod context;
+pub mod controllers;
+pub mod error;
+pub mod ingest;
 pub mod metrics;
-pub mod node_events;
-pub mod patience;
-pub mod placement;
-pub mod policy;
-pub mod reports;
-mod run;
-pub mod scheduler;
+pub mod schedule;
 pub mod security;
-pub mod sets;
-pub mod status;
-pub mod subnets;
-pub mod view;
-pub mod work;
-pub mod work_sweep;
+pub mod service;
+pub mod store;
 
-pub use run::{run, Security, ServerConfig};
-
-/// The current time as a protobuf timestamp.
-pub fn now() -> voiyd_messages::Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    voiyd_messages::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
+pub use app::run::{run, Security, ServerConfig};

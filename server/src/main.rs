@@ -115,20 +115,20 @@ struct Args {
     log_format: String,
     /// TLS, NATS identities and admission policy.
     #[command(flatten)]
-    security: voiyd_server::security::SecurityArgs,
+    security: voiyd_server::app::commands::SecurityArgs,
     /// Certificate and authorization helpers (no server is started).
     #[command(subcommand)]
-    command: Option<voiyd_server::security::Command>,
+    command: Option<voiyd_server::app::commands::Command>,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     if let Some(cmd) = args.command.clone() {
-        if let voiyd_server::security::Command::Backup(b) = cmd {
-            std::process::exit(voiyd_server::backup::run_backup(b, &args.data_dir).await);
+        if let voiyd_server::app::commands::Command::Backup(b) = cmd {
+            std::process::exit(voiyd_server::app::backup::run_backup(b, &args.data_dir).await);
         }
-        std::process::exit(voiyd_server::security::run_command(cmd));
+        std::process::exit(voiyd_server::app::commands::run_command(cmd));
     }
     let security = match args.security.resolve() {
         Ok(s) => s,
@@ -192,7 +192,7 @@ async fn main() {
         },
         node_timeout: Duration::from_secs(args.node_timeout),
         work_sweep_interval: Duration::from_secs(args.work_sweep_interval.max(1)),
-        placement: voiyd_server::placement::Strategy::parse(&args.placement),
+        placement: voiyd_server::schedule::placement::Strategy::parse(&args.placement),
         id: format!("{host}-{}", std::process::id()),
         cluster_cidr: args.cluster_cidr,
         node_subnet_prefix: args.node_subnet_prefix,

@@ -1,8 +1,10 @@
 //! `list` requests of every kind: filtered on the server, answered in chunks (see
 //! [`voiyd_nats::chunks`]) so that a list of any size fits through NATS.
 
-use super::{resources, Ctx, Failure};
-use crate::managed::Managed;
+use crate::context::Ctx;
+use crate::error::Failure;
+use crate::service::resources;
+use crate::store::managed::Managed;
 use bytes::Bytes;
 use prost::Message;
 use voiyd_messages::v1::{ContainerSet, EventsRequest, ListRequest, Node, Task, Volume};
@@ -19,7 +21,7 @@ pub async fn list(ctx: &Ctx, kind: &str, body: Bytes) -> Result<Vec<Bytes>, Fail
         "leases" => {
             let req = ListRequest::decode(body)?;
             let (labels, fields) = resources::selectors::<voiyd_messages::v1::Lease>(&req)?;
-            let mut items = crate::leases::list(ctx).await?;
+            let mut items = crate::service::leases::list(ctx).await?;
             items.retain(|l| {
                 use voiyd_messages::Resource;
                 labels.matches(&l.labels()) && fields.matches(l)

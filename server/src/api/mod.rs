@@ -1,17 +1,14 @@
 //! The API: one NATS service endpoint per (kind, verb), all in one queue group so that
-//! any number of servers share the requests.
+//! any number of servers share the requests. A handler only decodes the request, calls
+//! a [`crate::service`] operation and encodes the reply.
 
-mod failure;
 mod lists;
-mod nodes;
-pub mod resources;
-mod tasks;
-pub mod volumes;
 
-pub use failure::Failure;
-
-use crate::events::Events;
-use crate::managed::Managed;
+use crate::context::Ctx;
+use crate::error::Failure;
+use crate::service::resources::{self, Change};
+use crate::service::{leases, nodes, tasks, tokens, volumes};
+use crate::store::managed::Managed;
 use async_nats::service::{Request, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -21,48 +18,7 @@ use tokio::sync::Semaphore;
 use voiyd_messages::v1::{ContainerSet, DeleteRequest, Node, Task, Volume};
 use voiyd_messages::Kind;
 use voiyd_nats::api::{service_error, ErrorCode, MAX_REQUEST_BYTES};
-use voiyd_nats::bootstrap::Cluster;
 use voiyd_nats::{chunks, names};
-
-/// Everything a request handler needs; cheap to clone (one per request).
-#[derive(Clone)]
-pub struct Ctx(Arc<CtxParts>);
-
-impl Ctx {
-    /// Wraps the parts.
-    pub fn new(parts: CtxParts) -> Ctx {
-        Ctx(Arc::new(parts))
-    }
-}
-
-impl std::ops::Deref for Ctx {
-    type Target = CtxParts;
-    fn deref(&self) -> &CtxParts {
-        &self.0
-    }
-}
-
-/// What a [`Ctx`] holds.
-pub struct CtxParts {
-    /// The server's NATS connection (core messages to nodes).
-    pub client: async_nats::Client,
-    /// Buckets and streams.
-    pub cluster: Cluster,
-    /// Event publisher.
-    pub events: Events,
-    /// The status bucket.
-    pub status: crate::status::StatusKv,
-    /// The per-node work bucket.
-    pub work: async_nats::jetstream::kv::Store,
-    /// Container subnet allocation.
-    pub subnets: crate::subnets::Subnets,
-    /// The scheduler's in-memory view of nodes and tasks.
-    pub view: crate::view::View,
-    /// Cluster-wide admission policy (privileged, host paths, added capabilities).
-    pub policy: crate::policy::Policy,
-    /// NATS identities, when this server owns an embedded NATS with `--auth`.
-    pub auth: Option<std::sync::Arc<crate::auth::AuthManager>>,
-}
 
 /// The verbs every managed kind answers.
 const CRUD: &[&str] = &["create", "get", "list", "update", "patch", "delete"];
@@ -207,41 +163,53 @@ fn encode<M: Message>(m: M) -> Bytes {
     Bytes::from(m.encode_to_vec())
 }
 
-/// Dispatches one request to its handler.
-pub async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<Bytes, Failure> {
+fn decode<M: Message + Default>(body: Bytes) -> Result<M, Failure> {
+    Ok(M::decode(body)?)
+}
+
+/// An update or a patch, decoded.
+fn change<R: Managed>(verb: &str, body: Bytes) -> Result<Change<R>, Failure> {
+    Ok(match verb {
+        "patch" => Change::Patch(decode(body)?),
+        _ => Change::Replace(decode(body)?),
+    })
+}
+
+/// Dispatches one request: decode, call the service, encode.
+async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<Bytes, Failure> {
     match kind {
         "tasks" => match verb {
-            "start" | "stop" | "kill" => tasks::action(ctx, verb, body).await.map(encode),
-            "create" => tasks::create(ctx, body).await.map(encode),
-            "update" | "patch" => tasks::update(ctx, verb, body).await.map(encode),
-            "delete" => tasks::delete(ctx, body).await.map(encode),
+            "start" | "stop" | "kill" => tasks::action(ctx, verb, &decode(body)?).await.map(encode),
+            "create" => tasks::create(ctx, decode(body)?).await.map(encode),
+            "update" | "patch" => tasks::update(ctx, change(verb, body)?).await.map(encode),
+            "delete" => tasks::delete(ctx, &decode(body)?).await.map(encode),
             _ => crud::<Task>(ctx, verb, body).await,
         },
-        "nodes" if verb == "delete" => nodes::delete(ctx, body).await.map(encode),
+        "nodes" if verb == "delete" => nodes::delete(ctx, &decode(body)?).await.map(encode),
         "nodes" if verb == voiyd_nats::auth::JOIN_VERB => {
-            crate::auth::join(ctx, body).await.map(encode)
+            tokens::join(ctx, &decode(body)?).await.map(encode)
         }
         "nodes" => crud::<Node>(ctx, verb, body).await,
-        "tokens" if verb == "create" => crate::auth::create_token(ctx, body).await.map(encode),
+        "tokens" if verb == "create" => tokens::create_token(ctx, &decode(body)?).await.map(encode),
         "volumes" => match verb {
-            "update" | "patch" => volumes::update(ctx, verb, body).await.map(encode),
-            "delete" => volumes::delete(ctx, body).await.map(encode),
+            "update" | "patch" => volumes::update(ctx, change(verb, body)?).await.map(encode),
+            "delete" => volumes::delete(ctx, &decode(body)?).await.map(encode),
             _ => crud::<Volume>(ctx, verb, body).await,
         },
         "sets" => crud::<ContainerSet>(ctx, verb, body).await,
-        "leases" if verb == "get" => crate::leases::get(ctx, body).await,
+        "leases" if verb == "get" => leases::get(ctx, &decode(body)?).await.map(encode),
         _ => Err(Failure::invalid(format!("unknown API kind `{kind}`"))),
     }
 }
 
 async fn crud<R: Managed>(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Bytes, Failure> {
     match verb {
-        "create" => resources::create::<R>(ctx, body).await.map(encode),
-        "get" => resources::get::<R>(ctx, body).await.map(encode),
-        "update" => resources::update::<R>(ctx, body).await.map(encode),
-        "patch" => resources::patch::<R>(ctx, body).await.map(encode),
+        "create" => resources::create::<R>(ctx, decode(body)?).await.map(encode),
+        "get" => resources::get::<R>(ctx, &decode(body)?).await.map(encode),
+        "update" => resources::update::<R>(ctx, decode(body)?).await.map(encode),
+        "patch" => resources::patch::<R>(ctx, &decode(body)?).await.map(encode),
         "delete" => {
-            let req = DeleteRequest::decode(body)?;
+            let req: DeleteRequest = decode(body)?;
             resources::delete::<R>(ctx, &req)
                 .await
                 .map(|_| encode(resources::deleted(&req.name)))

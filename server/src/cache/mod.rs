@@ -1,0 +1,3 @@
+//! The server's in-memory picture of the cluster, kept current from the buckets.
+
+pub mod view;

@@ -1,0 +1,8 @@
+//! Level-triggered loops: each compares desired with actual state and acts on the
+//! difference (trigger, decide with [`crate::schedule`], store through
+//! [`crate::service`]). Every server runs them; CAS writes keep them from fighting.
+
+pub mod failover;
+pub mod placer;
+pub mod sets;
+pub mod sweep;

@@ -1,0 +1,286 @@
+//! The container set controller: keeps `replicas` tasks of a set's template running,
+//! replaces them in a rolling update when the template changes, and rolls back
+//! automatically when an update does not progress.
+//!
+//! A set's tasks are named `<set>-<n>` (the lowest free `n`) and labelled
+//! `voiyd.io/set=<set>` and `voiyd.io/template-hash=<hash of the template>`. Tasks of
+//! all templates are interchangeable members: a rolling update creates tasks of the new
+//! template (up to `replicas + maxSurge` in all) and deletes tasks of old templates
+//! while at least `replicas - maxUnavailable` stay available (Running for
+//! `minReadySeconds`). Deleting a set deletes its tasks.
+//!
+//! Every server runs the controller; creates fail when the name is taken and deletes and
+//! status writes are CAS, so they never fight. The decision itself ([`plan`]) is pure.
+
+use crate::cache::view::{TaskEntry, PLACEMENT_LABEL};
+use crate::context::Ctx;
+use crate::error::Failure;
+use crate::schedule::sets::{
+    condition, index_of, plan, remember, secs_since, template_hash, Limits, Member,
+    DEFAULT_PROGRESS_DEADLINE_SECS, HASH_LABEL, SET_LABEL,
+};
+use crate::service::{resources, tasks};
+use crate::store::managed::Managed;
+use crate::store::status;
+use voiyd_messages::v1::{
+    ContainerSet, ContainerSetStatus, DeleteRequest, Meta, SetRevision, Task,
+};
+use voiyd_messages::{Resource, Timestamp};
+
+fn members(
+    set: &str,
+    tasks: &[(String, TaskEntry)],
+    min_ready: u32,
+    now: &Timestamp,
+) -> Vec<Member> {
+    tasks
+        .iter()
+        .map(|(name, t)| {
+            let ready = t.phase() == "Running";
+            let ready_since = t.ready_since();
+            Member {
+                name: name.clone(),
+                index: index_of(set, name),
+                hash: t.labels.get(HASH_LABEL).cloned().unwrap_or_default(),
+                ready,
+                available: ready
+                    && ready_since.is_some()
+                    && secs_since(ready_since.as_ref(), now) >= i64::from(min_ready),
+                failed: t.phase() == "Failed",
+            }
+        })
+        .collect()
+}
+
+/// Reconciles every set once; also deletes tasks of sets that no longer exist.
+pub async fn reconcile_all(ctx: &Ctx) {
+    if !ctx
+        .view
+        .wait_ready(std::time::Duration::from_millis(1))
+        .await
+    {
+        return;
+    }
+    let sets = match ContainerSet::store(&ctx.cluster).list().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list sets");
+            return;
+        }
+    };
+    let mut by_set = ctx.view.tasks_by_label(SET_LABEL);
+    for set in sets {
+        let tasks = by_set.remove(set.name()).unwrap_or_default();
+        if let Err(e) = reconcile(ctx, &set, &tasks).await {
+            tracing::warn!(set = set.name(), error = %e.message, "set not reconciled");
+        }
+    }
+    // What is left belongs to deleted sets.
+    for (set, tasks) in by_set {
+        for (task, _) in tasks {
+            tracing::info!(%set, %task, "set deleted: deleting its task");
+            delete_task(ctx, &task).await;
+        }
+    }
+}
+
+async fn delete_task(ctx: &Ctx, task: &str) {
+    let req = DeleteRequest {
+        name: task.to_string(),
+        ..Default::default()
+    };
+    if let Err(e) = tasks::delete(ctx, &req).await {
+        tracing::debug!(%task, error = %e.message, "task not deleted");
+    }
+}
+
+async fn create_task(ctx: &Ctx, set: &ContainerSet, hash: &str, index: u32) {
+    let name = format!("{}-{index}", set.name());
+    let mut labels = set
+        .meta
+        .as_ref()
+        .map(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert(SET_LABEL.into(), set.name().into());
+    labels.insert(HASH_LABEL.into(), hash.into());
+    if !set.placement.is_empty() {
+        labels.insert(PLACEMENT_LABEL.into(), set.placement.clone());
+    }
+    let task = Task {
+        version: "task/v1".into(),
+        meta: Some(Meta {
+            name: name.clone(),
+            labels,
+            ..Default::default()
+        }),
+        config: set.template.clone(),
+        status: None,
+    };
+    if let Err(e) = tasks::create(ctx, task).await {
+        tracing::debug!(task = %name, error = %e.message, "set task not created");
+    }
+}
+
+async fn reconcile(
+    ctx: &Ctx,
+    set: &ContainerSet,
+    tasks: &[(String, TaskEntry)],
+) -> Result<(), Failure> {
+    let now = voiyd_messages::time::now();
+    let template = set.template.clone().unwrap_or_default();
+    let hash = template_hash(&template);
+    let replicas = set.replicas.unwrap_or(1);
+    let strategy = set.strategy.unwrap_or_default();
+    let limits = Limits::of(strategy.max_surge, strategy.max_unavailable);
+    let deadline = match strategy.progress_deadline_seconds {
+        0 => DEFAULT_PROGRESS_DEADLINE_SECS,
+        d => d,
+    };
+    let generation = set.meta.as_ref().map(|m| m.generation).unwrap_or(0);
+    let current =
+        status::read_versioned::<ContainerSetStatus>(&ctx.status.0, "set", set.name()).await?;
+    let (prev, rev) = match current {
+        Some(v) => (v.status, v.revision),
+        None => (ContainerSetStatus::default(), 0),
+    };
+    let mut st = prev.clone();
+    if st.template_hash != hash {
+        st.template_hash = hash.clone();
+        st.rollout_started = Some(now);
+        let rolled_back = st
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "Progressing" && c.reason == "RolledBack" && c.status == "False");
+        remember(
+            &mut st.history,
+            SetRevision {
+                revision: generation,
+                template_hash: hash.clone(),
+                template: Some(template.clone()),
+                created: Some(now),
+                cause: if rolled_back {
+                    "rollback".into()
+                } else {
+                    "update".into()
+                },
+            },
+        );
+    }
+    let members = members(set.name(), tasks, strategy.min_ready_seconds, &now);
+    let p = plan(replicas, &hash, &members, limits);
+    for i in &p.create {
+        create_task(ctx, set, &hash, *i).await;
+    }
+    for t in &p.delete {
+        delete_task(ctx, t).await;
+    }
+
+    // A rollout that fails or stalls goes back to the previous template.
+    let new_failed = members.iter().any(|m| m.hash == hash && m.failed);
+    let stalled =
+        !p.complete && secs_since(st.rollout_started.as_ref(), &now) > i64::from(deadline);
+    let previous = st
+        .history
+        .iter()
+        .rev()
+        .find(|r| r.template_hash != hash)
+        .cloned();
+    let mut rolled_back_now = false;
+    if let Some(prev_rev) = previous.filter(|_| (new_failed || stalled) && st.history.len() > 1) {
+        let why = if new_failed {
+            "a task of the new template failed"
+        } else {
+            "the progress deadline passed"
+        };
+        let mut spec = set.clone();
+        spec.template = prev_rev.template.clone();
+        spec.status = None;
+        let rv = set.meta.as_ref().map(|m| m.resource_version).unwrap_or(0);
+        if resources::write_update(ctx, spec, rv).await.is_ok() {
+            tracing::warn!(set = set.name(), %why, "rolling back");
+            ctx.events
+                .publish(
+                    "set",
+                    set.name(),
+                    "rolledback",
+                    "RolledBack",
+                    format!("rolled back to revision {}: {why}", prev_rev.revision),
+                    None,
+                )
+                .await;
+            st.conditions = vec![condition(
+                "Progressing",
+                false,
+                "RolledBack",
+                format!("rolled back to revision {}: {why}", prev_rev.revision),
+                &st.conditions,
+                now,
+            )];
+            rolled_back_now = true;
+        }
+    }
+
+    let mine: Vec<&Member> = members
+        .iter()
+        .filter(|m| !p.delete.contains(&m.name))
+        .collect();
+    st.desired = replicas;
+    st.ready = mine.iter().filter(|m| m.ready).count() as u32;
+    st.updated = mine.iter().filter(|m| m.hash == hash).count() as u32;
+    st.available = mine.iter().filter(|m| m.available).count() as u32;
+    st.observed_generation = generation;
+    if !rolled_back_now {
+        let keep_rollback = st.conditions.iter().any(|c| c.reason == "RolledBack") && !p.complete;
+        let progressing = if p.complete {
+            condition(
+                "Progressing",
+                true,
+                "RolloutComplete",
+                format!("{replicas} tasks of revision {generation} available"),
+                &st.conditions,
+                now,
+            )
+        } else if stalled {
+            condition(
+                "Progressing",
+                false,
+                "ProgressDeadlineExceeded",
+                format!("no progress for {deadline}s"),
+                &st.conditions,
+                now,
+            )
+        } else if keep_rollback {
+            st.conditions
+                .iter()
+                .find(|c| c.reason == "RolledBack")
+                .cloned()
+                .expect("found")
+        } else {
+            condition(
+                "Progressing",
+                true,
+                "RolloutInProgress",
+                format!(
+                    "{} of {replicas} updated, {} available",
+                    st.updated, st.available
+                ),
+                &st.conditions,
+                now,
+            )
+        };
+        let available = condition(
+            "Available",
+            st.available >= replicas.saturating_sub(limits.max_unavailable),
+            "MinimumAvailable",
+            String::new(),
+            &st.conditions,
+            now,
+        );
+        st.conditions = vec![progressing, available];
+    }
+    if st != prev {
+        // A lost race means another server just wrote it: the next pass catches up.
+        status::write(&ctx.status.0, "set", set.name(), &st, rev).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! The set plan: which tasks of a container set to create and delete now, and the
+//! small pure helpers the set controller needs (template hash, history, conditions).
+//! No I/O: the controller in [`crate::controllers::sets`] reads and writes.
+
+use prost::Message;
+use std::collections::BTreeSet;
+use voiyd_messages::v1::{Condition, SetRevision, TaskConfig};
+use voiyd_messages::Timestamp;
+
+/// Label naming the set a task belongs to.
+pub const SET_LABEL: &str = "voiyd.io/set";
+/// Label carrying the hash of the template a task was made from.
+pub const HASH_LABEL: &str = "voiyd.io/template-hash";
+/// Revisions kept in a set's history.
+pub const HISTORY: usize = 10;
+/// Progress deadline when the strategy sets none.
+pub const DEFAULT_PROGRESS_DEADLINE_SECS: u32 = 600;
+
+/// The hash of a template: 16 hex digits of FNV-1a over its protobuf encoding (maps are
+/// ordered, so equal templates hash alike on every server).
+pub fn template_hash(t: &TaskConfig) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in t.encode_to_vec() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// One task of a set, as the plan sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Task name.
+    pub name: String,
+    /// `n` of `<set>-<n>` (tasks of other shapes get `u32::MAX`).
+    pub index: u32,
+    /// Its template hash.
+    pub hash: String,
+    /// Running.
+    pub ready: bool,
+    /// Running for at least minReadySeconds.
+    pub available: bool,
+    /// Failed (counts against the rollout).
+    pub failed: bool,
+}
+
+/// Surge and unavailability limits, defaults resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Extra tasks allowed above replicas during an update.
+    pub max_surge: u32,
+    /// Tasks allowed below replicas-available during an update.
+    pub max_unavailable: u32,
+}
+
+impl Limits {
+    /// From a strategy; both zero (unset) means surge 1, unavailable 0.
+    pub fn of(surge: u32, unavailable: u32) -> Limits {
+        if surge == 0 && unavailable == 0 {
+            Limits {
+                max_surge: 1,
+                max_unavailable: 0,
+            }
+        } else {
+            Limits {
+                max_surge: surge,
+                max_unavailable: unavailable,
+            }
+        }
+    }
+}
+
+/// What to do now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Indices of tasks to create from the current template.
+    pub create: Vec<u32>,
+    /// Tasks to delete.
+    pub delete: Vec<String>,
+    /// Every task is of the current template, and `replicas` of them are available.
+    pub complete: bool,
+}
+
+/// Decides which tasks to create and delete for `replicas` tasks of template `hash`.
+pub fn plan(replicas: u32, hash: &str, members: &[Member], limits: Limits) -> Plan {
+    let replicas = replicas as usize;
+    let (new, old): (Vec<&Member>, Vec<&Member>) = members.iter().partition(|m| m.hash == hash);
+    let mut p = Plan::default();
+    let total = members.len();
+    let ceiling = replicas + limits.max_surge as usize;
+    let n_create = replicas
+        .saturating_sub(new.len())
+        .min(ceiling.saturating_sub(total));
+    let used: BTreeSet<u32> = members.iter().map(|m| m.index).collect();
+    p.create = (0u32..)
+        .filter(|i| !used.contains(i))
+        .take(n_create)
+        .collect();
+
+    // Too many of the current template (scale down): unavailable first, then the
+    // highest indices.
+    if new.len() > replicas {
+        let mut surplus = new.clone();
+        surplus.sort_by_key(|m| (m.available, std::cmp::Reverse(m.index)));
+        p.delete.extend(
+            surplus
+                .iter()
+                .take(new.len() - replicas)
+                .map(|m| m.name.clone()),
+        );
+    }
+    // Old templates: those not available cost nothing to remove; available ones go
+    // while enough others stay available.
+    let min_available = replicas.saturating_sub(limits.max_unavailable as usize);
+    let mut available = members.iter().filter(|m| m.available).count();
+    let mut old = old.clone();
+    old.sort_by_key(|m| (m.available, std::cmp::Reverse(m.index)));
+    for m in old {
+        if !m.available {
+            p.delete.push(m.name.clone());
+        } else if available > min_available {
+            p.delete.push(m.name.clone());
+            available -= 1;
+        }
+    }
+    p.complete = members.iter().all(|m| m.hash == hash)
+        && new.len() == replicas
+        && new.iter().filter(|m| m.available).count() == replicas;
+    p
+}
+
+pub fn index_of(set: &str, task: &str) -> u32 {
+    task.strip_prefix(set)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+pub fn secs_since(t: Option<&Timestamp>, now: &Timestamp) -> i64 {
+    t.map(|t| now.seconds - t.seconds).unwrap_or(0)
+}
+
+pub fn condition(
+    ty: &str,
+    ok: bool,
+    reason: &str,
+    msg: String,
+    prev: &[Condition],
+    now: Timestamp,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let since = prev
+        .iter()
+        .find(|c| c.r#type == ty && c.status == status)
+        .and_then(|c| c.last_transition_time)
+        .unwrap_or(now);
+    Condition {
+        r#type: ty.into(),
+        status: status.into(),
+        reason: reason.into(),
+        msg,
+        last_transition_time: Some(since),
+    }
+}
+
+/// Records a template in the history (moving it to the end if it ran before).
+pub fn remember(history: &mut Vec<SetRevision>, rev: SetRevision) {
+    history.retain(|r| r.template_hash != rev.template_hash);
+    history.push(rev);
+    if history.len() > HISTORY {
+        let extra = history.len() - HISTORY;
+        history.drain(..extra);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn m(i: u32, hash: &str, available: bool) -> Member {
+        Member {
+            name: format!("s-{i}"),
+            index: i,
+            hash: hash.into(),
+            ready: available,
+            available,
+            failed: false,
+        }
+    }
+
+    #[test]
+    fn scales_up_and_down_by_index() {
+        let p = plan(3, "h", &[m(1, "h", true)], Limits::of(0, 0));
+        assert_eq!(p.create, vec![0, 2]);
+        assert!(p.delete.is_empty() && !p.complete);
+        let p = plan(
+            1,
+            "h",
+            &[m(0, "h", true), m(1, "h", false), m(2, "h", true)],
+            Limits::of(0, 0),
+        );
+        assert_eq!(p.delete, vec!["s-1".to_string(), "s-2".to_string()]);
+        let p = plan(
+            2,
+            "h",
+            &[m(0, "h", true), m(1, "h", true)],
+            Limits::of(0, 0),
+        );
+        assert_eq!(
+            p,
+            Plan {
+                create: vec![],
+                delete: vec![],
+                complete: true
+            }
+        );
+    }
+
+    #[test]
+    fn rolling_update_with_surge_waits_for_availability() {
+        let old = [m(0, "a", true), m(1, "a", true)];
+        // surge 1, unavailable 0: one new task first, no delete yet.
+        let p = plan(2, "b", &old, Limits::of(1, 0));
+        assert_eq!((p.create.clone(), p.delete.clone()), (vec![2], vec![]));
+        // The new one is not available yet: nothing more happens.
+        let mid = [m(0, "a", true), m(1, "a", true), m(2, "b", false)];
+        let p = plan(2, "b", &mid, Limits::of(1, 0));
+        assert!(p.create.is_empty() && p.delete.is_empty());
+        // Available: one old one goes.
+        let mid = [m(0, "a", true), m(1, "a", true), m(2, "b", true)];
+        assert_eq!(
+            plan(2, "b", &mid, Limits::of(1, 0)).delete,
+            vec!["s-1".to_string()]
+        );
+    }
+
+    #[test]
+    fn rolling_update_without_surge_takes_one_down_first() {
+        let old = [m(0, "a", true), m(1, "a", true), m(2, "a", true)];
+        let p = plan(3, "b", &old, Limits::of(0, 1));
+        assert_eq!((p.create, p.delete), (vec![], vec!["s-2".to_string()]));
+        let p = plan(3, "b", &old[..2], Limits::of(0, 1));
+        assert_eq!(p.create, vec![2]);
+    }
+
+    #[test]
+    fn history_keeps_the_last_ten_and_moves_repeats() {
+        let mut h = Vec::new();
+        for i in 0..12u64 {
+            remember(
+                &mut h,
+                SetRevision {
+                    revision: i,
+                    template_hash: format!("h{i}"),
+                    ..Default::default()
+                },
+            );
+        }
+        assert_eq!(h.len(), HISTORY);
+        assert_eq!(h[0].revision, 2);
+        remember(
+            &mut h,
+            SetRevision {
+                revision: 20,
+                template_hash: "h5".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(h.len(), HISTORY);
+        assert_eq!(h.last().unwrap().revision, 20);
+        assert_eq!(index_of("web", "web-12"), 12);
+        assert_eq!(index_of("web", "webx-1"), u32::MAX);
+        assert_ne!(
+            template_hash(&TaskConfig::default()),
+            template_hash(&TaskConfig {
+                image: "x".into(),
+                ..Default::default()
+            })
+        );
+    }
+
+    fn arb_members() -> impl Strategy<Value = Vec<Member>> {
+        proptest::collection::vec((any::<bool>(), any::<bool>()), 0..12).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (new, avail))| m(i as u32, if new { "new" } else { "old" }, avail))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Never more than replicas + surge tasks, never fewer available than
+        /// replicas - maxUnavailable through deletes of available tasks, never a name twice.
+        #[test]
+        fn plan_keeps_its_limits(replicas in 0u32..8, surge in 0u32..3, unavail in 0u32..3, ms in arb_members()) {
+            let limits = Limits::of(surge, unavail);
+            let p = plan(replicas, "new", &ms, limits);
+            let after = ms.len() + p.create.len() - p.delete.len();
+            prop_assert!(p.create.is_empty() || ms.len() + p.create.len() <= (replicas + limits.max_surge) as usize);
+            let avail_before = ms.iter().filter(|m| m.available).count();
+            let avail_deleted = ms.iter().filter(|m| m.available && p.delete.contains(&m.name)).count();
+            let floor = (replicas.saturating_sub(limits.max_unavailable)) as usize;
+            let surplus_new = ms.iter().filter(|m| m.hash == "new").count().saturating_sub(replicas as usize);
+            if surplus_new == 0 && avail_deleted > 0 {
+                prop_assert!(avail_before - avail_deleted >= floor.min(avail_before));
+            }
+            let names: BTreeSet<String> = ms.iter().map(|m| m.name.clone()).collect();
+            for i in &p.create {
+                let n = format!("s-{}", i);
+                prop_assert!(!names.contains(&n));
+            }
+            let del: BTreeSet<&String> = p.delete.iter().collect();
+            prop_assert_eq!(del.len(), p.delete.len());
+            let _ = after;
+        }
+
+        /// Repeating the plan (tasks becoming available at once) converges to exactly
+        /// `replicas` tasks of the new template.
+        #[test]
+        fn rollout_converges(replicas in 0u32..6, surge in 0u32..3, unavail in 0u32..3, ms in arb_members()) {
+            let limits = Limits::of(surge, unavail);
+            let mut cur = ms;
+            for _ in 0..50 {
+                let p = plan(replicas, "new", &cur, limits);
+                if p.complete { break; }
+                cur.retain(|m| !p.delete.contains(&m.name));
+                for m in &mut cur { m.available = true; m.ready = true; }
+                for i in p.create { cur.push(m(i, "new", false)); }
+            }
+            let p = plan(replicas, "new", &cur, limits);
+            let mut cur2 = cur.clone();
+            for m in &mut cur2 { m.available = true; }
+            let p2 = plan(replicas, "new", &cur2, limits);
+            prop_assert!(p.complete || p2.complete, "not converged: {:?}", cur);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Keeps each task's placement and its node's work in step with the task's spec.
+//!
+//! The record of placement is the task's status (`status.node`), written with CAS:
+//! when two servers place the same task at once, one write wins and the other server
+//! adopts the winner's choice. The node's work (`voiyd_work`, key `<node>.<task>`)
+//! is derived from it and rewritten idempotently. Decisions come from the in-memory
+//! [`crate::cache::view::View`], kept current by watches.
+
+use crate::context::Ctx;
+use crate::error::Failure;
+use crate::service::resources;
+use crate::store::managed::Managed;
+use crate::store::status;
+use futures::StreamExt;
+use std::time::Duration;
+use voiyd_messages::v1::{Assignment, Task, TaskStatus};
+use voiyd_messages::Resource;
+use voiyd_nats::names;
+
+pub use voiyd_messages::phase::{PENDING, SCHEDULED};
+
+/// How long a request waits for a freshly started server's view to catch up.
+const VIEW_WAIT: Duration = Duration::from_secs(10);
+
+/// Places the task if it has no node yet, then writes its node's work. Returns the
+/// task with its current status.
+pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failure> {
+    let task = resources::fetch::<Task>(ctx, name).await?;
+    sync_fetched(ctx, task, kill, true).await
+}
+
+/// [`sync_task`] for a task just read or written. `status_may_exist` false (a task
+/// this request just created) skips reading a status that cannot be there yet.
+pub async fn sync_fetched(
+    ctx: &Ctx,
+    task: Task,
+    kill: bool,
+    status_may_exist: bool,
+) -> Result<Task, Failure> {
+    let name = task.name().to_string();
+    let mut read_status = status_may_exist;
+    for _ in 0..8 {
+        let (mut st, rev) = if read_status {
+            match status::read_versioned::<TaskStatus>(&ctx.status.0, "task", &name).await? {
+                Some(v) => (v.status, v.revision),
+                None => (TaskStatus::default(), 0),
+            }
+        } else {
+            (TaskStatus::default(), 0)
+        };
+        read_status = true;
+        if !st.node.is_empty() {
+            let written = write_work(ctx, &st.node, &task, kill).await?;
+            confirm_work(ctx, &st.node, &name, written).await?;
+            let mut t = task;
+            t.set_status(Some(st));
+            return Ok(t);
+        }
+        if !ctx.view.wait_ready(VIEW_WAIT).await {
+            return Err(Failure {
+                code: voiyd_nats::api::ErrorCode::Unavailable,
+                message: "the scheduler is still reading the cluster state: retry".into(),
+            });
+        }
+        match ctx.view.reserve(&task) {
+            Ok(node) => {
+                st.node = node.clone();
+                st.phase = SCHEDULED.to_string();
+                st.reason = String::new();
+                st.message = format!("placed on {node}");
+                st.conditions = crate::schedule::conditions::for_phase(
+                    &st.conditions,
+                    SCHEDULED,
+                    "",
+                    true,
+                    voiyd_messages::time::now(),
+                );
+                if let Some(written) =
+                    status::write_patiently(&ctx.status.0, "task", &name, &st, rev).await?
+                {
+                    ctx.view.saw_task_status(&name, &st, written);
+                    // Just placed with CAS: only a failover move within this instant
+                    // could make the write stale, so the create path skips the re-read
+                    // (the stale-work sweep removes such work later).
+                    write_work(ctx, &node, &task, kill).await?;
+                    ctx.events
+                        .publish(
+                            "task",
+                            &name,
+                            "scheduled",
+                            "Scheduled",
+                            format!("placed on node {node}"),
+                            None,
+                        )
+                        .await;
+                    let mut t = task;
+                    t.set_status(Some(st));
+                    return Ok(t);
+                }
+                ctx.view.release(&name, &node);
+            }
+            Err(why) => {
+                let message = why.to_string();
+                let changed = st.phase != PENDING || st.message != message;
+                st.phase = PENDING.to_string();
+                st.reason = "Unschedulable".to_string();
+                st.message = message;
+                if changed {
+                    st.conditions = crate::schedule::conditions::for_phase(
+                        &st.conditions,
+                        PENDING,
+                        "Unschedulable",
+                        false,
+                        voiyd_messages::time::now(),
+                    );
+                }
+                let written = if changed {
+                    status::write(&ctx.status.0, "task", &name, &st, rev).await?
+                } else {
+                    None
+                };
+                if !changed || written.is_some() {
+                    if let Some(written) = written {
+                        ctx.view.saw_task_status(&name, &st, written);
+                    }
+                    let mut t = task;
+                    t.set_status(Some(st));
+                    return Ok(t);
+                }
+            }
+        }
+        // Someone else wrote the status first: read again and follow their decision.
+    }
+    Err(Failure::conflict(format!(
+        "task {name} is being changed by others too often: retry"
+    )))
+}
+
+/// Writes `task`'s work on `node`; returns the entry's revision.
+async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<u64, Failure> {
+    let a = Assignment {
+        task: Some(task.clone()),
+        kill,
+        // Template volumes travel with the work: nodes cannot read the volume specs.
+        volumes: crate::service::mounts::for_task(ctx, task).await?,
+    };
+    crate::service::work::put(ctx, node, task.name(), a).await
+}
+
+/// After rewriting `task`'s work (at revision `written`) for the node its status named
+/// when read: if the status no longer names that node (moved, or deleted, by another
+/// server since the read), the work just written is stale and goes again, unless it was
+/// rewritten since (by a server that placed the task on that node anew: that work is
+/// current). Whoever moves a task removes the old node's work after its status write;
+/// this covers a write that lands after that.
+async fn confirm_work(ctx: &Ctx, node: &str, task: &str, written: u64) -> Result<(), Failure> {
+    let now = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task).await?;
+    if now.is_none_or(|v| v.status.node != node) {
+        tracing::debug!(%task, %node, "task moved while its work was written; removing it");
+        crate::service::work::remove_at(ctx, node, task, written).await;
+    }
+    Ok(())
+}
+
+/// Removes a task's work from `node` (best effort: the node's resync also drops work
+/// whose task is gone).
+pub async fn remove_work(ctx: &Ctx, node: &str, task: &str) {
+    crate::service::work::remove(ctx, node, task).await
+}
+
+/// Removes a deleted task's work from the node that has it.
+pub async fn unassign(ctx: &Ctx, task: &Task) {
+    let st = task.status.as_ref();
+    let node = match st.filter(|s| !s.node.is_empty()) {
+        Some(s) => Some(s.node.clone()),
+        None => status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task.name())
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.status.node)
+            .filter(|n| !n.is_empty()),
+    };
+    match node {
+        Some(n) => remove_work(ctx, &n, task.name()).await,
+        None => {
+            // No status: look in every node's work (rare: a task deleted mid-placement).
+            let suffix = format!(".{}", names::token(task.name()));
+            if let Ok(keys) = ctx.work.keys().await {
+                let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
+                for key in keys.into_iter().filter(|k| k.ends_with(&suffix)) {
+                    if let Some((node, task)) = names::parse_work_key(&key) {
+                        crate::service::work::remove(ctx, &node, &task).await;
+                    }
+                }
+            }
+        }
+    }
+}
