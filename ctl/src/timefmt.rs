@@ -4,69 +4,20 @@
 use pbjson_types::Timestamp;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Parses a duration such as `30s`, `2m`, `1h30m`, `500ms` or `1.5s`; a bare number is seconds.
+/// Parses a duration as manifests write them (`30s`, `2m`, `1h30m`, `500ms`, `1.5s`, `7d`:
+/// [`voiyd_messages::time::parse_duration`], the one grammar); on the command line a bare
+/// number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("invalid duration `{text}`: use a number with a unit, e.g. 500ms, 30s, 2m, 1h30m")
+    let t = text.trim();
+    let parsed = if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        voiyd_messages::time::parse_duration(&format!("{t}s"))
+    } else {
+        voiyd_messages::time::parse_duration(t)
     };
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return secs_to_duration(secs).ok_or_else(bad);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        if num_len == 0 {
-            return Err(bad());
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return Err(bad()),
-        };
-        total += value * factor;
-        rest = &rest[unit_len..];
-    }
-    secs_to_duration(total).ok_or_else(bad)
+    parsed.map_err(|e| e.to_string())
 }
 
-fn secs_to_duration(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && (0.0..1e12).contains(&secs)).then(|| Duration::from_secs_f64(secs))
-}
-
-/// Renders a duration compactly for messages: `2m`, `1m30s`, `45s`, `500ms`.
-pub fn format_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
-}
+pub use voiyd_messages::time::format_duration;
 
 /// Renders an age in seconds in the largest whole unit: `5s`, `3m`, `2h`, `4d`.
 /// Negative ages (clock skew) show as `0s`.
@@ -122,16 +73,26 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        for bad in ["", "m", "2x", "-1s", "1m-", "s5"] {
+        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        for bad in ["", "m", "2x", "-1s", "1m-", "s5", "."] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            parse_duration("2x").unwrap_err(),
-            "invalid duration `2x`: use a number with a unit, e.g. 500ms, 30s, 2m, 1h30m"
-        );
-        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
-        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(format_duration(Duration::from_millis(300)), "300ms");
+        let err = parse_duration("2x").unwrap_err();
+        assert!(err.contains("\"2x\"") && err.contains("e.g. 10s"), "{err}");
+        // What is stored reads back the same: `--stop-grace 1.5s` stays 1.5 s.
+        for d in ["1.5s", "90s", "300ms", "1h30m"] {
+            let parsed = parse_duration(d).unwrap();
+            assert_eq!(
+                parse_duration(&format_duration(parsed)).unwrap(),
+                parsed,
+                "{d}"
+            );
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s500ms");
     }
 
     #[test]

@@ -49,6 +49,6 @@ fn bad_timeout_is_a_usage_error() {
     assert_eq!(e.exit_code(), 2);
     assert_eq!(
         e.to_string(),
-        "--timeout: invalid duration `soon`: use a number with a unit, e.g. 500ms, 30s, 2m, 1h30m"
+        "--timeout: duration \"soon\" is not valid (expected a number): write numbers with units ns, us, ms, s, m, h, d, e.g. 10s, 1m30s, 1.5s, 500ms, 2h, 7d"
     );
 }

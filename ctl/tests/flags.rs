@@ -172,6 +172,9 @@ fn whole_run_command() {
     );
     assert_eq!(c.pull_policy, "Always");
     assert_eq!(c.stop_grace_period, "1m30s");
+    // Fractions are kept: the grace the node reads back is the one asked for.
+    let t = task_from_run(&run_args(&["w", "--image", "x", "--stop-grace", "1.5s"])).unwrap();
+    assert_eq!(t.config.unwrap().stop_grace_period, "1s500ms");
 
     // Waiting is the default.
     assert!(run_args(&["web", "--image", "x"]).wait.enabled());
@@ -194,7 +197,7 @@ fn bad_run_flags() {
     assert!(bad(&["w", "--image", "x", "--cpu=-1"]).starts_with("invalid --cpu `-1`: "));
     assert_eq!(
         bad(&["w", "--image", "x", "--stop-grace", "soon"]),
-        "invalid --stop-grace: invalid duration `soon`: use a number with a unit, e.g. 500ms, 30s, 2m, 1h30m"
+        "invalid --stop-grace: duration \"soon\" is not valid (expected a number): write numbers with units ns, us, ms, s, m, h, d, e.g. 10s, 1m30s, 1.5s, 500ms, 2h, 7d"
     );
     // clap rejects an unknown restart policy itself (exit code 2).
     assert!(Cli::try_parse_from([

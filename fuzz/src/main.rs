@@ -367,7 +367,7 @@ fn targets() -> Vec<Target> {
             .encode_to_vec()],
             run: |d| match Assignment::decode(d) {
                 Ok(a) => {
-                    if let Some(desired) = voiyd_node::reconcile::Desired::from_assignment(&a) {
+                    if let Some(desired) = voiyd_node::decide::reconcile::Desired::from_assignment(&a) {
                         let _ = desired.stop_grace();
                         let _ = desired.restart_policy();
                         let _ = desired.stopped();

@@ -9,7 +9,8 @@ const MEMORY_SYNTAX: &str = "bytes or a number with a unit, e.g. 268435456, 256M
 /// What users may write for a CPU amount.
 const CPU_SYNTAX: &str = "cores or millicores, e.g. 2, 0.5, 500m";
 /// What users may write for a duration.
-const DURATION_SYNTAX: &str = "numbers with units ns, us, ms, s, m, h, e.g. 10s, 1m30s, 500ms, 2h";
+const DURATION_SYNTAX: &str =
+    "numbers with units ns, us, ms, s, m, h, d, e.g. 10s, 1m30s, 1.5s, 500ms, 2h, 7d";
 
 /// Most fractional digits a number may carry (more could not change a whole byte or millicore
 /// of any realistic value and would risk overflow in the exact arithmetic).
@@ -266,7 +267,7 @@ pub fn parse_cpu(s: &str) -> Result<u64, QuantityError> {
 
 /// Parses a duration as Go's `time.ParseDuration` does, without signs: one or more
 /// `<number><unit>` pairs (`1m30s`, `1.5h`, `500ms`), units `ns`, `us` (or `µs`), `ms`, `s`,
-/// `m`, `h`. A lone `0` is zero. Surrounding whitespace is ignored; fractions of a
+/// `m`, `h`, and (beyond Go) `d` for 24 hours. A lone `0` is zero. Surrounding whitespace is ignored; fractions of a
 /// nanosecond round up. Negative values and totals above `u64::MAX` nanoseconds (about 584
 /// years) are errors.
 pub fn parse_duration(s: &str) -> Result<Duration, QuantityError> {
@@ -315,6 +316,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, QuantityError> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
             _ => {
                 return Err(QuantityError::UnknownUnit {
                     what: WHAT,

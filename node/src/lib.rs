@@ -1,24 +1,26 @@
-//! voiyd-node library: the pieces the node agent is built from.
+//! voiyd-node library: the pieces the node agent is built from, in layers (each uses
+//! only those listed before it; `tests/tests/layers.rs` keeps it so):
+//! - [`decide`]: pure decisions (reconcile, phase, restart backoff, admission, the
+//!   work ledger).
+//! - [`identity`], [`logs`], [`containerd`]: who the node is and what its host has;
+//!   task log files; the containerd client, its event stream and usage statistics.
+//! - [`image`], [`network`]: image pulls into containerd; CNI networking.
+//! - [`spec`], [`volumes`]: the OCI runtime spec of a task; its volumes on disk.
+//! - [`runtime`]: the runtime trait and its implementations (containerd, sim).
+//! - [`serve`]: what the node answers on its own subjects (logs, exec, stats).
+//! - [`agent`]: the agent's loops (heartbeat, fencing, work, reports), and many
+//!   simulated agents in one process.
+//! - [`testing`]: fixtures for the end-to-end tests.
 
-pub mod admission;
 pub mod agent;
 pub mod containerd;
-pub mod exec;
+pub mod decide;
 pub mod identity;
 pub mod image;
-pub mod join;
 pub mod logs;
 pub mod network;
-pub mod node_events;
-pub mod phase;
-pub mod reconcile;
-pub mod restart;
 pub mod runtime;
-pub mod serve_logs;
-pub mod services;
-pub mod sim_nodes;
+pub mod serve;
 pub mod spec;
 pub mod testing;
-pub mod usage;
 pub mod volumes;
-pub mod work_ledger;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use voiyd_nats::connect::{install_crypto_provider, ConnectOptions};
 use voiyd_node::agent::{self, AgentConfig};
-use voiyd_node::containerd::Containerd;
+use voiyd_node::containerd::client::Containerd;
 use voiyd_node::image::pull::PullOptions;
 use voiyd_node::image::RegistryAuth;
 use voiyd_node::logs::Rotation;
@@ -177,9 +177,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // NATS permissions keep private to it.
     nats.inbox_prefix = Some(voiyd_nats::names::node_inbox_prefix(&name));
     if nats.nkey_seed.is_none() && nats.creds_file.is_none() {
-        let joined =
-            voiyd_node::join::credentials(&args.data_dir, &name, args.join_token.as_deref(), &nats)
-                .await?;
+        let joined = voiyd_node::identity::join::credentials(
+            &args.data_dir,
+            &name,
+            args.join_token.as_deref(),
+            &nats,
+        )
+        .await?;
         nats.nkey_seed = joined.map(|p| p.to_string_lossy().into_owned());
     }
     let cfg = AgentConfig {
@@ -193,7 +197,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         disconnect_timeout: Duration::from_secs(args.node_timeout),
     };
     // Logs, exec, stats and metrics, on a NATS connection of their own.
-    let _services = voiyd_node::services::start(voiyd_node::services::ServicesConfig {
+    let _services = voiyd_node::serve::start(voiyd_node::serve::ServicesConfig {
         node: cfg.name.clone(),
         nats: cfg.nats.clone(),
         data_dir: cfg.data_dir.clone(),
@@ -248,10 +252,11 @@ async fn run_sim(args: Args, name: String, labels: BTreeMap<String, String>) -> 
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         let joined =
-            voiyd_node::join::credentials(&dir, &name, args.join_token.as_deref(), &nats).await?;
+            voiyd_node::identity::join::credentials(&dir, &name, args.join_token.as_deref(), &nats)
+                .await?;
         nats.nkey_seed = joined.map(|p| p.to_string_lossy().into_owned());
     }
-    let cfg = voiyd_node::sim_nodes::SimNodesConfig {
+    let cfg = voiyd_node::agent::sim_nodes::SimNodesConfig {
         name,
         count: args.sim_nodes.max(1),
         labels,
@@ -266,7 +271,7 @@ async fn run_sim(args: Args, name: String, labels: BTreeMap<String, String>) -> 
                 .map_err(|e| anyhow::anyhow!("--sim-memory: {e}"))?,
         },
     };
-    voiyd_node::sim_nodes::run(cfg, shutdown_signal()).await
+    voiyd_node::agent::sim_nodes::run(cfg, shutdown_signal()).await
 }
 
 #[tokio::main]

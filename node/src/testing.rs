@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::containerd::{random_suffix, Containerd, ContainerdError};
+use crate::containerd::client::{random_suffix, Containerd, ContainerdError};
 
 /// The workspace's `scripts/` directory.
 pub fn scripts_dir() -> PathBuf {

@@ -4,7 +4,7 @@
 //! is rewritten in place (same inode), so running containers see updates through their
 //! read-only bind mount.
 
-use crate::reconcile::Desired;
+use crate::decide::reconcile::Desired;
 use crate::spec::{MountKind, ResolvedMount};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use voiyd_node::containerd::Containerd;
+use voiyd_node::containerd::client::Containerd;
 use voiyd_node::image::{
     image_config, pull, remove_image, snapshot_exists, PullError, PullOptions, PullPolicy,
     PullProgress, RegistryAuth,

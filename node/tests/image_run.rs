@@ -16,7 +16,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::Mount;
 use voiyd_messages::v1::TaskConfig;
-use voiyd_node::containerd::Containerd;
+use voiyd_node::containerd::client::Containerd;
 use voiyd_node::image::{pull, PullOptions, PullPolicy, PulledImage};
 use voiyd_node::spec::{build_spec, SpecInput};
 use voiyd_node::testing::{TestContainerd, TestRegistry};

@@ -5,9 +5,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
 use voiyd_messages::v1::TaskConfig;
-use voiyd_node::phase::{self, derive};
-use voiyd_node::reconcile::{decide, Action, ContainerState, Decision, Desired, Exit, Observed};
-use voiyd_node::restart::{backoff, BACKOFF_MAX, RESET_AFTER};
+use voiyd_node::decide::phase::{self, derive};
+use voiyd_node::decide::reconcile::{
+    decide, Action, ContainerState, Decision, Desired, Exit, Observed,
+};
+use voiyd_node::decide::restart::{backoff, BACKOFF_MAX, RESET_AFTER};
 
 /// The clock every generated time is relative to.
 fn now() -> SystemTime {

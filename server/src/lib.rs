@@ -3,7 +3,7 @@
 //! Any number of servers can run against one NATS: all state lives there.
 //!
 //! The modules are layers; each imports only those listed before it (a test,
-//! `tests/layers.rs`, keeps it so):
+//! `tests/tests/layers.rs`, keeps it so):
 //! - [`error`], [`metrics`]: the error every operation returns, and the counters.
 //! - [`schedule`]: pure decisions (placement, liveness, set plans, the work sweep).
 //! - [`store`]: typed access to buckets and streams.

@@ -262,7 +262,7 @@ async fn three_secure_servers_lose_one_during_creates_and_revoke_through_another
     let seed = std::fs::read_to_string(
         dir.path()
             .join("hs-0/hs-0")
-            .join(voiyd_node::join::SEED_FILE),
+            .join(voiyd_node::identity::join::SEED_FILE),
     )
     .unwrap()
     .trim()
@@ -370,7 +370,7 @@ async fn external_nats_with_auth_callout_joins_and_revokes_through_any_server() 
     let seed = std::fs::read_to_string(
         dir.path()
             .join("ext-n/ext-n")
-            .join(voiyd_node::join::SEED_FILE),
+            .join(voiyd_node::identity::join::SEED_FILE),
     )
     .unwrap()
     .trim()

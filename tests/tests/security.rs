@@ -525,7 +525,7 @@ async fn real_node_joins_then_is_revoked_and_disconnected() {
         (n.status.as_ref()?.phase == "Ready").then_some(())
     })
     .await;
-    let seed_file = data.join(voiyd_node::join::SEED_FILE);
+    let seed_file = data.join(voiyd_node::identity::join::SEED_FILE);
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&seed_file).unwrap().permissions(),
     );

@@ -25,7 +25,7 @@ use super::auth::RegistryAuth;
 use super::oci::{self, ConfigFile, Descriptor, ImageConfig, ImageIndex, ImageManifest, Platform};
 use super::reference::{Reference, ReferenceError};
 use super::registry::{RegistryClient, RegistryError};
-use crate::containerd::{random_suffix, Containerd, ContainerdError, Lease};
+use crate::containerd::client::{random_suffix, Containerd, ContainerdError, Lease};
 
 /// How long the pull lease lives if the node dies before deleting it.
 const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
@@ -621,7 +621,7 @@ async fn write_stream<F: Fn(PullProgress)>(
                 reason: format!(
                     "download of {} broke off: {}",
                     desc.digest,
-                    crate::containerd::error_chain(&e)
+                    crate::containerd::client::error_chain(&e)
                 ),
             })
         })?;

@@ -12,7 +12,7 @@ use reqwest::{Response, StatusCode};
 use super::auth::RegistryAuth;
 use super::oci::{self, ImageIndex, ImageManifest, Platform};
 use super::reference::Reference;
-use crate::containerd::error_chain;
+use crate::containerd::client::error_chain;
 
 /// Largest manifest or index accepted, so a broken registry cannot exhaust memory.
 const MAX_MANIFEST_BYTES: usize = 4 << 20;

@@ -3,12 +3,12 @@
 //! its process, whose stdout and stderr go to agent-owned FIFOs.
 
 use super::{ContainerView, Progress, Runtime, RuntimeError, RuntimeInfo};
-use crate::containerd::Containerd;
+use crate::containerd::client::Containerd;
+use crate::decide::reconcile::{ContainerState, Desired};
 use crate::image::pull::{image_config_in, pull, PullOptions, PullPolicy, PulledImage};
 use crate::image::reference::Reference;
 use crate::logs::{self, Capture, Rotation, TaskPaths};
 use crate::network::Network;
-use crate::reconcile::{ContainerState, Desired};
 use crate::spec::{build_spec, ResolvedMount, SpecInput};
 use crate::volumes::Volumes;
 use containerd_client::services::v1::container::Runtime as CdRuntime;

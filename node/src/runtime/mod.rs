@@ -1,11 +1,11 @@
 //! Runtimes: what actually runs a task's container. The agent drives a runtime through
-//! the small set of steps [`crate::reconcile::Action`] names; [`containerd`] runs real
+//! the small set of steps [`crate::decide::reconcile::Action`] names; [`containerd`] runs real
 //! containers, and the trait leaves room for a simulated runtime.
 
 pub mod containerd;
 pub mod sim;
 
-use crate::reconcile::{ContainerState, Desired};
+use crate::decide::reconcile::{ContainerState, Desired};
 use std::future::Future;
 use std::sync::Arc;
 

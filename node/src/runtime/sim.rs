@@ -6,7 +6,7 @@
 //! once after starting, so restart policies and failures can be simulated too.
 
 use super::{ContainerView, Progress, Runtime, RuntimeError, RuntimeInfo};
-use crate::reconcile::{ContainerState, Desired};
+use crate::decide::reconcile::{ContainerState, Desired};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;

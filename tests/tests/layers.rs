@@ -1,12 +1,13 @@
-//! The server's modules are layers (see the crate docs): a module may use only those
-//! below it, and within one folder the files' imports form no cycle. This reads the
-//! sources and fails on an upward or circular import, naming the file and the path.
+//! The modules of voiyd-server and voiyd-node are layers (see each crate's docs): a
+//! module may use only those below it, and within one folder the files' imports form
+//! no cycle. This reads the sources and fails on an upward or circular import, naming
+//! the file and the path.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Top-level modules, lowest first. Equal ranks may not import each other.
-const LAYERS: &[(&str, u8)] = &[
+/// The server's top-level modules, lowest first. Equal ranks may not import each other.
+const SERVER: &[(&str, u8)] = &[
     ("error", 0),
     ("metrics", 0),
     ("schedule", 1),
@@ -21,8 +22,24 @@ const LAYERS: &[(&str, u8)] = &[
     ("app", 9),
 ];
 
-fn rank(module: &str) -> Option<u8> {
-    LAYERS.iter().find(|(m, _)| *m == module).map(|(_, r)| *r)
+/// The node's top-level modules, lowest first.
+const NODE: &[(&str, u8)] = &[
+    ("decide", 0),
+    ("identity", 1),
+    ("logs", 1),
+    ("containerd", 1),
+    ("image", 2),
+    ("network", 2),
+    ("spec", 3),
+    ("volumes", 4),
+    ("runtime", 5),
+    ("serve", 6),
+    ("agent", 7),
+    ("testing", 8),
+];
+
+fn rank(layers: &[(&str, u8)], module: &str) -> Option<u8> {
+    layers.iter().find(|(m, _)| *m == module).map(|(_, r)| *r)
 }
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -89,8 +106,20 @@ fn crate_paths(code: &str) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn modules_import_only_downward_and_without_cycles() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+fn server_modules_import_only_downward_and_without_cycles() {
+    check("server", SERVER);
+}
+
+#[test]
+fn node_modules_import_only_downward_and_without_cycles() {
+    check("node", NODE);
+}
+
+fn check(krate: &str, layers: &[(&str, u8)]) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(krate)
+        .join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
     let mut problems = Vec::new();
@@ -107,9 +136,9 @@ fn modules_import_only_downward_and_without_cycles() {
         if top == "lib" || top == "main" {
             continue;
         }
-        let Some(own) = rank(&top) else {
+        let Some(own) = rank(layers, &top) else {
             problems.push(format!(
-                "{}: module `{top}` has no layer: add it to LAYERS here and to the crate docs",
+                "{krate}/src/{}: module `{top}` has no layer: add it to the table here and to the crate docs",
                 rel.display()
             ));
             continue;
@@ -131,15 +160,15 @@ fn modules_import_only_downward_and_without_cycles() {
                 }
                 continue;
             }
-            match rank(target) {
+            match rank(layers, target) {
                 Some(r) if r < own => {}
                 Some(_) => problems.push(format!(
-                    "{}: uses crate::{} from layer `{top}`, which is not below it",
+                    "{krate}/src/{}: uses crate::{} from layer `{top}`, which is not below it",
                     rel.display(),
                     path.join("::")
                 )),
                 None => problems.push(format!(
-                    "{}: uses crate::{}, which is not a layer",
+                    "{krate}/src/{}: uses crate::{}, which is not a layer",
                     rel.display(),
                     path.join("::")
                 )),
@@ -149,7 +178,7 @@ fn modules_import_only_downward_and_without_cycles() {
     for (folder, graph) in &within {
         if let Some(cycle) = find_cycle(graph) {
             problems.push(format!(
-                "{folder}/: files import each other in a circle: {}",
+                "{krate}/src/{folder}/: files import each other in a circle: {}",
                 cycle.join(" -> ")
             ));
         }

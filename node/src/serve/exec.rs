@@ -6,7 +6,7 @@
 //! stdin, terminal resizes, kill). A client that stops acknowledging output has gone:
 //! its process is killed, so no exec outlives its client.
 
-use crate::containerd::Containerd;
+use crate::containerd::client::Containerd;
 use containerd_client::services::v1::{
     CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
     KillRequest, ResizePtyRequest, StartRequest, WaitRequest,

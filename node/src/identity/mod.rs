@@ -1,6 +1,9 @@
 //! The node's name, kept in its data directory so that a restarted agent (or one whose
 //! host was renamed) comes back as the same node.
 
+pub mod host;
+pub mod join;
+
 use std::io;
 use std::path::Path;
 

@@ -1,8 +1,8 @@
 //! Restart policy and crash backoff: when an exited container runs again, and how long it
 //! waits first.
 //!
-//! Pure functions: the reconciler ([`crate::reconcile`]) and the phase report
-//! ([`crate::phase`]) both ask these, so what a node does and what it reports cannot drift.
+//! Pure functions: the reconciler ([`crate::decide::reconcile`]) and the phase report
+//! ([`crate::decide::phase`]) both ask these, so what a node does and what it reports cannot drift.
 
 use std::fmt;
 use std::str::FromStr;

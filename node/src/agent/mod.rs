@@ -3,12 +3,15 @@
 //! admits what fits, and runs one reconcile worker per task, which drives the runtime
 //! towards the assignment and reports the task's status.
 
-use crate::admission::{self, Load};
-use crate::phase;
-use crate::reconcile::{decide, Action, ContainerState, Desired, Exit, Observed};
-use crate::restart::backoff;
+pub mod sim_nodes;
+
+use crate::decide::admission::{self, Load};
+use crate::decide::phase;
+use crate::decide::reconcile::{decide, Action, ContainerState, Desired, Exit, Observed};
+use crate::decide::restart::backoff;
+use crate::decide::work_ledger::WorkLedger;
+use crate::identity::host::host_facts;
 use crate::runtime::{ContainerView, Runtime, RuntimeError};
-use crate::work_ledger::WorkLedger;
 use futures::StreamExt;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -56,53 +59,6 @@ pub enum AgentError {
     /// The runtime could not be used.
     #[error("{0}")]
     Runtime(#[from] RuntimeError),
-}
-
-/// The node's identity labels and capacity, computed once.
-pub fn host_facts(name: &str) -> (BTreeMap<String, String>, NodeResources) {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let labels = BTreeMap::from([
-        ("voiyd.io/os".to_string(), std::env::consts::OS.to_string()),
-        ("voiyd.io/arch".to_string(), arch.to_string()),
-        (
-            "voiyd.io/hostname".to_string(),
-            if hostname.is_empty() {
-                name.to_string()
-            } else {
-                hostname
-            },
-        ),
-    ]);
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as u64)
-        .unwrap_or(1);
-    let mem_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<u64>().ok())
-                })
-        })
-        .unwrap_or(0);
-    (
-        labels,
-        NodeResources {
-            cpu_millis: cpus * 1000,
-            memory_bytes: mem_kib * 1024,
-        },
-    )
 }
 
 struct Worker {
@@ -746,10 +702,10 @@ async fn task_worker<R: Runtime>(
                 Err(e) => {
                     tracing::warn!(%task, reason = e.reason, error = %e.message, "task step failed");
                     if let (Some(d), "PullFailed") = (desired.as_ref(), e.reason) {
-                        crate::node_events::report(
+                        crate::containerd::events::report(
                             &s.client,
                             &s.cfg.name,
-                            crate::node_events::RuntimeEvent {
+                            crate::containerd::events::RuntimeEvent {
                                 task: task.clone(),
                                 uid: d.uid.clone(),
                                 kind: "pullfailed",

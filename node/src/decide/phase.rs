@@ -1,5 +1,5 @@
 //! The phase a node reports for a task (`TaskStatus.phase`, `reason`, `message`), derived
-//! from the same inputs as [`crate::reconcile::decide`], so the report always describes what
+//! from the same inputs as [`crate::decide::reconcile::decide`], so the report always describes what
 //! the node is doing.
 //!
 //! # Mapping
@@ -34,8 +34,8 @@ use std::time::{Duration, SystemTime};
 
 use voiyd_messages::quantity::format_duration;
 
-use crate::reconcile::{ContainerState, Desired, Observed};
-use crate::restart::{restart_wait, RestartWait};
+use crate::decide::reconcile::{ContainerState, Desired, Observed};
+use crate::decide::restart::{restart_wait, RestartWait};
 
 pub use voiyd_messages::phase::{
     FAILED, PENDING, PULLING, RUNNING, STARTING, STOPPED, STOPPING, SUCCEEDED,
@@ -294,7 +294,7 @@ mod tests {
     use voiyd_messages::v1::TaskConfig;
 
     use super::*;
-    use crate::reconcile::Exit;
+    use crate::decide::reconcile::Exit;
 
     const NOW: u64 = 10_000;
 

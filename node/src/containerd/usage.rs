@@ -2,7 +2,7 @@
 //! (cgroup v1 statistics), for `voiydctl top` (`voiyd.node.<node>.stats`) and the
 //! node's `/metrics`.
 
-use crate::containerd::Containerd;
+use crate::containerd::client::Containerd;
 use containerd_client::services::v1::MetricsRequest;
 use futures::StreamExt;
 use prost::Message;

@@ -2,7 +2,7 @@
 //! `VOIYD_EVENTS`): exits of a task's main process with their code and OOM kills, from
 //! containerd's event stream, and pull failures, from the agent.
 
-use crate::containerd::Containerd;
+use crate::containerd::client::Containerd;
 use containerd_client::services::v1::{GetContainerRequest, SubscribeRequest};
 use futures::StreamExt;
 use prost::Message;

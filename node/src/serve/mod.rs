@@ -4,7 +4,10 @@
 //! They use a NATS connection of their own, apart from the agent's: a burst of log or
 //! exec traffic then never delays a heartbeat or a status report.
 
-use crate::containerd::Containerd;
+pub mod exec;
+pub mod logs;
+
+use crate::containerd::client::Containerd;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,12 +50,12 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
     opts.retry_on_initial_connect = true;
     opts.name = format!("voiyd-node {} streams", cfg.node);
     let client = connect(&opts).await?;
-    let (_, capacity) = crate::agent::host_facts(&cfg.node);
+    let (_, capacity) = crate::identity::host::host_facts(&cfg.node);
     let mut tasks = Vec::new();
     {
         let (c, n, d) = (client.clone(), cfg.node.clone(), cfg.data_dir.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::serve_logs::serve(c, n, d).await {
+            if let Err(e) = crate::serve::logs::serve(c, n, d).await {
                 tracing::error!(error = %e, "log service stopped");
             }
         }));
@@ -65,7 +68,7 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
             cfg.containerd.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::exec::serve(c, n, d, cd).await {
+            if let Err(e) = crate::serve::exec::serve(c, n, d, cd).await {
                 tracing::error!(error = %e, "exec service stopped");
             }
         }));
@@ -73,12 +76,12 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
     {
         let (c, n, cd) = (client.clone(), cfg.node.clone(), cfg.containerd.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::usage::serve(c, n, cd, capacity).await {
+            if let Err(e) = crate::containerd::usage::serve(c, n, cd, capacity).await {
                 tracing::error!(error = %e, "stats service stopped");
             }
         }));
     }
-    tasks.push(tokio::spawn(crate::node_events::watch_containerd(
+    tasks.push(tokio::spawn(crate::containerd::events::watch_containerd(
         client.clone(),
         cfg.node.clone(),
         cfg.containerd.clone(),
@@ -101,7 +104,7 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
         let (cd, c) = (cfg.containerd.clone(), client.clone());
         let collect: metrics::Collector = Arc::new(move || {
             let (cd, c) = (cd.clone(), c.clone());
-            Box::pin(async move { crate::usage::collect(&cd, &c).await })
+            Box::pin(async move { crate::containerd::usage::collect(&cd, &c).await })
         });
         let (bound, task) = metrics::serve(addr, collect).await?;
         metrics_addr = Some(bound);

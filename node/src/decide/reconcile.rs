@@ -51,7 +51,7 @@ use std::time::{Duration, SystemTime};
 use voiyd_messages::quantity::parse_duration;
 use voiyd_messages::v1::{Assignment, TaskConfig};
 
-use crate::restart::{restart_wait, RestartPolicy, RestartWait, RESET_AFTER};
+use crate::decide::restart::{restart_wait, RestartPolicy, RestartWait, RESET_AFTER};
 
 /// Grace between SIGTERM and SIGKILL when the config sets none (or one that does not parse).
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
