@@ -625,12 +625,13 @@ mod tests {
             ("3µs", Duration::from_micros(3)),
             ("7ns", Duration::from_nanos(7)),
             (" 5s ", ms(5000)),
+            ("5d", Duration::from_secs(5 * 86_400)),
         ];
         for (s, want) in cases {
             assert_eq!(parse_duration(s), Ok(*want), "{s}");
         }
         for bad in [
-            "", "10", "1x", "s", "1m30", "1.s.", "-5s", "+5s", "1 s", "5d",
+            "", "10", "1x", "s", "1m30", "1.s.", "-5s", "+5s", "1 s", "5w",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
@@ -644,7 +645,7 @@ mod tests {
         ));
         assert_eq!(
             parse_duration("10").unwrap_err().to_string(),
-            "duration \"10\" is not valid (a number has no unit): write numbers with units ns, us, ms, s, m, h, e.g. 10s, 1m30s, 500ms, 2h"
+            "duration \"10\" is not valid (a number has no unit): write numbers with units ns, us, ms, s, m, h, d, e.g. 10s, 1m30s, 1.5s, 500ms, 2h, 7d"
         );
         assert_eq!(format_duration(ms(90_000)), "1m30s");
         assert_eq!(format_duration(Duration::ZERO), "0s");

@@ -38,30 +38,28 @@ pub fn millis(t: &Timestamp) -> i64 {
 /// Formats a time as `2026-11-25T15:20:37Z` (whole seconds; what containerd's
 /// `gc.expire` label expects).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{}Z", date_time(t).0)
 }
 
 /// Formats a time as `2026-11-25T15:20:37.123456789Z`.
 pub fn rfc3339_nanos(t: SystemTime) -> String {
+    let (text, nanos) = date_time(t);
+    format!("{text}.{nanos:09}Z")
+}
+
+/// `2026-11-25T15:20:37` (UTC) and the nanoseconds past that second.
+fn date_time(t: SystemTime) -> (String, u32) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+    let text = format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
+        rem % 60
+    );
+    (text, d.subsec_nanos())
 }
 
 /// Parses what [`rfc3339_nanos`] writes (and `Z` times without fraction).

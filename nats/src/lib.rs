@@ -17,6 +17,7 @@ pub mod snapshot;
 pub mod store;
 pub mod stream;
 pub mod testing;
+pub mod watch;
 
 pub use bootstrap::{bootstrap, open, BootstrapError, BootstrapOptions, Cluster};
 pub use connect::{connect, connect_linked, install_crypto_provider, ConnectError, ConnectOptions};

@@ -73,7 +73,7 @@ impl StoreError {
         }
     }
 
-    fn nats(op: &'static str, e: impl std::fmt::Display) -> StoreError {
+    pub(crate) fn nats(op: &'static str, e: impl std::fmt::Display) -> StoreError {
         StoreError::Nats {
             op,
             reason: e.to_string().replace(['\r', '\n'], " "),
@@ -371,44 +371,75 @@ impl RawKv {
         &self,
         filter: &str,
     ) -> Result<BoxStream<'static, Result<KvChange<Bytes>, StoreError>>, StoreError> {
+        let (changes, _) = self.watch_after(filter, 0).await?;
+        Ok(changes.map(|c| c.map(|(change, _)| change)).boxed())
+    }
+
+    /// Changes of keys matching `filter` after revision `after`: with `after` 0 the
+    /// current value of every key first. Each change comes with the number of changes
+    /// still pending behind it (0: caught up); the second value is that number at the
+    /// start. [`crate::watch::Watcher`] builds on this.
+    pub async fn watch_after(
+        &self,
+        filter: &str,
+        after: u64,
+    ) -> Result<
+        (
+            BoxStream<'static, Result<(KvChange<Bytes>, u64), StoreError>>,
+            u64,
+        ),
+        StoreError,
+    > {
         // An ordered pull consumer with a name rather than `kv.watch`: the latter
         // creates an unnamed consumer on `$JS.API.CONSUMER.CREATE.<stream>`, a subject
         // that cannot be confined by filter; this one is created on
         // `$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>` (see `auth`).
+        let deliver_policy = match after {
+            0 => DeliverPolicy::LastPerSubject,
+            n => DeliverPolicy::ByStartSequence {
+                start_sequence: n + 1,
+            },
+        };
         let consumer = self
             .kv
             .stream
             .create_consumer(pull::OrderedConfig {
                 name: Some(consumer_name()),
                 filter_subject: format!("{}{filter}", self.kv.prefix),
-                deliver_policy: DeliverPolicy::LastPerSubject,
+                deliver_policy,
                 replay_policy: ReplayPolicy::Instant,
                 ..Default::default()
             })
             .await
             .map_err(|e| StoreError::nats("watch", e))?;
+        let pending = consumer.cached_info().num_pending;
         let messages = consumer
             .messages()
             .await
             .map_err(|e| StoreError::nats("watch", e))?;
         let prefix = self.kv.prefix.clone();
-        Ok(messages
+        let changes = messages
             .map(move |msg| {
                 let msg = msg.map_err(|e| StoreError::nats("watch", e))?;
                 let info = msg.info().map_err(|e| StoreError::nats("watch", e))?;
                 let revision = info.stream_sequence;
+                let behind = info.pending;
                 let key = msg
                     .subject
                     .strip_prefix(prefix.as_str())
                     .unwrap_or(&msg.subject)
                     .to_string();
-                Ok(KvChange {
-                    value: (!is_removal(msg.headers.as_ref())).then(|| msg.payload.clone()),
-                    key,
-                    revision,
-                })
+                Ok((
+                    KvChange {
+                        value: (!is_removal(msg.headers.as_ref())).then(|| msg.payload.clone()),
+                        key,
+                        revision,
+                    },
+                    behind,
+                ))
             })
-            .boxed())
+            .boxed();
+        Ok((changes, pending))
     }
 }
 

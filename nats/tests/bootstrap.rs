@@ -128,6 +128,10 @@ async fn buckets_take_more_than_a_thousand_consumers() {
                 .create_consumer(pull::Config {
                     name: Some(format!("c{i}")),
                     filter_subject: format!("$KV.{}.n{i}.>", names::BUCKET_WORK),
+                    // Unused consumers go after 5 s by default; on a loaded machine
+                    // creating 1,100 takes longer than that, and the count below
+                    // would measure expiry, not the limit.
+                    inactive_threshold: Duration::from_secs(600),
                     ..Default::default()
                 })
                 .await

@@ -35,6 +35,7 @@ async fn pull_recording(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn pulls_busybox_and_multi_layer_images_into_containerd() {
     init();
     let ctd = TestContainerd::start();
@@ -89,6 +90,7 @@ async fn pulls_busybox_and_multi_layer_images_into_containerd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn if_not_present_uses_the_local_image_without_the_registry() {
     init();
     let ctd = TestContainerd::start();
@@ -126,6 +128,7 @@ async fn if_not_present_uses_the_local_image_without_the_registry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn errors_carry_the_registry_reason_or_connection_failure() {
     init();
     let ctd = TestContainerd::start();
@@ -175,6 +178,7 @@ async fn errors_carry_the_registry_reason_or_connection_failure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn basic_auth_registry_needs_credentials_from_the_auth_file() {
     init();
     let ctd = TestContainerd::start();

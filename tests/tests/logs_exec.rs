@@ -128,6 +128,7 @@ const TALKER: &str =
     "i=0; while true; do echo out $i; echo err $i >&2; i=$((i+1)); sleep 0.2; done";
 
 #[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn logs_exec_events_top_and_metrics_on_real_containerd() {
     let c = Cluster::start().await;
     let node_metrics = format!("127.0.0.1:{}", free_port());
@@ -464,6 +465,7 @@ async fn logs_exec_events_top_and_metrics_on_real_containerd() {
 }
 
 #[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn an_oom_kill_is_reported_as_an_event() {
     let c = Cluster::start().await;
     let _n = c.node("oomnode", &[]);
@@ -523,6 +525,7 @@ fn openpty(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
 }
 
 #[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn exec_tty_follows_window_resizes() {
     use std::os::fd::AsRawFd;
     let c = Cluster::start().await;

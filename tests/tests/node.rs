@@ -49,6 +49,7 @@ fn st(t: &Task) -> &voiyd_messages::v1::TaskStatus {
 }
 
 #[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn run_stop_start_delete_on_real_containerd() {
     let c = Cluster::start().await;
     let _n1 = c.node("n1", &[]);
@@ -135,6 +136,7 @@ async fn run_stop_start_delete_on_real_containerd() {
 }
 
 #[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn env_args_user_workdir_exit_codes_and_restart_policies() {
     let c = Cluster::start().await;
     let n1 = c.node("n1", &[]);
@@ -258,6 +260,7 @@ async fn env_args_user_workdir_exit_codes_and_restart_policies() {
 }
 
 #[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn agent_and_containerd_restarts_leave_containers_running() {
     let mut c = Cluster::start().await;
     let mut n1 = c.node("n1", &[]);
@@ -336,6 +339,7 @@ async fn agent_and_containerd_restarts_leave_containers_running() {
 }
 
 #[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn pull_failures_are_reported_with_the_registry_reason() {
     let c = Cluster::start().await;
     let _n1 = c.node("n1", &[]);
@@ -369,6 +373,7 @@ async fn pull_failures_are_reported_with_the_registry_reason() {
 }
 
 #[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn two_nodes_each_run_only_their_own_work() {
     let c = Cluster::start().await;
     let n1 = c.node("n1", &["--labels", "zone=a"]);

@@ -69,6 +69,7 @@ async fn settled(api: &ApiClient, containerd: &TestContainerd, pid: u32, what: &
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn server_and_nats_outages_never_stop_a_container() {
     let registry = TestRegistry::start();
     let containerd = TestContainerd::start();

@@ -26,6 +26,7 @@ use voiyd_messages::v1::{
 use voiyd_nats::connect::{connect_linked, ConnectOptions};
 use voiyd_nats::names;
 use voiyd_nats::store::{RawKv, TypedKv};
+use voiyd_nats::watch::{WatchEvent, Watcher};
 use voiyd_nats::Link;
 
 /// How an agent is set up.
@@ -985,28 +986,24 @@ async fn follow_purges<R: Runtime>(s: Arc<Shared<R>>) {
                 continue;
             }
         };
-        // RawKv's watch uses a named consumer, which node permissions can confine.
-        let mut watch = match kv.watch(&filter).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch volume purges");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-        };
+        // Named consumers, which node permissions can confine (see voiyd_nats::watch).
+        let mut watch = Watcher::of(kv.inner().clone(), &filter, "volume purge")
+            .on_reconnect(s.link.clone())
+            .raw();
         // Purges waiting for the tasks that use the volume to go: key -> revision.
         let mut pending: BTreeMap<String, u64> = BTreeMap::new();
         let mut retry = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
-                entry = watch.next() => match entry {
-                    Some(Ok(e)) if e.value.is_some() => {
-                        pending.insert(e.key.clone(), e.revision);
+                event = watch.next() => match event {
+                    Some(WatchEvent::Put { key, revision, .. }) => {
+                        pending.insert(key, revision);
                     }
-                    Some(Ok(e)) => {
-                        pending.remove(&e.key);
+                    Some(WatchEvent::Delete { key, .. }) => {
+                        pending.remove(&key);
                     }
-                    _ => break,
+                    Some(WatchEvent::Invalid { .. } | WatchEvent::Current) => {}
+                    None => break,
                 },
                 _ = retry.tick(), if !pending.is_empty() => {}
             }
@@ -1038,33 +1035,17 @@ async fn follow_purges<R: Runtime>(s: Arc<Shared<R>>) {
 async fn follow_subnet<R: Runtime>(s: Arc<Shared<R>>) {
     let js = async_nats::jetstream::new(s.client.clone());
     let key = names::node_subnet_key(&s.cfg.name);
-    loop {
-        let kv = match js.get_key_value(names::BUCKET_SUBNETS).await {
-            Ok(kv) => RawKv::new(kv, "subnet"),
-            Err(e) => {
-                tracing::debug!(error = %e, "subnet bucket not available yet");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let mut watch = match kv.watch(&key).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch this node's subnet");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        while let Some(Ok(change)) = watch.next().await {
-            if let Some(value) = change.value {
-                let subnet = String::from_utf8_lossy(&value).trim().to_string();
-                if !subnet.is_empty() {
-                    s.rt.set_subnet(&subnet);
-                    wake_all(&s);
-                }
+    let mut watch = Watcher::new(js, names::BUCKET_SUBNETS, &key, "subnet")
+        .on_reconnect(s.link.clone())
+        .raw();
+    while let Some(event) = watch.next().await {
+        if let WatchEvent::Put { value, .. } = event {
+            let subnet = String::from_utf8_lossy(&value).trim().to_string();
+            if !subnet.is_empty() {
+                s.rt.set_subnet(&subnet);
+                wake_all(&s);
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -20,6 +20,7 @@ use voiyd_messages::requests::{host_ports, Requests};
 use voiyd_messages::v1::{Node, NodeStatus, Task, TaskStatus};
 use voiyd_messages::Timestamp;
 use voiyd_nats::names;
+use voiyd_nats::watch::{WatchEvent, Watcher};
 
 /// Task label that chooses the placement strategy for one task (`spread` or
 /// `binpack`); container sets set it from their `placement`.
@@ -640,10 +641,21 @@ enum Which {
     Status,
 }
 
-/// Applies every change of one bucket to the view, re-watching after failures and
-/// after every reconnection to NATS (the watch's consumer may be gone with the server
-/// it lived on, and the watch itself would notice only after missed heartbeats). A
-/// re-watch resumes after the last revision applied.
+impl Which {
+    fn kind(self) -> &'static str {
+        match self {
+            Which::Tasks => "task",
+            Which::Nodes => "node",
+            Which::Status => "status",
+        }
+    }
+}
+
+/// Applies every change of one bucket to the view, through the one watcher
+/// ([`voiyd_nats::watch`]): it re-watches after failures and after every reconnection
+/// to NATS, resuming after the last revision applied. A value that does not decode
+/// leaves what the view knew of its key (taking it for a delete would forget a task
+/// that exists).
 async fn follow(
     bucket: kv::Store,
     which: Which,
@@ -651,84 +663,70 @@ async fn follow(
     link: &voiyd_nats::Link,
     on_current: &mut (dyn FnMut() + Send),
 ) {
-    let mut last: u64 = 0;
-    loop {
-        let seen = link.state();
-        let empty = bucket.status().await.map(|s| s.values() == 0);
-        let watch = if last == 0 {
-            bucket.watch_with_history(">").await
-        } else {
-            bucket.watch_from_revision(">", last + 1).await
-        };
-        let mut w = match watch {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(?which, error = %e, "cannot watch bucket; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        if matches!(empty, Ok(true)) {
-            on_current();
-        }
-        loop {
-            let entry = tokio::select! {
-                e = w.next() => e,
-                () = link.reconnected_after(seen) => {
-                    tracing::debug!(?which, after = last, "reconnected to NATS; re-watching");
-                    break;
-                }
-            };
-            let Some(entry) = entry else { break };
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(?which, error = %e, "bucket watch failed; re-watching");
-                    break;
-                }
-            };
-            let put = entry.operation == kv::Operation::Put;
-            last = last.max(entry.revision);
-            {
-                let mut s = state.write().expect("view lock");
-                apply(
-                    &mut s,
-                    which,
-                    &entry.key,
-                    put.then_some(entry.value),
-                    entry.revision,
-                );
-            }
-            if entry.delta == 0 || entry.seen_current {
+    let mut events = Watcher::of(bucket, ">", which.kind())
+        .on_reconnect(link.clone())
+        .raw();
+    while let Some(event) = events.next().await {
+        let applied = match event {
+            WatchEvent::Put {
+                key,
+                value,
+                revision,
+            } => apply(
+                &mut state.write().expect("view lock"),
+                which,
+                &key,
+                Some(value),
+                revision,
+            )
+            .map_err(|e| (key, e.to_string())),
+            WatchEvent::Delete { key, revision } => apply(
+                &mut state.write().expect("view lock"),
+                which,
+                &key,
+                None,
+                revision,
+            )
+            .map_err(|e| (key, e.to_string())),
+            WatchEvent::Invalid { key, error, .. } => Err((key, error.to_string())),
+            WatchEvent::Current => {
                 on_current();
+                Ok(())
             }
+        };
+        if let Err((key, error)) = applied {
+            tracing::warn!(?which, %key, %error, "ignoring a value that does not decode");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-fn apply(s: &mut State, which: Which, key: &str, value: Option<bytes::Bytes>, revision: u64) {
+fn decoded<M: Message + Default>(
+    value: Option<bytes::Bytes>,
+) -> Result<Option<M>, prost::DecodeError> {
+    value.map(M::decode).transpose()
+}
+
+fn apply(
+    s: &mut State,
+    which: Which,
+    key: &str,
+    value: Option<bytes::Bytes>,
+    revision: u64,
+) -> Result<(), prost::DecodeError> {
     match which {
-        Which::Tasks => {
-            let name = names::untoken(key);
-            let t = value.and_then(|v| Task::decode(v).ok());
-            s.apply_task_spec(&name, t);
-        }
-        Which::Nodes => {
-            let name = names::untoken(key);
-            let n = value.and_then(|v| Node::decode(v).ok());
-            s.apply_node_spec(&name, n);
-        }
+        Which::Tasks => s.apply_task_spec(&names::untoken(key), decoded::<Task>(value)?),
+        Which::Nodes => s.apply_node_spec(&names::untoken(key), decoded::<Node>(value)?),
         Which::Status => {
             if let Some(rest) = key.strip_prefix("task.") {
-                let st = value.and_then(|v| TaskStatus::decode(v).ok());
+                let st = decoded::<TaskStatus>(value)?;
                 s.apply_task_status(&names::untoken(rest), st, revision);
             } else if let Some(rest) = key.strip_prefix("node.") {
-                let st = value.and_then(|v| NodeStatus::decode(v).ok());
+                let st = decoded::<NodeStatus>(value)?;
                 s.apply_node_status(&names::untoken(rest), st, revision);
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -776,6 +774,35 @@ mod tests {
             }),
             1,
         );
+    }
+
+    #[test]
+    fn a_value_that_does_not_decode_is_not_taken_for_a_delete() {
+        use crate::schedule::sweep::Owner;
+        let v = View::empty();
+        let key = names::spec_key("t");
+        let good = bytes::Bytes::from(task("t").encode_to_vec());
+        apply(
+            &mut v.state.write().unwrap(),
+            Which::Tasks,
+            &key,
+            Some(good),
+            1,
+        )
+        .unwrap();
+        assert_eq!(v.task_owner("t"), Owner::Nowhere);
+        let bad = bytes::Bytes::from_static(b"\xff\xff not a task");
+        assert!(apply(
+            &mut v.state.write().unwrap(),
+            Which::Tasks,
+            &key,
+            Some(bad),
+            2
+        )
+        .is_err());
+        assert_eq!(v.task_owner("t"), Owner::Nowhere, "the task is still known");
+        apply(&mut v.state.write().unwrap(), Which::Tasks, &key, None, 3).unwrap();
+        assert_eq!(v.task_owner("t"), Owner::Gone);
     }
 
     #[test]
