@@ -9,6 +9,10 @@
 //! the parent-death signal fires when the *thread* that forked the child exits, and a
 //! dedicated thread lives exactly as long as the supervision does.
 
+use rustix::process::{
+    getppid, kill_process, set_parent_process_death_signal, waitid, Pid, Signal, WaitId,
+    WaitIdOptions,
+};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -466,12 +470,10 @@ impl Shared {
     }
 
     /// Signals the current child, if any.
-    fn signal(state: &State, sig: libc::c_int) {
-        if let Some(pid) = state.pid {
-            // SAFETY: kill has no memory-safety preconditions; the PID is our unreaped child.
-            unsafe {
-                libc::kill(pid as libc::pid_t, sig);
-            }
+    fn signal(state: &State, sig: Signal) {
+        if let Some(pid) = state.pid.and_then(|p| Pid::from_raw(p as i32)) {
+            // The PID is our unreaped child, so it cannot name another process.
+            let _ = kill_process(pid, sig);
         }
     }
 }
@@ -657,13 +659,13 @@ impl EmbeddedNats {
         {
             let mut state = self.shared.lock();
             state.stopping = true;
-            Shared::signal(&state, libc::SIGTERM);
+            Shared::signal(&state, Signal::TERM);
             self.shared.changed.notify_all();
         }
         if let Some(mut done) = self.done.take() {
             if tokio::time::timeout(STOP_GRACE, &mut done).await.is_err() {
                 tracing::warn!("nats-server ignored SIGTERM for {STOP_GRACE:?}; killing it");
-                Shared::signal(&self.shared.lock(), libc::SIGKILL);
+                Shared::signal(&self.shared.lock(), Signal::KILL);
                 let _ = done.await;
             }
         }
@@ -682,13 +684,13 @@ impl Drop for EmbeddedNats {
         // No async here: ask politely, give it a moment, then make sure.
         let mut state = self.shared.lock();
         state.stopping = true;
-        Shared::signal(&state, libc::SIGTERM);
+        Shared::signal(&state, Signal::TERM);
         self.shared.changed.notify_all();
         let deadline = Instant::now() + Duration::from_secs(1);
         while state.pid.is_some() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                Shared::signal(&state, libc::SIGKILL);
+                Shared::signal(&state, Signal::KILL);
                 break;
             }
             state = self
@@ -791,15 +793,15 @@ fn spawn_child(binary: &Path, conf: &Path, log: &Path) -> std::io::Result<std::p
         // Own process group: a Ctrl-C meant for voiyd-server must not reach the child
         // directly; the parent stops it in order.
         .process_group(0);
-    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-    // functions (prctl, getppid).
+    // SAFETY: the closure runs between fork and exec and only makes two system calls
+    // (prctl, getppid), which are async-signal-safe; it allocates nothing. The one
+    // unsafe block of the workspace: std offers no safe way to run code there.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            set_parent_process_death_signal(Some(Signal::TERM))?;
             // The parent may have died before prctl took effect.
-            if libc::getppid() as u32 != parent {
+            if getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(parent) {
                 return Err(std::io::Error::other("parent exited during spawn"));
             }
             Ok(())
@@ -810,24 +812,17 @@ fn spawn_child(binary: &Path, conf: &Path, log: &Path) -> std::io::Result<std::p
 
 /// Blocks until the child has exited, without reaping it.
 fn wait_exited(pid: u32) {
+    let Some(pid) = Pid::from_raw(pid as i32) else {
+        return;
+    };
     loop {
-        // SAFETY: waitid writes only into the siginfo we own.
-        let rc = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 {
-            return;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            // ECHILD and the like: nothing left to wait for.
-            return;
+        match waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            // Exited, or ECHILD and the like: nothing left to wait for.
+            _ => return,
         }
     }
 }

@@ -40,9 +40,8 @@ async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 }
 
 fn sigkill(pid: u32) {
-    // SAFETY: plain syscall on a PID this test started.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
 

@@ -150,9 +150,8 @@ async fn a_watch_resumes_after_nats_server_is_killed() {
 
     let old = nats.server().pid().expect("running");
     let before = link.state();
-    // SAFETY: a plain syscall on the nats-server child this test started.
-    unsafe {
-        libc::kill(old as libc::pid_t, libc::SIGKILL);
+    if let Some(pid) = rustix::process::Pid::from_raw(old as i32) {
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
     }
     tokio::time::timeout(Duration::from_secs(30), link.reconnected_after(before))
         .await

@@ -62,14 +62,15 @@ pub fn prepare(paths: &TaskPaths) -> io::Result<()> {
             Ok(_) => std::fs::remove_file(&p)?,
             Err(_) => {}
         }
-        let c =
-            std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
-        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        mkfifo(&p)?;
     }
     Ok(())
+}
+
+/// Makes a FIFO at `p`, readable and writable by the owner only.
+pub fn mkfifo(p: &Path) -> io::Result<()> {
+    rustix::fs::mkfifoat(rustix::fs::CWD, p, rustix::fs::Mode::from_raw_mode(0o600))
+        .map_err(io::Error::from)
 }
 
 /// Removes the FIFOs and, with `logs`, the log files too.

@@ -4,6 +4,7 @@
 //! process they started, by PID. Tests need root (containerd) and Debian's `containerd`,
 //! `runc`, `docker-registry`, `skopeo` and `busybox-static`.
 
+use rustix::process::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -59,20 +60,25 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// Sends `sig` to a process this fixture started.
+fn signal(pid: i32, sig: Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
 /// SIGTERM, then SIGKILL after `grace`; waits until the process is gone.
 fn stop_pid(pid: i32, grace: Duration) {
     if pid <= 0 || !alive(pid) {
         return;
     }
-    // SAFETY: kill(2) with a PID this fixture started; no memory is involved.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    signal(pid, Signal::TERM);
     let deadline = Instant::now() + grace;
     while alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     if alive(pid) {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        signal(pid, Signal::KILL);
         let deadline = Instant::now() + Duration::from_secs(5);
         while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -170,8 +176,7 @@ impl Drop for TestContainerd {
 pub fn test_images_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        // SAFETY: getuid(2) has no preconditions.
-        let uid = unsafe { libc::getuid() };
+        let uid = rustix::process::getuid().as_raw();
         let dir = std::env::temp_dir().join(format!("voiyd-test-images-{uid}"));
         let script = scripts_dir().join("build-test-images.py");
         let out = Command::new("python3")

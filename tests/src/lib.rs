@@ -4,6 +4,7 @@
 //!
 //! The binaries must be built first (`cargo build --bins`, which `scripts/test.sh` does).
 
+pub use rustix::process::Signal;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -68,6 +69,13 @@ fn newest_source(program: &str) -> Option<std::time::SystemTime> {
     newest
 }
 
+/// Sends `sig` to `pid`, a process this test started (or a child of one).
+pub fn kill(pid: u32, sig: Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
 /// Polls `check` until it returns `Some`, or panics after `deadline` with `what`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
@@ -117,14 +125,13 @@ impl Proc {
     }
 
     /// Sends a signal to the process.
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on a pid we own; no memory is touched.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+    pub fn signal(&self, sig: Signal) {
+        kill(self.child.id(), sig);
     }
 
     /// SIGTERM, then waits up to `grace` and SIGKILLs. Returns the exit status.
     pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::TERM);
         let start = Instant::now();
         while start.elapsed() < grace {
             if let Ok(Some(s)) = self.child.try_wait() {

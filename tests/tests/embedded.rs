@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 use voiyd_messages::v1::{Meta, Task, TaskConfig};
+use voiyd_tests::Signal;
 use voiyd_tests::{eventually, nats_child, pid_alive, Server};
 
 #[tokio::test]
@@ -23,8 +24,7 @@ async fn killed_nats_is_restarted_and_state_survives() {
     api.create(&t).await.unwrap();
 
     let first = nats_child(server.proc.pid()).expect("embedded nats-server child");
-    // SAFETY: kill(2) on the child of a process this test started.
-    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    voiyd_tests::kill(first, Signal::KILL);
     let second = eventually(Duration::from_secs(15), "nats-server restarted", || async {
         nats_child(server.proc.pid()).filter(|p| *p != first)
     })
@@ -47,7 +47,7 @@ async fn killed_nats_is_restarted_and_state_survives() {
 async fn no_orphan_when_the_server_is_killed_or_stopped() {
     let server = Server::embedded().await;
     let child = nats_child(server.proc.pid()).expect("embedded nats-server child");
-    server.proc.signal(libc::SIGKILL);
+    server.proc.signal(Signal::KILL);
     eventually(
         Duration::from_secs(10),
         "nats-server gone after SIGKILL of its parent",

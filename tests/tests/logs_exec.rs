@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::Task;
 use voiyd_nats::testing::free_port;
+use voiyd_tests::Signal;
 use voiyd_tests::{bin, eventually, stderr, stdout, voiydctl, ContainerdCluster, NodeAgent};
 
 /// The shared containerd cluster (its server exporting metrics), with this file's helpers.
@@ -496,38 +497,32 @@ async fn an_oom_kill_is_reported_as_an_event() {
 
 /// A pseudo-terminal pair with a window size, for driving `voiydctl exec -t`.
 fn openpty(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
-    use std::os::fd::FromRawFd;
-    let (mut master, mut slave) = (0, 0);
-    let ws = libc::winsize {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_string_lossy().as_ref())
+        .expect("open the pty's other end");
+    rustix::termios::tcsetwinsize(&master, winsize(rows, cols)).expect("set the window size");
+    (std::fs::File::from(master), slave)
+}
+
+fn winsize(rows: u16, cols: u16) -> rustix::termios::Winsize {
+    rustix::termios::Winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes the two descriptors it creates into our integers.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    unsafe {
-        (
-            std::fs::File::from_raw_fd(master),
-            std::fs::File::from_raw_fd(slave),
-        )
     }
 }
 
 #[tokio::test]
 #[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn exec_tty_follows_window_resizes() {
-    use std::os::fd::AsRawFd;
     let c = Cluster::start().await;
     let _n = c.node("ttynode", &[]);
     let image = c.registry.image("busybox");
@@ -578,19 +573,8 @@ async fn exec_tty_follows_window_resizes() {
 
     // Resize the local terminal and tell voiydctl as a terminal would (SIGWINCH); each
     // newline makes the remote shell print its size again.
-    let ws = libc::winsize {
-        ws_row: 33,
-        ws_col: 101,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads the winsize we pass.
-    assert_eq!(
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
-        0
-    );
-    // SAFETY: kill(2) on the voiydctl process this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGWINCH) };
+    rustix::termios::tcsetwinsize(&master, winsize(33, 101)).expect("resize");
+    voiyd_tests::kill(child.id(), Signal::WINCH);
     let mut writer = master.try_clone().unwrap();
     eventually(Duration::from_secs(20), "new size 33x101 inside", || {
         let _ = writer.write_all(b"\n");

@@ -456,10 +456,12 @@ impl FarHost {
         let netns = std::fs::File::open(format!("/run/netns/{}", self.ns)).unwrap();
         let (addr, path) = (addr.to_string(), path.to_string());
         std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid open namespace file; only this short-lived thread moves.
-            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            // Only this short-lived thread moves into the namespace.
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&netns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("setns");
             http_get(&addr, &path)
         })
         .join()

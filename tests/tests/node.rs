@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 use voiyd_messages::v1::Task;
+use voiyd_tests::Signal;
 use voiyd_tests::{eventually, pid_alive, stdout, voiydctl, ContainerdCluster, NodeAgent};
 
 /// The shared containerd cluster, with this file's helpers.
@@ -280,7 +281,7 @@ async fn agent_and_containerd_restarts_leave_containers_running() {
     let pid = st(&c.task("tick").await).pid;
 
     // kill -9 the agent: the container keeps running; a new agent re-attaches, logs go on
-    n1.proc.signal(libc::SIGKILL);
+    n1.proc.signal(Signal::KILL);
     let _ = n1.proc.child.wait();
     assert!(pid_alive(pid));
     n1.restart(1);
@@ -302,8 +303,7 @@ async fn agent_and_containerd_restarts_leave_containers_running() {
 
     // restart containerd: the shim keeps the task; the agent reconnects and sees it running
     let cd_pid = c.containerd.pid;
-    // SAFETY: kill(2) on the containerd this test started.
-    unsafe { libc::kill(cd_pid, libc::SIGKILL) };
+    voiyd_tests::kill(cd_pid as u32, Signal::KILL);
     eventually(Duration::from_secs(10), "containerd gone", || async {
         (!pid_alive(cd_pid as u32)).then_some(())
     })

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use voiyd_messages::v1::{Meta, Node, Task, TaskConfig};
 use voiyd_nats::api::ApiClient;
 use voiyd_node::testing::{TestContainerd, TestRegistry};
+use voiyd_tests::Signal;
 use voiyd_tests::{eventually, nats_child, task_pids, wait_nodes, NodeAgent, Server};
 
 const NODE: &str = "steady";
@@ -107,8 +108,7 @@ async fn server_and_nats_outages_never_stop_a_container() {
 
     // kill -9 of the embedded nats-server alone: the server restarts it.
     let nats = nats_child(server.proc.pid()).expect("embedded nats-server child");
-    // SAFETY: kill(2) on the child of a process this test started.
-    unsafe { libc::kill(nats as i32, libc::SIGKILL) };
+    voiyd_tests::kill(nats, Signal::KILL);
     eventually(Duration::from_secs(15), "nats-server restarted", || async {
         nats_child(server.proc.pid()).filter(|p| *p != nats)
     })

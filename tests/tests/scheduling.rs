@@ -13,6 +13,7 @@ use voiyd_messages::v1::{
 use voiyd_messages::Resource;
 use voiyd_nats::api::ApiClient;
 use voiyd_nats::testing::TestNats;
+use voiyd_tests::Signal;
 use voiyd_tests::{
     containers, eventually, ready_nodes, running_containers, sim_nodes, stderr, stdout, task_pids,
     voiydctl, voiydctl_ok, wait_nodes, ContainerdCluster, Proc, Server,
@@ -393,7 +394,7 @@ async fn lost_sim_node_tasks_move_within_ten_seconds() {
     })
     .await;
 
-    doomed.signal(libc::SIGKILL);
+    doomed.signal(Signal::KILL);
     let killed = Instant::now();
     eventually(
         Duration::from_secs(10),

@@ -11,40 +11,41 @@ use voiyd_nats::names;
 use voiyd_nats::stream::ClientStream;
 
 /// The size of the terminal on `fd`, if it is one.
-fn window_size(fd: i32) -> Option<(u32, u32)> {
-    // SAFETY: TIOCGWINSZ fills a winsize struct we own.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_col > 0).then_some((ws.ws_col as u32, ws.ws_row as u32))
+fn window_size(fd: impl std::os::fd::AsFd) -> Option<(u32, u32)> {
+    let ws = rustix::termios::tcgetwinsize(fd).ok()?;
+    (ws.ws_col > 0).then_some((u32::from(ws.ws_col), u32::from(ws.ws_row)))
 }
 
 /// Puts the local terminal in raw mode while alive (for `-t`), restoring it on drop.
-struct RawMode(Option<libc::termios>);
+struct RawMode(Option<rustix::termios::Termios>);
 
 impl RawMode {
     fn enable() -> RawMode {
-        // SAFETY: termios calls on stdin with structs we own.
-        unsafe {
-            if libc::isatty(0) != 1 {
-                return RawMode(None);
-            }
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return RawMode(None);
-            }
-            let saved = t;
-            libc::cfmakeraw(&mut t);
-            libc::tcsetattr(0, libc::TCSANOW, &t);
-            RawMode(Some(saved))
+        use rustix::termios::{tcgetattr, tcsetattr, OptionalActions};
+        let stdin = std::io::stdin();
+        if !std::io::IsTerminal::is_terminal(&stdin) {
+            return RawMode(None);
         }
+        let Ok(saved) = tcgetattr(&stdin) else {
+            return RawMode(None);
+        };
+        let mut raw = saved.clone();
+        raw.make_raw();
+        if tcsetattr(&stdin, OptionalActions::Now, &raw).is_err() {
+            return RawMode(None);
+        }
+        RawMode(Some(saved))
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        if let Some(t) = self.0 {
-            // SAFETY: restores the attributes read in enable().
-            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        if let Some(t) = &self.0 {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                t,
+            );
         }
     }
 }
@@ -72,7 +73,11 @@ pub async fn run(globals: &Globals, args: &ExecArgs) -> Result<i32> {
     }
     let node = status.node.clone();
     let nats = session.api.nats().clone();
-    let size = if args.tty { window_size(1) } else { None };
+    let size = if args.tty {
+        window_size(std::io::stdout())
+    } else {
+        None
+    };
     let req = ExecRequest {
         args: args.command.clone(),
         stdin: args.interactive,
@@ -142,7 +147,7 @@ pub async fn run(globals: &Globals, args: &ExecArgs) -> Result<i32> {
                 return;
             };
             while winch.recv().await.is_some() {
-                if let Some((w, h)) = window_size(1) {
+                if let Some((w, h)) = window_size(std::io::stdout()) {
                     let msg = ExecInput {
                         width: w,
                         height: h,

@@ -31,11 +31,26 @@ impl Load {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// Not enough CPU left (millicores).
-    Cpu { free: u64, wanted: u64 },
+    Cpu {
+        /// What the node has left.
+        free: u64,
+        /// What the task requests.
+        wanted: u64,
+    },
     /// Not enough memory left (bytes).
-    Memory { free: u64, wanted: u64 },
+    Memory {
+        /// What the node has left.
+        free: u64,
+        /// What the task requests.
+        wanted: u64,
+    },
     /// A host port another task of this node binds.
-    Port { port: u32, protocol: String },
+    Port {
+        /// The port.
+        port: u32,
+        /// `tcp` or `udp`.
+        protocol: String,
+    },
 }
 
 impl Refusal {

@@ -586,9 +586,9 @@ impl Runtime for ContainerdRuntime {
             container_id: task.to_string(),
             exec_id: String::new(),
             signal: if kill {
-                libc::SIGKILL as u32
+                rustix::process::Signal::KILL.as_raw() as u32
             } else {
-                libc::SIGTERM as u32
+                rustix::process::Signal::TERM.as_raw() as u32
             },
             all: kill,
         };

@@ -97,15 +97,7 @@ fn new_id() -> String {
     )
 }
 
-fn mkfifo(p: &Path) -> std::io::Result<()> {
-    let c =
-        std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
+use crate::logs::mkfifo;
 
 /// The `process` of the container's OCI spec, with the command, terminal and env of the request.
 pub fn process_spec(container_spec: &[u8], req: &ExecRequest) -> Result<serde_json::Value, String> {
@@ -371,7 +363,7 @@ async fn kill(cd: &Containerd, task: &str, id: &str) {
     let req = KillRequest {
         container_id: task.to_string(),
         exec_id: id.to_string(),
-        signal: libc::SIGKILL as u32,
+        signal: rustix::process::Signal::KILL.as_raw() as u32,
         all: false,
     };
     let _ = cd.tasks().kill(cd.request(req)).await;

@@ -129,6 +129,7 @@ pub fn plan(replicas: u32, hash: &str, members: &[Member], limits: Limits) -> Pl
     p
 }
 
+/// `n` of a task named `<set>-<n>`; `u32::MAX` for names of another shape.
 pub fn index_of(set: &str, task: &str) -> u32 {
     task.strip_prefix(set)
         .and_then(|r| r.strip_prefix('-'))
@@ -136,10 +137,12 @@ pub fn index_of(set: &str, task: &str) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// Whole seconds from `t` to `now` (0 when `t` is unset).
 pub fn secs_since(t: Option<&Timestamp>, now: &Timestamp) -> i64 {
     t.map(|t| now.seconds - t.seconds).unwrap_or(0)
 }
 
+/// A set condition, keeping its transition time while its status stays the same.
 pub fn condition(
     ty: &str,
     ok: bool,
