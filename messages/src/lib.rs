@@ -8,6 +8,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/voiyd.v1.serde.rs"));
 }
 
+pub mod capabilities;
 pub mod fields;
 pub mod manifest;
 pub mod phase;

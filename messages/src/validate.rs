@@ -473,59 +473,9 @@ fn is_path_component(p: &str) -> bool {
 // ---------------------------------------------------------------------------------------
 // Task configuration
 
-/// Every Linux capability (without the `CAP_` prefix), as of Linux 6.x.
-const CAPABILITIES: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
-
 /// The canonical form of a capability name (`CAP_NET_ADMIN`, or `ALL`), if it is one.
 pub fn canonical_capability(name: &str) -> Option<String> {
-    let upper = name.to_ascii_uppercase();
-    if upper == "ALL" {
-        return Some(upper);
-    }
-    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-    CAPABILITIES.contains(&bare).then(|| format!("CAP_{bare}"))
+    crate::capabilities::canonical(name)
 }
 
 /// Mount options a mount may carry (tmpfs also takes `size=`, `mode=`, `uid=`, `gid=`,

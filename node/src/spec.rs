@@ -3,6 +3,7 @@
 //! Kubernetes' command/args rules apply, so images behave as they do elsewhere.
 
 use std::collections::BTreeSet;
+use voiyd_messages::capabilities;
 
 use serde_json::{json, Value};
 use voiyd_messages::quantity::{parse_cpu, parse_memory};
@@ -18,69 +19,6 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 /// Open-file limit of container processes (containerd's default; higher values fail where the
 /// node's own hard limit is lower).
 pub const NOFILE_LIMIT: u64 = 1024;
-
-/// Docker's default capability set for unprivileged containers.
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_AUDIT_WRITE",
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_MKNOD",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_RAW",
-    "CAP_SETFCAP",
-    "CAP_SETGID",
-    "CAP_SETPCAP",
-    "CAP_SETUID",
-    "CAP_SYS_CHROOT",
-];
-
-/// Every Linux capability up to 5.9 (what runc 1.1 knows).
-pub const ALL_CAPABILITIES: &[&str] = &[
-    "CAP_AUDIT_CONTROL",
-    "CAP_AUDIT_READ",
-    "CAP_AUDIT_WRITE",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_KILL",
-    "CAP_LEASE",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_MAC_ADMIN",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MKNOD",
-    "CAP_NET_ADMIN",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_RAW",
-    "CAP_PERFMON",
-    "CAP_SETFCAP",
-    "CAP_SETGID",
-    "CAP_SETPCAP",
-    "CAP_SETUID",
-    "CAP_SYSLOG",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_NICE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_WAKE_ALARM",
-];
 
 /// Paths Docker hides from unprivileged containers.
 pub const MASKED_PATHS: &[&str] = &[
@@ -428,27 +366,15 @@ fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result
 
 /// `net_admin` / `CAP_NET_ADMIN` → `CAP_NET_ADMIN`; `all` → `ALL`.
 fn normalize_cap(name: &str) -> Result<String, SpecError> {
-    let upper = name.trim().to_ascii_uppercase();
-    if upper == "ALL" {
-        return Ok(upper);
-    }
-    let full = if upper.starts_with("CAP_") {
-        upper
-    } else {
-        format!("CAP_{upper}")
-    };
-    if ALL_CAPABILITIES.contains(&full.as_str()) {
-        Ok(full)
-    } else {
-        Err(SpecError::UnknownCapability(name.to_string()))
-    }
+    capabilities::canonical(name.trim())
+        .ok_or_else(|| SpecError::UnknownCapability(name.to_string()))
 }
 
 /// Docker's rules: privileged gets all; `add: [ALL]` gives all but the dropped ones;
 /// `drop: [ALL]` gives only the added ones; otherwise default minus drops plus adds.
 fn capabilities(cfg: &TaskConfig) -> Result<Vec<String>, SpecError> {
     if cfg.privileged {
-        return Ok(ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect());
+        return Ok(capabilities::ALL.iter().map(|s| s.to_string()).collect());
     }
     let (add, drop) = match &cfg.capabilities {
         Some(c) => (
@@ -465,7 +391,7 @@ fn capabilities(cfg: &TaskConfig) -> Result<Vec<String>, SpecError> {
     };
     let all = "ALL".to_string();
     let caps: BTreeSet<String> = if add.contains(&all) {
-        ALL_CAPABILITIES
+        capabilities::ALL
             .iter()
             .map(|s| s.to_string())
             .filter(|c| !drop.contains(c))
@@ -473,7 +399,7 @@ fn capabilities(cfg: &TaskConfig) -> Result<Vec<String>, SpecError> {
     } else if drop.contains(&all) {
         add.into_iter().collect()
     } else {
-        DEFAULT_CAPABILITIES
+        capabilities::DOCKER_DEFAULT
             .iter()
             .map(|s| s.to_string())
             .filter(|c| !drop.contains(c))
@@ -963,7 +889,10 @@ mod tests {
     #[test]
     fn default_capabilities_are_dockers() {
         let c = caps(&TaskConfig::default());
-        let mut want: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+        let mut want: Vec<String> = capabilities::DOCKER_DEFAULT
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         want.sort();
         assert_eq!(c, want);
         assert!(!c.contains(&"CAP_SYS_ADMIN".to_string()));
@@ -994,7 +923,7 @@ mod tests {
     #[test]
     fn add_all_gives_everything_but_drops() {
         let c = caps(&with_caps(&["ALL"], &["SYS_ADMIN"]));
-        assert_eq!(c.len(), ALL_CAPABILITIES.len() - 1);
+        assert_eq!(c.len(), capabilities::ALL.len() - 1);
         assert!(!c.contains(&"CAP_SYS_ADMIN".to_string()));
     }
 
@@ -1017,7 +946,7 @@ mod tests {
         let s = spec(&cfg);
         assert_eq!(
             strs(&s["process"]["capabilities"]["bounding"]).len(),
-            ALL_CAPABILITIES.len()
+            capabilities::ALL.len()
         );
         assert!(s["linux"].get("maskedPaths").is_none());
         assert!(s["linux"].get("readonlyPaths").is_none());
