@@ -202,6 +202,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         nats: cfg.nats.clone(),
         data_dir: cfg.data_dir.clone(),
         containerd: rt.containerd().clone(),
+        task_events: rt.task_events(),
         metrics_addr: args.metrics_addr,
     })
     .await?;

@@ -6,7 +6,8 @@ use crate::containerd::client::Containerd;
 use containerd_client::services::v1::{GetContainerRequest, SubscribeRequest};
 use futures::StreamExt;
 use prost::Message;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tokio::sync::broadcast;
 use voiyd_messages::v1::NodeEventReport;
 use voiyd_nats::names;
 
@@ -30,16 +31,6 @@ pub struct RuntimeEvent {
     pub exit_code: i32,
 }
 
-fn now() -> voiyd_messages::Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    voiyd_messages::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
 /// Publishes one event report (best effort: events are a record, not the state).
 pub async fn report(client: &async_nats::Client, node: &str, ev: RuntimeEvent) {
     let r = NodeEventReport {
@@ -50,7 +41,7 @@ pub async fn report(client: &async_nats::Client, node: &str, ev: RuntimeEvent) {
         reason: ev.reason,
         message: ev.message,
         exit_code: ev.exit_code,
-        time: Some(now()),
+        time: Some(voiyd_messages::time::now()),
     };
     if let Err(e) = client
         .publish(names::node::events(node), r.encode_to_vec().into())
@@ -82,8 +73,48 @@ async fn uid_of(cd: &Containerd, task: &str) -> Option<String> {
     c.labels.get(LABEL_UID).cloned()
 }
 
-/// Follows containerd's exit and OOM events of this node's namespace and reports them.
-pub async fn watch_containerd(client: async_nats::Client, node: String, cd: Containerd) {
+/// A task event from containerd's stream, as the node uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEvent {
+    /// A process of a task exited; `process` equals `container` for the task's own process
+    /// (exec'd processes carry their own id).
+    Exit {
+        /// The container (task) id.
+        container: String,
+        /// The exited process's id.
+        process: String,
+        /// Its exit status.
+        code: i32,
+    },
+    /// The kernel killed a process of the task: out of memory.
+    Oom {
+        /// The container (task) id.
+        container: String,
+    },
+}
+
+/// The node's one subscription to containerd's event stream (exits and OOM kills in its
+/// namespace), handed to every reader: the runtime wakes task workers on exits, the
+/// event reporter records them. Re-subscribes after containerd restarts; what happened
+/// meanwhile is covered by the agent's periodic resync.
+#[derive(Clone, Debug)]
+pub struct TaskEvents(broadcast::Sender<TaskEvent>);
+
+impl TaskEvents {
+    /// Subscribes to containerd through `cd` and keeps doing so.
+    pub fn follow(cd: Containerd) -> TaskEvents {
+        let (tx, _) = broadcast::channel(1024);
+        tokio::spawn(follow(cd, tx.clone()));
+        TaskEvents(tx)
+    }
+
+    /// A new reader of the events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
+        self.0.subscribe()
+    }
+}
+
+async fn follow(cd: Containerd, tx: broadcast::Sender<TaskEvent>) {
     loop {
         let req = SubscribeRequest {
             filters: vec![
@@ -99,44 +130,25 @@ pub async fn watch_containerd(client: async_nats::Client, node: String, cd: Cont
                         continue;
                     }
                     let Some(any) = env.event else { continue };
-                    let ev = if env.topic == "/tasks/oom" {
-                        let Ok(oom) =
-                            containerd_client::events::TaskOom::decode(any.value.as_slice())
-                        else {
-                            continue;
-                        };
-                        RuntimeEvent {
-                            task: oom.container_id.clone(),
-                            kind: "oomkilled",
-                            reason: "OOMKilled".into(),
-                            message: "the kernel killed a process of the task: out of memory"
-                                .into(),
-                            ..Default::default()
-                        }
+                    let event = if env.topic == "/tasks/oom" {
+                        containerd_client::events::TaskOom::decode(any.value.as_slice())
+                            .ok()
+                            .map(|oom| TaskEvent::Oom {
+                                container: oom.container_id,
+                            })
                     } else {
-                        let Ok(exit) =
-                            containerd_client::events::TaskExit::decode(any.value.as_slice())
-                        else {
-                            continue;
-                        };
-                        // Exits of exec'd processes carry their own id; only the task's own process counts.
-                        if exit.id != exit.container_id {
-                            continue;
-                        }
-                        let code = exit.exit_status as i32;
-                        RuntimeEvent {
-                            task: exit.container_id.clone(),
-                            kind: "exited",
-                            reason: if code == 0 { "Completed" } else { "Error" }.into(),
-                            message: exit_message(code),
-                            exit_code: code,
-                            ..Default::default()
-                        }
+                        containerd_client::events::TaskExit::decode(any.value.as_slice())
+                            .ok()
+                            .map(|exit| TaskEvent::Exit {
+                                container: exit.container_id,
+                                process: exit.id,
+                                code: exit.exit_status as i32,
+                            })
                     };
-                    let Some(uid) = uid_of(&cd, &ev.task).await else {
-                        continue;
-                    };
-                    report(&client, &node, RuntimeEvent { uid, ..ev }).await;
+                    if let Some(e) = event {
+                        // No reader yet is no error: events are a wake-up and a record.
+                        let _ = tx.send(e);
+                    }
                 }
             }
             Err(e) => tracing::debug!(error = %e, "containerd events unavailable"),
@@ -145,9 +157,87 @@ pub async fn watch_containerd(client: async_nats::Client, node: String, cd: Cont
     }
 }
 
+/// What a task event says to the servers, if anything (exits of exec'd processes
+/// say nothing).
+pub fn to_report(event: &TaskEvent) -> Option<RuntimeEvent> {
+    match event {
+        TaskEvent::Oom { container } => Some(RuntimeEvent {
+            task: container.clone(),
+            kind: "oomkilled",
+            reason: "OOMKilled".into(),
+            message: "the kernel killed a process of the task: out of memory".into(),
+            ..Default::default()
+        }),
+        TaskEvent::Exit {
+            container,
+            process,
+            code,
+        } if process == container => Some(RuntimeEvent {
+            task: container.clone(),
+            kind: "exited",
+            reason: if *code == 0 { "Completed" } else { "Error" }.into(),
+            message: exit_message(*code),
+            exit_code: *code,
+            ..Default::default()
+        }),
+        TaskEvent::Exit { .. } => None,
+    }
+}
+
+/// Reports the exits and OOM kills of this node's tasks to the servers.
+pub async fn report_task_events(
+    client: async_nats::Client,
+    node: String,
+    cd: Containerd,
+    events: TaskEvents,
+) {
+    let mut rx = events.subscribe();
+    loop {
+        let event = match rx.recv().await {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "runtime events came faster than they were reported"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(ev) = to_report(&event) else {
+            continue;
+        };
+        let Some(uid) = uid_of(&cd, &ev.task).await else {
+            continue;
+        };
+        report(&client, &node, RuntimeEvent { uid, ..ev }).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_task_s_own_exit_and_ooms_are_reported() {
+        let exit = |process: &str, code| TaskEvent::Exit {
+            container: "t".into(),
+            process: process.into(),
+            code,
+        };
+        let r = to_report(&exit("t", 3)).unwrap();
+        assert_eq!(
+            (r.kind, r.reason.as_str(), r.exit_code),
+            ("exited", "Error", 3)
+        );
+        assert_eq!(to_report(&exit("t", 0)).unwrap().reason, "Completed");
+        assert!(to_report(&exit("exec-1", 0)).is_none());
+        let oom = to_report(&TaskEvent::Oom {
+            container: "t".into(),
+        })
+        .unwrap();
+        assert_eq!((oom.kind, oom.task.as_str()), ("oomkilled", "t"));
+    }
 
     #[test]
     fn exit_messages() {

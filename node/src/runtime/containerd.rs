@@ -4,6 +4,7 @@
 
 use super::{ContainerView, Progress, Runtime, RuntimeError, RuntimeInfo};
 use crate::containerd::client::Containerd;
+use crate::containerd::events::{TaskEvent, TaskEvents};
 use crate::decide::reconcile::{ContainerState, Desired};
 use crate::image::pull::{image_config_in, pull, PullOptions, PullPolicy, PulledImage};
 use crate::image::reference::Reference;
@@ -18,13 +19,11 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteTaskRequest, GetContainerRequest, KillRequest, ListContainersRequest, ListTasksRequest,
-    StartRequest, SubscribeRequest, UpdateContainerRequest,
+    StartRequest, UpdateContainerRequest,
 };
 use containerd_client::tonic::Code;
 use containerd_client::types::v1::{Process, Status as ProcStatus};
 use containerd_client::types::Mount;
-use futures::StreamExt;
-use prost::Message;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,6 +58,7 @@ pub struct ContainerdRuntime {
     cfg: ContainerdConfig,
     captures: Mutex<HashMap<String, Capture>>,
     exits: broadcast::Sender<String>,
+    events: TaskEvents,
 }
 
 fn cd_err<'a>(
@@ -77,14 +77,20 @@ impl ContainerdRuntime {
     /// A runtime over `cd`. Starts following containerd's exit events.
     pub fn new(cd: Containerd, cfg: ContainerdConfig) -> std::sync::Arc<Self> {
         let (exits, _) = broadcast::channel(1024);
-        let rt = std::sync::Arc::new(ContainerdRuntime {
+        let events = TaskEvents::follow(cd.clone());
+        tokio::spawn(forward_exits(events.clone(), exits.clone()));
+        std::sync::Arc::new(ContainerdRuntime {
             cd,
             cfg,
             captures: Mutex::new(HashMap::new()),
             exits,
-        });
-        tokio::spawn(follow_exits(rt.cd.clone(), rt.exits.clone()));
-        rt
+            events,
+        })
+    }
+
+    /// The node's one feed of containerd's task events.
+    pub fn task_events(&self) -> TaskEvents {
+        self.events.clone()
     }
 
     /// The connection.
@@ -372,30 +378,17 @@ fn read_from_rootfs(mounts: &[Mount], rel: &str) -> Option<String> {
         .find_map(|d| std::fs::read_to_string(d.join(rel)).ok())
 }
 
-async fn follow_exits(cd: Containerd, tx: broadcast::Sender<String>) {
+/// Wakes task workers on every exit in this namespace (their container's id).
+async fn forward_exits(events: TaskEvents, tx: broadcast::Sender<String>) {
+    let mut rx = events.subscribe();
     loop {
-        let req = SubscribeRequest {
-            filters: vec!["topic==\"/tasks/exit\"".to_string()],
-        };
-        match cd.events().subscribe(cd.request(req)).await {
-            Ok(resp) => {
-                let mut stream = resp.into_inner();
-                while let Some(Ok(env)) = stream.next().await {
-                    if env.namespace != cd.namespace() {
-                        continue;
-                    }
-                    let Some(any) = env.event else { continue };
-                    if let Ok(exit) =
-                        containerd_client::events::TaskExit::decode(any.value.as_slice())
-                    {
-                        let _ = tx.send(exit.container_id);
-                    }
-                }
+        match rx.recv().await {
+            Ok(TaskEvent::Exit { container, .. }) => {
+                let _ = tx.send(container);
             }
-            Err(e) => tracing::debug!(error = %e, "containerd events unavailable"),
+            Ok(TaskEvent::Oom { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
         }
-        // containerd restarted or the stream broke: the agent's periodic resync covers the gap.
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

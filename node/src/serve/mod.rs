@@ -25,6 +25,8 @@ pub struct ServicesConfig {
     pub data_dir: PathBuf,
     /// containerd, scoped to the node's namespace.
     pub containerd: Containerd,
+    /// The node's feed of containerd's task events.
+    pub task_events: crate::containerd::events::TaskEvents,
     /// Address of `/metrics`; none = off.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -81,10 +83,11 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
             }
         }));
     }
-    tasks.push(tokio::spawn(crate::containerd::events::watch_containerd(
+    tasks.push(tokio::spawn(crate::containerd::events::report_task_events(
         client.clone(),
         cfg.node.clone(),
         cfg.containerd.clone(),
+        cfg.task_events.clone(),
     )));
     let mut metrics_addr = None;
     if let Some(addr) = cfg.metrics_addr {
