@@ -4,6 +4,7 @@ use crate::error::{CtlError, Result};
 use crate::timefmt::format_duration;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
+use voiyd_messages::phase::{FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED};
 use voiyd_messages::v1::Task;
 use voiyd_nats::api::{ApiClient, ApiError};
 
@@ -24,8 +25,8 @@ pub enum Goal {
 impl Goal {
     fn label(self) -> &'static str {
         match self {
-            Goal::Running => "Running",
-            Goal::Stopped => "Stopped",
+            Goal::Running => RUNNING,
+            Goal::Stopped => STOPPED,
             Goal::Gone => "deletion",
         }
     }
@@ -48,7 +49,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub fn describe(task: &Task) -> String {
     let st = task.status.clone().unwrap_or_default();
     let mut s = if st.phase.is_empty() {
-        "Pending".to_string()
+        PENDING.to_string()
     } else {
         st.phase.clone()
     };
@@ -100,16 +101,16 @@ pub fn assess(goal: Goal, name: &str, task: Option<&Task>, min_generation: u64) 
         format!("task {name} failed: {why}: see `voiydctl events --name {name}`")
     };
     match (goal, st.phase.as_str()) {
-        (Goal::Running, "Running") => Verdict::Done(if st.node.is_empty() {
+        (Goal::Running, RUNNING) => Verdict::Done(if st.node.is_empty() {
             format!("task/{name} running")
         } else {
             format!("task/{name} running on node {}", st.node)
         }),
-        (Goal::Running, "Succeeded") => {
+        (Goal::Running, SUCCEEDED) => {
             Verdict::Done(format!("task/{name} ran to completion (exit code 0)"))
         }
-        (Goal::Running, "Failed") => Verdict::Failed(failure()),
-        (Goal::Stopped, "Stopped" | "Succeeded" | "Failed") => {
+        (Goal::Running, FAILED) => Verdict::Failed(failure()),
+        (Goal::Stopped, STOPPED | SUCCEEDED | FAILED) => {
             Verdict::Done(format!("task/{name} stopped ({})", st.phase))
         }
         _ => Verdict::Pending(describe(task)),
@@ -169,7 +170,7 @@ pub async fn wait_task(
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut progress = Progress::new();
-    let mut state = "Pending".to_string();
+    let mut state = PENDING.to_string();
     loop {
         let verdict = match api.get::<Task>(name).await {
             Ok(t) => assess(goal, name, Some(&t), min_generation),

@@ -47,7 +47,11 @@ pub fn record_event(kind: &str, event_type: &str) {
 pub fn count_by<'a>(items: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for i in items {
-        let k = if i.is_empty() { "Pending" } else { i };
+        let k = if i.is_empty() {
+            voiyd_messages::phase::PENDING
+        } else {
+            i
+        };
         *m.entry(k.to_string()).or_insert(0) += 1;
     }
     m

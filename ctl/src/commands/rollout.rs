@@ -36,7 +36,7 @@ async fn tasks_on(api: &ApiClient, node: &str) -> Result<Vec<Task>> {
         .filter(|t| {
             t.status
                 .as_ref()
-                .is_some_and(|s| s.node == node && s.phase != "Succeeded")
+                .is_some_and(|s| s.node == node && s.phase != voiyd_messages::phase::SUCCEEDED)
         })
         .collect())
 }
@@ -76,7 +76,9 @@ pub async fn drain(globals: &Globals, args: &DrainArgs) -> Result<()> {
                 match api.get::<Task>(name).await {
                     Ok(t) => {
                         let st = t.status.unwrap_or_default();
-                        if st.phase != "Running" && st.phase != "Succeeded" {
+                        if st.phase != voiyd_messages::phase::RUNNING
+                            && st.phase != voiyd_messages::phase::SUCCEEDED
+                        {
                             waiting.push(format!("{name} ({})", st.phase));
                         }
                     }

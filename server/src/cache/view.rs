@@ -80,7 +80,7 @@ impl TaskEntry {
     /// Since when it has been Running (its Ready condition's transition time).
     pub fn ready_since(&self) -> Option<Timestamp> {
         let (s, _) = self.status.as_ref()?;
-        if s.phase != "Running" {
+        if s.phase != voiyd_messages::phase::RUNNING {
             return None;
         }
         s.conditions
@@ -273,7 +273,7 @@ impl State {
         let before = (e.candidate.ready, e.candidate.capacity);
         match st {
             Some(s) => {
-                e.candidate.ready = s.phase == "Ready";
+                e.candidate.ready = s.phase == voiyd_messages::phase::node::READY;
                 e.phase = s.phase;
                 e.last_heartbeat = s.last_heartbeat;
                 e.candidate.capacity = s

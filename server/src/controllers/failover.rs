@@ -129,7 +129,7 @@ pub async fn mark_lost_nodes(
             continue; // a heartbeat arrived meanwhile
         }
         let mut st = v.status.clone();
-        st.phase = "NotReady".into();
+        st.phase = voiyd_messages::phase::node::NOT_READY.into();
         st.status = format!("no heartbeat for {:.1}s", (now - last) as f64 / 1000.0);
         if status::write(&ctx.status.0, "node", &node, &st, v.revision)
             .await?
@@ -177,7 +177,7 @@ pub async fn evacuate(ctx: &Ctx) -> usize {
             continue;
         }
         for (task, phase) in tasks {
-            if phase == "Succeeded" {
+            if phase == voiyd_messages::phase::SUCCEEDED {
                 continue; // finished: nothing to run elsewhere
             }
             match move_task(ctx, &task, &n.candidate.name, reason).await {

@@ -36,7 +36,7 @@ fn members(
     tasks
         .iter()
         .map(|(name, t)| {
-            let ready = t.phase() == "Running";
+            let ready = t.phase() == voiyd_messages::phase::RUNNING;
             let ready_since = t.ready_since();
             Member {
                 name: name.clone(),
@@ -46,7 +46,7 @@ fn members(
                 available: ready
                     && ready_since.is_some()
                     && secs_since(ready_since.as_ref(), now) >= i64::from(min_ready),
-                failed: t.phase() == "Failed",
+                failed: t.phase() == voiyd_messages::phase::FAILED,
             }
         })
         .collect()

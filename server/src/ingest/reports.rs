@@ -153,7 +153,7 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
         // The node learns it from `voiyd_subnets` and reports it from then on.
         st.subnet = ctx.subnets.ensure(&node_name).await?;
     }
-    st.phase = "Ready".into();
+    st.phase = voiyd_messages::phase::node::READY.into();
     st.last_heartbeat = Some(voiyd_messages::time::now());
     let previous = loop {
         let rev = prev.as_ref().map(|p| p.revision).unwrap_or(0);
@@ -173,7 +173,9 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
             return Ok(());
         }
     };
-    let was_ready = previous.as_ref().is_some_and(|p| p.phase == "Ready");
+    let was_ready = previous
+        .as_ref()
+        .is_some_and(|p| p.phase == voiyd_messages::phase::node::READY);
     let prev_volumes = previous.map(|p| p.volumes).unwrap_or_default();
     if prev_volumes != st.volumes || !was_ready {
         crate::service::volumes::fold_node_report(ctx, &node_name, &prev_volumes, &st.volumes)

@@ -29,7 +29,7 @@ pub fn for_phase(
         ),
         (
             READY,
-            phase == "Running",
+            phase == voiyd_messages::phase::RUNNING,
             if reason.is_empty() { phase } else { reason },
         ),
     ];

@@ -29,7 +29,8 @@ pub fn is_lost(
     now: i64,
     timeout: Duration,
 ) -> bool {
-    phase == "Ready" && now - last_heartbeat.max(observed_from) > timeout.as_millis() as i64
+    phase == voiyd_messages::phase::node::READY
+        && now - last_heartbeat.max(observed_from) > timeout.as_millis() as i64
 }
 
 /// Why the tasks of a node must move, if they must.
@@ -41,7 +42,7 @@ pub fn evacuation_reason(
 ) -> Option<&'static str> {
     if !registered {
         Some("NodeDeleted")
-    } else if phase == "NotReady" {
+    } else if phase == voiyd_messages::phase::node::NOT_READY {
         Some("NodeLost")
     } else if unschedulable && draining {
         Some("NodeDrained")
