@@ -11,7 +11,7 @@ use voiyd_messages::v1::Event;
 use voiyd_nats::connect::{connect, connect_linked, ConnectOptions};
 use voiyd_nats::embedded::{find_binary, EmbeddedConfig, EmbeddedNats};
 use voiyd_nats::names;
-use voiyd_nats::testing::free_port;
+use voiyd_testkit::nats::free_port;
 
 async fn publish(js: &jetstream::Context, kind: &str, name: &str, n: u32) {
     let ev = Event {

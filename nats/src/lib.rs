@@ -16,7 +16,6 @@ pub mod names;
 pub mod snapshot;
 pub mod store;
 pub mod stream;
-pub mod testing;
 pub mod watch;
 
 pub use bootstrap::{bootstrap, open, BootstrapError, BootstrapOptions, Cluster};

@@ -2,8 +2,8 @@
 
 use futures::StreamExt;
 use std::time::{Duration, Instant};
-use voiyd_nats::testing::TestNats;
 use voiyd_nats::{bootstrap, names, open, BootstrapError, BootstrapOptions, RawKv};
+use voiyd_testkit::nats::TestNats;
 
 #[tokio::test]
 async fn open_before_bootstrap_says_what_is_missing() {

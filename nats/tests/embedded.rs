@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use voiyd_nats::embedded::{
     binary_version, find_binary, EmbeddedConfig, EmbeddedError, LogRotation,
 };
-use voiyd_nats::testing::{free_port, TestNats};
 use voiyd_nats::{connect, ConnectError, ConnectOptions, EmbeddedNats};
+use voiyd_testkit::nats::{free_port, TestNats};
 
 /// Env var that turns `orphan_helper` into the helper process of `no_orphan_after_parent_sigkill`.
 const HELPER_ENV: &str = "VOIYD_NATS_ORPHAN_HELPER_DIR";

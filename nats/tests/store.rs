@@ -4,8 +4,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use std::time::Duration;
 use voiyd_messages::v1::{Meta, Task, TaskConfig};
-use voiyd_nats::testing::TestNats;
 use voiyd_nats::{bootstrap, BootstrapOptions, Cluster, StoreChange, StoreError};
+use voiyd_testkit::nats::TestNats;
 
 fn task(name: &str, image: &str) -> Task {
     Task {

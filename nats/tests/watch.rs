@@ -9,8 +9,8 @@ use prost::Message;
 use std::time::Duration;
 use voiyd_messages::v1::{Meta, Task};
 use voiyd_nats::connect::{connect_linked, ConnectOptions};
-use voiyd_nats::testing::TestNats;
 use voiyd_nats::watch::{WatchEvent, Watcher};
+use voiyd_testkit::nats::TestNats;
 
 fn task(name: &str) -> bytes::Bytes {
     Task {

@@ -10,7 +10,6 @@
 //! - [`serve`]: what the node answers on its own subjects (logs, exec, stats).
 //! - [`agent`]: the agent's loops (heartbeat, fencing, work, reports), and many
 //!   simulated agents in one process.
-//! - [`testing`]: fixtures for the end-to-end tests.
 
 pub mod agent;
 pub mod containerd;
@@ -22,5 +21,4 @@ pub mod network;
 pub mod runtime;
 pub mod serve;
 pub mod spec;
-pub mod testing;
 pub mod volumes;

@@ -7,7 +7,7 @@ use voiyd_node::image::{
     image_config, pull, remove_image, snapshot_exists, PullError, PullOptions, PullPolicy,
     PullProgress, RegistryAuth,
 };
-use voiyd_node::testing::{free_port, TestContainerd, TestRegistry};
+use voiyd_testkit::containerd::{free_port, TestContainerd, TestRegistry};
 
 fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();

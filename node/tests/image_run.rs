@@ -19,7 +19,7 @@ use voiyd_messages::v1::TaskConfig;
 use voiyd_node::containerd::client::Containerd;
 use voiyd_node::image::{pull, PullOptions, PullPolicy, PulledImage};
 use voiyd_node::spec::{build_spec, SpecInput};
-use voiyd_node::testing::{TestContainerd, TestRegistry};
+use voiyd_testkit::containerd::{TestContainerd, TestRegistry};
 
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 

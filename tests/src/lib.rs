@@ -242,7 +242,7 @@ impl Server {
 
     /// Starts a server with its embedded NATS on a free loopback port.
     pub async fn embedded() -> Server {
-        let port = voiyd_nats::testing::free_port();
+        let port = voiyd_testkit::nats::free_port();
         let listen = format!("127.0.0.1:{port}");
         let url = format!("nats://{listen}");
         Self::start(&url, &["--nats-listen", &listen]).await
@@ -680,15 +680,15 @@ impl NodeAgent {
 /// when it is dropped are killed.
 pub struct ContainerdCluster {
     /// The nats-server.
-    pub nats: voiyd_nats::testing::TestNats,
+    pub nats: voiyd_testkit::nats::TestNats,
     /// The voiyd-server.
     pub server: Server,
     /// An API client of the server.
     pub api: ApiClient,
     /// The registry the images come from.
-    pub registry: voiyd_node::testing::TestRegistry,
+    pub registry: voiyd_testkit::containerd::TestRegistry,
     /// The containerd every node of the cluster uses.
-    pub containerd: voiyd_node::testing::TestContainerd,
+    pub containerd: voiyd_testkit::containerd::TestContainerd,
     /// Data directories of the nodes.
     pub dir: tempfile::TempDir,
 }
@@ -696,15 +696,15 @@ pub struct ContainerdCluster {
 impl ContainerdCluster {
     /// Starts it all; `server_args` go to voiyd-server.
     pub async fn start_with(server_args: &[&str]) -> ContainerdCluster {
-        let nats = voiyd_nats::testing::TestNats::start().await;
+        let nats = voiyd_testkit::nats::TestNats::start().await;
         let server = Server::external_with(&nats.url(), server_args).await;
         let api = server.api().await;
         ContainerdCluster {
             nats,
             server,
             api,
-            registry: voiyd_node::testing::TestRegistry::start(),
-            containerd: voiyd_node::testing::TestContainerd::start(),
+            registry: voiyd_testkit::containerd::TestRegistry::start(),
+            containerd: voiyd_testkit::containerd::TestContainerd::start(),
             dir: tempfile::tempdir().expect("temporary directory"),
         }
     }
@@ -874,7 +874,7 @@ impl NatsCluster {
     /// `voiyd-server auth print-nats-config` prints).
     pub async fn start_with(n: usize, extra_config: &str) -> NatsCluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = || format!("127.0.0.1:{}", voiyd_nats::testing::free_port());
+        let port = || format!("127.0.0.1:{}", voiyd_testkit::nats::free_port());
         let clients: Vec<String> = (0..n).map(|_| port()).collect();
         let routes: Vec<String> = (0..n).map(|_| port()).collect();
         let monitors: Vec<String> = (0..n).map(|_| port()).collect();
@@ -1118,7 +1118,7 @@ pub async fn embedded_cluster(name: &str, extra: &[&str]) -> Vec<Server> {
 /// Starts the three servers of [`embedded_cluster`] without waiting for them (a secured
 /// cluster is waited for with credentials).
 pub fn launch_embedded_cluster(name: &str, extra: &[&str]) -> Vec<Server> {
-    let port = || format!("127.0.0.1:{}", voiyd_nats::testing::free_port());
+    let port = || format!("127.0.0.1:{}", voiyd_testkit::nats::free_port());
     let clients: Vec<String> = (0..3).map(|_| port()).collect();
     let routes: Vec<String> = (0..3).map(|_| port()).collect();
     (0..3)

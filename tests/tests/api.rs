@@ -8,7 +8,7 @@ use voiyd_messages::v1::{
 };
 use voiyd_messages::{Kind, Resource};
 use voiyd_nats::api::{ApiClient, ApiError};
-use voiyd_nats::testing::TestNats;
+use voiyd_testkit::nats::TestNats;
 use voiyd_tests::{eventually, Server};
 
 fn task(name: &str, image: &str, labels: &[(&str, &str)]) -> Task {

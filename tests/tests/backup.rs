@@ -102,7 +102,7 @@ async fn backup_then_restore_into_a_new_cluster() {
     drop(a);
 
     // A new cluster from the backup.
-    let port = voiyd_nats::testing::free_port();
+    let port = voiyd_testkit::nats::free_port();
     let listen = format!("127.0.0.1:{port}");
     let b = Server::launch_embedded(&listen, &["--restore-from", backup.to_str().unwrap()]);
     b.wait_ready().await;
@@ -131,7 +131,7 @@ async fn backup_then_restore_into_a_new_cluster() {
 
     // A restore into a cluster that has state is refused in one line.
     let mut c = Server::launch_embedded(
-        &format!("127.0.0.1:{}", voiyd_nats::testing::free_port()),
+        &format!("127.0.0.1:{}", voiyd_testkit::nats::free_port()),
         &[],
     );
     c.wait_ready().await;
@@ -142,7 +142,7 @@ async fn backup_then_restore_into_a_new_cluster() {
             "--data-dir",
             data.to_str().unwrap(),
             "--nats-listen",
-            &format!("127.0.0.1:{}", voiyd_nats::testing::free_port()),
+            &format!("127.0.0.1:{}", voiyd_testkit::nats::free_port()),
             "--restore-from",
             backup.to_str().unwrap(),
         ])
@@ -159,7 +159,7 @@ async fn backup_then_restore_into_a_new_cluster() {
             "--data-dir",
             dir.path().join("fresh").to_str().unwrap(),
             "--nats-listen",
-            &format!("127.0.0.1:{}", voiyd_nats::testing::free_port()),
+            &format!("127.0.0.1:{}", voiyd_testkit::nats::free_port()),
             "--restore-from",
             empty.path().to_str().unwrap(),
         ])

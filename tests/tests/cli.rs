@@ -1,7 +1,7 @@
 //! voiydctl end to end: real voiydctl processes against a real voiyd-server and NATS.
 
 use std::time::Duration;
-use voiyd_nats::testing::TestNats;
+use voiyd_testkit::nats::TestNats;
 use voiyd_tests::{eventually, stderr, stdout, voiydctl, voiydctl_ok as ok, Server};
 
 const MANIFEST: &str = "\
@@ -140,7 +140,7 @@ async fn apply_get_edit_delete_round_trip() {
 
 #[tokio::test]
 async fn unreachable_or_silent_control_plane_is_a_clear_error() {
-    let port = voiyd_nats::testing::free_port();
+    let port = voiyd_testkit::nats::free_port();
     let err = fails(&format!("nats://127.0.0.1:{port}"), &["get", "tasks"], None);
     assert!(err.contains("127.0.0.1"), "{err}");
 

@@ -35,7 +35,6 @@ const NODE: &[(&str, u8)] = &[
     ("runtime", 5),
     ("serve", 6),
     ("agent", 7),
-    ("testing", 8),
 ];
 
 fn rank(layers: &[(&str, u8)], module: &str) -> Option<u8> {

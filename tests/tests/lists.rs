@@ -11,7 +11,7 @@ use voiyd_messages::v1::{EventsRequest, ListRequest, Meta, Task, TaskConfig};
 use voiyd_messages::Resource;
 use voiyd_nats::api::{ApiClient, ApiError};
 use voiyd_nats::names;
-use voiyd_nats::testing::TestNats;
+use voiyd_testkit::nats::TestNats;
 use voiyd_tests::{
     bin, eventually, sim_nodes, stderr, stdout, voiydctl, voiydctl_ok, wait_nodes, Server,
 };

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::Task;
-use voiyd_nats::testing::free_port;
+use voiyd_testkit::nats::free_port;
 use voiyd_tests::Signal;
 use voiyd_tests::{bin, eventually, stderr, stdout, voiydctl, ContainerdCluster, NodeAgent};
 

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use voiyd_messages::v1::{Node, Task};
-use voiyd_nats::testing::free_port;
+use voiyd_testkit::nats::free_port;
 use voiyd_tests::{eventually, ContainerdCluster, NodeAgent};
 
 /// The shared containerd cluster, with this file's helpers.

@@ -309,7 +309,7 @@ async fn agent_and_containerd_restarts_leave_containers_running() {
     })
     .await;
     assert!(pid_alive(pid));
-    let script = voiyd_node::testing::scripts_dir().join("start-containerd.sh");
+    let script = voiyd_testkit::containerd::scripts_dir().join("start-containerd.sh");
     let out = std::process::Command::new(script)
         .arg(c.containerd.dir.path())
         .output()
@@ -359,7 +359,7 @@ async fn pull_failures_are_reported_with_the_registry_reason() {
         "{out}"
     );
 
-    let port = voiyd_nats::testing::free_port();
+    let port = voiyd_testkit::nats::free_port();
     let unreachable = format!("127.0.0.1:{port}/voiyd/busybox:test");
     c.ok(&["run", "nowhere", "--image", &unreachable, "--no-wait"]);
     let t = c

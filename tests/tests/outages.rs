@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::{Meta, Node, Task, TaskConfig};
 use voiyd_nats::api::ApiClient;
-use voiyd_node::testing::{TestContainerd, TestRegistry};
+use voiyd_testkit::containerd::{TestContainerd, TestRegistry};
 use voiyd_tests::Signal;
 use voiyd_tests::{eventually, nats_child, task_pids, wait_nodes, NodeAgent, Server};
 

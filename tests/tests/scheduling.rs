@@ -12,7 +12,7 @@ use voiyd_messages::v1::{
 };
 use voiyd_messages::Resource;
 use voiyd_nats::api::ApiClient;
-use voiyd_nats::testing::TestNats;
+use voiyd_testkit::nats::TestNats;
 use voiyd_tests::Signal;
 use voiyd_tests::{
     containers, eventually, ready_nodes, running_containers, sim_nodes, stderr, stdout, task_pids,
@@ -945,7 +945,7 @@ async fn wait_no_containers(socket: &Path, node: &str, deadline: Duration) {
 }
 
 /// A busybox task that sleeps, and stops within a second when asked.
-fn sleeper(name: &str, registry: &voiyd_node::testing::TestRegistry) -> Task {
+fn sleeper(name: &str, registry: &voiyd_testkit::containerd::TestRegistry) -> Task {
     let mut t = task(name, TaskConfig::default());
     let config = t.config.as_mut().unwrap();
     config.image = registry.image("busybox");

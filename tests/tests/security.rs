@@ -30,7 +30,7 @@ impl Secure {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         voiyd_tests::certs_init(&certs);
-        let port = voiyd_nats::testing::free_port();
+        let port = voiyd_testkit::nats::free_port();
         let listen = format!("127.0.0.1:{port}");
         let data = dir.path().join("data");
         let cidr = voiyd_tests::test_cluster_cidr(&format!("nats://{listen}"));
@@ -509,7 +509,7 @@ async fn policy_and_hardened_input() {
 #[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn real_node_joins_then_is_revoked_and_disconnected() {
     let s = Secure::start().await;
-    let containerd = voiyd_node::testing::TestContainerd::start();
+    let containerd = voiyd_testkit::containerd::TestContainerd::start();
     let token = s.token(300).await.token;
     let data = s.dir.path().join("node");
     let ca = path_str(&s.ca());
@@ -563,7 +563,7 @@ async fn real_node_joins_then_is_revoked_and_disconnected() {
 }
 
 /// Kills the tasks of a test containerd when the test ends, passed or not.
-struct KillTasks(voiyd_node::testing::TestContainerd);
+struct KillTasks(voiyd_testkit::containerd::TestContainerd);
 
 impl Drop for KillTasks {
     fn drop(&mut self) {
@@ -577,8 +577,8 @@ impl Drop for KillTasks {
 #[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn joined_node_runs_work_end_to_end_under_auth_and_tls() {
     let s = Secure::start().await;
-    let registry = voiyd_node::testing::TestRegistry::start();
-    let containerd = KillTasks(voiyd_node::testing::TestContainerd::start());
+    let registry = voiyd_testkit::containerd::TestRegistry::start();
+    let containerd = KillTasks(voiyd_testkit::containerd::TestContainerd::start());
     let token = s.token(300).await.token;
     let data = s.dir.path().join("node");
     let ca = path_str(&s.ca());

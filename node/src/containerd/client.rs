@@ -320,7 +320,7 @@ impl Drop for Lease {
 }
 
 /// A short random hex string for unique ids (no extra crate: the std hasher is randomly seeded).
-pub(crate) fn random_suffix() -> String {
+pub fn random_suffix() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::{Meta, Resources, Task, TaskConfig};
-use voiyd_nats::testing::TestNats;
+use voiyd_testkit::nats::TestNats;
 use voiyd_tests::bench::{echo_round_trips, line, ms};
 use voiyd_tests::{eventually, NodeAgent, Server};
 
@@ -101,8 +101,8 @@ async fn main() {
     let nats = TestNats::start().await;
     let server = Server::external(&nats.url()).await;
     let api = server.api().await;
-    let registry = voiyd_node::testing::TestRegistry::start();
-    let containerd = voiyd_node::testing::TestContainerd::start();
+    let registry = voiyd_testkit::containerd::TestRegistry::start();
+    let containerd = voiyd_testkit::containerd::TestContainerd::start();
     let dir = tempfile::tempdir().unwrap();
     let _node = NodeAgent::start(
         &server.url,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use voiyd_messages::v1::Task;
 use voiyd_nats::api::ApiClient;
 use voiyd_nats::names;
-use voiyd_nats::testing::free_port;
+use voiyd_testkit::nats::free_port;
 use voiyd_tests::bench::{echo_round_trips, line, ms};
 use voiyd_tests::{bin, embedded_cluster, sim_nodes, sim_task, wait_nodes, Server};
 

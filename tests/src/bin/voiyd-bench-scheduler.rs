@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::{Meta, Node, Task, TaskConfig, TaskStatus};
 use voiyd_nats::api::ApiClient;
-use voiyd_nats::testing::TestNats;
+use voiyd_testkit::nats::TestNats;
 use voiyd_tests::{bin, Proc};
 
 struct Opts {

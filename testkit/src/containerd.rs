@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::containerd::client::{random_suffix, Containerd, ContainerdError};
+use voiyd_node::containerd::client::{random_suffix, Containerd, ContainerdError};
 
 /// The workspace's `scripts/` directory.
 pub fn scripts_dir() -> PathBuf {

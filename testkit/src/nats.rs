@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! # async fn t() {
-//! let nats = voiyd_nats::testing::TestNats::start().await;
+//! let nats = voiyd_testkit::nats::TestNats::start().await;
 //! let client = nats.client().await;
 //! # drop(client);
 //! nats.stop().await;
@@ -11,10 +11,10 @@
 //! Panics (with the reason) when nats-server is missing or cannot start: a test that
 //! needs NATS cannot run without it.
 
-use crate::connect::{connect, ConnectOptions};
-use crate::embedded::{find_binary, EmbeddedConfig, EmbeddedError, EmbeddedNats};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use voiyd_nats::connect::{connect, ConnectOptions};
+use voiyd_nats::embedded::{find_binary, EmbeddedConfig, EmbeddedError, EmbeddedNats};
 
 /// A nats-server started for one test; stopped by [`TestNats::stop`] or on drop.
 #[derive(Debug)]
