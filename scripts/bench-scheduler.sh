@@ -4,7 +4,8 @@
 # API latency percentiles, RSS of every process and a bare NATS request/reply baseline.
 # Extra flags go to the benchmark: --nodes N --tasks N --concurrency N --servers N
 # --heartbeat SECS --node-timeout SECS --count-messages 0|1 --idle SECS --unplaceable N
-# --resync SECS (how often each sim node re-reads its work; default 30).
+# --resync SECS (how often each sim node re-reads its work; default 30) --sync-secs SECS
+# (0, the default: nats-server fsyncs before every acknowledgement; N: every N seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p voiyd-server -p voiyd-node -p voiyd-tests --bins

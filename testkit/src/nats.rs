@@ -25,8 +25,14 @@ pub struct TestNats {
 }
 
 impl TestNats {
-    /// Starts nats-server on a free loopback port, in a fresh temporary directory.
+    /// Starts nats-server on a free loopback port, in a fresh temporary directory, with
+    /// the embedded default durability (fsync before every acknowledgement).
     pub async fn start() -> TestNats {
+        Self::start_with_sync(voiyd_nats::SyncPolicy::default()).await
+    }
+
+    /// [`TestNats::start`] with another sync policy (benchmarks compare them).
+    pub async fn start_with_sync(sync: voiyd_nats::SyncPolicy) -> TestNats {
         let binary = find_binary(None).unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::Builder::new()
             .prefix("voiyd-test-nats-")
@@ -41,6 +47,7 @@ impl TestNats {
                 SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_port()),
                 "voiyd-test",
             );
+            let cfg = EmbeddedConfig { sync, ..cfg };
             match EmbeddedNats::start(cfg).await {
                 Ok(server) => return TestNats { server, dir },
                 Err(e @ EmbeddedError::PortInUse { .. }) => last = Some(e),

@@ -25,6 +25,8 @@ struct Opts {
     idle: u64,
     unplaceable: usize,
     resync: u64,
+    /// 0: nats-server fsyncs before every acknowledgement; N: every N seconds.
+    sync_secs: u64,
 }
 
 fn opts() -> Opts {
@@ -39,6 +41,7 @@ fn opts() -> Opts {
         idle: 0,
         unplaceable: 0,
         resync: 30,
+        sync_secs: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -58,7 +61,8 @@ fn opts() -> Opts {
             "--idle" => o.idle = v as u64,
             "--unplaceable" => o.unplaceable = v,
             "--resync" => o.resync = v as u64,
-            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout --count-messages 0|1 --idle SECS --unplaceable N --resync SECS"),
+            "--sync-secs" => o.sync_secs = v as u64,
+            other => panic!("unknown flag {other}: use --nodes --tasks --concurrency --servers --heartbeat --node-timeout --count-messages 0|1 --idle SECS --unplaceable N --resync SECS --sync-secs SECS (0: fsync every write)"),
         }
         i += 2;
     }
@@ -165,7 +169,12 @@ async fn main() {
     }
     let o = opts();
     let dir = tempfile::tempdir().unwrap();
-    let nats = TestNats::start().await;
+    let sync = match o.sync_secs {
+        0 => voiyd_nats::SyncPolicy::Always,
+        n => voiyd_nats::SyncPolicy::Every(std::time::Duration::from_secs(n)),
+    };
+    println!("nats-server sync: {sync:?}");
+    let nats = TestNats::start_with_sync(sync).await;
     let url = nats.url();
     println!("# voiyd scheduler benchmark");
     println!(
