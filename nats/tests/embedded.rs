@@ -40,9 +40,7 @@ async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 }
 
 fn sigkill(pid: u32) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    }
+    voiyd_testkit::kill(pid, voiyd_testkit::Signal::KILL);
 }
 
 #[tokio::test]

@@ -150,9 +150,7 @@ async fn a_watch_resumes_after_nats_server_is_killed() {
 
     let old = nats.server().pid().expect("running");
     let before = link.state();
-    if let Some(pid) = rustix::process::Pid::from_raw(old as i32) {
-        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-    }
+    voiyd_testkit::kill(old, voiyd_testkit::Signal::KILL);
     tokio::time::timeout(Duration::from_secs(30), link.reconnected_after(before))
         .await
         .expect("the client reconnects to the restarted nats-server");

@@ -60,25 +60,18 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// Sends `sig` to a process this fixture started.
-fn signal(pid: i32, sig: Signal) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-        let _ = rustix::process::kill_process(pid, sig);
-    }
-}
-
 /// SIGTERM, then SIGKILL after `grace`; waits until the process is gone.
 fn stop_pid(pid: i32, grace: Duration) {
     if pid <= 0 || !alive(pid) {
         return;
     }
-    signal(pid, Signal::TERM);
+    crate::kill(pid as u32, Signal::TERM);
     let deadline = Instant::now() + grace;
     while alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     if alive(pid) {
-        signal(pid, Signal::KILL);
+        crate::kill(pid as u32, Signal::KILL);
         let deadline = Instant::now() + Duration::from_secs(5);
         while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));

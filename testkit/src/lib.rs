@@ -4,3 +4,12 @@
 
 pub mod containerd;
 pub mod nats;
+
+pub use rustix::process::Signal;
+
+/// Sends `sig` to `pid`, a process a test started (or a child of one).
+pub fn kill(pid: u32, sig: Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}

@@ -4,11 +4,11 @@
 //!
 //! The binaries must be built first (`cargo build --bins`, which `scripts/test.sh` does).
 
-pub use rustix::process::Signal;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use voiyd_nats::api::ApiClient;
+pub use voiyd_testkit::Signal;
 
 /// Path of one of our binaries: in `$VOIYD_BIN_DIR` when set (benchmarks use release
 /// builds), else in the workspace's debug target directory.
@@ -69,12 +69,7 @@ fn newest_source(program: &str) -> Option<std::time::SystemTime> {
     newest
 }
 
-/// Sends `sig` to `pid`, a process this test started (or a child of one).
-pub fn kill(pid: u32, sig: Signal) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(pid, sig);
-    }
-}
+pub use voiyd_testkit::kill;
 
 /// Polls `check` until it returns `Some`, or panics after `deadline` with `what`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T

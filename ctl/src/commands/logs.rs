@@ -21,11 +21,7 @@ pub const SET_LABEL: &str = "voiyd.io/set";
 pub fn parse_since(text: &str, now: SystemTime) -> Result<pbjson_types::Timestamp, String> {
     if let Ok(d) = parse_duration(text) {
         let t = now.checked_sub(d).unwrap_or(UNIX_EPOCH);
-        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        return Ok(pbjson_types::Timestamp {
-            seconds: d.as_secs() as i64,
-            nanos: d.subsec_nanos() as i32,
-        });
+        return Ok(voiyd_messages::time::from_system(t));
     }
     serde_json::from_value::<pbjson_types::Timestamp>(serde_json::Value::String(text.into()))
         .map_err(|_| {

@@ -193,12 +193,8 @@ impl LogReader {
 }
 
 fn to_proto(l: &LogLine) -> voiyd_messages::v1::LogLine {
-    let d = l.time.duration_since(UNIX_EPOCH).unwrap_or_default();
     voiyd_messages::v1::LogLine {
-        time: Some(voiyd_messages::Timestamp {
-            seconds: d.as_secs() as i64,
-            nanos: d.subsec_nanos() as i32,
-        }),
+        time: Some(voiyd_messages::time::from_system(l.time)),
         stream: l.stream.clone(),
         text: l.text.clone(),
     }

@@ -667,34 +667,24 @@ async fn follow(
         .on_reconnect(link.clone())
         .raw();
     while let Some(event) = events.next().await {
-        let applied = match event {
+        let (key, value, revision) = match event {
             WatchEvent::Put {
                 key,
                 value,
                 revision,
-            } => apply(
-                &mut state.write().expect("view lock"),
-                which,
-                &key,
-                Some(value),
-                revision,
-            )
-            .map_err(|e| (key, e.to_string())),
-            WatchEvent::Delete { key, revision } => apply(
-                &mut state.write().expect("view lock"),
-                which,
-                &key,
-                None,
-                revision,
-            )
-            .map_err(|e| (key, e.to_string())),
-            WatchEvent::Invalid { key, error, .. } => Err((key, error.to_string())),
+            } => (key, Some(value), revision),
+            WatchEvent::Delete { key, revision } => (key, None, revision),
+            WatchEvent::Invalid { key, error, .. } => {
+                tracing::warn!(?which, %key, %error, "ignoring a value that does not decode");
+                continue;
+            }
             WatchEvent::Current => {
                 on_current();
-                Ok(())
+                continue;
             }
         };
-        if let Err((key, error)) = applied {
+        let mut s = state.write().expect("view lock");
+        if let Err(error) = apply(&mut s, which, &key, value, revision) {
             tracing::warn!(?which, %key, %error, "ignoring a value that does not decode");
         }
     }
