@@ -10,6 +10,7 @@ pub mod v1 {
 
 pub mod capabilities;
 pub mod fields;
+pub mod image;
 pub mod manifest;
 pub mod phase;
 pub mod quantity;

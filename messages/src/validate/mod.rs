@@ -35,7 +35,7 @@ pub const MAX_LABEL_LEN: usize = 63;
 /// Longest label key prefix (a DNS subdomain).
 pub const MAX_LABEL_PREFIX_LEN: usize = 253;
 /// Longest image reference.
-pub const MAX_IMAGE_LEN: usize = 512;
+pub const MAX_IMAGE_LEN: usize = crate::image::MAX_LEN;
 /// Most items in `args` and in `command`.
 pub const MAX_ARGS: usize = 1024;
 /// Most environment variables.

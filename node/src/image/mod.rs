@@ -3,7 +3,6 @@
 pub mod auth;
 pub mod oci;
 pub mod pull;
-pub mod reference;
 pub mod registry;
 
 pub use auth::{AuthError, RegistryAuth};
@@ -12,5 +11,5 @@ pub use pull::{
     image_config, image_config_in, pull, remove_image, snapshot_exists, PullError, PullOptions,
     PullPolicy, PullProgress, PulledImage,
 };
-pub use reference::{Reference, ReferenceError};
 pub use registry::{RegistryClient, RegistryError};
+pub use voiyd_messages::image::{Reference, ReferenceError};

@@ -1,7 +1,9 @@
-//! OCI / Docker image formats: descriptors, manifests, indexes, configs, platforms and chain IDs.
+//! What voiyd reads from image documents (oci-spec's types): media types, the platform this node
+//! runs, the runtime defaults of an image config, and the chain IDs that name snapshots.
 
 use std::collections::BTreeMap;
 
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -9,51 +11,54 @@ use sha2::{Digest as _, Sha256};
 pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// OCI image manifest.
 pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// Docker manifest list.
+/// Docker manifest list (schema 2).
 pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Docker image manifest (schema 2).
 pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Every manifest type a pull accepts, for the registry's Accept header.
+pub const ACCEPTED_MANIFESTS: [&str; 4] = [
+    MEDIA_OCI_INDEX,
+    MEDIA_OCI_MANIFEST,
+    MEDIA_DOCKER_LIST,
+    MEDIA_DOCKER_MANIFEST,
+];
 
-/// True for media types that list per-platform manifests.
+/// True for an index or manifest list.
 pub fn is_index(media_type: &str) -> bool {
     media_type == MEDIA_OCI_INDEX || media_type == MEDIA_DOCKER_LIST
 }
 
-/// True for media types of single-platform manifests.
+/// True for a single-platform manifest.
 pub fn is_manifest(media_type: &str) -> bool {
     media_type == MEDIA_OCI_MANIFEST || media_type == MEDIA_DOCKER_MANIFEST
 }
 
-/// A content descriptor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    /// Media type of the referenced content.
-    #[serde(default)]
-    pub media_type: String,
-    /// Digest, e.g. `sha256:…`.
-    pub digest: String,
-    /// Size in bytes.
-    pub size: i64,
-    /// Target platform (indexes only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+/// The media type of a manifest document: its `mediaType`, else (OCI documents may omit it) what
+/// its shape says.
+pub fn media_type_of(document: &[u8]) -> Result<String, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType", default)]
+        media_type: Option<String>,
+        #[serde(default)]
+        manifests: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(document)?;
+    Ok(match probe.media_type {
+        Some(m) if !m.is_empty() => m,
+        _ if probe.manifests.is_some() => MEDIA_OCI_INDEX.to_string(),
+        _ => MEDIA_OCI_MANIFEST.to_string(),
+    })
 }
 
-/// A platform as in an image index.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// A platform in Go's naming, as indexes list them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
-    /// CPU architecture in Go naming (`amd64`, `arm64`).
-    #[serde(default)]
-    pub architecture: String,
     /// Operating system (`linux`).
-    #[serde(default)]
     pub os: String,
+    /// CPU architecture (`amd64`, `arm64`).
+    pub architecture: String,
     /// CPU variant (`v8`), optional.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 
@@ -77,6 +82,15 @@ impl Platform {
         }
     }
 
+    /// The platform an index entry names, if it names one.
+    pub fn of(d: &Descriptor) -> Option<Self> {
+        d.platform().as_ref().map(|p| Self {
+            os: p.os().to_string(),
+            architecture: p.architecture().to_string(),
+            variant: p.variant().clone(),
+        })
+    }
+
     /// True when an image built for `candidate` runs here. A missing variant matches any.
     pub fn accepts(&self, candidate: &Platform) -> bool {
         if candidate.os != self.os || candidate.architecture != self.architecture {
@@ -86,6 +100,20 @@ impl Platform {
             (Some(want), Some(have)) => want == have,
             _ => true,
         }
+    }
+
+    /// Picks the manifest for this platform: an exact variant match first, then any acceptable one.
+    pub fn select<'a>(&self, index: &'a ImageIndex) -> Option<&'a Descriptor> {
+        let candidates = || {
+            index
+                .manifests()
+                .iter()
+                .filter_map(|d| Platform::of(d).filter(|p| self.accepts(p)).map(|p| (d, p)))
+        };
+        candidates()
+            .find(|(_, p)| p.variant == self.variant)
+            .or_else(|| candidates().next())
+            .map(|(d, _)| d)
     }
 }
 
@@ -97,103 +125,6 @@ impl std::fmt::Display for Platform {
         }
         Ok(())
     }
-}
-
-/// An image index / manifest list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageIndex {
-    /// Always 2.
-    #[serde(default)]
-    pub schema_version: u32,
-    /// Media type, when the document states it.
-    #[serde(default)]
-    pub media_type: Option<String>,
-    /// Per-platform manifests.
-    #[serde(default)]
-    pub manifests: Vec<Descriptor>,
-}
-
-impl ImageIndex {
-    /// Picks the manifest for `platform`: an exact variant match first, then any acceptable one.
-    pub fn select(&self, platform: &Platform) -> Option<&Descriptor> {
-        let candidates = || {
-            self.manifests
-                .iter()
-                .filter(|d| d.platform.as_ref().is_some_and(|p| platform.accepts(p)))
-        };
-        candidates()
-            .find(|d| {
-                d.platform.as_ref().and_then(|p| p.variant.as_ref()) == platform.variant.as_ref()
-            })
-            .or_else(|| candidates().next())
-    }
-}
-
-/// A single-platform image manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageManifest {
-    /// Always 2.
-    #[serde(default)]
-    pub schema_version: u32,
-    /// Media type, when the document states it.
-    #[serde(default)]
-    pub media_type: Option<String>,
-    /// The image config blob.
-    pub config: Descriptor,
-    /// Layers, base first.
-    #[serde(default)]
-    pub layers: Vec<Descriptor>,
-}
-
-/// The image config blob (the parts voiyd uses).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct ConfigFile {
-    /// Architecture the image was built for.
-    #[serde(default)]
-    pub architecture: String,
-    /// Operating system.
-    #[serde(default)]
-    pub os: String,
-    /// Runtime defaults.
-    #[serde(default)]
-    pub config: Option<RawContainerConfig>,
-    /// Layer diff IDs.
-    pub rootfs: RootFs,
-}
-
-/// `rootfs` of an image config.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct RootFs {
-    /// Always `layers`.
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    /// Digests of the uncompressed layers, base first.
-    #[serde(default)]
-    pub diff_ids: Vec<String>,
-}
-
-/// The `config` object of an image config, as the registry stores it.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-pub struct RawContainerConfig {
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
-    #[serde(default)]
-    env: Option<Vec<String>>,
-    #[serde(default)]
-    entrypoint: Option<Vec<String>>,
-    #[serde(default)]
-    cmd: Option<Vec<String>>,
-    #[serde(default)]
-    working_dir: Option<String>,
-    #[serde(default)]
-    labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    stop_signal: Option<String>,
 }
 
 /// Runtime defaults of an image: what a container runs when the task does not override it.
@@ -217,33 +148,40 @@ pub struct ImageConfig {
     pub stop_signal: String,
 }
 
-impl ConfigFile {
-    /// The runtime defaults of this image.
-    pub fn image_config(&self) -> ImageConfig {
-        let c = self.config.clone().unwrap_or_default();
-        ImageConfig {
-            entrypoint: c.entrypoint.unwrap_or_default(),
-            cmd: c.cmd.unwrap_or_default(),
-            env: c.env.unwrap_or_default(),
-            working_dir: c.working_dir.unwrap_or_default(),
-            user: c.user.unwrap_or_default(),
-            exposed_ports: c
-                .exposed_ports
-                .map(|m| m.into_keys().collect())
+impl ImageConfig {
+    /// The runtime defaults an image configuration declares.
+    pub fn of(config: &ImageConfiguration) -> Self {
+        let Some(c) = config.config() else {
+            return Self::default();
+        };
+        let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let mut exposed_ports = list(c.exposed_ports());
+        exposed_ports.sort();
+        Self {
+            entrypoint: list(c.entrypoint()),
+            cmd: list(c.cmd()),
+            env: list(c.env()),
+            working_dir: text(c.working_dir()),
+            user: text(c.user()),
+            exposed_ports,
+            labels: c
+                .labels()
+                .clone()
+                .map(|l| l.into_iter().collect())
                 .unwrap_or_default(),
-            labels: c.labels.unwrap_or_default(),
-            stop_signal: c.stop_signal.unwrap_or_default(),
+            stop_signal: text(c.stop_signal()),
         }
     }
 }
 
 /// `sha256:<hex>` of `data`.
 pub fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(data)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let hex: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
 }
 
 /// Chain IDs of a layer stack: chainID(0) = diffID(0), chainID(n) = sha256(chainID(n-1) + " " + diffID(n)).
@@ -282,50 +220,45 @@ mod tests {
         );
     }
 
-    fn desc(arch: &str, variant: Option<&str>, digest: &str) -> Descriptor {
-        Descriptor {
-            media_type: MEDIA_OCI_MANIFEST.into(),
-            digest: digest.into(),
-            size: 1,
-            platform: Some(Platform {
-                architecture: arch.into(),
-                os: "linux".into(),
-                variant: variant.map(Into::into),
-            }),
-            annotations: Default::default(),
+    fn entry(arch: &str, variant: Option<&str>, hex: char) -> serde_json::Value {
+        let mut platform = serde_json::json!({"architecture": arch, "os": "linux"});
+        if let Some(v) = variant {
+            platform["variant"] = v.into();
         }
+        serde_json::json!({
+            "mediaType": MEDIA_DOCKER_MANIFEST,
+            "digest": format!("sha256:{}", hex.to_string().repeat(64)),
+            "size": 1,
+            "platform": platform,
+        })
     }
 
     #[test]
     fn index_selects_matching_platform_preferring_exact_variant() {
-        let idx = ImageIndex {
-            schema_version: 2,
-            media_type: None,
-            manifests: vec![
-                desc("amd64", None, "a"),
-                desc("arm64", None, "b"),
-                desc("arm64", Some("v8"), "c"),
-                desc("arm", Some("v7"), "d"),
+        // A Docker manifest list, as Docker Hub serves them.
+        let idx: ImageIndex = serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_DOCKER_LIST,
+            "manifests": [
+                entry("amd64", None, 'a'),
+                entry("arm64", None, 'b'),
+                entry("arm64", Some("v8"), 'c'),
+                entry("arm", Some("v7"), 'd'),
             ],
-        };
-        let amd = Platform {
-            architecture: "amd64".into(),
+        }))
+        .unwrap();
+        let platform = |arch: &str, variant: Option<&str>| Platform {
+            architecture: arch.into(),
             os: "linux".into(),
-            variant: None,
+            variant: variant.map(Into::into),
         };
-        assert_eq!(idx.select(&amd).unwrap().digest, "a");
-        let arm64 = Platform {
-            architecture: "arm64".into(),
-            os: "linux".into(),
-            variant: Some("v8".into()),
+        let picked = |p: Platform| {
+            p.select(&idx)
+                .map(|d| d.digest().to_string()[7..8].to_string())
         };
-        assert_eq!(idx.select(&arm64).unwrap().digest, "c");
-        let s390 = Platform {
-            architecture: "s390x".into(),
-            os: "linux".into(),
-            variant: None,
-        };
-        assert!(idx.select(&s390).is_none());
+        assert_eq!(picked(platform("amd64", None)).as_deref(), Some("a"));
+        assert_eq!(picked(platform("arm64", Some("v8"))).as_deref(), Some("c"));
+        assert_eq!(picked(platform("s390x", None)), None);
     }
 
     #[test]
@@ -337,22 +270,25 @@ mod tests {
     }
 
     #[test]
-    fn config_file_parses_docker_fields() {
+    fn config_reads_docker_fields() {
         let raw = r#"{"architecture":"amd64","os":"linux","config":{"User":"1000:1000",
             "Env":["A=1"],"Entrypoint":["/bin/sh","-c"],"Cmd":["echo hi"],"WorkingDir":"/work",
-            "ExposedPorts":{"80/tcp":{}}},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]}}"#;
-        let c: ConfigFile = serde_json::from_str(raw).unwrap();
-        let ic = c.image_config();
+            "ExposedPorts":{"80/tcp":{}},"StopSignal":"SIGQUIT","Labels":{"a":"b"}},
+            "rootfs":{"type":"layers","diff_ids":["sha256:aa"]}}"#;
+        let c: ImageConfiguration = serde_json::from_str(raw).unwrap();
+        let ic = ImageConfig::of(&c);
         assert_eq!(ic.user, "1000:1000");
         assert_eq!(ic.entrypoint, vec!["/bin/sh", "-c"]);
         assert_eq!(ic.cmd, vec!["echo hi"]);
         assert_eq!(ic.working_dir, "/work");
         assert_eq!(ic.exposed_ports, vec!["80/tcp"]);
-        assert_eq!(c.rootfs.diff_ids, vec!["sha256:aa"]);
+        assert_eq!(ic.stop_signal, "SIGQUIT");
+        assert_eq!(ic.labels["a"], "b");
+        assert_eq!(c.rootfs().diff_ids(), &vec!["sha256:aa".to_string()]);
         // Docker writes null for unset lists.
-        let raw =
-            r#"{"config":{"Cmd":null,"Entrypoint":null},"rootfs":{"type":"layers","diff_ids":[]}}"#;
-        let c: ConfigFile = serde_json::from_str(raw).unwrap();
-        assert!(c.image_config().cmd.is_empty());
+        let raw = r#"{"architecture":"amd64","os":"linux","config":{"Cmd":null,"Entrypoint":null},
+            "rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let c: ImageConfiguration = serde_json::from_str(raw).unwrap();
+        assert!(ImageConfig::of(&c).cmd.is_empty());
     }
 }

@@ -20,11 +20,14 @@ use containerd_client::services::v1::{
 use containerd_client::tonic::Code;
 use containerd_client::types::Descriptor as CdDescriptor;
 use futures::{SinkExt, StreamExt};
+use oci_client::client::SizedStream;
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
+use voiyd_messages::image::{self as reference, Reference, ReferenceError};
 
 use super::auth::RegistryAuth;
-use super::oci::{self, ConfigFile, Descriptor, ImageConfig, ImageIndex, ImageManifest, Platform};
-use super::reference::{Reference, ReferenceError};
-use super::registry::{RegistryClient, RegistryError};
+use super::oci::{self, ImageConfig, Platform};
+use super::registry::{FetchedManifest, RegistryClient, RegistryError};
 use crate::containerd::client::{random_suffix, Containerd, ContainerdError, Lease};
 
 /// How long the pull lease lives if the node dies before deleting it.
@@ -49,7 +52,7 @@ impl PullPolicy {
     /// (Always for `:latest` or no tag, IfNotPresent otherwise).
     pub fn resolve(task_value: &str, reference: &Reference) -> Result<Self, PullError> {
         match task_value.to_ascii_lowercase().as_str() {
-            "" => Ok(if reference.is_latest() {
+            "" => Ok(if reference::is_floating(reference) {
                 Self::Always
             } else {
                 Self::IfNotPresent
@@ -174,7 +177,7 @@ pub async fn pull<F>(
 where
     F: Fn(PullProgress),
 {
-    let r = Reference::parse(reference)?;
+    let r = reference::parse(reference)?;
     let name = r.to_string();
     if opts.policy != PullPolicy::Always {
         match present_image(cd, &name, &opts.snapshotter).await {
@@ -197,68 +200,81 @@ where
         reference: reference.to_string(),
         source,
     };
-    let registry = RegistryClient::new(opts.auth.clone(), opts.insecure_registries.clone())
-        .map_err(reg_err)?;
+    let registry =
+        RegistryClient::new(&r, &opts.auth, &opts.insecure_registries).map_err(reg_err)?;
     let resolved = registry
         .resolve(&r, &Platform::host())
         .await
         .map_err(reg_err)?;
     let manifest = &resolved.parsed;
     let config_bytes = registry
-        .get_blob_bytes(&r, &manifest.config.digest)
+        .blob_bytes(&r, manifest.config())
         .await
         .map_err(reg_err)?;
-    let config_file: ConfigFile =
+    let config_file: ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| PullError::Invalid {
             name: name.clone(),
             reason: format!("image config is not valid JSON: {e}"),
         })?;
-    let diff_ids = &config_file.rootfs.diff_ids;
-    if diff_ids.len() != manifest.layers.len() {
+    let diff_ids = config_file.rootfs().diff_ids();
+    let layers: Vec<Blob> = (manifest.layers().iter().enumerate())
+        .map(|(index, d)| Blob {
+            index,
+            ..Blob::of(d)
+        })
+        .collect();
+    if diff_ids.len() != layers.len() {
         return Err(PullError::Invalid {
             name,
             reason: format!(
                 "manifest lists {} layers but the config {} diff IDs",
-                manifest.layers.len(),
+                layers.len(),
                 diff_ids.len()
             ),
         });
     }
+    let config_blob = Blob::of(manifest.config());
     let chains = oci::chain_ids(diff_ids);
 
     let mut tracker = Tracker {
         done: 0,
-        total: resolved.index.as_ref().map_or(0, |i| i.bytes.len() as u64)
+        total: resolved
+            .index
+            .as_ref()
+            .map_or(0, |(i, _)| i.bytes.len() as u64)
             + resolved.manifest.bytes.len() as u64
             + config_bytes.len() as u64
-            + manifest
-                .layers
-                .iter()
-                .map(|l| l.size.max(0) as u64)
-                .sum::<u64>(),
+            + layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>(),
         report: &progress,
     };
     tracker.add(0);
 
     let lease = cd.create_lease(LEASE_EXPIRY).await.map_err(cd_err)?;
     let result = async {
-        for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
+        for (layer, diff_id) in layers.iter().zip(diff_ids) {
             let labels =
                 HashMap::from([("containerd.io/uncompressed".to_string(), diff_id.clone())]);
             if content_exists(&lease, cd, &layer.digest).await? {
                 tracker.add(layer.size.max(0) as u64);
                 continue;
             }
-            let resp = registry
-                .get_blob(&r, &layer.digest)
+            let body = registry
+                .blob_stream(&r, &manifest.layers()[layer.index])
                 .await
                 .map_err(BlobError::Registry)?;
-            write_stream(cd, &lease, layer, labels, resp, &mut tracker).await?;
+            write_stream(cd, &lease, layer, labels, body, &mut tracker)
+                .await
+                .map_err(|e| match e {
+                    StreamError::Blob(e) => e,
+                    StreamError::Download(e) => BlobError::Registry(
+                        registry.broken_download(&manifest.layers()[layer.index], &e),
+                    ),
+                })?;
         }
         write_small(
             cd,
             &lease,
-            &manifest.config,
+            &config_blob,
             &config_bytes,
             HashMap::new(),
             &mut tracker,
@@ -266,15 +282,15 @@ where
         .await?;
         let mut mlabels = HashMap::from([(
             "containerd.io/gc.ref.content.config".to_string(),
-            manifest.config.digest.clone(),
+            config_blob.digest.clone(),
         )]);
-        for (i, l) in manifest.layers.iter().enumerate() {
+        for (i, l) in layers.iter().enumerate() {
             mlabels.insert(
                 format!("containerd.io/gc.ref.content.l.{i}"),
                 l.digest.clone(),
             );
         }
-        let mdesc = descriptor_of(&resolved.manifest);
+        let mdesc = Blob::fetched(&resolved.manifest);
         write_small(
             cd,
             &lease,
@@ -284,50 +300,40 @@ where
             &mut tracker,
         )
         .await?;
-        if let Some(index) = &resolved.index {
-            let parsed: ImageIndex = serde_json::from_slice(&index.bytes)
-                .map_err(|e| BlobError::Invalid(format!("image index: {e}")))?;
+        if let Some((index, parsed)) = &resolved.index {
             let ilabels = parsed
-                .manifests
+                .manifests()
                 .iter()
                 .enumerate()
                 .map(|(i, m)| {
                     (
                         format!("containerd.io/gc.ref.content.m.{i}"),
-                        m.digest.clone(),
+                        m.digest().to_string(),
                     )
                 })
                 .collect();
             write_small(
                 cd,
                 &lease,
-                &descriptor_of(index),
+                &Blob::fetched(index),
                 &index.bytes,
                 ilabels,
                 &mut tracker,
             )
             .await?;
         }
-        unpack(
-            cd,
-            &lease,
-            &opts.snapshotter,
-            &manifest.layers,
-            diff_ids,
-            &chains,
-        )
-        .await?;
+        unpack(cd, &lease, &opts.snapshotter, &layers, diff_ids, &chains).await?;
         if let Some(top) = chains.last() {
             label_content(
                 cd,
                 &lease,
-                &manifest.config.digest,
+                &config_blob.digest,
                 &format!("{GC_SNAPSHOT_LABEL}{}", opts.snapshotter),
                 top,
             )
             .await?;
         }
-        put_image(cd, &lease, &name, &descriptor_of(resolved.target())).await?;
+        put_image(cd, &lease, &name, &Blob::fetched(resolved.target())).await?;
         Ok::<(), BlobError>(())
     }
     .await;
@@ -346,7 +352,7 @@ where
         name,
         target_digest: resolved.target().digest.clone(),
         manifest_digest: resolved.manifest.digest.clone(),
-        config: config_file.image_config(),
+        config: ImageConfig::of(&config_file),
         chain_id: chains.last().cloned().unwrap_or_default(),
         snapshotter: opts.snapshotter.clone(),
     })
@@ -394,25 +400,25 @@ pub async fn image_config_in(
         let index: ImageIndex =
             serde_json::from_slice(&bytes).map_err(|e| invalid(format!("image index: {e}")))?;
         let platform = Platform::host();
-        let chosen = index
-            .select(&platform)
+        let chosen = platform
+            .select(&index)
             .ok_or_else(|| invalid(format!("no manifest for {platform}")))?;
-        manifest_digest = chosen.digest.clone();
-        bytes = read_content(cd, &chosen.digest).await.map_err(cd_err)?;
+        manifest_digest = chosen.digest().to_string();
+        bytes = read_content(cd, &manifest_digest).await.map_err(cd_err)?;
     }
     let manifest: ImageManifest =
         serde_json::from_slice(&bytes).map_err(|e| invalid(format!("image manifest: {e}")))?;
-    let config_bytes = read_content(cd, &manifest.config.digest)
+    let config_bytes = read_content(cd, manifest.config().digest().as_ref())
         .await
         .map_err(cd_err)?;
-    let config: ConfigFile =
+    let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("image config: {e}")))?;
     Ok(PulledImage {
         name: name.to_string(),
         target_digest: target.digest,
         manifest_digest,
-        config: config.image_config(),
-        chain_id: oci::chain_ids(&config.rootfs.diff_ids)
+        config: ImageConfig::of(&config),
+        chain_id: oci::chain_ids(config.rootfs().diff_ids())
             .pop()
             .unwrap_or_default(),
         snapshotter: snapshotter.to_string(),
@@ -528,17 +534,37 @@ impl<F: Fn(PullProgress)> Tracker<'_, F> {
     }
 }
 
-fn descriptor_of(m: &super::registry::FetchedManifest) -> Descriptor {
-    Descriptor {
-        media_type: m.media_type.clone(),
-        digest: m.digest.clone(),
-        size: m.bytes.len() as i64,
-        platform: None,
-        annotations: Default::default(),
+/// What containerd needs to know of a blob (from a descriptor or a fetched document).
+#[derive(Debug, Clone)]
+struct Blob {
+    media_type: String,
+    digest: String,
+    size: i64,
+    /// Position among the manifest's layers (0 for other blobs).
+    index: usize,
+}
+
+impl Blob {
+    fn of(d: &Descriptor) -> Self {
+        Self {
+            media_type: d.media_type().to_string(),
+            digest: d.digest().to_string(),
+            size: i64::try_from(d.size()).unwrap_or(i64::MAX),
+            index: 0,
+        }
+    }
+
+    fn fetched(m: &FetchedManifest) -> Self {
+        Self {
+            media_type: m.media_type.clone(),
+            digest: m.digest.clone(),
+            size: m.bytes.len() as i64,
+            index: 0,
+        }
     }
 }
 
-fn cd_descriptor(d: &Descriptor) -> CdDescriptor {
+fn cd_descriptor(d: &Blob) -> CdDescriptor {
     CdDescriptor {
         media_type: d.media_type.clone(),
         digest: d.digest.clone(),
@@ -588,7 +614,7 @@ async fn read_content(cd: &Containerd, digest: &str) -> Result<Vec<u8>, Containe
 async fn write_small<F: Fn(PullProgress)>(
     cd: &Containerd,
     lease: &Lease,
-    desc: &Descriptor,
+    desc: &Blob,
     data: &[u8],
     labels: HashMap<String, String>,
     tracker: &mut Tracker<'_, F>,
@@ -603,34 +629,35 @@ async fn write_small<F: Fn(PullProgress)>(
     writer.commit().await
 }
 
-/// Streams a blob from the registry into the content store; containerd checks size and digest.
+/// Streams a blob from the registry into the content store; containerd checks size and digest
+/// (and so does the stream, at its end).
 async fn write_stream<F: Fn(PullProgress)>(
     cd: &Containerd,
     lease: &Lease,
-    desc: &Descriptor,
+    desc: &Blob,
     labels: HashMap<String, String>,
-    mut resp: reqwest::Response,
+    mut body: SizedStream,
     tracker: &mut Tracker<'_, F>,
-) -> Result<(), BlobError> {
-    let mut writer = ContentWriter::open(cd, lease, desc, labels).await?;
+) -> Result<(), StreamError> {
+    let mut writer = ContentWriter::open(cd, lease, desc, labels)
+        .await
+        .map_err(|e| StreamError::Blob(e.into()))?;
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
     loop {
-        let chunk = resp.chunk().await.map_err(|e| {
-            BlobError::Registry(RegistryError::Connect {
-                host: resp_host(&resp),
-                reason: format!(
-                    "download of {} broke off: {}",
-                    desc.digest,
-                    crate::containerd::client::error_chain(&e)
-                ),
-            })
-        })?;
+        let chunk = body
+            .next()
+            .await
+            .transpose()
+            .map_err(StreamError::Download)?;
         let end = chunk.is_none();
         if let Some(c) = chunk {
             buf.extend_from_slice(&c);
         }
         if buf.len() >= WRITE_CHUNK || (end && !buf.is_empty()) {
-            writer.write(&buf).await?;
+            writer
+                .write(&buf)
+                .await
+                .map_err(|e| StreamError::Blob(e.into()))?;
             tracker.add(buf.len() as u64);
             buf.clear();
         }
@@ -638,15 +665,13 @@ async fn write_stream<F: Fn(PullProgress)>(
             break;
         }
     }
-    writer.commit().await
+    writer.commit().await.map_err(StreamError::Blob)
 }
 
-fn resp_host(resp: &reqwest::Response) -> String {
-    let u = resp.url();
-    match u.port() {
-        Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
-        None => u.host_str().unwrap_or("").to_string(),
-    }
+/// How streaming a blob into containerd failed: on containerd's side, or the download.
+enum StreamError {
+    Blob(BlobError),
+    Download(std::io::Error),
 }
 
 /// One Content.Write session. containerd answers every request message, so the writer runs
@@ -658,7 +683,7 @@ struct ContentWriter<'a> {
         containerd_client::services::v1::WriteContentResponse,
     >,
     reference: String,
-    desc: Descriptor,
+    desc: Blob,
     labels: HashMap<String, String>,
     offset: i64,
     /// Content appeared meanwhile (another pull wrote it): writes become no-ops.
@@ -669,7 +694,7 @@ impl<'a> ContentWriter<'a> {
     async fn open(
         cd: &'a Containerd,
         lease: &Lease,
-        desc: &Descriptor,
+        desc: &Blob,
         labels: HashMap<String, String>,
     ) -> Result<ContentWriter<'a>, ContainerdError> {
         let (mut tx, rx) = futures::channel::mpsc::channel(2);
@@ -812,7 +837,7 @@ async fn unpack(
     cd: &Containerd,
     lease: &Lease,
     snapshotter: &str,
-    layers: &[Descriptor],
+    layers: &[Blob],
     diff_ids: &[String],
     chains: &[String],
 ) -> Result<(), BlobError> {
@@ -915,7 +940,7 @@ async fn put_image(
     cd: &Containerd,
     lease: &Lease,
     name: &str,
-    target: &Descriptor,
+    target: &Blob,
 ) -> Result<(), ContainerdError> {
     let image = Image {
         name: name.to_string(),
@@ -956,9 +981,9 @@ mod tests {
 
     #[test]
     fn default_policy_follows_kubernetes() {
-        let latest = Reference::parse("busybox").unwrap();
-        let explicit_latest = Reference::parse("busybox:latest").unwrap();
-        let pinned = Reference::parse("busybox:1.36").unwrap();
+        let latest = reference::parse("busybox").unwrap();
+        let explicit_latest = reference::parse("busybox:latest").unwrap();
+        let pinned = reference::parse("busybox:1.36").unwrap();
         assert_eq!(
             PullPolicy::resolve("", &latest).unwrap(),
             PullPolicy::Always

@@ -1,17 +1,22 @@
-//! A client for the registry HTTP API v2: manifests, platform resolution and blobs, with
-//! anonymous, bearer-token and basic authentication.
+//! Registry access through oci-client: resolving a reference to this node's platform and
+//! fetching blobs, with anonymous, basic and bearer-token authentication.
+//!
+//! oci-client speaks the protocol; this module chooses the scheme per registry (plain HTTP for
+//! loopback and hosts listed as insecure), resolves indexes with the node's own platform rule,
+//! keeps the documents' raw bytes (their digests are what containerd stores), and turns
+//! oci-client's errors into messages that say what the registry answered and what to do.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use base64::Engine as _;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
-use reqwest::{Response, StatusCode};
+use oci_client::client::{ClientConfig, ClientProtocol, SizedStream};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth as OciAuth;
+use oci_client::RegistryOperation;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use voiyd_messages::image::Reference;
 
 use super::auth::RegistryAuth;
-use super::oci::{self, ImageIndex, ImageManifest, Platform};
-use super::reference::Reference;
+use super::oci::{self, Platform};
 use crate::containerd::client::error_chain;
 
 /// Largest manifest or index accepted, so a broken registry cannot exhaust memory.
@@ -62,27 +67,14 @@ pub enum RegistryError {
         /// Platforms the index lists.
         available: String,
     },
-    /// Content did not match its digest.
-    #[error("{what} has digest {actual}, expected {expected}")]
-    DigestMismatch {
-        /// What was fetched.
-        what: String,
-        /// Digest asked for.
-        expected: String,
-        /// Digest received.
-        actual: String,
-    },
-    /// The HTTP client could not be built.
-    #[error("cannot create the HTTP client: {0}")]
-    Client(String),
 }
 
 /// A manifest or index as fetched: raw bytes (they are what the digest covers).
 #[derive(Debug, Clone)]
 pub struct FetchedManifest {
-    /// Media type from the document or the Content-Type header.
+    /// Media type from the document (or its shape).
     pub media_type: String,
-    /// `sha256:` digest of `bytes`.
+    /// `sha256:` digest of `bytes`, checked by oci-client.
     pub digest: String,
     /// The raw document.
     pub bytes: Vec<u8>,
@@ -92,7 +84,7 @@ pub struct FetchedManifest {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     /// The index or manifest list the reference pointed at, if it was one.
-    pub index: Option<FetchedManifest>,
+    pub index: Option<(FetchedManifest, ImageIndex)>,
     /// The platform manifest.
     pub manifest: FetchedManifest,
     /// The parsed platform manifest.
@@ -102,119 +94,57 @@ pub struct Resolved {
 impl Resolved {
     /// The document the reference names: the index when there is one, else the manifest.
     pub fn target(&self) -> &FetchedManifest {
-        self.index.as_ref().unwrap_or(&self.manifest)
+        self.index.as_ref().map_or(&self.manifest, |(f, _)| f)
     }
 }
 
-/// Registry API v2 client. Cheap to share; caches tokens per repository.
+/// A client for one registry (the scheme and credentials are per registry).
 pub struct RegistryClient {
-    http: reqwest::Client,
-    auth: RegistryAuth,
-    insecure: Vec<String>,
-    /// `host/repository` → Authorization header value that worked.
-    authorizations: Mutex<HashMap<String, HeaderValue>>,
-}
-
-enum Challenge {
-    Bearer(HashMap<String, String>),
-    Basic,
+    client: oci_client::Client,
+    auth: OciAuth,
+    registry: String,
 }
 
 impl RegistryClient {
-    /// A client using `auth` and plain HTTP for `insecure` hosts (`host[:port]`) and loopback.
-    pub fn new(auth: RegistryAuth, insecure: Vec<String>) -> Result<Self, RegistryError> {
+    /// A client for `r`'s registry with the credentials `auth` holds for it, over plain HTTP
+    /// when the registry is loopback or listed in `insecure` (`host[:port]`).
+    pub fn new(
+        r: &Reference,
+        auth: &RegistryAuth,
+        insecure: &[String],
+    ) -> Result<Self, RegistryError> {
         // reqwest panics without a process-wide rustls provider; ring is the one voiyd uses.
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .user_agent(concat!("voiyd-node/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| RegistryError::Client(error_chain(&e)))?;
-        Ok(Self {
-            http,
-            auth,
-            insecure,
-            authorizations: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// True when `host` is spoken to over plain HTTP: listed as insecure, or loopback.
-    pub fn is_plain_http(&self, host: &str) -> bool {
-        self.insecure.iter().any(|h| h == host) || is_loopback_host(host)
-    }
-
-    fn base_url(&self, r: &Reference) -> String {
-        let host = r.api_host();
-        let scheme = if self.is_plain_http(host) {
-            "http"
-        } else {
-            "https"
+        let registry = r.registry().to_string();
+        let config = ClientConfig {
+            protocol: if is_plain_http(insecure, &registry) {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            // voiyd picks the platform itself (variants, and the raw index is kept).
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(60)),
+            user_agent: concat!("voiyd-node/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
         };
-        format!("{scheme}://{host}/v2/{}", r.repository())
-    }
-
-    /// Fetches the manifest or index named `reference` (a tag or digest) of `r`'s repository.
-    pub async fn get_manifest(
-        &self,
-        r: &Reference,
-        reference: &str,
-    ) -> Result<FetchedManifest, RegistryError> {
-        let url = format!("{}/manifests/{reference}", self.base_url(r));
-        let accept = [
-            oci::MEDIA_OCI_INDEX,
-            oci::MEDIA_OCI_MANIFEST,
-            oci::MEDIA_DOCKER_LIST,
-            oci::MEDIA_DOCKER_MANIFEST,
-        ]
-        .join(", ");
-        let resp = self.get(r, &url, Some(&accept)).await?;
-        let header_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
-            .unwrap_or_default();
-        if resp
-            .content_length()
-            .is_some_and(|n| n as usize > MAX_MANIFEST_BYTES)
-        {
-            return Err(invalid("manifest", "larger than 4 MiB"));
-        }
-        let bytes = resp.bytes().await.map_err(|e| self.connect_error(r, &e))?;
-        if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(invalid("manifest", "larger than 4 MiB"));
-        }
-        let digest = oci::sha256_digest(&bytes);
-        if reference.contains(':') && reference != digest {
-            return Err(RegistryError::DigestMismatch {
-                what: "manifest".into(),
-                expected: reference.into(),
-                actual: digest,
+        let client = oci_client::Client::try_from(config).map_err(|e| RegistryError::Invalid {
+            what: "HTTP client setup".into(),
+            reason: e.to_string(),
+        })?;
+        let auth = auth
+            .get(&registry)
+            .or_else(|| auth.get(r.resolve_registry()))
+            .map_or(OciAuth::Anonymous, |c| {
+                OciAuth::Basic(c.username.clone(), c.password.clone())
             });
-        }
-        #[derive(serde::Deserialize)]
-        struct Probe {
-            #[serde(rename = "mediaType", default)]
-            media_type: Option<String>,
-            #[serde(default)]
-            manifests: Option<serde_json::Value>,
-        }
-        let probe: Probe =
-            serde_json::from_slice(&bytes).map_err(|e| invalid("manifest", &e.to_string()))?;
-        let media_type = match probe.media_type {
-            Some(m) if !m.is_empty() => m,
-            // OCI documents may omit mediaType; tell index from manifest by shape.
-            _ if oci::is_index(&header_type) || oci::is_manifest(&header_type) => header_type,
-            _ if probe.manifests.is_some() => oci::MEDIA_OCI_INDEX.to_string(),
-            _ => oci::MEDIA_OCI_MANIFEST.to_string(),
-        };
-        Ok(FetchedManifest {
-            media_type,
-            digest,
-            bytes: bytes.to_vec(),
+        Ok(Self {
+            client,
+            auth,
+            registry,
         })
     }
 
@@ -224,26 +154,33 @@ impl RegistryClient {
         r: &Reference,
         platform: &Platform,
     ) -> Result<Resolved, RegistryError> {
-        let top = self.get_manifest(r, r.manifest_reference()).await?;
+        // Authenticate first and on its own, so a refused token says so (oci-client would
+        // otherwise fall back to anonymous requests and report only the 401 that follows).
+        self.client
+            .auth(r, &self.auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| self.error(e))?;
+        let top = self.manifest(r).await?;
         if oci::is_index(&top.media_type) {
             let index: ImageIndex = serde_json::from_slice(&top.bytes)
                 .map_err(|e| invalid("image index", &e.to_string()))?;
-            let chosen = index
-                .select(platform)
+            let chosen = platform
+                .select(&index)
                 .ok_or_else(|| RegistryError::NoPlatform {
                     platform: platform.to_string(),
                     available: index
-                        .manifests
+                        .manifests()
                         .iter()
-                        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+                        .filter_map(|d| Platform::of(d).map(|p| p.to_string()))
                         .collect::<Vec<_>>()
                         .join(", "),
-                })?
-                .clone();
-            let manifest = self.get_manifest(r, &chosen.digest).await?;
+                })?;
+            let manifest = self
+                .manifest(&r.clone_with_digest(chosen.digest().to_string()))
+                .await?;
             let parsed = parse_manifest(&manifest)?;
             Ok(Resolved {
-                index: Some(top),
+                index: Some((top, index)),
                 manifest,
                 parsed,
             })
@@ -262,268 +199,136 @@ impl RegistryClient {
         }
     }
 
-    /// Starts downloading blob `digest`; read the body with [`Response::chunk`].
-    pub async fn get_blob(&self, r: &Reference, digest: &str) -> Result<Response, RegistryError> {
-        let url = format!("{}/blobs/{digest}", self.base_url(r));
-        self.get(r, &url, None).await
-    }
-
-    /// Reads a whole (small) blob, checking its digest.
-    pub async fn get_blob_bytes(
+    /// Reads a whole (small) blob; oci-client checks its digest.
+    pub async fn blob_bytes(
         &self,
         r: &Reference,
-        digest: &str,
+        d: &Descriptor,
     ) -> Result<Vec<u8>, RegistryError> {
-        let bytes = self
-            .get_blob(r, digest)
-            .await?
-            .bytes()
+        let mut out = Vec::with_capacity(d.size().min(MAX_MANIFEST_BYTES as u64) as usize);
+        self.client
+            .pull_blob(r, d.digest().as_ref(), &mut out)
             .await
-            .map_err(|e| self.connect_error(r, &e))?;
-        let actual = oci::sha256_digest(&bytes);
-        if actual != digest {
-            return Err(RegistryError::DigestMismatch {
-                what: format!("blob {digest}"),
-                expected: digest.into(),
-                actual,
-            });
-        }
-        Ok(bytes.to_vec())
+            .map_err(|e| self.error(e))?;
+        Ok(out)
     }
 
-    /// GET with authentication: replays once after answering a 401 challenge.
-    async fn get(
+    /// Starts downloading a blob; the stream fails at its end if the digest does not match.
+    pub async fn blob_stream(
         &self,
         r: &Reference,
-        url: &str,
-        accept: Option<&str>,
-    ) -> Result<Response, RegistryError> {
-        let key = format!("{}/{}", r.api_host(), r.repository());
-        let cached = self.authorizations.lock().unwrap().get(&key).cloned();
-        let resp = self.send(r, url, accept, cached.as_ref()).await?;
-        if resp.status() != StatusCode::UNAUTHORIZED {
-            return check_status(resp, r, self).await;
-        }
-        let challenge = resp
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_challenge);
-        let header = match challenge {
-            Some(Challenge::Bearer(params)) => self.fetch_token(r, &params).await?,
-            Some(Challenge::Basic) => match self.basic_header(r) {
-                Some(h) => h,
-                None => return check_status(resp, r, self).await,
-            },
-            None => return check_status(resp, r, self).await,
-        };
-        let resp = self.send(r, url, accept, Some(&header)).await?;
-        if resp.status().is_success() {
-            self.authorizations.lock().unwrap().insert(key, header);
-        }
-        check_status(resp, r, self).await
-    }
-
-    async fn send(
-        &self,
-        r: &Reference,
-        url: &str,
-        accept: Option<&str>,
-        authorization: Option<&HeaderValue>,
-    ) -> Result<Response, RegistryError> {
-        let mut req = self.http.get(url);
-        if let Some(a) = accept {
-            req = req.header(ACCEPT, a);
-        }
-        if let Some(h) = authorization {
-            req = req.header(AUTHORIZATION, h.clone());
-        }
-        req.send().await.map_err(|e| self.connect_error(r, &e))
-    }
-
-    fn basic_header(&self, r: &Reference) -> Option<HeaderValue> {
-        let cred = self
-            .auth
-            .get(r.registry())
-            .or_else(|| self.auth.get(r.api_host()))?;
-        let token = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", cred.username, cred.password));
-        HeaderValue::from_str(&format!("Basic {token}")).ok()
-    }
-
-    /// Gets a bearer token from the challenge's realm, with basic credentials when configured.
-    async fn fetch_token(
-        &self,
-        r: &Reference,
-        params: &HashMap<String, String>,
-    ) -> Result<HeaderValue, RegistryError> {
-        let auth_err = |reason: String| RegistryError::Auth {
-            host: r.registry().to_string(),
-            reason,
-        };
-        let realm = params
-            .get("realm")
-            .ok_or_else(|| auth_err("the Bearer challenge has no realm".into()))?;
-        let scope = params
-            .get("scope")
-            .cloned()
-            .unwrap_or_else(|| format!("repository:{}:pull", r.repository()));
-        let mut query = vec![("scope", scope)];
-        if let Some(service) = params.get("service") {
-            query.push(("service", service.clone()));
-        }
-        let url = reqwest::Url::parse_with_params(realm, &query)
-            .map_err(|e| auth_err(format!("invalid realm '{realm}': {e}")))?;
-        let mut req = self.http.get(url);
-        if let Some(basic) = self.basic_header(r) {
-            req = req.header(AUTHORIZATION, basic);
-        }
-        let resp = req
-            .send()
+        d: &Descriptor,
+    ) -> Result<SizedStream, RegistryError> {
+        self.client
+            .pull_blob_stream(r, d.digest().as_ref())
             .await
-            .map_err(|e| auth_err(format!("token request to {realm}: {}", error_chain(&e))))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| auth_err(error_chain(&e)))?;
-        if !status.is_success() {
-            let (message, _) = registry_message(status, &body);
-            return Err(auth_err(format!(
-                "token service answered {}: {message}; check the credentials for {}",
-                status.as_u16(),
-                r.registry()
-            )));
-        }
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            #[serde(default)]
-            token: Option<String>,
-            #[serde(default)]
-            access_token: Option<String>,
-        }
-        let t: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| auth_err(format!("token response is not JSON: {e}")))?;
-        let token = t
-            .token
-            .filter(|s| !s.is_empty())
-            .or(t.access_token)
-            .ok_or_else(|| auth_err("token response has neither token nor access_token".into()))?;
-        HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| auth_err("token contains invalid characters".into()))
+            .map_err(|e| self.error(e))
     }
 
-    fn connect_error(&self, r: &Reference, e: &reqwest::Error) -> RegistryError {
+    /// The error for a download that broke off after it started.
+    pub fn broken_download(&self, d: &Descriptor, e: &std::io::Error) -> RegistryError {
         RegistryError::Connect {
-            host: r.api_host().to_string(),
-            reason: error_chain(e),
+            host: self.registry.clone(),
+            reason: format!("download of {} broke off: {}", d.digest(), error_chain(e)),
         }
     }
-}
 
-async fn check_status(
-    resp: Response,
-    r: &Reference,
-    client: &RegistryClient,
-) -> Result<Response, RegistryError> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
+    async fn manifest(&self, r: &Reference) -> Result<FetchedManifest, RegistryError> {
+        let (bytes, digest) = self
+            .client
+            .pull_manifest_raw(r, &self.auth, &oci::ACCEPTED_MANIFESTS)
+            .await
+            .map_err(|e| self.error(e))?;
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(invalid("manifest", "larger than 4 MiB"));
+        }
+        let media_type =
+            oci::media_type_of(&bytes).map_err(|e| invalid("manifest", &e.to_string()))?;
+        Ok(FetchedManifest {
+            media_type,
+            digest,
+            bytes: bytes.to_vec(),
+        })
     }
-    let body = resp.bytes().await.unwrap_or_default();
-    let (message, _code) = registry_message(status, &body);
-    let hint = if status == StatusCode::UNAUTHORIZED {
-        if client.basic_header(r).is_some() {
-            format!("; check the credentials for {}", r.registry())
-        } else {
-            format!(
+
+    fn error(&self, e: OciDistributionError) -> RegistryError {
+        let credentials_hint = || match self.auth {
+            OciAuth::Anonymous => format!(
                 "; add credentials for {} to the registry auth file",
-                r.registry()
-            )
-        }
-    } else {
-        String::new()
-    };
-    Err(RegistryError::Status {
-        status: status.as_u16(),
-        message,
-        hint,
-    })
-}
-
-/// The registry's own reason for an error: `errors[0].message` (and code) of its JSON body.
-fn registry_message(status: StatusCode, body: &[u8]) -> (String, String) {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        #[serde(default)]
-        errors: Vec<Item>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Item {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    if let Ok(b) = serde_json::from_slice::<Body>(body) {
-        if let Some(first) = b.errors.into_iter().next() {
-            let msg = if first.message.is_empty() {
-                first.code.to_lowercase().replace('_', " ")
+                self.registry
+            ),
+            _ => format!("; check the credentials for {}", self.registry),
+        };
+        let status = |status: u16, message: String| RegistryError::Status {
+            status,
+            hint: if status == 401 {
+                credentials_hint()
             } else {
-                first.message
-            };
-            return (msg, first.code);
+                String::new()
+            },
+            message,
+        };
+        match e {
+            OciDistributionError::RequestError(e) => RegistryError::Connect {
+                host: self.registry.clone(),
+                reason: error_chain(&e),
+            },
+            OciDistributionError::UnauthorizedError { .. } => {
+                status(401, "authentication required".into())
+            }
+            OciDistributionError::RegistryError { envelope, .. } => match envelope.errors.first() {
+                Some(first) => {
+                    let message = if first.message.is_empty() {
+                        format!("{:?}", first.code).to_lowercase()
+                    } else {
+                        first.message.clone()
+                    };
+                    status(status_of(&first.code), message)
+                }
+                None => status(400, "bad request".into()),
+            },
+            OciDistributionError::ServerError { code, .. } => {
+                let reason = reqwest::StatusCode::from_u16(code)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("error")
+                    .to_lowercase();
+                status(code, reason)
+            }
+            OciDistributionError::AuthenticationFailure(reason) => RegistryError::Auth {
+                host: self.registry.clone(),
+                reason: format!(
+                    "the token service refused: {}{}",
+                    reason.trim(),
+                    credentials_hint()
+                ),
+            },
+            OciDistributionError::RegistryTokenDecodeError(reason) => RegistryError::Auth {
+                host: self.registry.clone(),
+                reason: format!("the token response is not understood: {reason}"),
+            },
+            OciDistributionError::DigestError(e) => invalid("content", &e.to_string()),
+            other => invalid("response", &other.to_string()),
         }
     }
-    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
-    (reason, String::new())
 }
 
-/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
-fn parse_challenge(header: &str) -> Option<Challenge> {
-    let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => Some(Challenge::Basic),
-        "bearer" => Some(Challenge::Bearer(parse_params(rest))),
-        _ => None,
+/// The HTTP status the distribution spec gives each error code (oci-client keeps the code only).
+fn status_of(code: &OciErrorCode) -> u16 {
+    use OciErrorCode as C;
+    match code {
+        C::BlobUnknown
+        | C::BlobUploadUnknown
+        | C::ManifestBlobUnknown
+        | C::ManifestUnknown
+        | C::NameUnknown
+        | C::NotFound => 404,
+        C::Unauthorized => 401,
+        C::Denied => 403,
+        C::Unsupported => 405,
+        C::Toomanyrequests => 429,
+        _ => 400,
     }
-}
-
-/// `k="v",k2=v2` with quoted values that may contain commas.
-fn parse_params(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => {
-                        if let Some(n) = chars.next() {
-                            value.push(n)
-                        }
-                    }
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(c) = chars.peek() {
-                if *c == ',' {
-                    break;
-                }
-                value.push(*c);
-                chars.next();
-            }
-        }
-        out.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
-    }
-    out
 }
 
 fn parse_manifest(m: &FetchedManifest) -> Result<ImageManifest, RegistryError> {
@@ -535,6 +340,11 @@ fn invalid(what: &str, reason: &str) -> RegistryError {
         what: what.to_string(),
         reason: reason.to_string(),
     }
+}
+
+/// True when `host` is spoken to over plain HTTP: listed as insecure, or loopback.
+pub fn is_plain_http(insecure: &[String], host: &str) -> bool {
+    insecure.iter().any(|h| h == host) || is_loopback_host(host)
 }
 
 /// `localhost`, `127.0.0.0/8` and `[::1]`, with or without a port.
@@ -578,48 +388,36 @@ mod tests {
     }
 
     #[test]
-    fn bearer_challenge_params_are_parsed() {
-        let h = r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#;
-        let Some(Challenge::Bearer(p)) = parse_challenge(h) else {
-            panic!("not bearer")
-        };
-        assert_eq!(p["realm"], "https://auth.docker.io/token");
-        assert_eq!(p["service"], "registry.docker.io");
-        assert_eq!(p["scope"], "repository:library/busybox:pull,push");
-        assert!(matches!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        ));
-        assert!(parse_challenge("Negotiate x").is_none());
-    }
-
-    #[test]
-    fn registry_error_message_comes_from_json_body() {
-        let body =
-            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
-        assert_eq!(
-            registry_message(StatusCode::NOT_FOUND, body).0,
-            "manifest unknown"
-        );
-        assert_eq!(
-            registry_message(StatusCode::BAD_GATEWAY, b"<html>").0,
-            "bad gateway"
-        );
-        let e = RegistryError::Status {
-            status: 404,
-            message: "manifest unknown".into(),
-            hint: String::new(),
-        };
-        assert_eq!(e.to_string(), "manifest unknown (404 from registry)");
-    }
-
-    #[test]
     fn insecure_list_and_loopback_use_plain_http() {
-        let c =
-            RegistryClient::new(RegistryAuth::anonymous(), vec!["reg.lan:5000".into()]).unwrap();
-        assert!(c.is_plain_http("reg.lan:5000"));
-        assert!(c.is_plain_http("127.0.0.1:5000"));
-        assert!(!c.is_plain_http("reg.lan"));
-        assert!(!c.is_plain_http("ghcr.io"));
+        let insecure = ["reg.lan:5000".to_string()];
+        assert!(is_plain_http(&insecure, "reg.lan:5000"));
+        assert!(is_plain_http(&insecure, "127.0.0.1:5000"));
+        assert!(!is_plain_http(&insecure, "reg.lan"));
+        assert!(!is_plain_http(&insecure, "ghcr.io"));
+    }
+
+    #[test]
+    fn registry_errors_keep_the_registry_reason_and_the_spec_status() {
+        let r = voiyd_messages::image::parse("127.0.0.1:5000/a:1").unwrap();
+        let c = RegistryClient::new(&r, &RegistryAuth::anonymous(), &[]).unwrap();
+        let envelope: oci_client::errors::OciEnvelope = serde_json::from_str(
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#,
+        )
+        .unwrap();
+        let e = c.error(OciDistributionError::RegistryError {
+            envelope,
+            url: "u".into(),
+        });
+        assert_eq!(e.to_string(), "manifest unknown (404 from registry)");
+        let e = c.error(OciDistributionError::ServerError {
+            code: 502,
+            url: "u".into(),
+            message: "<html>".into(),
+        });
+        assert_eq!(e.to_string(), "bad gateway (502 from registry)");
+        let e = c.error(OciDistributionError::UnauthorizedError { url: "u".into() });
+        assert!(e
+            .to_string()
+            .ends_with("add credentials for 127.0.0.1:5000 to the registry auth file"));
     }
 }

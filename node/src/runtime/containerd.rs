@@ -7,7 +7,6 @@ use crate::containerd::client::Containerd;
 use crate::containerd::events::{TaskEvent, TaskEvents};
 use crate::decide::reconcile::{ContainerState, Desired};
 use crate::image::pull::{image_config_in, pull, PullOptions, PullPolicy, PulledImage};
-use crate::image::reference::Reference;
 use crate::logs::{self, Capture, Rotation, TaskPaths};
 use crate::network::Network;
 use crate::spec::{build_spec, ResolvedMount, SpecInput};
@@ -28,6 +27,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, Mutex};
+use voiyd_messages::image as reference;
 
 const LABEL_TASK: &str = "voiyd.task";
 const LABEL_UID: &str = "voiyd.uid";
@@ -323,7 +323,7 @@ impl ContainerdRuntime {
     }
 
     async fn image(&self, desired: &Desired) -> Result<PulledImage, RuntimeError> {
-        let name = Reference::parse(&desired.config.image)
+        let name = reference::parse(&desired.config.image)
             .map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))?
             .to_string();
         image_config_in(&self.cd, &name, &self.cfg.pull.snapshotter)
@@ -441,7 +441,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn pull(&self, desired: &Desired, progress: Progress) -> Result<(), RuntimeError> {
-        let reference = Reference::parse(&desired.config.image)
+        let reference = reference::parse(&desired.config.image)
             .map_err(|e| RuntimeError::new("PullFailed", e.to_string()))?;
         let mut opts = self.cfg.pull.clone();
         opts.policy = PullPolicy::resolve(&desired.config.pull_policy, &reference)

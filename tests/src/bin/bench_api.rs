@@ -135,9 +135,7 @@ async fn main() {
     }
     let ns = format!("voiyd-bench-{}", std::process::id());
     let addr = containerd.socket.to_str().unwrap().to_string();
-    let name = voiyd_node::image::Reference::parse(&image)
-        .unwrap()
-        .to_string();
+    let name = voiyd_messages::image::parse(&image).unwrap().to_string();
     let mut ctr_runs = Vec::new();
     for i in 0..runs {
         let s = Instant::now();
