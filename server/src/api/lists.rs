@@ -2,7 +2,7 @@
 //! [`voiyd_nats::chunks`]) so that a list of any size fits through NATS.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::service::resources;
 use crate::store::managed::Managed;
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use voiyd_messages::v1::{ContainerSet, EventsRequest, ListRequest, Node, Task, V
 use voiyd_nats::chunks;
 
 /// The reply chunks of a list of `kind`.
-pub async fn list(ctx: &Ctx, kind: &str, body: Bytes) -> Result<Vec<Bytes>, Failure> {
+pub async fn list(ctx: &Ctx, kind: &str, body: Bytes) -> Result<Vec<Bytes>, ServerError> {
     let limit = chunks::chunk_limit(ctx.client.server_info().max_payload);
     match kind {
         "tasks" => managed::<Task>(ctx, body, limit).await,
@@ -30,14 +30,18 @@ pub async fn list(ctx: &Ctx, kind: &str, body: Bytes) -> Result<Vec<Bytes>, Fail
         }
         "events" => {
             let req = EventsRequest::decode(body)?;
-            let list = ctx.events.list(&req).await.map_err(Failure::internal)?;
+            let list = ctx.events.list(&req).await.map_err(ServerError::internal)?;
             Ok(chunks::split(&list.items, limit))
         }
-        _ => Err(Failure::invalid(format!("unknown API kind `{kind}`"))),
+        _ => Err(ServerError::invalid(format!("unknown API kind `{kind}`"))),
     }
 }
 
-async fn managed<R: Managed>(ctx: &Ctx, body: Bytes, limit: usize) -> Result<Vec<Bytes>, Failure> {
+async fn managed<R: Managed>(
+    ctx: &Ctx,
+    body: Bytes,
+    limit: usize,
+) -> Result<Vec<Bytes>, ServerError> {
     let req = ListRequest::decode(body)?;
     let items = resources::list::<R>(ctx, &req).await?;
     Ok(chunks::split(&items, limit))

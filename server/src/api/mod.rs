@@ -5,7 +5,7 @@
 mod lists;
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::service::resources::{self, Change};
 use crate::service::{leases, nodes, tasks, tokens, volumes};
 use crate::store::managed::Managed;
@@ -83,13 +83,10 @@ async fn respond(ctx: &Ctx, kind: &str, verb: &str, req: Request) {
     let started = std::time::Instant::now();
     let body = req.message.payload.clone();
     let result = if body.len() > MAX_REQUEST_BYTES {
-        Err(Failure {
-            code: ErrorCode::TooLarge,
-            message: format!(
-                "request is {} bytes, more than the limit of {MAX_REQUEST_BYTES}: split it up",
-                body.len()
-            ),
-        })
+        Err(ServerError::too_large(format!(
+            "request is {} bytes, more than the limit of {MAX_REQUEST_BYTES}: split it up",
+            body.len()
+        )))
     } else if verb == "list" {
         lists::list(ctx, kind, body).await
     } else {
@@ -97,31 +94,29 @@ async fn respond(ctx: &Ctx, kind: &str, verb: &str, req: Request) {
     };
     let result = result.and_then(|chunks| {
         if chunks.len() > 1 && !accepts_chunks(&req) {
-            return Err(Failure {
-                code: ErrorCode::TooLarge,
-                message: format!(
-                    "the {kind} list needs {} replies and this client reads only one: upgrade it, or narrow the list with a selector",
-                    chunks.len()
-                ),
-            });
+            return Err(ServerError::too_large(format!(
+                "the {kind} list needs {} replies and this client reads only one: upgrade it, or narrow the list with a selector",
+                chunks.len()
+            )));
         }
         Ok(chunks)
     });
     let code = result
         .as_ref()
         .map(|_| 200)
-        .unwrap_or_else(|f| f.code as u16);
+        .unwrap_or_else(|f| f.code() as u16);
     crate::metrics::record_request(kind, verb, code, started.elapsed());
     let sent = match result {
         Ok(chunks) if chunks.len() > 1 => send_chunks(ctx, &req, chunks).await,
         Ok(mut chunks) => req.respond(Ok(chunks.pop().unwrap_or_default())).await,
         Err(f) => {
-            if f.code == ErrorCode::Internal || f.code == ErrorCode::Unavailable {
-                tracing::warn!(kind, verb, error = %f.message, "request failed");
+            let code = f.code();
+            if code == ErrorCode::Internal || code == ErrorCode::Unavailable {
+                tracing::warn!(kind, verb, error = %f.message(), "request failed");
             } else {
-                tracing::debug!(kind, verb, error = %f.message, "request refused");
+                tracing::debug!(kind, verb, error = %f.message(), "request refused");
             }
-            req.respond(Err(service_error(f.code, f.message))).await
+            req.respond(Err(service_error(code, f.message()))).await
         }
     };
     if let Err(e) = sent {
@@ -163,12 +158,12 @@ fn encode<M: Message>(m: M) -> Bytes {
     Bytes::from(m.encode_to_vec())
 }
 
-fn decode<M: Message + Default>(body: Bytes) -> Result<M, Failure> {
+fn decode<M: Message + Default>(body: Bytes) -> Result<M, ServerError> {
     Ok(M::decode(body)?)
 }
 
 /// An update or a patch, decoded.
-fn change<R: Managed>(verb: &str, body: Bytes) -> Result<Change<R>, Failure> {
+fn change<R: Managed>(verb: &str, body: Bytes) -> Result<Change<R>, ServerError> {
     Ok(match verb {
         "patch" => Change::Patch(decode(body)?),
         _ => Change::Replace(decode(body)?),
@@ -176,7 +171,7 @@ fn change<R: Managed>(verb: &str, body: Bytes) -> Result<Change<R>, Failure> {
 }
 
 /// Dispatches one request: decode, call the service, encode.
-async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<Bytes, Failure> {
+async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<Bytes, ServerError> {
     match kind {
         "tasks" => match verb {
             "start" | "stop" | "kill" => tasks::action(ctx, verb, &decode(body)?).await.map(encode),
@@ -198,11 +193,11 @@ async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<Bytes,
         },
         "sets" => crud::<ContainerSet>(ctx, verb, body).await,
         "leases" if verb == "get" => leases::get(ctx, &decode(body)?).await.map(encode),
-        _ => Err(Failure::invalid(format!("unknown API kind `{kind}`"))),
+        _ => Err(ServerError::invalid(format!("unknown API kind `{kind}`"))),
     }
 }
 
-async fn crud<R: Managed>(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Bytes, Failure> {
+async fn crud<R: Managed>(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Bytes, ServerError> {
     match verb {
         "create" => resources::create::<R>(ctx, decode(body)?).await.map(encode),
         "get" => resources::get::<R>(ctx, &decode(body)?).await.map(encode),
@@ -214,7 +209,7 @@ async fn crud<R: Managed>(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Bytes, F
                 .await
                 .map(|_| encode(resources::deleted(&req.name)))
         }
-        _ => Err(Failure::invalid(format!(
+        _ => Err(ServerError::invalid(format!(
             "unknown verb `{verb}` for {}",
             R::KIND.plural()
         ))),

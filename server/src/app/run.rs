@@ -188,7 +188,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 a.clone(),
             ));
             a.register_local_admin(&js).await.map_err(|f| {
-                anyhow::anyhow!("cannot register the local admin key: {}", f.message)
+                anyhow::anyhow!("cannot register the local admin key: {}", f.message())
             })?;
             let mut sys = opts.clone();
             sys.name = format!("voiyd-server {} system", cfg.id);
@@ -285,12 +285,12 @@ async fn upkeep(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: v
             continue;
         }
         if let Err(e) = failover::mark_lost_nodes(&ctx, node_timeout, &observed_from).await {
-            tracing::warn!(error = %e.message, "node check failed");
+            tracing::warn!(error = %e.message(), "node check failed");
         }
         failover::evacuate(&ctx).await;
         sets::reconcile_all(&ctx).await;
         if let Err(e) = placer::place_pending(&ctx).await {
-            tracing::warn!(error = %e.message, "placing pending tasks failed");
+            tracing::warn!(error = %e.message(), "placing pending tasks failed");
         }
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();

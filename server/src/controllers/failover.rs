@@ -5,7 +5,7 @@
 //! once: a task moves only if its status still names the node it is moved from.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::schedule::liveness::{evacuation_reason, is_lost, lease_due, DRAIN_LABEL};
 use crate::store::status;
 use async_nats::jetstream::kv;
@@ -111,7 +111,7 @@ pub async fn mark_lost_nodes(
     ctx: &Ctx,
     timeout: Duration,
     observed_from: &Timestamp,
-) -> Result<(), Failure> {
+) -> Result<(), ServerError> {
     let now = millis(&voiyd_messages::time::now());
     let from = millis(observed_from);
     for n in ctx.view.nodes() {
@@ -183,7 +183,7 @@ pub async fn evacuate(ctx: &Ctx) -> usize {
             match move_task(ctx, &task, &n.candidate.name, reason).await {
                 Ok(true) => moved += 1,
                 Ok(false) => {}
-                Err(e) => tracing::warn!(%task, error = %e.message, "cannot move task"),
+                Err(e) => tracing::warn!(%task, error = %e.message(), "cannot move task"),
             }
         }
     }
@@ -203,7 +203,12 @@ async fn node_record_exists(ctx: &Ctx, node: &str) -> bool {
 /// Moves `task` off `from` if its status still says it is there: the status is reset
 /// to Pending with the reschedule counted (CAS), the old node's work is removed and
 /// the task is placed again. Returns whether this call moved it.
-pub async fn move_task(ctx: &Ctx, task: &str, from: &str, reason: &str) -> Result<bool, Failure> {
+pub async fn move_task(
+    ctx: &Ctx,
+    task: &str,
+    from: &str,
+    reason: &str,
+) -> Result<bool, ServerError> {
     let Some(v) = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task).await? else {
         return Ok(false);
     };
@@ -237,7 +242,7 @@ pub async fn move_task(ctx: &Ctx, task: &str, from: &str, reason: &str) -> Resul
         .await;
     match crate::service::assign::sync_task(ctx, task, false).await {
         Ok(_) => {}
-        Err(e) if e.code == voiyd_nats::api::ErrorCode::NotFound => {}
+        Err(e) if e.code() == voiyd_nats::api::ErrorCode::NotFound => {}
         Err(e) => return Err(e),
     }
     Ok(true)

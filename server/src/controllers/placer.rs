@@ -2,7 +2,7 @@
 //! create or move left half-done (work missing, a notice lost, a spec never placed).
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::service::assign::sync_task;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ const RETRY_PENDING_EVERY: Duration = Duration::from_secs(10);
 
 /// Retries placement of every task still waiting for a node. Tasks the view says
 /// still cannot be placed, and that already carry that explanation, cost no I/O.
-pub async fn place_pending(ctx: &Ctx) -> Result<usize, Failure> {
+pub async fn place_pending(ctx: &Ctx) -> Result<usize, ServerError> {
     if !ctx.view.wait_ready(Duration::from_millis(1)).await {
         return Ok(0);
     }
@@ -25,7 +25,7 @@ pub async fn place_pending(ctx: &Ctx) -> Result<usize, Failure> {
             match sync_task(ctx, &name, false).await {
                 Ok(t) => usize::from(t.status.is_some_and(|s| !s.node.is_empty())),
                 Err(e) => {
-                    tracing::debug!(task = %name, error = %e.message, "pending task not placed");
+                    tracing::debug!(task = %name, error = %e.message(), "pending task not placed");
                     0
                 }
             }
@@ -71,7 +71,7 @@ pub async fn repair_scheduled(
         tracing::warn!(%task, %node, "scheduled task has no work: writing it again");
         match sync_task(ctx, &task, false).await {
             Ok(_) => repaired += 1,
-            Err(e) => tracing::warn!(%task, error = %e.message, "cannot write the missing work"),
+            Err(e) => tracing::warn!(%task, error = %e.message(), "cannot write the missing work"),
         }
     }
     // Specs stored without a placement: place them (each once per grace).
@@ -83,7 +83,7 @@ pub async fn repair_scheduled(
         tracing::warn!(%task, "task stored without a placement: placing it");
         match sync_task(ctx, &task, false).await {
             Ok(_) => repaired += 1,
-            Err(e) => tracing::warn!(%task, error = %e.message, "cannot place the task"),
+            Err(e) => tracing::warn!(%task, error = %e.message(), "cannot place the task"),
         }
     }
     checked.retain(|_, at| at.elapsed() < SCHEDULED_GRACE);

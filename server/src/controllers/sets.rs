@@ -14,7 +14,7 @@
 
 use crate::cache::view::{TaskEntry, PLACEMENT_LABEL};
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::schedule::sets::{
     condition, index_of, plan, remember, secs_since, template_hash, Limits, Member,
     DEFAULT_PROGRESS_DEADLINE_SECS, HASH_LABEL, SET_LABEL,
@@ -72,7 +72,7 @@ pub async fn reconcile_all(ctx: &Ctx) {
     for set in sets {
         let tasks = by_set.remove(set.name()).unwrap_or_default();
         if let Err(e) = reconcile(ctx, &set, &tasks).await {
-            tracing::warn!(set = set.name(), error = %e.message, "set not reconciled");
+            tracing::warn!(set = set.name(), error = %e.message(), "set not reconciled");
         }
     }
     // What is left belongs to deleted sets.
@@ -90,7 +90,7 @@ async fn delete_task(ctx: &Ctx, task: &str) {
         ..Default::default()
     };
     if let Err(e) = tasks::delete(ctx, &req).await {
-        tracing::debug!(%task, error = %e.message, "task not deleted");
+        tracing::debug!(%task, error = %e.message(), "task not deleted");
     }
 }
 
@@ -117,7 +117,7 @@ async fn create_task(ctx: &Ctx, set: &ContainerSet, hash: &str, index: u32) {
         status: None,
     };
     if let Err(e) = tasks::create(ctx, task).await {
-        tracing::debug!(task = %name, error = %e.message, "set task not created");
+        tracing::debug!(task = %name, error = %e.message(), "set task not created");
     }
 }
 
@@ -125,7 +125,7 @@ async fn reconcile(
     ctx: &Ctx,
     set: &ContainerSet,
     tasks: &[(String, TaskEntry)],
-) -> Result<(), Failure> {
+) -> Result<(), ServerError> {
     let now = voiyd_messages::time::now();
     let template = set.template.clone().unwrap_or_default();
     let hash = template_hash(&template);

@@ -48,7 +48,7 @@ pub async fn run_once(ctx: &Ctx, sweep: &mut Sweep) -> usize {
     for task in sweep.missing(&entries, &ctx.view.running_placements()) {
         tracing::warn!(%task, "work missing for a placed task: writing it again");
         if let Err(e) = crate::service::assign::sync_task(ctx, &task, false).await {
-            tracing::warn!(%task, error = %e.message, "cannot write the missing work");
+            tracing::warn!(%task, error = %e.message(), "cannot write the missing work");
         }
     }
     let mut removed = 0;

@@ -3,7 +3,7 @@
 //! the node that holds the task may speak about it.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::store::managed::Managed;
 use crate::store::status;
 use futures::StreamExt;
@@ -24,7 +24,7 @@ pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats:
         let ctx = ctx.clone();
         tokio::spawn(async move {
             if let Err(e) = record(&ctx, &msg).await {
-                tracing::debug!(subject = %msg.subject, error = %e.message, "node event dropped");
+                tracing::debug!(subject = %msg.subject, error = %e.message(), "node event dropped");
             }
         });
     }
@@ -32,17 +32,17 @@ pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats:
 }
 
 /// Checks one report and records it as an event.
-pub async fn record(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> {
+pub async fn record(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerError> {
     let node = names::node::node_of(&msg.subject).unwrap_or_default();
     let r = NodeEventReport::decode(msg.payload.clone())?;
     if r.node != node {
-        return Err(Failure::invalid(format!(
+        return Err(ServerError::invalid(format!(
             "node {node} reported an event as {}",
             r.node
         )));
     }
     if !NODE_EVENT_TYPES.contains(&r.r#type.as_str()) {
-        return Err(Failure::invalid(format!(
+        return Err(ServerError::invalid(format!(
             "unknown event type `{}`",
             r.r#type
         )));

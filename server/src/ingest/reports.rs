@@ -2,7 +2,7 @@
 //! it Ready; task status reports are accepted only from the node that holds the task.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::store::managed::Managed;
 use crate::store::status;
 use futures::StreamExt;
@@ -52,7 +52,7 @@ pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats:
             loop {
                 let (_, msg) = beats.take().await;
                 if let Err(e) = heartbeat(&ctx, &msg).await {
-                    tracing::warn!(subject = %msg.subject, error = %e.message, "heartbeat dropped");
+                    tracing::warn!(subject = %msg.subject, error = %e.message(), "heartbeat dropped");
                 }
             }
         });
@@ -63,7 +63,7 @@ pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats:
             loop {
                 let (_, msg) = reports.take().await;
                 if let Err(e) = task_status(&ctx, &msg).await {
-                    tracing::warn!(subject = %msg.subject, error = %e.message, "status report dropped");
+                    tracing::warn!(subject = %msg.subject, error = %e.message(), "status report dropped");
                 }
             }
         });
@@ -92,11 +92,11 @@ pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats:
 }
 
 /// Registers the node on first sight, then records its status.
-async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> {
+async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerError> {
     let node_name = names::node::node_of(&msg.subject).unwrap_or_default();
     let report = NodeStatusReport::decode(msg.payload.clone())?;
     if report.node != node_name {
-        return Err(Failure::invalid(format!(
+        return Err(ServerError::invalid(format!(
             "node {node_name} sent a heartbeat for {}",
             report.node
         )));
@@ -142,7 +142,7 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
             config: Some(NodeConfig::default()),
             status: None,
         };
-        node.validate().map_err(Failure::invalid)?;
+        node.validate().map_err(ServerError::invalid)?;
         match store.create(&node).await {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => joined = true,
             Err(e) => return Err(e.into()),
@@ -194,14 +194,14 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> 
             )
             .await;
         if let Err(e) = crate::controllers::placer::place_pending(ctx).await {
-            tracing::warn!(error = %e.message, "placing pending tasks failed");
+            tracing::warn!(error = %e.message(), "placing pending tasks failed");
         }
     }
     Ok(())
 }
 
 /// Folds one task status report in, if the reporting node holds the task.
-async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure> {
+async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerError> {
     let node_name = names::node::node_of(&msg.subject).unwrap_or_default();
     let report = TaskStatusReport::decode(msg.payload.clone())?;
     for attempt in 0..5 {
@@ -316,7 +316,7 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), Failure
             return Ok(());
         }
     }
-    Err(Failure::conflict(format!(
+    Err(ServerError::conflict(format!(
         "status of task {} kept changing",
         report.task
     )))

@@ -146,7 +146,7 @@ async fn answer(
                 Ok(None) => {
                     Err("this nkey is not registered (revoked, or never joined)".to_string())
                 }
-                Err(f) => Err(format!("credentials unavailable: {}", f.message)),
+                Err(f) => Err(format!("credentials unavailable: {}", f.message())),
             }
         }
         Claim::Unknown(why) => Err(why.to_string()),

@@ -8,7 +8,7 @@
 //! Revoking a node deletes its key and disconnects its connections through the system
 //! account, on whichever nats-server they are.
 
-use crate::error::Failure;
+use crate::error::ServerError;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::io::Write;
@@ -166,7 +166,7 @@ impl AuthManager {
     pub(crate) async fn creds(
         &self,
         js: &async_nats::jetstream::Context,
-    ) -> Result<&voiyd_nats::TypedKv<Credential>, Failure> {
+    ) -> Result<&voiyd_nats::TypedKv<Credential>, ServerError> {
         self.creds.get_or_try_init(|| creds_kv(js)).await
     }
 
@@ -174,7 +174,7 @@ impl AuthManager {
     pub async fn register_local_admin(
         &self,
         js: &async_nats::jetstream::Context,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), ServerError> {
         let creds = self.creds(js).await?;
         let key = names::admin_credential_key(&self.local_admin_name());
         if let Some((c, _)) = creds.get(&key).await? {
@@ -202,11 +202,11 @@ impl AuthManager {
         js: &async_nats::jetstream::Context,
         nkey: &str,
         hint: Option<Holder>,
-    ) -> Result<Option<Holder>, Failure> {
+    ) -> Result<Option<Holder>, ServerError> {
         let creds = self.creds(js).await?;
         let confirm = |h: Holder| async move {
             let found = creds.get(&h.key()).await?;
-            Ok::<_, Failure>(found.filter(|(c, _)| c.public_key == nkey).map(|_| h))
+            Ok::<_, ServerError>(found.filter(|(c, _)| c.public_key == nkey).map(|_| h))
         };
         if let Some(h) = hint {
             if let Some(h) = confirm(h).await? {
@@ -249,7 +249,7 @@ impl AuthManager {
 
     /// Disconnects every connection of `holder`, on every nats-server of the cluster;
     /// returns how many were closed. Without a system connection there is nothing to do.
-    pub async fn disconnect(&self, holder: &Holder) -> Result<usize, Failure> {
+    pub async fn disconnect(&self, holder: &Holder) -> Result<usize, ServerError> {
         let Some(sys) = self.system.get() else {
             return Ok(0);
         };
@@ -292,15 +292,15 @@ async fn gather(
     sys: &async_nats::Client,
     subject: &str,
     body: String,
-) -> Result<Vec<serde_json::Value>, Failure> {
+) -> Result<Vec<serde_json::Value>, ServerError> {
     let inbox = sys.new_inbox();
     let mut sub = sys
         .subscribe(inbox.clone())
         .await
-        .map_err(|e| Failure::internal(format!("cannot ask the NATS servers: {e}")))?;
+        .map_err(|e| ServerError::failed("cannot ask the NATS servers", e))?;
     sys.publish_with_reply(subject.to_string(), inbox, body.into())
         .await
-        .map_err(|e| Failure::internal(format!("cannot ask the NATS servers: {e}")))?;
+        .map_err(|e| ServerError::failed("cannot ask the NATS servers", e))?;
     let deadline = tokio::time::Instant::now() + GATHER;
     let mut out = Vec::new();
     while let Ok(Some(m)) = tokio::time::timeout_at(deadline, sub.next()).await {
@@ -322,21 +322,21 @@ fn random_hex(n: usize) -> anyhow::Result<String> {
 
 pub(crate) async fn creds_kv(
     js: &async_nats::jetstream::Context,
-) -> Result<voiyd_nats::TypedKv<Credential>, Failure> {
+) -> Result<voiyd_nats::TypedKv<Credential>, ServerError> {
     let kv = js
         .get_key_value(names::BUCKET_CREDENTIALS)
         .await
-        .map_err(|e| Failure::internal(format!("cannot open bucket voiyd_credentials: {e}")))?;
+        .map_err(|e| ServerError::failed("cannot open bucket voiyd_credentials", e))?;
     Ok(voiyd_nats::TypedKv::new(kv, "credential"))
 }
 
 pub(crate) async fn tokens_kv(
     js: &async_nats::jetstream::Context,
-) -> Result<voiyd_nats::TypedKv<JoinToken>, Failure> {
+) -> Result<voiyd_nats::TypedKv<JoinToken>, ServerError> {
     let kv = js
         .get_key_value(names::BUCKET_JOIN_TOKENS)
         .await
-        .map_err(|e| Failure::internal(format!("cannot open bucket voiyd_join_tokens: {e}")))?;
+        .map_err(|e| ServerError::failed("cannot open bucket voiyd_join_tokens", e))?;
     Ok(voiyd_nats::TypedKv::new(kv, "join token"))
 }
 

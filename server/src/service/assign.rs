@@ -7,7 +7,7 @@
 //! [`crate::cache::view::View`], kept current by watches.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::service::resources;
 use crate::store::managed::Managed;
 use crate::store::status;
@@ -24,7 +24,7 @@ const VIEW_WAIT: Duration = Duration::from_secs(10);
 
 /// Places the task if it has no node yet, then writes its node's work. Returns the
 /// task with its current status.
-pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, Failure> {
+pub async fn sync_task(ctx: &Ctx, name: &str, kill: bool) -> Result<Task, ServerError> {
     let task = resources::fetch::<Task>(ctx, name).await?;
     sync_fetched(ctx, task, kill, true).await
 }
@@ -36,7 +36,7 @@ pub async fn sync_fetched(
     task: Task,
     kill: bool,
     status_may_exist: bool,
-) -> Result<Task, Failure> {
+) -> Result<Task, ServerError> {
     let name = task.name().to_string();
     let mut read_status = status_may_exist;
     for _ in 0..8 {
@@ -57,10 +57,9 @@ pub async fn sync_fetched(
             return Ok(t);
         }
         if !ctx.view.wait_ready(VIEW_WAIT).await {
-            return Err(Failure {
-                code: voiyd_nats::api::ErrorCode::Unavailable,
-                message: "the scheduler is still reading the cluster state: retry".into(),
-            });
+            return Err(ServerError::unavailable(
+                "the scheduler is still reading the cluster state: retry",
+            ));
         }
         match ctx.view.reserve(&task) {
             Ok(node) => {
@@ -131,13 +130,13 @@ pub async fn sync_fetched(
         }
         // Someone else wrote the status first: read again and follow their decision.
     }
-    Err(Failure::conflict(format!(
+    Err(ServerError::conflict(format!(
         "task {name} is being changed by others too often: retry"
     )))
 }
 
 /// Writes `task`'s work on `node`; returns the entry's revision.
-async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<u64, Failure> {
+async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<u64, ServerError> {
     let a = Assignment {
         task: Some(task.clone()),
         kill,
@@ -153,7 +152,7 @@ async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<u6
 /// rewritten since (by a server that placed the task on that node anew: that work is
 /// current). Whoever moves a task removes the old node's work after its status write;
 /// this covers a write that lands after that.
-async fn confirm_work(ctx: &Ctx, node: &str, task: &str, written: u64) -> Result<(), Failure> {
+async fn confirm_work(ctx: &Ctx, node: &str, task: &str, written: u64) -> Result<(), ServerError> {
     let now = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task).await?;
     if now.is_none_or(|v| v.status.node != node) {
         tracing::debug!(%task, %node, "task moved while its work was written; removing it");

@@ -3,23 +3,23 @@
 //! leases (`task.<task>`).
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use prost::Message;
 use voiyd_messages::v1::{GetRequest, Lease};
 use voiyd_nats::{names, RawKv};
 
 /// Reads one lease by key.
-async fn read(ctx: &Ctx, key: String) -> Result<Option<Lease>, Failure> {
+async fn read(ctx: &Ctx, key: String) -> Result<Option<Lease>, ServerError> {
     match ctx.cluster.leases.get(&key).await {
         Ok(Some(v)) => Ok(Lease::decode(v).ok()),
         Ok(None) => Ok(None),
-        Err(e) => Err(Failure::internal(format!("cannot read lease {key}: {e}"))),
+        Err(e) => Err(ServerError::failed(format!("cannot read lease {key}"), e)),
     }
 }
 
 /// Answers `leases.get`: `NAME` is a task lease; `node.NAME` (as listed) or a node name
 /// a node's.
-pub async fn get(ctx: &Ctx, req: &GetRequest) -> Result<Lease, Failure> {
+pub async fn get(ctx: &Ctx, req: &GetRequest) -> Result<Lease, ServerError> {
     let mut lease = read(ctx, names::task_lease_key(&req.name)).await?;
     if lease.is_none() {
         let key = match req.name.strip_prefix("node.") {
@@ -29,7 +29,7 @@ pub async fn get(ctx: &Ctx, req: &GetRequest) -> Result<Lease, Failure> {
         lease = read(ctx, key).await?;
     }
     let lease = lease.ok_or_else(|| {
-        Failure::not_found(format!(
+        ServerError::not_found(format!(
             "lease {} not found: `voiydctl get leases` lists them",
             req.name
         ))
@@ -39,12 +39,12 @@ pub async fn get(ctx: &Ctx, req: &GetRequest) -> Result<Lease, Failure> {
 
 /// Answers `leases.list`: every node and task lease, in one snapshot read of the bucket,
 /// sorted by task then name.
-pub async fn list(ctx: &Ctx) -> Result<Vec<Lease>, Failure> {
+pub async fn list(ctx: &Ctx) -> Result<Vec<Lease>, ServerError> {
     let raw = RawKv::new(ctx.cluster.leases.clone(), "leases");
     let entries = raw
         .entries(">")
         .await
-        .map_err(|e| Failure::internal(format!("cannot list leases: {e}")))?;
+        .map_err(|e| ServerError::failed("cannot list leases", e))?;
     let mut items: Vec<Lease> = entries
         .into_iter()
         .filter(|(k, _, _)| k.starts_with("task.") || k.starts_with("node."))

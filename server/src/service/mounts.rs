@@ -2,7 +2,7 @@
 //! is stored, and the stored volumes that travel in a task's work.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::store::managed::Managed;
 use std::any::Any;
 use voiyd_messages::v1::{ContainerSet, Task, TaskConfig, Volume};
@@ -30,7 +30,10 @@ pub fn volumes_in(config: &TaskConfig) -> Vec<String> {
 /// Refuses a task or container set whose config mounts a volume that does not exist:
 /// the node would otherwise create an empty host-local directory nobody asked for.
 /// Other kinds pass.
-pub async fn require_mounted(ctx: &Ctx, resource: &(dyn Any + Send + Sync)) -> Result<(), Failure> {
+pub async fn require_mounted(
+    ctx: &Ctx,
+    resource: &(dyn Any + Send + Sync),
+) -> Result<(), ServerError> {
     let config = if let Some(t) = resource.downcast_ref::<Task>() {
         t.config.as_ref()
     } else if let Some(s) = resource.downcast_ref::<ContainerSet>() {
@@ -44,7 +47,7 @@ pub async fn require_mounted(ctx: &Ctx, resource: &(dyn Any + Send + Sync)) -> R
     let store = Volume::store(&ctx.cluster);
     for name in volumes_in(config) {
         if store.get(&name).await?.is_none() {
-            return Err(Failure::invalid(missing_volume(&name)));
+            return Err(ServerError::invalid(missing_volume(&name)));
         }
     }
     Ok(())
@@ -59,7 +62,7 @@ pub fn missing_volume(name: &str) -> String {
 }
 
 /// The stored volumes a task mounts (those that exist), for its assignment.
-pub async fn for_task(ctx: &Ctx, task: &Task) -> Result<Vec<Volume>, Failure> {
+pub async fn for_task(ctx: &Ctx, task: &Task) -> Result<Vec<Volume>, ServerError> {
     let store = Volume::store(&ctx.cluster);
     let mut out = Vec::new();
     for name in mounted(task) {
@@ -72,7 +75,7 @@ pub async fn for_task(ctx: &Ctx, task: &Task) -> Result<Vec<Volume>, Failure> {
 }
 
 /// The names of the tasks that mount `volume`.
-pub async fn users(ctx: &Ctx, volume: &str) -> Result<Vec<String>, Failure> {
+pub async fn users(ctx: &Ctx, volume: &str) -> Result<Vec<String>, ServerError> {
     Ok(Task::store(&ctx.cluster)
         .list()
         .await?

@@ -1,7 +1,7 @@
 //! `delete node`: forgetting a node so that its still-running agent cannot bring it back.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::service::resources;
 use crate::store::status;
 use prost::Message;
@@ -16,7 +16,7 @@ use voiyd_nats::names;
 /// An agent still running must not register the node again: its session is recorded
 /// as deleted *before* the record goes, so a heartbeat landing at any point of the
 /// deletion is shut out (a restarted agent has a new session and joins again).
-pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, Failure> {
+pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, ServerError> {
     let revoked = crate::service::tokens::revoke(ctx, req).await?;
     let session = status::read::<Node>(&ctx.status, &req.name)
         .await?
@@ -27,7 +27,7 @@ pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, Failu
         Some(session) => {
             remember_deleted(ctx, &req.name, session.clone()).await;
             let r = resources::delete_keeping_status::<Node>(ctx, req).await;
-            if r.as_ref().is_err_and(|f| f.code != ErrorCode::NotFound) {
+            if r.as_ref().is_err_and(|f| f.code() != ErrorCode::NotFound) {
                 // Not deleted after all (a conflict): let its heartbeats in again.
                 status::remove::<Node>(&ctx.status, &req.name).await;
             }
@@ -36,7 +36,7 @@ pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, Failu
         None => resources::delete::<Node>(ctx, req).await,
     };
     match deleted {
-        Err(f) if f.code == ErrorCode::NotFound && (revoked || session.is_some()) => {}
+        Err(f) if f.code() == ErrorCode::NotFound && (revoked || session.is_some()) => {}
         other => {
             other?;
         }

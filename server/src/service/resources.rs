@@ -1,7 +1,7 @@
 //! Create, get, list, update, patch and delete, the same for every managed kind.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::service::merge_patch;
 use crate::store::managed::Managed;
 use crate::store::status;
@@ -24,13 +24,13 @@ fn label(kind: &str, name: &str) -> String {
 }
 
 /// Fills the version a manifest may leave out and refuses one of another kind.
-fn check_version<R: Managed>(r: &mut R) -> Result<(), Failure> {
+fn check_version<R: Managed>(r: &mut R) -> Result<(), ServerError> {
     let want = R::KIND.manifest_version();
     let v = r.version_mut();
     if v.is_empty() {
         *v = want.to_string();
     } else if v != want {
-        return Err(Failure::invalid(format!(
+        return Err(ServerError::invalid(format!(
             "{} has version `{v}`, but this request is for {want}",
             R::KIND
         )));
@@ -39,21 +39,21 @@ fn check_version<R: Managed>(r: &mut R) -> Result<(), Failure> {
 }
 
 /// Validates the resource of a create or update request.
-fn admit_resource<R: Managed>(ctx: &Ctx, mut r: R) -> Result<R, Failure> {
+fn admit_resource<R: Managed>(ctx: &Ctx, mut r: R) -> Result<R, ServerError> {
     check_version(&mut r)?;
-    r.validate().map_err(Failure::invalid)?;
+    r.validate().map_err(ServerError::invalid)?;
     admit(ctx, &r)?;
     r.clear_status();
     Ok(r)
 }
 
 /// The cluster policy (`--allow-privileged` and co.), after validation, before writing.
-fn admit<R: Managed>(ctx: &Ctx, r: &R) -> Result<(), Failure> {
-    ctx.policy.admit(r).map_err(Failure::invalid)
+fn admit<R: Managed>(ctx: &Ctx, r: &R) -> Result<(), ServerError> {
+    ctx.policy.admit(r).map_err(ServerError::invalid)
 }
 
 /// Creates a resource with server-assigned uid, timestamps and generation 1.
-pub async fn create<R: Managed>(ctx: &Ctx, r: R) -> Result<R, Failure> {
+pub async fn create<R: Managed>(ctx: &Ctx, r: R) -> Result<R, ServerError> {
     let mut r: R = admit_resource(ctx, r)?;
     crate::service::mounts::require_mounted(ctx, &r).await?;
     let now = voiyd_messages::time::now();
@@ -67,7 +67,7 @@ pub async fn create<R: Managed>(ctx: &Ctx, r: R) -> Result<R, Failure> {
         .create(&r)
         .await
         .map_err(|e| match e {
-            StoreError::AlreadyExists { .. } => Failure::conflict(format!(
+            StoreError::AlreadyExists { .. } => ServerError::conflict(format!(
                 "{} already exists: use `voiydctl apply` to change it, or delete it first",
                 label(R::KIND.singular(), r.name())
             )),
@@ -87,19 +87,22 @@ pub async fn create<R: Managed>(ctx: &Ctx, r: R) -> Result<R, Failure> {
 }
 
 /// Reads one resource with its status.
-pub async fn get<R: Managed>(ctx: &Ctx, req: &GetRequest) -> Result<R, Failure> {
+pub async fn get<R: Managed>(ctx: &Ctx, req: &GetRequest) -> Result<R, ServerError> {
     let mut r = fetch::<R>(ctx, &req.name).await?;
     r.set_status(status::read::<R>(&ctx.status, &req.name).await?);
     Ok(r)
 }
 
 /// Reads one stored spec, or a 404 that says how to list what exists.
-pub async fn fetch<R: Managed>(ctx: &Ctx, name: &str) -> Result<R, Failure> {
+pub async fn fetch<R: Managed>(ctx: &Ctx, name: &str) -> Result<R, ServerError> {
     if name.is_empty() {
-        return Err(Failure::invalid(format!("a {} name is required", R::KIND)));
+        return Err(ServerError::invalid(format!(
+            "a {} name is required",
+            R::KIND
+        )));
     }
     R::store(&ctx.cluster).get(name).await?.ok_or_else(|| {
-        Failure::not_found(format!(
+        ServerError::not_found(format!(
             "{} not found: `voiydctl get {}` lists what exists",
             label(R::KIND.singular(), name),
             R::KIND.plural()
@@ -109,7 +112,7 @@ pub async fn fetch<R: Managed>(ctx: &Ctx, name: &str) -> Result<R, Failure> {
 
 /// Lists resources matching the request's label and field selectors, sorted by name,
 /// with their status.
-pub async fn list<R: Managed>(ctx: &Ctx, req: &ListRequest) -> Result<Vec<R>, Failure> {
+pub async fn list<R: Managed>(ctx: &Ctx, req: &ListRequest) -> Result<Vec<R>, ServerError> {
     let (labels, fields) = selectors::<R>(req)?;
     let mut items: Vec<R> = R::store(&ctx.cluster)
         .list()
@@ -129,15 +132,15 @@ pub async fn list<R: Managed>(ctx: &Ctx, req: &ListRequest) -> Result<Vec<R>, Fa
 }
 
 /// The label and field selectors of a list request, or why they do not parse.
-pub fn selectors<R: Resource>(req: &ListRequest) -> Result<(Selector, FieldSelector), Failure> {
-    let labels = Selector::parse(&req.selector).map_err(|e| Failure::invalid(e.to_string()))?;
+pub fn selectors<R: Resource>(req: &ListRequest) -> Result<(Selector, FieldSelector), ServerError> {
+    let labels = Selector::parse(&req.selector).map_err(|e| ServerError::invalid(e.to_string()))?;
     let fields = FieldSelector::parse(&req.field_selector, R::FIELDS)
-        .map_err(|e| Failure::invalid(e.to_string()))?;
+        .map_err(|e| ServerError::invalid(e.to_string()))?;
     Ok((labels, fields))
 }
 
 /// Replaces the spec. A non-zero `meta.resource_version` must be the stored one.
-pub async fn update<R: Managed>(ctx: &Ctx, incoming: R) -> Result<R, Failure> {
+pub async fn update<R: Managed>(ctx: &Ctx, incoming: R) -> Result<R, ServerError> {
     let incoming: R = admit_resource(ctx, incoming)?;
     crate::service::mounts::require_mounted(ctx, &incoming).await?;
     let expected = incoming.meta().map(|m| m.resource_version).unwrap_or(0);
@@ -145,23 +148,23 @@ pub async fn update<R: Managed>(ctx: &Ctx, incoming: R) -> Result<R, Failure> {
 }
 
 /// Applies a JSON merge patch to the stored resource's JSON form.
-pub async fn patch<R: Managed>(ctx: &Ctx, req: &PatchRequest) -> Result<R, Failure> {
+pub async fn patch<R: Managed>(ctx: &Ctx, req: &PatchRequest) -> Result<R, ServerError> {
     let current = fetch::<R>(ctx, &req.name).await?;
     let patch: serde_json::Value = serde_json::from_str(&req.merge_patch)
-        .map_err(|e| Failure::invalid(format!("the patch is not valid JSON: {e}")))?;
+        .map_err(|e| ServerError::invalid(format!("the patch is not valid JSON: {e}")))?;
     let mut doc = serde_json::to_value(&current)
-        .map_err(|e| Failure::internal(format!("cannot render {}: {e}", R::KIND)))?;
+        .map_err(|e| ServerError::failed(format!("cannot render {}", R::KIND), e))?;
     merge_patch::apply(&mut doc, &patch);
     let mut patched: R = serde_json::from_value(doc)
-        .map_err(|e| Failure::invalid(format!("the patched {} is invalid: {e}", R::KIND)))?;
+        .map_err(|e| ServerError::invalid(format!("the patched {} is invalid: {e}", R::KIND)))?;
     check_version(&mut patched)?;
     if patched.name() != current.name() {
-        return Err(Failure::invalid(format!(
+        return Err(ServerError::invalid(format!(
             "a patch cannot rename {}",
             label(R::KIND.singular(), current.name())
         )));
     }
-    patched.validate().map_err(Failure::invalid)?;
+    patched.validate().map_err(ServerError::invalid)?;
     admit(ctx, &patched)?;
     crate::service::mounts::require_mounted(ctx, &patched).await?;
     patched.clear_status();
@@ -178,7 +181,7 @@ pub async fn write_update<R: Managed>(
     ctx: &Ctx,
     mut incoming: R,
     expected: u64,
-) -> Result<R, Failure> {
+) -> Result<R, ServerError> {
     let name = incoming.name().to_string();
     let current = fetch::<R>(ctx, &name).await?;
     let current_rv = current.meta().map(|m| m.resource_version).unwrap_or(0);
@@ -220,15 +223,15 @@ pub async fn write_update<R: Managed>(
     Ok(r)
 }
 
-fn conflict<R: Managed>(name: &str, expected: u64) -> Failure {
-    Failure::conflict(format!(
+fn conflict<R: Managed>(name: &str, expected: u64) -> ServerError {
+    ServerError::conflict(format!(
         "{} was changed by someone else (you had version {expected}): get it again and retry",
         label(R::KIND.singular(), name)
     ))
 }
 
 /// Deletes the spec and its status. Kind-specific clean-up is done by the caller.
-pub async fn delete<R: Managed>(ctx: &Ctx, req: &DeleteRequest) -> Result<R, Failure> {
+pub async fn delete<R: Managed>(ctx: &Ctx, req: &DeleteRequest) -> Result<R, ServerError> {
     let current = delete_keeping_status::<R>(ctx, req).await?;
     status::remove::<R>(&ctx.status, &req.name).await;
     Ok(current)
@@ -239,7 +242,7 @@ pub async fn delete<R: Managed>(ctx: &Ctx, req: &DeleteRequest) -> Result<R, Fai
 pub async fn delete_keeping_status<R: Managed>(
     ctx: &Ctx,
     req: &DeleteRequest,
-) -> Result<R, Failure> {
+) -> Result<R, ServerError> {
     let current = fetch::<R>(ctx, &req.name).await?;
     let current_rv = current.meta().map(|m| m.resource_version).unwrap_or(0);
     if req.resource_version != 0 && req.resource_version != current_rv {

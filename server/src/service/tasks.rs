@@ -2,20 +2,20 @@
 //! and kill change the desired run state.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::service::assign;
 use crate::service::resources::{self, Change};
 use voiyd_messages::v1::{DeleteReply, DeleteRequest, Task, TaskActionRequest};
 use voiyd_messages::Resource;
 
 /// Creates a task and places it.
-pub async fn create(ctx: &Ctx, task: Task) -> Result<Task, Failure> {
+pub async fn create(ctx: &Ctx, task: Task) -> Result<Task, ServerError> {
     let task = resources::create::<Task>(ctx, task).await?;
     assign::sync_fetched(ctx, task, false, false).await
 }
 
 /// Updates (or patches) a task and hands the new spec to its node.
-pub async fn update(ctx: &Ctx, change: Change<Task>) -> Result<Task, Failure> {
+pub async fn update(ctx: &Ctx, change: Change<Task>) -> Result<Task, ServerError> {
     let task = match change {
         Change::Patch(p) => resources::patch::<Task>(ctx, &p).await?,
         Change::Replace(t) => resources::update::<Task>(ctx, t).await?,
@@ -25,7 +25,7 @@ pub async fn update(ctx: &Ctx, change: Change<Task>) -> Result<Task, Failure> {
 
 /// Deletes a task: its spec, its status and its node's work (the node then removes
 /// the container).
-pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, Failure> {
+pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, ServerError> {
     // Read where it runs before the status goes with the spec.
     let placed = crate::store::status::read::<Task>(&ctx.status, &req.name).await?;
     let mut task = resources::delete::<Task>(ctx, req).await?;
@@ -36,7 +36,7 @@ pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, Failu
 
 /// start: desired state running; stop: stopped (SIGTERM, then SIGKILL after the
 /// grace period); kill or stop --force: stopped by SIGKILL at once.
-pub async fn action(ctx: &Ctx, verb: &str, req: &TaskActionRequest) -> Result<Task, Failure> {
+pub async fn action(ctx: &Ctx, verb: &str, req: &TaskActionRequest) -> Result<Task, ServerError> {
     let mut task = resources::fetch::<Task>(ctx, &req.name).await?;
     let stopped = verb != "start";
     let kill = verb == "kill" || (verb == "stop" && req.force);

@@ -3,7 +3,7 @@
 //! kept by [`crate::security::identities`].
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::security::identities::{creds_kv, tokens_kv, AuthManager, Holder};
 use std::time::Duration;
 use voiyd_messages::v1::{
@@ -22,9 +22,9 @@ const MAX_TOKEN_LEN: usize = 128;
 /// Prefix of every join token, so that one pasted in the wrong place is recognisable.
 const TOKEN_PREFIX: &str = "voiyd-join-";
 
-fn manager(ctx: &Ctx) -> Result<&AuthManager, Failure> {
+fn manager(ctx: &Ctx) -> Result<&AuthManager, ServerError> {
     ctx.auth.as_deref().ok_or_else(|| {
-        Failure::invalid(
+        ServerError::invalid(
             "this cluster does not issue node credentials: start voiyd-server with --auth (embedded NATS), or configure the node's NATS credentials yourself (docs/security.md)",
         )
     })
@@ -37,24 +37,24 @@ pub fn token_hash(token: &str) -> String {
 }
 
 /// A fresh random token.
-fn new_token() -> Result<String, Failure> {
+fn new_token() -> Result<String, ServerError> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 20];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| Failure::internal("no randomness available for a join token"))?;
+        .map_err(|_| ServerError::internal("no randomness available for a join token"))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!("{TOKEN_PREFIX}{hex}"))
 }
 
 /// The lifetime a request asks for, bounded.
-pub fn token_ttl(ttl_seconds: u64) -> Result<Duration, Failure> {
+pub fn token_ttl(ttl_seconds: u64) -> Result<Duration, ServerError> {
     let ttl = match ttl_seconds {
         0 => DEFAULT_TOKEN_TTL,
         s => Duration::from_secs(s),
     };
     if ttl > MAX_TOKEN_TTL {
-        return Err(Failure::invalid(format!(
+        return Err(ServerError::invalid(format!(
             "a join token may live at most {} days: pass a shorter --ttl",
             MAX_TOKEN_TTL.as_secs() / 86400
         )));
@@ -66,7 +66,7 @@ pub fn token_ttl(ttl_seconds: u64) -> Result<Duration, Failure> {
 pub async fn create_token(
     ctx: &Ctx,
     req: &TokenCreateRequest,
-) -> Result<TokenCreateReply, Failure> {
+) -> Result<TokenCreateReply, ServerError> {
     manager(ctx)?;
     let ttl = token_ttl(req.ttl_seconds)?;
     let token = new_token()?;
@@ -90,16 +90,16 @@ pub async fn create_token(
 }
 
 /// Checks a join request's fields before any lookup.
-pub fn check_join_request(req: &JoinRequest) -> Result<(), Failure> {
+pub fn check_join_request(req: &JoinRequest) -> Result<(), ServerError> {
     if req.token.is_empty() || req.token.len() > MAX_TOKEN_LEN {
-        return Err(Failure::invalid(
+        return Err(ServerError::invalid(
             "the join token is missing or malformed: create one with `voiydctl token create`",
         ));
     }
     voiyd_messages::validate::validate_name("node", &req.node)
-        .map_err(|e| Failure::invalid(e.to_string()))?;
+        .map_err(|e| ServerError::invalid(e.to_string()))?;
     if !nauth::is_user_public_key(&req.public_key) {
-        return Err(Failure::invalid(
+        return Err(ServerError::invalid(
             "public_key is not a user nkey: the node generates it (voiyd-node --join-token)",
         ));
     }
@@ -107,11 +107,11 @@ pub fn check_join_request(req: &JoinRequest) -> Result<(), Failure> {
 }
 
 /// `nodes.join`: spends a join token (once, by CAS) and records the node's public key.
-pub async fn join(ctx: &Ctx, req: &JoinRequest) -> Result<JoinReply, Failure> {
+pub async fn join(ctx: &Ctx, req: &JoinRequest) -> Result<JoinReply, ServerError> {
     check_join_request(req)?;
     let auth = manager(ctx)?;
     let refused = || {
-        Failure::invalid(
+        ServerError::invalid(
             "join token is unknown, already used or expired: create a new one with `voiydctl token create`",
         )
     };
@@ -123,7 +123,7 @@ pub async fn join(ctx: &Ctx, req: &JoinRequest) -> Result<JoinReply, Failure> {
     let creds = auth.creds(&ctx.cluster.js).await?;
     let cred_key = names::node_credential_key(&req.node);
     if creds.get(&cred_key).await.ok().flatten().is_some() {
-        return Err(Failure::conflict(format!(
+        return Err(ServerError::conflict(format!(
             "node {} already has credentials: pick another --name, or `voiydctl delete node {}` first",
             req.node, req.node
         )));
@@ -147,7 +147,7 @@ pub async fn join(ctx: &Ctx, req: &JoinRequest) -> Result<JoinReply, Failure> {
         )
         .await
         .map_err(|e| match e {
-            voiyd_nats::StoreError::AlreadyExists { .. } => Failure::conflict(format!(
+            voiyd_nats::StoreError::AlreadyExists { .. } => ServerError::conflict(format!(
                 "node {} already has credentials: pick another --name",
                 req.node
             )),
@@ -161,7 +161,7 @@ pub async fn join(ctx: &Ctx, req: &JoinRequest) -> Result<JoinReply, Failure> {
 
 /// Revokes a node's credentials (part of `nodes.delete`): returns whether it had any.
 /// NATS closes the node's connection when it reloads the authorization.
-pub async fn revoke(ctx: &Ctx, req: &DeleteRequest) -> Result<bool, Failure> {
+pub async fn revoke(ctx: &Ctx, req: &DeleteRequest) -> Result<bool, ServerError> {
     let creds = creds_kv(&ctx.cluster.js).await?;
     let key = names::node_credential_key(&req.name);
     let had = creds.get(&key).await.ok().flatten().is_some();

@@ -3,7 +3,7 @@
 //! use the volume unless forced, and `purge` asks nodes to remove the data.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use crate::service::assign;
 use crate::service::mounts::users;
 use crate::service::resources::{self, Change};
@@ -17,14 +17,14 @@ use voiyd_messages::Resource;
 use voiyd_nats::names;
 
 /// Updates (or patches) a volume, then rewrites the work of every task that mounts it.
-pub async fn update(ctx: &Ctx, change: Change<Volume>) -> Result<Volume, Failure> {
+pub async fn update(ctx: &Ctx, change: Change<Volume>) -> Result<Volume, ServerError> {
     let v = match change {
         Change::Patch(p) => resources::patch::<Volume>(ctx, &p).await?,
         Change::Replace(v) => resources::update::<Volume>(ctx, v).await?,
     };
     for task in users(ctx, v.name()).await? {
         if let Err(e) = assign::sync_task(ctx, &task, false).await {
-            tracing::warn!(%task, volume = v.name(), error = %e.message, "cannot hand the volume update to the task's node");
+            tracing::warn!(%task, volume = v.name(), error = %e.message(), "cannot hand the volume update to the task's node");
         }
     }
     Ok(v)
@@ -32,11 +32,11 @@ pub async fn update(ctx: &Ctx, change: Change<Volume>) -> Result<Volume, Failure
 
 /// Deletes a volume: refused while tasks mount it unless `force`; with `purge`, every
 /// node removes the volume's data once none of its tasks uses it.
-pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, Failure> {
+pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, ServerError> {
     resources::fetch::<Volume>(ctx, &req.name).await?;
     let users = users(ctx, &req.name).await?;
     if !users.is_empty() && !req.force {
-        return Err(Failure::conflict(format!(
+        return Err(ServerError::conflict(format!(
             "volume {} is used by task{} {}: delete those tasks first, or pass --force",
             req.name,
             if users.len() == 1 { "" } else { "s" },
@@ -50,7 +50,7 @@ pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, Failu
             .js
             .get_key_value(names::BUCKET_VOLUME_PURGES)
             .await
-            .map_err(|e| Failure::internal(format!("volume purges: {e}")))?;
+            .map_err(|e| ServerError::failed("volume purges", e))?;
         let msg = VolumePurge {
             volume: req.name.clone(),
         };
@@ -59,7 +59,7 @@ pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, Failu
             purges
                 .put(&key, msg.encode_to_vec().into())
                 .await
-                .map_err(|e| Failure::internal(format!("cannot write {key}: {e}")))?;
+                .map_err(|e| ServerError::failed(format!("cannot write {key}"), e))?;
         }
     }
     Ok(resources::deleted(&req.name))
@@ -72,7 +72,7 @@ pub async fn fold_node_report(
     node: &str,
     before: &[voiyd_messages::v1::NodeVolume],
     now: &[voiyd_messages::v1::NodeVolume],
-) -> Result<(), Failure> {
+) -> Result<(), ServerError> {
     let mut names: Vec<&str> = before
         .iter()
         .chain(now.iter())

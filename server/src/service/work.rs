@@ -9,7 +9,7 @@
 //! the bucket: on start, after reconnecting, and periodically.
 
 use crate::context::Ctx;
-use crate::error::Failure;
+use crate::error::ServerError;
 use async_nats::HeaderMap;
 use prost::Message;
 use voiyd_messages::v1::{Assignment, WorkUpdate};
@@ -22,7 +22,7 @@ pub async fn put(
     node: &str,
     task: &str,
     assignment: Assignment,
-) -> Result<u64, Failure> {
+) -> Result<u64, ServerError> {
     let key = names::work_key(node, task);
     let body: bytes::Bytes = assignment.encode_to_vec().into();
     // A put is idempotent: ride out a short store outage rather than leave a placed
@@ -30,7 +30,7 @@ pub async fn put(
     let revision =
         crate::store::patience::retry("work", || ctx.work.put(&key, body.clone()), |_| true)
             .await
-            .map_err(|e| Failure::internal(format!("cannot write work {key}: {e}")))?;
+            .map_err(|e| ServerError::failed(format!("cannot write work {key}"), e))?;
     notify(ctx, node, task, revision, Some(assignment)).await;
     Ok(revision)
 }

@@ -1,7 +1,7 @@
 //! Observed status, kept apart from specs in [`names::BUCKET_STATUS`] under
 //! `<kind>.<name>`, so status reports never conflict with users' spec writes.
 
-use crate::error::Failure;
+use crate::error::{BoxError, ServerError, WithCode};
 use crate::store::managed::Managed;
 use async_nats::jetstream::kv;
 use prost::Message;
@@ -17,10 +17,10 @@ pub struct Versioned<S> {
     pub revision: u64,
 }
 
-fn unavailable(op: &str, e: impl std::fmt::Display) -> Failure {
-    Failure {
-        code: voiyd_nats::api::ErrorCode::Unavailable,
-        message: format!("status store: {op} failed: {e}"),
+fn unavailable(op: &'static str, e: impl Into<BoxError>) -> ServerError {
+    ServerError::StatusStore {
+        op,
+        source: e.into(),
     }
 }
 
@@ -29,13 +29,13 @@ pub async fn read_versioned<S: Message + Default>(
     kv: &kv::Store,
     kind: &str,
     name: &str,
-) -> Result<Option<Versioned<S>>, Failure> {
+) -> Result<Option<Versioned<S>>, ServerError> {
     let key = names::status_key(kind, name);
     let entry = kv.entry(&key).await.map_err(|e| unavailable("get", e))?;
     match entry {
         Some(e) if e.operation == kv::Operation::Put => {
             let status = S::decode(e.value)
-                .map_err(|e| Failure::internal(format!("corrupt status {key}: {e}")))?;
+                .map_err(|e| ServerError::failed(format!("corrupt status {key}"), e))?;
             Ok(Some(Versioned {
                 status,
                 revision: e.revision,
@@ -49,7 +49,7 @@ pub async fn read_versioned<S: Message + Default>(
 pub async fn read<R: Managed>(
     cluster: &StatusKv,
     name: &str,
-) -> Result<Option<R::Status>, Failure> {
+) -> Result<Option<R::Status>, ServerError> {
     Ok(
         read_versioned::<R::Status>(&cluster.0, R::KIND.singular(), name)
             .await?
@@ -60,7 +60,7 @@ pub async fn read<R: Managed>(
 /// Reads every status of one kind, keyed by resource name.
 pub async fn read_all<R: Managed>(
     cluster: &StatusKv,
-) -> Result<HashMap<String, R::Status>, Failure> {
+) -> Result<HashMap<String, R::Status>, ServerError> {
     // One snapshot read of the kind's keys, not a get per key: lists and metrics
     // scrapes read every status of a kind.
     let kind = R::KIND.singular();
@@ -76,7 +76,7 @@ pub async fn read_all<R: Managed>(
             continue;
         };
         let status = R::Status::decode(value)
-            .map_err(|e| Failure::internal(format!("corrupt status {key}: {e}")))?;
+            .map_err(|e| ServerError::failed(format!("corrupt status {key}"), e))?;
         out.insert(names::untoken(token), status);
     }
     Ok(out)
@@ -90,7 +90,7 @@ pub async fn write<S: Message>(
     name: &str,
     status: &S,
     revision: u64,
-) -> Result<Option<u64>, Failure> {
+) -> Result<Option<u64>, ServerError> {
     let key = names::status_key(kind, name);
     let body = status.encode_to_vec().into();
     if revision == 0 {
@@ -116,13 +116,16 @@ pub async fn write_patiently<S: Message>(
     name: &str,
     status: &S,
     revision: u64,
-) -> Result<Option<u64>, Failure> {
+) -> Result<Option<u64>, ServerError> {
+    use futures::TryFutureExt;
+    // Through `WithCode`, the retry's log line shows the code after the message.
     crate::store::patience::retry(
         "status",
-        || write(kv, kind, name, status, revision),
-        |f: &Failure| f.code == voiyd_nats::api::ErrorCode::Unavailable,
+        || write(kv, kind, name, status, revision).map_err(WithCode),
+        |f: &WithCode| f.0.code() == voiyd_nats::api::ErrorCode::Unavailable,
     )
     .await
+    .map_err(|f| f.0)
 }
 
 /// Removes a status (best effort: a stale status of a deleted resource is harmless).

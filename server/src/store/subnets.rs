@@ -5,7 +5,7 @@
 //! subnet, whichever server wins), then `node.<node>` records the result for the node to
 //! read. Deleting a node releases both. The choice itself is the pure [`allocate`].
 
-use crate::error::Failure;
+use crate::error::{BoxError, ServerError};
 use async_nats::jetstream::kv;
 use futures::TryStreamExt;
 use std::collections::HashSet;
@@ -129,7 +129,7 @@ impl Subnets {
     }
 
     /// The subnet of `node`, allocating one if it has none.
-    pub async fn ensure(&self, node: &str) -> Result<String, Failure> {
+    pub async fn ensure(&self, node: &str) -> Result<String, ServerError> {
         let node_key = names::node_subnet_key(node);
         if let Some(v) = self.kv.get(&node_key).await.map_err(internal)? {
             let s = String::from_utf8_lossy(&v).to_string();
@@ -150,13 +150,10 @@ impl Subnets {
             Some(c) => c,
             None => loop {
                 let Some(c) = allocate(self.cluster, self.prefix, &taken) else {
-                    return Err(Failure {
-                        code: voiyd_nats::api::ErrorCode::Unavailable,
-                        message: format!(
-                            "no free /{} left in the cluster CIDR {}: delete unused nodes or use a larger --cluster-cidr",
-                            self.prefix, self.cluster
-                        ),
-                    });
+                    return Err(ServerError::unavailable(format!(
+                        "no free /{} left in the cluster CIDR {}: delete unused nodes or use a larger --cluster-cidr",
+                        self.prefix, self.cluster
+                    )));
                 };
                 match self
                     .kv
@@ -184,7 +181,7 @@ impl Subnets {
     }
 
     /// Frees every subnet held by `node`.
-    pub async fn release(&self, node: &str) -> Result<(), Failure> {
+    pub async fn release(&self, node: &str) -> Result<(), ServerError> {
         for (cidr, owner) in self.claims().await? {
             if owner == node {
                 self.kv
@@ -201,7 +198,7 @@ impl Subnets {
     }
 
     /// Every claimed subnet with its owner.
-    async fn claims(&self) -> Result<Vec<(Cidr, String)>, Failure> {
+    async fn claims(&self) -> Result<Vec<(Cidr, String)>, ServerError> {
         let keys: Vec<String> = self
             .kv
             .keys()
@@ -223,8 +220,8 @@ impl Subnets {
     }
 }
 
-fn internal(e: impl fmt::Display) -> Failure {
-    Failure::internal(format!("subnet store: {e}"))
+fn internal(e: impl Into<BoxError>) -> ServerError {
+    ServerError::failed("subnet store", e)
 }
 
 #[cfg(test)]
