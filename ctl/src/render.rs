@@ -48,7 +48,7 @@ impl Row for Task {
         let st = self.status.clone().unwrap_or_default();
         let created = self.meta.as_ref().and_then(|m| m.created.as_ref());
         let phase = if st.phase.is_empty() {
-            voiyd_messages::phase::PENDING.to_string()
+            voiyd_messages::phase::TaskPhase::Pending.to_string()
         } else {
             st.phase.clone()
         };

@@ -4,7 +4,7 @@ use crate::error::{CtlError, Result};
 use crate::timefmt::format_duration;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
-use voiyd_messages::phase::{FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED};
+use voiyd_messages::phase::TaskPhase;
 use voiyd_messages::v1::Task;
 use voiyd_nats::api::{ApiClient, ApiError};
 
@@ -25,8 +25,8 @@ pub enum Goal {
 impl Goal {
     fn label(self) -> &'static str {
         match self {
-            Goal::Running => RUNNING,
-            Goal::Stopped => STOPPED,
+            Goal::Running => TaskPhase::Running.as_str(),
+            Goal::Stopped => TaskPhase::Stopped.as_str(),
             Goal::Gone => "deletion",
         }
     }
@@ -49,11 +49,11 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub fn describe(task: &Task) -> String {
     let st = task.status.clone().unwrap_or_default();
     let mut s = if st.phase.is_empty() {
-        PENDING.to_string()
+        TaskPhase::Pending.into()
     } else {
         st.phase.clone()
     };
-    if st.phase == "Pulling" && st.pull_bytes_total > 0 {
+    if st.phase == TaskPhase::Pulling && st.pull_bytes_total > 0 {
         s.push_str(&format!(
             " ({:.1}/{:.1} MiB)",
             st.pull_bytes_done as f64 / MIB,
@@ -100,17 +100,18 @@ pub fn assess(goal: Goal, name: &str, task: Option<&Task>, min_generation: u64) 
         };
         format!("task {name} failed: {why}: see `voiydctl events --name {name}`")
     };
-    match (goal, st.phase.as_str()) {
-        (Goal::Running, RUNNING) => Verdict::Done(if st.node.is_empty() {
+    use TaskPhase::{Failed, Running, Stopped, Succeeded};
+    match (goal, TaskPhase::parse(&st.phase)) {
+        (Goal::Running, Some(Running)) => Verdict::Done(if st.node.is_empty() {
             format!("task/{name} running")
         } else {
             format!("task/{name} running on node {}", st.node)
         }),
-        (Goal::Running, SUCCEEDED) => {
+        (Goal::Running, Some(Succeeded)) => {
             Verdict::Done(format!("task/{name} ran to completion (exit code 0)"))
         }
-        (Goal::Running, FAILED) => Verdict::Failed(failure()),
-        (Goal::Stopped, STOPPED | SUCCEEDED | FAILED) => {
+        (Goal::Running, Some(Failed)) => Verdict::Failed(failure()),
+        (Goal::Stopped, Some(Stopped | Succeeded | Failed)) => {
             Verdict::Done(format!("task/{name} stopped ({})", st.phase))
         }
         _ => Verdict::Pending(describe(task)),
@@ -170,7 +171,7 @@ pub async fn wait_task(
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut progress = Progress::new();
-    let mut state = PENDING.to_string();
+    let mut state: String = TaskPhase::Pending.into();
     loop {
         let verdict = match api.get::<Task>(name).await {
             Ok(t) => assess(goal, name, Some(&t), min_generation),

@@ -9,16 +9,20 @@ pub mod v1 {
 }
 
 pub mod capabilities;
+pub mod condition;
+pub mod event;
 pub mod fields;
 pub mod image;
 pub mod manifest;
 pub mod phase;
 pub mod quantity;
+pub mod reason;
 pub mod requests;
 pub mod resource;
 pub mod selector;
 pub mod time;
 pub mod validate;
+mod vocabulary;
 
 pub use pbjson_types::Timestamp;
 pub use resource::{Kind, Resource};

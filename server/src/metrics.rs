@@ -48,7 +48,7 @@ pub fn count_by<'a>(items: impl Iterator<Item = &'a str>) -> BTreeMap<String, u6
     let mut m = BTreeMap::new();
     for i in items {
         let k = if i.is_empty() {
-            voiyd_messages::phase::PENDING
+            voiyd_messages::phase::TaskPhase::Pending.as_str()
         } else {
             i
         };

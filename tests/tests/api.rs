@@ -260,11 +260,15 @@ async fn volumes_sets_and_events() {
     .unwrap();
 
     // events: in order, readable from any sequence, filterable (stored a moment after
-    // the replies of the calls they record)
+    // the replies of the calls they record). The set controller creates the set's tasks
+    // at its own pace, so their events may stand anywhere after the set's: left out.
+    let not_tasks = |items: Vec<voiyd_messages::v1::Event>| -> Vec<voiyd_messages::v1::Event> {
+        items.into_iter().filter(|e| e.kind != "task").collect()
+    };
     let all = eventually(Duration::from_secs(10), "three events", || {
         let api = api.clone();
         async move {
-            let items = api.events(&EventsRequest::default()).await.ok()?.items;
+            let items = not_tasks(api.events(&EventsRequest::default()).await.ok()?.items);
             (items.len() >= 3).then_some(items)
         }
     })
@@ -282,14 +286,15 @@ async fn volumes_sets_and_events() {
         ]
     );
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
-    let from = api
-        .events(&EventsRequest {
+    let from = not_tasks(
+        api.events(&EventsRequest {
             since_seq: all[1].seq,
             ..Default::default()
         })
         .await
         .unwrap()
-        .items;
+        .items,
+    );
     assert_eq!(from.len(), 2);
     let vols = api
         .events(&EventsRequest {
@@ -300,14 +305,15 @@ async fn volumes_sets_and_events() {
         .unwrap()
         .items;
     assert_eq!(vols.len(), 2);
-    let none = api
-        .events(&EventsRequest {
+    let none = not_tasks(
+        api.events(&EventsRequest {
             since_seq: all[2].seq + 1,
             ..Default::default()
         })
         .await
         .unwrap()
-        .items;
+        .items,
+    );
     assert!(none.is_empty());
 }
 

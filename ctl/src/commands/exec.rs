@@ -65,7 +65,7 @@ pub async fn run(globals: &Globals, args: &ExecArgs) -> Result<i32> {
             "task {} is not on any node (phase {}): nothing to exec in",
             args.task,
             if status.phase.is_empty() {
-                voiyd_messages::phase::PENDING
+                voiyd_messages::phase::TaskPhase::Pending.as_str()
             } else {
                 &status.phase
             }

@@ -5,6 +5,8 @@ use crate::connection::{self, Globals};
 use crate::error::{CtlError, Result};
 use serde_json::json;
 use std::time::{Duration, Instant};
+use voiyd_messages::condition::ConditionType;
+use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::{ContainerSet, Node, Task};
 use voiyd_nats::api::{ApiClient, ApiError};
 
@@ -34,9 +36,9 @@ async fn tasks_on(api: &ApiClient, node: &str) -> Result<Vec<Task>> {
         .await?
         .into_iter()
         .filter(|t| {
-            t.status
-                .as_ref()
-                .is_some_and(|s| s.node == node && s.phase != voiyd_messages::phase::SUCCEEDED)
+            t.status.as_ref().is_some_and(|s| {
+                s.node == node && s.phase != voiyd_messages::phase::TaskPhase::Succeeded
+            })
         })
         .collect())
 }
@@ -76,8 +78,8 @@ pub async fn drain(globals: &Globals, args: &DrainArgs) -> Result<()> {
                 match api.get::<Task>(name).await {
                     Ok(t) => {
                         let st = t.status.unwrap_or_default();
-                        if st.phase != voiyd_messages::phase::RUNNING
-                            && st.phase != voiyd_messages::phase::SUCCEEDED
+                        if st.phase != voiyd_messages::phase::TaskPhase::Running
+                            && st.phase != voiyd_messages::phase::TaskPhase::Succeeded
                         {
                             waiting.push(format!("{name} ({})", st.phase));
                         }
@@ -103,7 +105,7 @@ pub async fn drain(globals: &Globals, args: &DrainArgs) -> Result<()> {
     }
 }
 
-fn condition<'a>(set: &'a ContainerSet, ty: &str) -> Option<&'a voiyd_messages::v1::Condition> {
+fn condition(set: &ContainerSet, ty: ConditionType) -> Option<&voiyd_messages::v1::Condition> {
     set.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.r#type == ty))
@@ -120,9 +122,11 @@ pub fn rollout_state(set: &ContainerSet) -> std::result::Result<Option<String>, 
     if st.observed_generation < generation {
         return Ok(None);
     }
-    match condition(set, "Progressing") {
-        Some(c) if c.status == "False" => Err(format!("set {name}: {} ({})", c.msg, c.reason)),
-        Some(c) if c.reason == "RolloutComplete" => Ok(Some(format!(
+    match condition(set, ConditionType::Progressing) {
+        Some(c) if c.status == voiyd_messages::condition::status(false) => {
+            Err(format!("set {name}: {} ({})", c.msg, c.reason))
+        }
+        Some(c) if c.reason == Reason::RolloutComplete => Ok(Some(format!(
             "set/{name} rolled out: {} of {} tasks updated and available",
             st.available, st.desired
         ))),

@@ -18,8 +18,8 @@ pub(super) async fn report<R: Runtime>(
         .map(|e| (e.reason, e.message.as_str()));
     let p = phase::derive(desired, obs, mem.pulling, err, SystemTime::now());
     let mut st = TaskStatus {
-        phase: p.phase.to_string(),
-        reason: p.reason,
+        phase: p.phase.into(),
+        reason: p.reason.into(),
         message: p.message,
         node: s.cfg.name.clone(),
         observed_generation: d.generation,

@@ -116,15 +116,17 @@ pub(super) async fn task_worker<R: Runtime>(
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(%task, reason = e.reason, error = %e.message, "task step failed");
-                    if let (Some(d), "PullFailed") = (desired.as_ref(), e.reason) {
+                    tracing::warn!(%task, reason = %e.reason, error = %e.message, "task step failed");
+                    if let (Some(d), voiyd_messages::reason::Reason::PullFailed) =
+                        (desired.as_ref(), e.reason)
+                    {
                         crate::containerd::events::report(
                             &s.client,
                             &s.cfg.name,
                             crate::containerd::events::RuntimeEvent {
                                 task: task.clone(),
                                 uid: d.uid.clone(),
-                                kind: "pullfailed",
+                                kind: voiyd_messages::event::EventType::PullFailed,
                                 reason: e.reason.into(),
                                 message: e.message.clone(),
                                 exit_code: 0,
@@ -258,8 +260,8 @@ pub(super) async fn publish_pull<R: Runtime>(
     (done, total): (u64, u64),
 ) {
     let status = TaskStatus {
-        phase: phase::PULLING.into(),
-        reason: "Pulling".into(),
+        phase: voiyd_messages::phase::TaskPhase::Pulling.into(),
+        reason: voiyd_messages::reason::Reason::Pulling.into(),
         message: format!("pulling {}", d.config.image),
         node: s.cfg.name.clone(),
         pull_bytes_done: done,

@@ -290,9 +290,9 @@ pub(super) fn reject<R: Runtime>(
     d: &Desired,
     why: admission::Refusal,
 ) {
-    tracing::warn!(%task, reason = why.reason(), "task refused: {why}");
+    tracing::warn!(%task, reason = %why.reason(), "task refused: {why}");
     let status = TaskStatus {
-        phase: voiyd_messages::phase::REJECTED.into(),
+        phase: voiyd_messages::phase::TaskPhase::Rejected.into(),
         reason: why.reason().into(),
         message: why.to_string(),
         node: s.cfg.name.clone(),

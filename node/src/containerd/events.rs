@@ -8,6 +8,8 @@ use futures::StreamExt;
 use prost::Message;
 use std::time::Duration;
 use tokio::sync::broadcast;
+use voiyd_messages::event::EventType;
+use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::NodeEventReport;
 use voiyd_nats::names;
 
@@ -15,14 +17,14 @@ use voiyd_nats::names;
 const LABEL_UID: &str = "voiyd.uid";
 
 /// One event to report.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RuntimeEvent {
     /// Task name.
     pub task: String,
     /// uid of the task (fencing).
     pub uid: String,
     /// `exited`, `oomkilled`, `pullfailed`.
-    pub kind: &'static str,
+    pub kind: EventType,
     /// CamelCase reason.
     pub reason: String,
     /// For people.
@@ -37,7 +39,7 @@ pub async fn report(client: &async_nats::Client, node: &str, ev: RuntimeEvent) {
         node: node.to_string(),
         task: ev.task,
         uid: ev.uid,
-        r#type: ev.kind.to_string(),
+        r#type: ev.kind.into(),
         reason: ev.reason,
         message: ev.message,
         exit_code: ev.exit_code,
@@ -163,10 +165,11 @@ pub fn to_report(event: &TaskEvent) -> Option<RuntimeEvent> {
     match event {
         TaskEvent::Oom { container } => Some(RuntimeEvent {
             task: container.clone(),
-            kind: "oomkilled",
-            reason: "OOMKilled".into(),
+            kind: EventType::OomKilled,
+            reason: Reason::OOMKilled.into(),
             message: "the kernel killed a process of the task: out of memory".into(),
-            ..Default::default()
+            uid: String::new(),
+            exit_code: 0,
         }),
         TaskEvent::Exit {
             container,
@@ -174,11 +177,16 @@ pub fn to_report(event: &TaskEvent) -> Option<RuntimeEvent> {
             code,
         } if process == container => Some(RuntimeEvent {
             task: container.clone(),
-            kind: "exited",
-            reason: if *code == 0 { "Completed" } else { "Error" }.into(),
+            kind: EventType::Exited,
+            reason: if *code == 0 {
+                Reason::Completed
+            } else {
+                Reason::Error
+            }
+            .into(),
             message: exit_message(*code),
             exit_code: *code,
-            ..Default::default()
+            uid: String::new(),
         }),
         TaskEvent::Exit { .. } => None,
     }
@@ -227,7 +235,7 @@ mod tests {
         };
         let r = to_report(&exit("t", 3)).unwrap();
         assert_eq!(
-            (r.kind, r.reason.as_str(), r.exit_code),
+            (r.kind.as_str(), r.reason.as_str(), r.exit_code),
             ("exited", "Error", 3)
         );
         assert_eq!(to_report(&exit("t", 0)).unwrap().reason, "Completed");
@@ -236,7 +244,7 @@ mod tests {
             container: "t".into(),
         })
         .unwrap();
-        assert_eq!((oom.kind, oom.task.as_str()), ("oomkilled", "t"));
+        assert_eq!((oom.kind.as_str(), oom.task.as_str()), ("oomkilled", "t"));
     }
 
     #[test]

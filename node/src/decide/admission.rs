@@ -5,6 +5,7 @@
 //! longer fits and the servers place it elsewhere. Pure: no I/O.
 
 use std::collections::BTreeSet;
+use voiyd_messages::reason::Reason;
 use voiyd_messages::requests::{host_ports, Requests};
 use voiyd_messages::v1::{NodeResources, TaskConfig};
 
@@ -55,11 +56,11 @@ pub enum Refusal {
 
 impl Refusal {
     /// Short reason, as reported in the task's status.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Refusal::Cpu { .. } => "OutOfCpu",
-            Refusal::Memory { .. } => "OutOfMemory",
-            Refusal::Port { .. } => "HostPortInUse",
+            Refusal::Cpu { .. } => Reason::OutOfCpu,
+            Refusal::Memory { .. } => Reason::OutOfMemory,
+            Refusal::Port { .. } => Reason::HostPortInUse,
         }
     }
 }

@@ -37,26 +37,25 @@ use voiyd_messages::quantity::format_duration;
 use crate::decide::reconcile::{ContainerState, Desired, Observed};
 use crate::decide::restart::{restart_wait, RestartWait};
 
-pub use voiyd_messages::phase::{
-    FAILED, PENDING, PULLING, RUNNING, STARTING, STOPPED, STOPPING, SUCCEEDED,
-};
+use voiyd_messages::phase::TaskPhase;
+use voiyd_messages::reason::Reason;
 
 /// A task's reported phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhaseReport {
-    /// One of the phase constants of this module.
-    pub phase: &'static str,
-    /// A short CamelCase cause, for machines and filters.
-    pub reason: String,
+    /// The phase.
+    pub phase: TaskPhase,
+    /// Why, for machines and filters.
+    pub reason: Reason,
     /// One line for people.
     pub message: String,
 }
 
 impl PhaseReport {
-    fn new(phase: &'static str, reason: &str, message: impl Into<String>) -> Self {
+    fn new(phase: TaskPhase, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             phase,
-            reason: reason.to_string(),
+            reason,
             message: message.into(),
         }
     }
@@ -71,21 +70,21 @@ pub fn derive(
     desired: Option<&Desired>,
     observed: Option<&Observed>,
     pulling: Option<(u64, u64)>,
-    last_error: Option<(&str, &str)>,
+    last_error: Option<(Reason, &str)>,
     now: SystemTime,
 ) -> PhaseReport {
     let state = observed.map_or(ContainerState::Absent, |o| o.state);
     let Some(want) = desired else {
         return if state.is_running() {
             PhaseReport::new(
-                STOPPING,
-                "Unassigned",
+                TaskPhase::Stopping,
+                Reason::Unassigned,
                 "stopping: the task is no longer assigned to this node",
             )
         } else {
             PhaseReport::new(
-                STOPPED,
-                "Unassigned",
+                TaskPhase::Stopped,
+                Reason::Unassigned,
                 "the task is no longer assigned to this node",
             )
         };
@@ -94,41 +93,53 @@ pub fn derive(
         return stopped(want, observed, now);
     }
     if let Some((reason, message)) = last_error {
-        return PhaseReport::new(FAILED, reason, message);
+        return PhaseReport::new(TaskPhase::Failed, reason, message);
     }
     let same = observed.is_some_and(|o| o.is_for(want));
     match (state, observed) {
         (ContainerState::Running { pid, .. }, Some(obs)) => {
             if !same {
-                PhaseReport::new(STOPPING, "Replacing", replacing(want, obs, "stopping"))
+                PhaseReport::new(
+                    TaskPhase::Stopping,
+                    Reason::Replacing,
+                    replacing(want, obs, "stopping"),
+                )
             } else if let Some(requested) = obs.stop_requested_at {
-                PhaseReport::new(STOPPING, "Stopping", stopping(want, requested, now))
+                PhaseReport::new(
+                    TaskPhase::Stopping,
+                    Reason::Stopping,
+                    stopping(want, requested, now),
+                )
             } else {
-                PhaseReport::new(RUNNING, "Started", running(pid, obs))
+                PhaseReport::new(TaskPhase::Running, Reason::Started, running(pid, obs))
             }
         }
         _ if pulling.is_some() => {
             let (done, total) = pulling.unwrap_or_default();
             PhaseReport::new(
-                PULLING,
-                "Pulling",
+                TaskPhase::Pulling,
+                Reason::Pulling,
                 pull_progress(&want.config.image, done, total),
             )
         }
         (ContainerState::Absent, _) | (_, None) => PhaseReport::new(
-            PENDING,
-            "ContainerCreating",
+            TaskPhase::Pending,
+            Reason::ContainerCreating,
             format!(
                 "waiting to pull {} and create the container",
                 want.config.image
             ),
         ),
-        (_, Some(obs)) if !same => {
-            PhaseReport::new(PENDING, "Replacing", replacing(want, obs, "removing"))
-        }
-        (ContainerState::Created, Some(_)) => {
-            PhaseReport::new(STARTING, "Starting", "container created, starting it")
-        }
+        (_, Some(obs)) if !same => PhaseReport::new(
+            TaskPhase::Pending,
+            Reason::Replacing,
+            replacing(want, obs, "removing"),
+        ),
+        (ContainerState::Created, Some(_)) => PhaseReport::new(
+            TaskPhase::Starting,
+            Reason::Starting,
+            "container created, starting it",
+        ),
         (ContainerState::Exited { code, at }, Some(obs)) => exited(want, obs, code, at, now),
     }
 }
@@ -136,7 +147,7 @@ pub fn derive(
 /// The report for a task the user stopped.
 fn stopped(want: &Desired, observed: Option<&Observed>, now: SystemTime) -> PhaseReport {
     let Some(obs) = observed else {
-        return PhaseReport::new(STOPPED, "StopRequested", "stopped");
+        return PhaseReport::new(TaskPhase::Stopped, Reason::StopRequested, "stopped");
     };
     match obs.state {
         ContainerState::Running { .. } => {
@@ -144,14 +155,14 @@ fn stopped(want: &Desired, observed: Option<&Observed>, now: SystemTime) -> Phas
                 Some(requested) => stopping(want, requested, now),
                 None => "stopping".to_string(),
             };
-            PhaseReport::new(STOPPING, "StopRequested", message)
+            PhaseReport::new(TaskPhase::Stopping, Reason::StopRequested, message)
         }
         ContainerState::Exited { code, .. } if obs.uid == want.uid => PhaseReport::new(
-            STOPPED,
-            "StopRequested",
+            TaskPhase::Stopped,
+            Reason::StopRequested,
             format!("stopped ({})", exit(code)),
         ),
-        _ => PhaseReport::new(STOPPED, "StopRequested", "stopped"),
+        _ => PhaseReport::new(TaskPhase::Stopped, Reason::StopRequested, "stopped"),
     }
 }
 
@@ -165,30 +176,30 @@ fn exited(
 ) -> PhaseReport {
     if obs.stop_requested_at.is_some() {
         return PhaseReport::new(
-            STARTING,
-            "Restarting",
+            TaskPhase::Starting,
+            Reason::Restarting,
             format!("restarting after a stop ({})", exit(code)),
         );
     }
     match restart_wait(want.restart_policy(), code, obs.restart_count, at, now) {
         RestartWait::After(left) => PhaseReport::new(
-            PENDING,
-            "BackOff",
+            TaskPhase::Pending,
+            Reason::BackOff,
             format!("restarting in {} ({})", seconds(left), exit(code)),
         ),
         RestartWait::Now => PhaseReport::new(
-            STARTING,
-            "Restarting",
+            TaskPhase::Starting,
+            Reason::Restarting,
             format!("restarting ({})", exit(code)),
         ),
         RestartWait::Never if code == 0 => PhaseReport::new(
-            SUCCEEDED,
-            "Completed",
+            TaskPhase::Succeeded,
+            Reason::Completed,
             format!("completed ({})", exit(code)),
         ),
         RestartWait::Never => PhaseReport::new(
-            FAILED,
-            "Error",
+            TaskPhase::Failed,
+            Reason::Error,
             format!(
                 "failed ({}); restart policy {} does not restart it",
                 exit(code),
@@ -294,6 +305,14 @@ mod tests {
     use voiyd_messages::v1::TaskConfig;
 
     use super::*;
+    const STOPPING: &str = TaskPhase::Stopping.as_str();
+    const STOPPED: &str = TaskPhase::Stopped.as_str();
+    const FAILED: &str = TaskPhase::Failed.as_str();
+    const RUNNING: &str = TaskPhase::Running.as_str();
+    const PULLING: &str = TaskPhase::Pulling.as_str();
+    const PENDING: &str = TaskPhase::Pending.as_str();
+    const STARTING: &str = TaskPhase::Starting.as_str();
+    const SUCCEEDED: &str = TaskPhase::Succeeded.as_str();
     use crate::decide::reconcile::Exit;
 
     const NOW: u64 = 10_000;
@@ -634,12 +653,17 @@ mod tests {
                 c.desired.as_ref(),
                 c.observed.as_ref(),
                 c.pulling,
-                c.error,
+                c.error
+                    .map(|(r, m)| (Reason::parse(r).expect("a known reason"), m)),
                 at(NOW),
             );
             let (phase, reason, message) = c.want;
             assert_eq!(
-                (got.phase, got.reason.as_str(), got.message.as_str()),
+                (
+                    got.phase.as_str(),
+                    got.reason.as_str(),
+                    got.message.as_str()
+                ),
                 (phase, reason, message),
                 "case: {}",
                 c.name

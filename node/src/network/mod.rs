@@ -15,6 +15,7 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::PortMapping;
 
 /// Plugin directories searched when none is given: Debian's, then the upstream default.
@@ -40,13 +41,13 @@ pub struct NetworkConfig {
 #[error("{message}")]
 pub struct NetError {
     /// `NetworkUnavailable`, `NetworkFailed` or `PortConflict`.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// For people.
     pub message: String,
 }
 
 impl NetError {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
         NetError {
             reason,
             message: message.into(),
@@ -55,7 +56,7 @@ impl NetError {
 }
 
 fn failed(message: impl Into<String>) -> NetError {
-    NetError::new("NetworkFailed", message)
+    NetError::new(Reason::NetworkFailed, message)
 }
 
 /// What one task's set-up did: enough to undo it.
@@ -200,7 +201,7 @@ impl Network {
         self.teardown_inner(task).await;
         let Some(subnet) = self.subnet() else {
             return Err(NetError::new(
-                "NetworkUnavailable",
+                Reason::NetworkUnavailable,
                 "this node has no container subnet yet: waiting for voiyd-server to allocate one",
             ));
         };
@@ -253,8 +254,7 @@ impl Network {
             .flat_map(|(t, s)| s.host_ports.into_iter().map(move |p| (t.clone(), p)))
             .collect();
         if let Some((p, other)) = conf::first_clash(wanted, &taken) {
-            return Err(NetError::new(
-                "PortConflict",
+            return Err(NetError::new(Reason::PortConflict,
                 format!(
                     "host port {} is already published by task {other} on this node: choose another host port",
                     conf::show_port(p)
@@ -263,8 +263,7 @@ impl Network {
         }
         for p in wanted {
             if port_in_use(p) {
-                return Err(NetError::new(
-                    "PortConflict",
+                return Err(NetError::new(Reason::PortConflict,
                     format!(
                         "host port {} is in use by a process on this node: choose another host port",
                         conf::show_port(p)
@@ -393,8 +392,7 @@ impl Network {
             .map(|d| d.join(name))
             .find(|p| p.is_file())
             .ok_or_else(|| {
-                NetError::new(
-                    "NetworkUnavailable",
+                NetError::new(Reason::NetworkUnavailable,
                     format!(
                         "CNI plugin `{name}` not found in {}: install containernetworking-plugins or pass --cni-bin-dir",
                         self.cfg

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, Mutex};
 use voiyd_messages::image as reference;
+use voiyd_messages::reason::Reason;
 
 const LABEL_TASK: &str = "voiyd.task";
 const LABEL_UID: &str = "voiyd.uid";
@@ -62,7 +63,7 @@ pub struct ContainerdRuntime {
 }
 
 fn cd_err<'a>(
-    reason: &'static str,
+    reason: Reason,
     what: &'a str,
 ) -> impl FnOnce(containerd_client::tonic::Status) -> RuntimeError + 'a {
     move |s| RuntimeError::new(reason, format!("{what}: {} ({:?})", s.message(), s.code()))
@@ -111,7 +112,7 @@ impl ContainerdRuntime {
             .containers()
             .list(self.cd.request(req))
             .await
-            .map_err(cd_err("RuntimeUnavailable", "list containers"))?;
+            .map_err(cd_err(Reason::RuntimeUnavailable, "list containers"))?;
         Ok(resp.into_inner().containers)
     }
 
@@ -123,7 +124,7 @@ impl ContainerdRuntime {
                 filter: String::new(),
             }))
             .await
-            .map_err(cd_err("RuntimeUnavailable", "list tasks"))?;
+            .map_err(cd_err(Reason::RuntimeUnavailable, "list tasks"))?;
         // containerd 1.6 leaves `container_id` empty in listings and puts the container's id in `id`.
         Ok(resp
             .into_inner()
@@ -153,7 +154,7 @@ impl ContainerdRuntime {
         {
             Ok(r) => Ok(r.into_inner().container),
             Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(cd_err("RuntimeUnavailable", "get container")(s)),
+            Err(s) => Err(cd_err(Reason::RuntimeUnavailable, "get container")(s)),
         }
     }
 
@@ -268,7 +269,10 @@ impl ContainerdRuntime {
             .containers()
             .update(self.cd.request(req))
             .await
-            .map_err(cd_err("RuntimeUnavailable", "update container labels"))?;
+            .map_err(cd_err(
+                Reason::RuntimeUnavailable,
+                "update container labels",
+            ))?;
         Ok(())
     }
 
@@ -282,7 +286,7 @@ impl ContainerdRuntime {
             .snapshots()
             .mounts(self.cd.request(req))
             .await
-            .map_err(cd_err("StartFailed", "snapshot mounts"))?;
+            .map_err(cd_err(Reason::StartFailed, "snapshot mounts"))?;
         Ok(resp.into_inner().mounts)
     }
 
@@ -293,10 +297,10 @@ impl ContainerdRuntime {
         }
         let paths = self.paths(task);
         logs::prepare(&paths)
-            .map_err(|e| RuntimeError::new("StartFailed", format!("log FIFOs: {e}")))?;
+            .map_err(|e| RuntimeError::new(Reason::StartFailed, format!("log FIFOs: {e}")))?;
         let cap = Capture::start(&paths, self.cfg.rotation)
             .await
-            .map_err(|e| RuntimeError::new("StartFailed", format!("log capture: {e}")))?;
+            .map_err(|e| RuntimeError::new(Reason::StartFailed, format!("log capture: {e}")))?;
         caps.insert(task.to_string(), cap);
         Ok(())
     }
@@ -319,16 +323,16 @@ impl ContainerdRuntime {
     fn resolve_mounts(&self, desired: &Desired) -> Result<Vec<ResolvedMount>, RuntimeError> {
         Volumes::new(&self.cfg.data_dir)
             .resolve(desired)
-            .map_err(|e| RuntimeError::new("CreateFailed", e))
+            .map_err(|e| RuntimeError::new(Reason::CreateFailed, e))
     }
 
     async fn image(&self, desired: &Desired) -> Result<PulledImage, RuntimeError> {
         let name = reference::parse(&desired.config.image)
-            .map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))?
+            .map_err(|e| RuntimeError::new(Reason::CreateFailed, e.to_string()))?
             .to_string();
         image_config_in(&self.cd, &name, &self.cfg.pull.snapshotter)
             .await
-            .map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))
+            .map_err(|e| RuntimeError::new(Reason::CreateFailed, e.to_string()))
     }
 
     async fn remove_container(&self, task: &str) -> Result<(), RuntimeError> {
@@ -342,7 +346,7 @@ impl ContainerdRuntime {
         {
             Ok(_) => {}
             Err(s) if s.code() == Code::NotFound => {}
-            Err(s) => return Err(cd_err("DeleteFailed", "delete container")(s)),
+            Err(s) => return Err(cd_err(Reason::DeleteFailed, "delete container")(s)),
         }
         let req = RemoveSnapshotRequest {
             snapshotter: self.cfg.pull.snapshotter.clone(),
@@ -351,7 +355,7 @@ impl ContainerdRuntime {
         match self.cd.snapshots().remove(self.cd.request(req)).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == Code::NotFound => Ok(()),
-            Err(s) => Err(cd_err("DeleteFailed", "remove snapshot")(s)),
+            Err(s) => Err(cd_err(Reason::DeleteFailed, "remove snapshot")(s)),
         }
     }
 }
@@ -398,7 +402,7 @@ impl Runtime for ContainerdRuntime {
             .cd
             .version()
             .await
-            .map_err(|e| RuntimeError::new("RuntimeUnavailable", e.to_string()))?;
+            .map_err(|e| RuntimeError::new(Reason::RuntimeUnavailable, e.to_string()))?;
         Ok(RuntimeInfo {
             name: "containerd".into(),
             version,
@@ -432,7 +436,7 @@ impl Runtime for ContainerdRuntime {
         let p = match self.cd.tasks().get(self.cd.request(req)).await {
             Ok(r) => r.into_inner().process,
             Err(s) if s.code() == Code::NotFound => None,
-            Err(s) => return Err(cd_err("RuntimeUnavailable", "get task")(s)),
+            Err(s) => return Err(cd_err(Reason::RuntimeUnavailable, "get task")(s)),
         };
         if let Some(p) = &p {
             self.release_if_exited(task, p).await;
@@ -442,16 +446,16 @@ impl Runtime for ContainerdRuntime {
 
     async fn pull(&self, desired: &Desired, progress: Progress) -> Result<(), RuntimeError> {
         let reference = reference::parse(&desired.config.image)
-            .map_err(|e| RuntimeError::new("PullFailed", e.to_string()))?;
+            .map_err(|e| RuntimeError::new(Reason::PullFailed, e.to_string()))?;
         let mut opts = self.cfg.pull.clone();
         opts.policy = PullPolicy::resolve(&desired.config.pull_policy, &reference)
-            .map_err(|e| RuntimeError::new("PullFailed", e.to_string()))?;
+            .map_err(|e| RuntimeError::new(Reason::PullFailed, e.to_string()))?;
         pull(&self.cd, &desired.config.image, &opts, |p| {
             progress(p.bytes_done, p.bytes_total)
         })
         .await
         .map(|_| ())
-        .map_err(|e| RuntimeError::new("PullFailed", e.to_string()))
+        .map_err(|e| RuntimeError::new(Reason::PullFailed, e.to_string()))
     }
 
     async fn create(&self, desired: &Desired) -> Result<(), RuntimeError> {
@@ -463,7 +467,7 @@ impl Runtime for ContainerdRuntime {
             .cd
             .create_lease(Duration::from_secs(600))
             .await
-            .map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))?;
+            .map_err(|e| RuntimeError::new(Reason::CreateFailed, e.to_string()))?;
         let prep = PrepareSnapshotRequest {
             snapshotter: self.cfg.pull.snapshotter.clone(),
             key: task.to_string(),
@@ -475,7 +479,7 @@ impl Runtime for ContainerdRuntime {
             .snapshots()
             .prepare(lease.request(prep))
             .await
-            .map_err(cd_err("CreateFailed", "prepare snapshot"))?
+            .map_err(cd_err(Reason::CreateFailed, "prepare snapshot"))?
             .into_inner()
             .mounts;
         let (netns_path, hosts_path, resolv_path) = self.network_for(desired).await?;
@@ -492,8 +496,8 @@ impl Runtime for ContainerdRuntime {
             resolv_path,
             cgroups_path: format!("{}/{task}", self.cfg.cgroup_parent),
         };
-        let spec =
-            build_spec(&input).map_err(|e| RuntimeError::new("CreateFailed", e.to_string()))?;
+        let spec = build_spec(&input)
+            .map_err(|e| RuntimeError::new(Reason::CreateFailed, e.to_string()))?;
         let labels = HashMap::from([
             (LABEL_TASK.to_string(), task.to_string()),
             (LABEL_UID.to_string(), desired.uid.clone()),
@@ -522,7 +526,7 @@ impl Runtime for ContainerdRuntime {
                 container: Some(container),
             }))
             .await
-            .map_err(cd_err("CreateFailed", "create container"))?;
+            .map_err(cd_err(Reason::CreateFailed, "create container"))?;
         let _ = lease.release().await;
         Ok(())
     }
@@ -549,7 +553,7 @@ impl Runtime for ContainerdRuntime {
             .tasks()
             .create(self.cd.request(req))
             .await
-            .map_err(cd_err("StartFailed", "create task"))?
+            .map_err(cd_err(Reason::StartFailed, "create task"))?
             .into_inner();
         let start = StartRequest {
             container_id: task.to_string(),
@@ -557,7 +561,7 @@ impl Runtime for ContainerdRuntime {
         };
         if let Err(s) = self.cd.tasks().start(self.cd.request(start)).await {
             let _ = self.delete_task(task).await;
-            return Err(cd_err("StartFailed", "start task")(s));
+            return Err(cd_err(Reason::StartFailed, "start task")(s));
         }
         if let Some(n) = &self.cfg.network {
             n.set_owner(task, created.pid)
@@ -588,7 +592,7 @@ impl Runtime for ContainerdRuntime {
         match self.cd.tasks().kill(self.cd.request(req)).await {
             Ok(_) => Ok(()),
             Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
-            Err(s) => Err(cd_err("StopFailed", "kill task")(s)),
+            Err(s) => Err(cd_err(Reason::StopFailed, "kill task")(s)),
         }
     }
 
@@ -636,13 +640,13 @@ impl Runtime for ContainerdRuntime {
     async fn sync_volumes(&self, desired: &Desired) -> Result<(), RuntimeError> {
         Volumes::new(&self.cfg.data_dir)
             .sync_templates(desired)
-            .map_err(|e| RuntimeError::new("VolumeFailed", e))
+            .map_err(|e| RuntimeError::new(Reason::VolumeFailed, e))
     }
 
     async fn purge_volume(&self, name: &str) -> Result<(), RuntimeError> {
-        Volumes::new(&self.cfg.data_dir)
-            .purge(name)
-            .map_err(|e| RuntimeError::new("VolumeFailed", format!("purge volume {name}: {e}")))
+        Volumes::new(&self.cfg.data_dir).purge(name).map_err(|e| {
+            RuntimeError::new(Reason::VolumeFailed, format!("purge volume {name}: {e}"))
+        })
     }
 
     fn volumes(
@@ -673,11 +677,11 @@ impl ContainerdRuntime {
                     }
                 }
                 Err(RuntimeError::new(
-                    "DeleteFailed",
+                    Reason::DeleteFailed,
                     format!("task {task} did not exit after SIGKILL"),
                 ))
             }
-            Err(s) => Err(cd_err("DeleteFailed", "delete task")(s)),
+            Err(s) => Err(cd_err(Reason::DeleteFailed, "delete task")(s)),
         }
     }
 }

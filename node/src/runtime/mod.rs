@@ -8,6 +8,7 @@ pub mod sim;
 use crate::decide::reconcile::{ContainerState, Desired};
 use std::future::Future;
 use std::sync::Arc;
+use voiyd_messages::reason::Reason;
 
 /// What a runtime knows about one task's container.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,14 +34,14 @@ pub struct ContainerView {
 #[error("{message}")]
 pub struct RuntimeError {
     /// `PullFailed`, `CreateFailed`, `StartFailed`, `StopFailed`, `DeleteFailed`, `RuntimeUnavailable`.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// What went wrong, for people.
     pub message: String,
 }
 
 impl RuntimeError {
     /// Builds an error.
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         RuntimeError {
             reason,
             message: message.into(),

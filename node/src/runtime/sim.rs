@@ -60,7 +60,7 @@ impl SimRuntime {
 
     fn missing(task: &str) -> RuntimeError {
         RuntimeError::new(
-            "RuntimeUnavailable",
+            voiyd_messages::reason::Reason::RuntimeUnavailable,
             format!("no container for task {task}"),
         )
     }

@@ -80,12 +80,15 @@ impl TaskEntry {
     /// Since when it has been Running (its Ready condition's transition time).
     pub fn ready_since(&self) -> Option<Timestamp> {
         let (s, _) = self.status.as_ref()?;
-        if s.phase != voiyd_messages::phase::RUNNING {
+        if s.phase != voiyd_messages::phase::TaskPhase::Running {
             return None;
         }
         s.conditions
             .iter()
-            .find(|c| c.r#type == crate::schedule::conditions::READY && c.status == "True")
+            .find(|c| {
+                c.r#type == voiyd_messages::condition::ConditionType::Ready
+                    && c.status == voiyd_messages::condition::status(true)
+            })
             .and_then(|c| c.last_transition_time)
     }
 }
@@ -214,8 +217,9 @@ impl State {
                 }
                 e.node = (!s.node.is_empty()).then(|| s.node.clone());
                 e.reserved = false;
-                use voiyd_messages::phase::{PULLING, SCHEDULED, STARTING};
-                let on_its_way = [SCHEDULED, PULLING, STARTING].contains(&s.phase.as_str());
+                use voiyd_messages::phase::TaskPhase;
+                let on_its_way = TaskPhase::parse(&s.phase)
+                    .is_some_and(|p| p.is_active() && p != TaskPhase::Running);
                 let changed = e.status.as_ref().is_none_or(|(_, r)| *r != revision);
                 if !on_its_way {
                     e.waiting_since = None;
@@ -273,7 +277,7 @@ impl State {
         let before = (e.candidate.ready, e.candidate.capacity);
         match st {
             Some(s) => {
-                e.candidate.ready = s.phase == voiyd_messages::phase::node::READY;
+                e.candidate.ready = s.phase == voiyd_messages::phase::NodePhase::Ready;
                 e.phase = s.phase;
                 e.last_heartbeat = s.last_heartbeat;
                 e.candidate.capacity = s
@@ -501,11 +505,15 @@ impl View {
     /// Tasks whose status places them on a node where they should be running
     /// (Scheduled, Pulling, Starting or Running), as (task, node): their work must exist.
     pub fn running_placements(&self) -> Vec<(String, String)> {
-        use voiyd_messages::phase::ACTIVE;
+        use voiyd_messages::phase::TaskPhase;
         let s = self.state.read().expect("view lock");
         s.tasks
             .iter()
-            .filter(|(_, t)| t.exists && !t.reserved && ACTIVE.contains(&t.phase()))
+            .filter(|(_, t)| {
+                t.exists
+                    && !t.reserved
+                    && TaskPhase::parse(t.phase()).is_some_and(TaskPhase::is_active)
+            })
             .filter_map(|(name, t)| Some((name.clone(), t.node.clone()?)))
             .collect()
     }

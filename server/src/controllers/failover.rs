@@ -12,6 +12,8 @@ use async_nats::jetstream::kv;
 use prost::Message;
 use std::sync::OnceLock;
 use std::time::Duration;
+use voiyd_messages::event::EventType;
+use voiyd_messages::reason::Reason;
 use voiyd_messages::time::{millis, plus};
 use voiyd_messages::v1::{Lease, Meta, NodeStatus, TaskStatus};
 use voiyd_messages::Timestamp;
@@ -129,7 +131,7 @@ pub async fn mark_lost_nodes(
             continue; // a heartbeat arrived meanwhile
         }
         let mut st = v.status.clone();
-        st.phase = voiyd_messages::phase::node::NOT_READY.into();
+        st.phase = voiyd_messages::phase::NodePhase::NotReady.into();
         st.status = format!("no heartbeat for {:.1}s", (now - last) as f64 / 1000.0);
         if status::write(&ctx.status.0, "node", &node, &st, v.revision)
             .await?
@@ -140,8 +142,8 @@ pub async fn mark_lost_nodes(
                 .publish(
                     "node",
                     &node,
-                    "notready",
-                    "NodeLost",
+                    EventType::NotReady.as_str(),
+                    Reason::NodeLost.as_str(),
                     st.status.clone(),
                     None,
                 )
@@ -173,11 +175,11 @@ pub async fn evacuate(ctx: &Ctx) -> usize {
         // The view learns of a new node's record and of the tasks placed on it through
         // different watches: a task status can arrive first. Only a record that is
         // really gone means deleted.
-        if reason == "NodeDeleted" && node_record_exists(ctx, &n.candidate.name).await {
+        if reason == Reason::NodeDeleted && node_record_exists(ctx, &n.candidate.name).await {
             continue;
         }
         for (task, phase) in tasks {
-            if phase == voiyd_messages::phase::SUCCEEDED {
+            if phase == voiyd_messages::phase::TaskPhase::Succeeded {
                 continue; // finished: nothing to run elsewhere
             }
             match move_task(ctx, &task, &n.candidate.name, reason).await {
@@ -207,7 +209,7 @@ pub async fn move_task(
     ctx: &Ctx,
     task: &str,
     from: &str,
-    reason: &str,
+    reason: Reason,
 ) -> Result<bool, ServerError> {
     let Some(v) = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task).await? else {
         return Ok(false);
@@ -216,8 +218,8 @@ pub async fn move_task(
         return Ok(false);
     }
     let st = TaskStatus {
-        phase: voiyd_messages::phase::PENDING.into(),
-        reason: "Rescheduled".into(),
+        phase: voiyd_messages::phase::TaskPhase::Pending.into(),
+        reason: Reason::Rescheduled.into(),
         message: format!("{reason}: moving off node {from}"),
         reschedule_count: v.status.reschedule_count + 1,
         last_reschedule_reason: format!("{reason}: node {from}"),
@@ -234,8 +236,8 @@ pub async fn move_task(
         .publish(
             "task",
             task,
-            "rescheduled",
-            reason,
+            EventType::Rescheduled.as_str(),
+            reason.as_str(),
             format!("moved off node {from}"),
             None,
         )

@@ -22,6 +22,9 @@ use crate::schedule::sets::{
 use crate::service::{resources, tasks};
 use crate::store::managed::Managed;
 use crate::store::status;
+use voiyd_messages::condition::{self, ConditionType};
+use voiyd_messages::event::EventType;
+use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::{
     ContainerSet, ContainerSetStatus, DeleteRequest, Meta, SetRevision, Task,
 };
@@ -36,7 +39,7 @@ fn members(
     tasks
         .iter()
         .map(|(name, t)| {
-            let ready = t.phase() == voiyd_messages::phase::RUNNING;
+            let ready = t.phase() == voiyd_messages::phase::TaskPhase::Running;
             let ready_since = t.ready_since();
             Member {
                 name: name.clone(),
@@ -46,7 +49,7 @@ fn members(
                 available: ready
                     && ready_since.is_some()
                     && secs_since(ready_since.as_ref(), now) >= i64::from(min_ready),
-                failed: t.phase() == voiyd_messages::phase::FAILED,
+                failed: t.phase() == voiyd_messages::phase::TaskPhase::Failed,
             }
         })
         .collect()
@@ -147,10 +150,11 @@ async fn reconcile(
     if st.template_hash != hash {
         st.template_hash = hash.clone();
         st.rollout_started = Some(now);
-        let rolled_back = st
-            .conditions
-            .iter()
-            .any(|c| c.r#type == "Progressing" && c.reason == "RolledBack" && c.status == "False");
+        let rolled_back = st.conditions.iter().any(|c| {
+            c.r#type == ConditionType::Progressing
+                && c.reason == Reason::RolledBack
+                && c.status == condition::status(false)
+        });
         remember(
             &mut st.history,
             SetRevision {
@@ -202,16 +206,16 @@ async fn reconcile(
                 .publish(
                     "set",
                     set.name(),
-                    "rolledback",
-                    "RolledBack",
+                    EventType::RolledBack.as_str(),
+                    Reason::RolledBack.as_str(),
                     format!("rolled back to revision {}: {why}", prev_rev.revision),
                     None,
                 )
                 .await;
             st.conditions = vec![condition(
-                "Progressing",
+                ConditionType::Progressing,
                 false,
-                "RolledBack",
+                Reason::RolledBack,
                 format!("rolled back to revision {}: {why}", prev_rev.revision),
                 &st.conditions,
                 now,
@@ -230,21 +234,22 @@ async fn reconcile(
     st.available = mine.iter().filter(|m| m.available).count() as u32;
     st.observed_generation = generation;
     if !rolled_back_now {
-        let keep_rollback = st.conditions.iter().any(|c| c.reason == "RolledBack") && !p.complete;
+        let keep_rollback =
+            st.conditions.iter().any(|c| c.reason == Reason::RolledBack) && !p.complete;
         let progressing = if p.complete {
             condition(
-                "Progressing",
+                ConditionType::Progressing,
                 true,
-                "RolloutComplete",
+                Reason::RolloutComplete,
                 format!("{replicas} tasks of revision {generation} available"),
                 &st.conditions,
                 now,
             )
         } else if stalled {
             condition(
-                "Progressing",
+                ConditionType::Progressing,
                 false,
-                "ProgressDeadlineExceeded",
+                Reason::ProgressDeadlineExceeded,
                 format!("no progress for {deadline}s"),
                 &st.conditions,
                 now,
@@ -252,14 +257,14 @@ async fn reconcile(
         } else if keep_rollback {
             st.conditions
                 .iter()
-                .find(|c| c.reason == "RolledBack")
+                .find(|c| c.reason == Reason::RolledBack)
                 .cloned()
                 .expect("found")
         } else {
             condition(
-                "Progressing",
+                ConditionType::Progressing,
                 true,
-                "RolloutInProgress",
+                Reason::RolloutInProgress,
                 format!(
                     "{} of {replicas} updated, {} available",
                     st.updated, st.available
@@ -269,9 +274,9 @@ async fn reconcile(
             )
         };
         let available = condition(
-            "Available",
+            ConditionType::Available,
             st.available >= replicas.saturating_sub(limits.max_unavailable),
-            "MinimumAvailable",
+            Reason::MinimumAvailable,
             String::new(),
             &st.conditions,
             now,

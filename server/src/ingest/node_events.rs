@@ -8,12 +8,10 @@ use crate::store::managed::Managed;
 use crate::store::status;
 use futures::StreamExt;
 use prost::Message;
+use voiyd_messages::event::EventType;
 use voiyd_messages::v1::{Event, NodeEventReport, TaskStatus};
 use voiyd_messages::Resource;
 use voiyd_nats::names;
-
-/// Event types a node may report.
-pub const NODE_EVENT_TYPES: &[&str] = &["exited", "oomkilled", "pullfailed"];
 
 /// Handles node event reports until the connection closes (queue group: one server each).
 pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats::Error> {
@@ -41,7 +39,7 @@ pub async fn record(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerEr
             r.node
         )));
     }
-    if !NODE_EVENT_TYPES.contains(&r.r#type.as_str()) {
+    if !EventType::parse(&r.r#type).is_some_and(|t| EventType::FROM_NODES.contains(&t)) {
         return Err(ServerError::invalid(format!(
             "unknown event type `{}`",
             r.r#type

@@ -7,6 +7,8 @@ use crate::store::managed::Managed;
 use crate::store::status;
 use futures::StreamExt;
 use prost::Message;
+use voiyd_messages::event::EventType;
+use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::{
     Meta, Node, NodeConfig, NodeStatus, NodeStatusReport, TaskStatus, TaskStatusReport,
 };
@@ -18,7 +20,7 @@ use voiyd_nats::store::StoreError;
 /// deleted (a restarted agent has a new session and may join again).
 pub fn from_deleted_session(prev: Option<&NodeStatus>, session: &str) -> bool {
     prev.is_some_and(|p| {
-        p.phase == voiyd_messages::phase::node::DELETED
+        p.phase == voiyd_messages::phase::NodePhase::Deleted
             && !session.is_empty()
             && p.session == session
     })
@@ -153,7 +155,7 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerErr
         // The node learns it from `voiyd_subnets` and reports it from then on.
         st.subnet = ctx.subnets.ensure(&node_name).await?;
     }
-    st.phase = voiyd_messages::phase::node::READY.into();
+    st.phase = voiyd_messages::phase::NodePhase::Ready.into();
     st.last_heartbeat = Some(voiyd_messages::time::now());
     let previous = loop {
         let rev = prev.as_ref().map(|p| p.revision).unwrap_or(0);
@@ -175,7 +177,7 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerErr
     };
     let was_ready = previous
         .as_ref()
-        .is_some_and(|p| p.phase == voiyd_messages::phase::node::READY);
+        .is_some_and(|p| p.phase == voiyd_messages::phase::NodePhase::Ready);
     let prev_volumes = previous.map(|p| p.volumes).unwrap_or_default();
     if prev_volumes != st.volumes || !was_ready {
         crate::service::volumes::fold_node_report(ctx, &node_name, &prev_volumes, &st.volumes)
@@ -187,8 +189,8 @@ async fn heartbeat(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerErr
             .publish(
                 "node",
                 &node_name,
-                "ready",
-                "NodeReady",
+                EventType::Ready.as_str(),
+                Reason::NodeReady.as_str(),
                 "node is ready".into(),
                 None,
             )
@@ -254,12 +256,17 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerE
             return Ok(());
         }
         let mut st = report.status.clone().unwrap_or_default();
-        if st.phase == voiyd_messages::phase::REJECTED {
+        if st.phase == voiyd_messages::phase::TaskPhase::Rejected {
             // The node refused it (capacity or host ports taken, e.g. by a task another
             // server placed there at the same instant): place it elsewhere.
             tracing::info!(task = %report.task, node = %node_name, reason = %st.reason, message = %st.message, "node refused task");
-            crate::controllers::failover::move_task(ctx, &report.task, &node_name, "NodeRejected")
-                .await?;
+            crate::controllers::failover::move_task(
+                ctx,
+                &report.task,
+                &node_name,
+                Reason::NodeRejected,
+            )
+            .await?;
             return Ok(());
         }
         let stamp = |t: &Option<voiyd_messages::Timestamp>| t.map(|t| (t.seconds, t.nanos));
@@ -329,7 +336,7 @@ mod tests {
     #[test]
     fn only_the_deleted_agent_run_is_refused() {
         let deleted = NodeStatus {
-            phase: voiyd_messages::phase::node::DELETED.into(),
+            phase: voiyd_messages::phase::NodePhase::Deleted.into(),
             session: "s1".into(),
             ..Default::default()
         };

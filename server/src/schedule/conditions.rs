@@ -1,12 +1,9 @@
 //! Task conditions derived from the phase, with the time each last changed.
 
+use voiyd_messages::condition::{self, ConditionType};
+use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::Condition;
 use voiyd_messages::Timestamp;
-
-/// Condition types a task carries.
-pub const SCHEDULED: &str = "Scheduled";
-/// The task's process is running.
-pub const READY: &str = "Ready";
 
 /// The task's conditions after a report in `phase` for a task placed on a node, keeping
 /// the previous transition time of every condition whose status did not change.
@@ -19,23 +16,23 @@ pub fn for_phase(
 ) -> Vec<Condition> {
     let want = [
         (
-            SCHEDULED,
+            ConditionType::Scheduled,
             scheduled,
             if scheduled {
-                "Scheduled"
+                Reason::Scheduled.as_str()
             } else {
-                "Unschedulable"
+                Reason::Unschedulable.as_str()
             },
         ),
         (
-            READY,
-            phase == voiyd_messages::phase::RUNNING,
+            ConditionType::Ready,
+            phase == voiyd_messages::phase::TaskPhase::Running,
             if reason.is_empty() { phase } else { reason },
         ),
     ];
     want.iter()
         .map(|(ty, ok, why)| {
-            let status = if *ok { "True" } else { "False" };
+            let status = condition::status(*ok);
             let old = prev.iter().find(|c| c.r#type == *ty);
             let since = match old {
                 Some(c) if c.status == status => c.last_transition_time,

@@ -2,6 +2,7 @@
 //! and why a node's tasks must move. Pure; [`crate::controllers::failover`] acts on it.
 
 use std::time::Duration;
+use voiyd_messages::reason::Reason;
 use voiyd_messages::time::millis;
 use voiyd_messages::Timestamp;
 
@@ -29,7 +30,7 @@ pub fn is_lost(
     now: i64,
     timeout: Duration,
 ) -> bool {
-    phase == voiyd_messages::phase::node::READY
+    phase == voiyd_messages::phase::NodePhase::Ready
         && now - last_heartbeat.max(observed_from) > timeout.as_millis() as i64
 }
 
@@ -39,13 +40,13 @@ pub fn evacuation_reason(
     phase: &str,
     unschedulable: bool,
     draining: bool,
-) -> Option<&'static str> {
+) -> Option<Reason> {
     if !registered {
-        Some("NodeDeleted")
-    } else if phase == voiyd_messages::phase::node::NOT_READY {
-        Some("NodeLost")
+        Some(Reason::NodeDeleted)
+    } else if phase == voiyd_messages::phase::NodePhase::NotReady {
+        Some(Reason::NodeLost)
     } else if unschedulable && draining {
-        Some("NodeDrained")
+        Some(Reason::NodeDrained)
     } else {
         None
     }
@@ -62,15 +63,15 @@ mod tests {
     fn which_nodes_are_evacuated() {
         assert_eq!(
             evacuation_reason(false, "Ready", false, false),
-            Some("NodeDeleted")
+            Some(Reason::NodeDeleted)
         );
         assert_eq!(
             evacuation_reason(true, "NotReady", false, false),
-            Some("NodeLost")
+            Some(Reason::NodeLost)
         );
         assert_eq!(
             evacuation_reason(true, "Ready", true, true),
-            Some("NodeDrained")
+            Some(Reason::NodeDrained)
         );
         // Cordoned alone keeps its tasks; a drain label without cordon does nothing.
         assert_eq!(evacuation_reason(true, "Ready", true, false), None);

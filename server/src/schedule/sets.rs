@@ -4,6 +4,8 @@
 
 use prost::Message;
 use std::collections::BTreeSet;
+use voiyd_messages::condition::{self, ConditionType};
+use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::{Condition, SetRevision, TaskConfig};
 use voiyd_messages::Timestamp;
 
@@ -144,14 +146,14 @@ pub fn secs_since(t: Option<&Timestamp>, now: &Timestamp) -> i64 {
 
 /// A set condition, keeping its transition time while its status stays the same.
 pub fn condition(
-    ty: &str,
+    ty: ConditionType,
     ok: bool,
-    reason: &str,
+    reason: Reason,
     msg: String,
     prev: &[Condition],
     now: Timestamp,
 ) -> Condition {
-    let status = if ok { "True" } else { "False" };
+    let status = condition::status(ok);
     let since = prev
         .iter()
         .find(|c| c.r#type == ty && c.status == status)

@@ -13,11 +13,13 @@ use crate::store::managed::Managed;
 use crate::store::status;
 use futures::StreamExt;
 use std::time::Duration;
+use voiyd_messages::event::EventType;
 use voiyd_messages::v1::{Assignment, Task, TaskStatus};
 use voiyd_messages::Resource;
 use voiyd_nats::names;
 
-pub use voiyd_messages::phase::{PENDING, SCHEDULED};
+use voiyd_messages::phase::TaskPhase;
+use voiyd_messages::reason::Reason;
 
 /// How long a request waits for a freshly started server's view to catch up.
 const VIEW_WAIT: Duration = Duration::from_secs(10);
@@ -64,12 +66,12 @@ pub async fn sync_fetched(
         match ctx.view.reserve(&task) {
             Ok(node) => {
                 st.node = node.clone();
-                st.phase = SCHEDULED.to_string();
+                st.phase = TaskPhase::Scheduled.into();
                 st.reason = String::new();
                 st.message = format!("placed on {node}");
                 st.conditions = crate::schedule::conditions::for_phase(
                     &st.conditions,
-                    SCHEDULED,
+                    TaskPhase::Scheduled.as_str(),
                     "",
                     true,
                     voiyd_messages::time::now(),
@@ -86,8 +88,8 @@ pub async fn sync_fetched(
                         .publish(
                             "task",
                             &name,
-                            "scheduled",
-                            "Scheduled",
+                            EventType::Scheduled.as_str(),
+                            Reason::Scheduled.as_str(),
                             format!("placed on node {node}"),
                             None,
                         )
@@ -100,15 +102,15 @@ pub async fn sync_fetched(
             }
             Err(why) => {
                 let message = why.to_string();
-                let changed = st.phase != PENDING || st.message != message;
-                st.phase = PENDING.to_string();
-                st.reason = "Unschedulable".to_string();
+                let changed = st.phase != TaskPhase::Pending || st.message != message;
+                st.phase = TaskPhase::Pending.into();
+                st.reason = Reason::Unschedulable.into();
                 st.message = message;
                 if changed {
                     st.conditions = crate::schedule::conditions::for_phase(
                         &st.conditions,
-                        PENDING,
-                        "Unschedulable",
+                        TaskPhase::Pending.as_str(),
+                        Reason::Unschedulable.as_str(),
                         false,
                         voiyd_messages::time::now(),
                     );

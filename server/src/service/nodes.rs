@@ -20,7 +20,7 @@ pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, Serve
     let revoked = crate::service::tokens::revoke(ctx, req).await?;
     let session = status::read::<Node>(&ctx.status, &req.name)
         .await?
-        .filter(|s| s.phase != voiyd_messages::phase::node::DELETED)
+        .filter(|s| s.phase != voiyd_messages::phase::NodePhase::Deleted)
         .map(|s| s.session)
         .filter(|s| !s.is_empty());
     let deleted = match &session {
@@ -46,10 +46,10 @@ pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, Serve
     Ok(resources::deleted(&req.name))
 }
 
-/// Writes a deleted node's status record ([`voiyd_messages::phase::node::DELETED`] with the agent session).
+/// Writes a deleted node's status record ([`voiyd_messages::phase::NodePhase::Deleted`] with the agent session).
 async fn remember_deleted(ctx: &Ctx, node: &str, session: String) {
     let st = NodeStatus {
-        phase: voiyd_messages::phase::node::DELETED.into(),
+        phase: voiyd_messages::phase::NodePhase::Deleted.into(),
         session,
         ..Default::default()
     };

@@ -5,7 +5,9 @@ use crate::error::ServerError;
 use crate::service::merge_patch;
 use crate::store::managed::Managed;
 use crate::store::status;
+use voiyd_messages::event::EventType;
 use voiyd_messages::fields::FieldSelector;
+use voiyd_messages::reason::Reason;
 use voiyd_messages::selector::Selector;
 use voiyd_messages::v1::{DeleteReply, DeleteRequest, GetRequest, ListRequest, PatchRequest};
 use voiyd_messages::Resource;
@@ -77,8 +79,8 @@ pub async fn create<R: Managed>(ctx: &Ctx, r: R) -> Result<R, ServerError> {
         .publish(
             R::KIND.singular(),
             stored.name(),
-            "created",
-            "Created",
+            EventType::Created.as_str(),
+            Reason::Created.as_str(),
             String::new(),
             Some(stored.event_object()),
         )
@@ -212,8 +214,8 @@ pub async fn write_update<R: Managed>(
         .publish(
             R::KIND.singular(),
             &name,
-            "updated",
-            "Updated",
+            EventType::Updated.as_str(),
+            Reason::Updated.as_str(),
             String::new(),
             Some(stored.event_object()),
         )
@@ -259,8 +261,8 @@ pub async fn delete_keeping_status<R: Managed>(
         .publish(
             R::KIND.singular(),
             &req.name,
-            "deleted",
-            "Deleted",
+            EventType::Deleted.as_str(),
+            Reason::Deleted.as_str(),
             String::new(),
             Some(current.event_object()),
         )
