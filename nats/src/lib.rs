@@ -9,6 +9,8 @@ pub mod callout;
 pub mod chunks;
 pub mod connect;
 pub mod embedded;
+#[cfg(feature = "clap")]
+pub mod flags;
 pub mod jwt;
 pub mod link;
 pub mod metrics;

@@ -1,6 +1,6 @@
 //! voiyd-node binary: flags, logging and signal handling around the agent library.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,25 +40,13 @@ struct Args {
     /// Registry credentials, Docker `config.json` format.
     #[arg(long)]
     registry_auth: Option<PathBuf>,
-    /// NATS credentials file.
-    #[arg(long)]
-    creds: Option<PathBuf>,
-    /// NKEY seed, or a file holding it.
-    #[arg(long)]
-    nkey: Option<String>,
+    /// Credentials and TLS for NATS.
+    #[command(flatten)]
+    nats_auth: voiyd_nats::flags::NatsFlags,
     /// One-time join token (`voiydctl token create`): the node makes its own NATS
     /// identity, keeps it in the data dir and uses it from then on.
     #[arg(long, env = "VOIYD_JOIN_TOKEN")]
     join_token: Option<String>,
-    /// CA certificate to verify NATS.
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
-    /// Client certificate for mutual TLS.
-    #[arg(long)]
-    tls_cert: Option<PathBuf>,
-    /// Client key for mutual TLS.
-    #[arg(long)]
-    tls_key: Option<PathBuf>,
     /// Directory of CNI plugin binaries (repeatable; default /usr/lib/cni then /opt/cni/bin).
     #[arg(long = "cni-bin-dir")]
     cni_bin_dirs: Vec<PathBuf>,
@@ -230,13 +218,7 @@ async fn shutdown_signal() {
 
 /// How to reach NATS, from the flags.
 fn nats_options(args: &Args) -> ConnectOptions {
-    let mut nats = ConnectOptions::from_urls(&args.server);
-    nats.creds_file = args.creds.clone();
-    nats.nkey_seed = args.nkey.clone();
-    nats.tls_ca = args.tls_ca.clone();
-    nats.tls_cert = args.tls_cert.clone();
-    nats.tls_key = args.tls_key.clone();
-    nats
+    args.nats_auth.options(&args.server)
 }
 
 /// `--runtime sim`: one or many simulated nodes in this process.
@@ -277,7 +259,8 @@ async fn run_sim(args: Args, name: String, labels: BTreeMap<String, String>) -> 
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let cmd = voiyd_nats::flags::with_aliases(Args::command(), voiyd_nats::flags::NODE_ALIASES);
+    let args = Args::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

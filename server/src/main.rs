@@ -5,12 +5,11 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use voiyd_nats::bootstrap::BootstrapOptions;
-use voiyd_nats::connect::ConnectOptions;
 
 /// The voiyd control plane.
 #[derive(Parser, Debug)]
@@ -62,27 +61,9 @@ struct Args {
     /// nats-server binary for embedded mode (default: $VOIYD_NATS_SERVER, then PATH).
     #[arg(long)]
     nats_server_bin: Option<PathBuf>,
-    /// NATS credentials file (external mode).
-    #[arg(long)]
-    nats_creds: Option<PathBuf>,
-    /// NKEY seed, or a file holding it (external mode).
-    #[arg(long)]
-    nats_nkey: Option<String>,
-    /// NATS user (external mode).
-    #[arg(long)]
-    nats_user: Option<String>,
-    /// NATS password (external mode).
-    #[arg(long, env = "VOIYD_NATS_PASSWORD")]
-    nats_password: Option<String>,
-    /// CA certificate to verify the NATS server.
-    #[arg(long)]
-    nats_ca: Option<PathBuf>,
-    /// Client certificate for mutual TLS.
-    #[arg(long)]
-    nats_cert: Option<PathBuf>,
-    /// Client key for mutual TLS.
-    #[arg(long)]
-    nats_key: Option<PathBuf>,
+    /// Credentials and TLS for an external NATS (with --nats-url).
+    #[command(flatten)]
+    nats_auth: voiyd_nats::flags::NatsFlags,
     /// Replicas of every bucket and stream (default: 1, or 3 with --nats-peers; give 3
     /// or 5 on an external NATS cluster).
     #[arg(long)]
@@ -123,7 +104,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let cmd = Args::command().mut_subcommand("backup", |b| {
+        voiyd_nats::flags::with_aliases(b, voiyd_nats::flags::BACKUP_ALIASES)
+    });
+    let args = Args::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     if let Some(cmd) = args.command.clone() {
         if let voiyd_server::app::commands::Command::Backup(b) = cmd {
             std::process::exit(voiyd_server::app::backup::run_backup(b, &args.data_dir).await);
@@ -148,14 +132,7 @@ async fn main() {
         fmt.init();
     }
     let nats = args.nats_url.as_ref().map(|urls| {
-        let mut o = ConnectOptions::from_urls(urls);
-        o.creds_file = args.nats_creds.clone();
-        o.nkey_seed = args.nats_nkey.clone();
-        o.user = args.nats_user.clone();
-        o.password = args.nats_password.clone();
-        o.tls_ca = args.nats_ca.clone();
-        o.tls_cert = args.nats_cert.clone();
-        o.tls_key = args.nats_key.clone();
+        let mut o = args.nats_auth.options(urls);
         o.retry_on_initial_connect = true;
         o
     });

@@ -103,32 +103,23 @@ pub struct BackupArgs {
     /// NATS to read from (comma-separated URLs).
     #[arg(long, default_value = "nats://127.0.0.1:4222", env = "VOIYD_NATS_URL")]
     pub server: String,
-    /// NKEY seed or seed file to connect with (default: `<data-dir>/auth/server.nk` when
-    /// it exists: the servers' identity, which can read every bucket).
-    #[arg(long)]
-    pub nkey: Option<String>,
-    /// NATS credentials file.
-    #[arg(long)]
-    pub creds: Option<PathBuf>,
-    /// CA to verify NATS' certificate (TLS).
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
+    /// Credentials and TLS. Without --nats-nkey or --nats-creds, the servers' identity
+    /// `<data-dir>/auth/server.nk` is used when it exists (it can read every bucket).
+    #[command(flatten)]
+    pub nats: voiyd_nats::flags::NatsFlags,
 }
 
 /// Runs `voiyd-server backup`; returns the exit code.
 pub async fn run_backup(args: BackupArgs, data_dir: &Path) -> i32 {
     voiyd_nats::connect::install_crypto_provider();
-    let mut o = voiyd_nats::ConnectOptions::from_urls(&args.server);
+    let mut o = args.nats.options(&args.server);
     o.name = "voiyd-server backup".into();
-    o.creds_file = args.creds.clone();
-    o.nkey_seed = args.nkey.clone().or_else(|| {
+    if o.nkey_seed.is_none() && o.creds_file.is_none() {
         let seed = data_dir
             .join("auth")
             .join(crate::security::identities::SERVER_SEED);
-        (args.creds.is_none() && seed.exists()).then(|| seed.to_string_lossy().into_owned())
-    });
-    o.tls_required = args.ca.is_some();
-    o.tls_ca = args.ca.clone();
+        o.nkey_seed = seed.exists().then(|| seed.to_string_lossy().into_owned());
+    }
     let result = async {
         let client = voiyd_nats::connect(&o).await?;
         backup(&client, &args.to).await
