@@ -514,7 +514,9 @@ impl Runtime for ContainerdRuntime {
             }),
             spec: Some(prost_types::Any {
                 type_url: SPEC_TYPE_URL.into(),
-                value: spec.to_string().into_bytes(),
+                value: serde_json::to_vec(&spec).map_err(|e| {
+                    RuntimeError::new(Reason::CreateFailed, format!("runtime spec: {e}"))
+                })?,
             }),
             snapshotter: self.cfg.pull.snapshotter.clone(),
             snapshot_key: task.to_string(),

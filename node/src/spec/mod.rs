@@ -2,14 +2,24 @@
 //! and what the node prepared (rootfs, network namespace, mounts). Docker's defaults and
 //! Kubernetes' command/args rules apply, so images behave as they do elsewhere.
 
-use std::collections::BTreeSet;
-use voiyd_messages::capabilities;
+mod mounts;
+mod user;
 
-use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashSet};
+use std::str::FromStr;
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory,
+    LinuxNamespace, LinuxNamespaceType, LinuxResources, PosixRlimitBuilder, PosixRlimitType,
+    Process, Root, Spec, User,
+};
+use voiyd_messages::capabilities;
 use voiyd_messages::quantity::{parse_cpu, parse_memory};
 use voiyd_messages::v1::TaskConfig;
 
 use crate::image::ImageConfig;
+use mounts::mounts;
+use user::resolve_user;
 
 /// PATH for containers whose image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -83,6 +93,9 @@ pub enum SpecError {
     /// An environment variable without a name.
     #[error("environment variable with an empty name (value '{0}')")]
     EmptyEnvName(String),
+    /// oci-spec refused to assemble a part of the spec (a bug: every field is set).
+    #[error("cannot assemble the runtime spec: {0}")]
+    Build(String),
 }
 
 /// What kind of filesystem a task mount is.
@@ -135,69 +148,90 @@ pub struct SpecInput<'a> {
 }
 
 /// Builds the OCI runtime spec (config.json) for a task's container.
-pub fn build_spec(input: &SpecInput<'_>) -> Result<Value, SpecError> {
+pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let cfg = input.config;
     let privileged = cfg.privileged;
     let args = process_args(cfg, input.image)?;
     let cwd = working_dir(cfg, input.image)?;
-    let user = resolve_user(
+    let who = resolve_user(
         non_empty(&cfg.user).unwrap_or(&input.image.user),
         input.passwd.as_deref(),
         input.group.as_deref(),
     )?;
-    let env = environment(cfg, input.image, input.task_name, &user.home)?;
+    let env = environment(cfg, input.image, input.task_name, &who.home)?;
     let caps = capabilities(cfg)?;
     let mounts = mounts(input)?;
 
+    let namespace = |typ: LinuxNamespaceType, path: Option<&String>| {
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(typ).set_path(path.map(Into::into));
+        ns
+    };
     let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
+        namespace(LinuxNamespaceType::Pid, None),
+        namespace(LinuxNamespaceType::Ipc, None),
+        namespace(LinuxNamespaceType::Uts, None),
+        namespace(LinuxNamespaceType::Mount, None),
     ];
     if !cfg.host_network {
-        namespaces.push(match &input.netns_path {
-            Some(path) => json!({"type": "network", "path": path}),
-            None => json!({"type": "network"}),
-        });
+        namespaces.push(namespace(
+            LinuxNamespaceType::Network,
+            input.netns_path.as_ref(),
+        ));
     }
+    let paths = |p: &[&str]| (!privileged).then(|| p.iter().map(|s| s.to_string()).collect());
+    let linux = LinuxBuilder::default()
+        .cgroups_path(input.cgroups_path.clone())
+        .namespaces(namespaces)
+        .resources(resources(cfg)?)
+        .build()
+        .map_err(|e| SpecError::Build(e.to_string()))?;
+    let mut linux = linux;
+    linux
+        .set_masked_paths(paths(MASKED_PATHS))
+        .set_readonly_paths(paths(READONLY_PATHS));
 
-    let mut linux = json!({
-        "cgroupsPath": input.cgroups_path,
-        "namespaces": namespaces,
-        "resources": resources(cfg)?,
-    });
-    if !privileged {
-        linux["maskedPaths"] = json!(MASKED_PATHS);
-        linux["readonlyPaths"] = json!(READONLY_PATHS);
-    }
+    let mut user = User::default();
+    user.set_uid(who.uid).set_gid(who.gid).set_additional_gids(
+        (!who.additional_gids.is_empty()).then(|| who.additional_gids.clone()),
+    );
+    let mut all_caps = LinuxCapabilities::default();
+    all_caps
+        .set_bounding(Some(caps.clone()))
+        .set_effective(Some(caps.clone()))
+        .set_permitted(Some(caps))
+        .set_inheritable(None)
+        .set_ambient(None);
+    let nofile = PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .hard(NOFILE_LIMIT)
+        .soft(NOFILE_LIMIT)
+        .build()
+        .map_err(|e| SpecError::Build(e.to_string()))?;
+    let mut process = Process::default();
+    process
+        .set_terminal(Some(false))
+        .set_user(user)
+        .set_args(Some(args))
+        .set_env(Some(env))
+        .set_cwd(cwd.into())
+        .set_capabilities(Some(all_caps))
+        .set_rlimits(Some(vec![nofile]))
+        .set_no_new_privileges(Some(false));
 
-    let mut process = json!({
-        "terminal": false,
-        "user": {"uid": user.uid, "gid": user.gid},
-        "args": args,
-        "env": env,
-        "cwd": cwd,
-        "capabilities": {
-            "bounding": caps,
-            "effective": caps,
-            "permitted": caps,
-        },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": NOFILE_LIMIT, "soft": NOFILE_LIMIT}],
-        "noNewPrivileges": false,
-    });
-    if !user.additional_gids.is_empty() {
-        process["user"]["additionalGids"] = json!(user.additional_gids);
-    }
+    let mut root = Root::default();
+    root.set_path(input.rootfs_path.clone().into())
+        .set_readonly(Some(false));
 
-    Ok(json!({
-        "ociVersion": "1.0.2",
-        "process": process,
-        "root": {"path": input.rootfs_path, "readonly": false},
-        "hostname": input.task_name,
-        "mounts": mounts,
-        "linux": linux,
-    }))
+    let mut spec = Spec::default();
+    spec.set_version("1.0.2".into())
+        .set_process(Some(process))
+        .set_root(Some(root))
+        .set_hostname(Some(input.task_name.to_string()))
+        .set_mounts(Some(mounts))
+        .set_annotations(None)
+        .set_linux(Some(linux));
+    Ok(spec)
 }
 
 fn non_empty(s: &str) -> Option<&str> {
@@ -270,100 +304,6 @@ fn environment(
     Ok(env.into_iter().map(|(n, v)| format!("{n}={v}")).collect())
 }
 
-/// The resolved identity of the container process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct User {
-    uid: u32,
-    gid: u32,
-    additional_gids: Vec<u32>,
-    home: String,
-}
-
-struct PasswdEntry<'a> {
-    name: &'a str,
-    uid: u32,
-    gid: u32,
-    home: &'a str,
-}
-
-fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
-    passwd.lines().filter_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 4 || line.starts_with('#') {
-            return None;
-        }
-        Some(PasswdEntry {
-            name: f[0],
-            uid: f[2].parse().ok()?,
-            gid: f[3].parse().ok()?,
-            home: f.get(5).copied().unwrap_or("/"),
-        })
-    })
-}
-
-/// `(name, gid, members)` of each /etc/group line.
-fn group_entries(group: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
-    group.lines().filter_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 3 || line.starts_with('#') {
-            return None;
-        }
-        let members = f
-            .get(3)
-            .map(|m| m.split(',').filter(|s| !s.is_empty()).collect())
-            .unwrap_or_default();
-        Some((f[0], f[2].parse().ok()?, members))
-    })
-}
-
-/// Resolves `name|uid[:group|gid]` against the image's passwd and group files, as Docker does:
-/// a known user brings its primary gid, home and supplementary groups.
-fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<User, SpecError> {
-    let (user_part, group_part) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let user_part = if user_part.is_empty() { "0" } else { user_part };
-    let entry = passwd.and_then(|p| {
-        passwd_entries(p).find(|e| match user_part.parse::<u32>() {
-            Ok(uid) => e.uid == uid,
-            Err(_) => e.name == user_part,
-        })
-    });
-    let (uid, mut gid, name, home) = match (user_part.parse::<u32>(), &entry) {
-        (_, Some(e)) => (e.uid, e.gid, Some(e.name), e.home.to_string()),
-        (Ok(uid), None) => (uid, 0, None, "/".to_string()),
-        (Err(_), None) => return Err(SpecError::UserNotFound(user_part.to_string())),
-    };
-    if let Some(g) = group_part.filter(|g| !g.is_empty()) {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => group
-                .and_then(|gr| {
-                    group_entries(gr)
-                        .find(|(n, _, _)| *n == g)
-                        .map(|(_, id, _)| id)
-                })
-                .ok_or_else(|| SpecError::GroupNotFound(g.to_string()))?,
-        };
-    }
-    let mut additional_gids: Vec<u32> = match (name, group) {
-        (Some(name), Some(gr)) => group_entries(gr)
-            .filter(|(_, id, members)| *id != gid && members.contains(&name))
-            .map(|(_, id, _)| id)
-            .collect(),
-        _ => Vec::new(),
-    };
-    additional_gids.sort_unstable();
-    additional_gids.dedup();
-    Ok(User {
-        uid,
-        gid,
-        additional_gids,
-        home,
-    })
-}
-
 /// `net_admin` / `CAP_NET_ADMIN` → `CAP_NET_ADMIN`; `all` → `ALL`.
 fn normalize_cap(name: &str) -> Result<String, SpecError> {
     capabilities::canonical(name.trim())
@@ -372,9 +312,9 @@ fn normalize_cap(name: &str) -> Result<String, SpecError> {
 
 /// Docker's rules: privileged gets all; `add: [ALL]` gives all but the dropped ones;
 /// `drop: [ALL]` gives only the added ones; otherwise default minus drops plus adds.
-fn capabilities(cfg: &TaskConfig) -> Result<Vec<String>, SpecError> {
+fn capabilities(cfg: &TaskConfig) -> Result<HashSet<Capability>, SpecError> {
     if cfg.privileged {
-        return Ok(capabilities::ALL.iter().map(|s| s.to_string()).collect());
+        return typed(capabilities::ALL.iter().map(|s| s.to_string()));
     }
     let (add, drop) = match &cfg.capabilities {
         Some(c) => (
@@ -406,14 +346,28 @@ fn capabilities(cfg: &TaskConfig) -> Result<Vec<String>, SpecError> {
             .chain(add)
             .collect()
     };
-    Ok(caps.into_iter().collect())
+    typed(caps)
 }
 
-fn resources(cfg: &TaskConfig) -> Result<Value, SpecError> {
-    let privileged = cfg.privileged;
+/// `CAP_NET_ADMIN` → [`Capability::NetAdmin`] (oci-spec spells its names without `CAP_`).
+fn typed(names: impl IntoIterator<Item = String>) -> Result<HashSet<Capability>, SpecError> {
+    names
+        .into_iter()
+        .map(|n| {
+            Capability::from_str(n.trim_start_matches("CAP_"))
+                .map_err(|_| SpecError::UnknownCapability(n.clone()))
+        })
+        .collect()
+}
+
+fn resources(cfg: &TaskConfig) -> Result<LinuxResources, SpecError> {
     // Unprivileged: deny every device except runc's defaults (null, zero, tty, …), which runc adds.
-    let devices = json!([{"allow": privileged, "access": "rwm"}]);
-    let mut res = json!({ "devices": devices });
+    let mut devices = LinuxDeviceCgroup::default();
+    devices
+        .set_allow(cfg.privileged)
+        .set_access(Some("rwm".into()));
+    let mut res = LinuxResources::default();
+    res.set_devices(Some(vec![devices]));
     let Some(r) = &cfg.resources else {
         return Ok(res);
     };
@@ -422,7 +376,9 @@ fn resources(cfg: &TaskConfig) -> Result<Value, SpecError> {
             field: "memory",
             reason: e.to_string(),
         })?;
-        res["memory"] = json!({ "limit": limit });
+        let mut memory = LinuxMemory::default();
+        memory.set_limit(Some(i64::try_from(limit).unwrap_or(i64::MAX)));
+        res.set_memory(Some(memory));
     }
     if let Some(cpu) = non_empty(&r.cpu) {
         let millis = parse_cpu(cpu).map_err(|e| SpecError::Quantity {
@@ -431,136 +387,21 @@ fn resources(cfg: &TaskConfig) -> Result<Value, SpecError> {
         })?;
         // Kubernetes' conversion: shares = millicores * 1024 / 1000 (at least 2).
         let shares = (millis.saturating_mul(1024) / 1000).max(2);
-        res["cpu"] = json!({
-            "quota": millis.saturating_mul(CPU_PERIOD_US / 1000),
-            "period": CPU_PERIOD_US,
-            "shares": shares,
-        });
+        let mut c = LinuxCpu::default();
+        c.set_quota(Some(
+            i64::try_from(millis.saturating_mul(CPU_PERIOD_US / 1000)).unwrap_or(i64::MAX),
+        ))
+        .set_period(Some(CPU_PERIOD_US))
+        .set_shares(Some(shares));
+        res.set_cpu(Some(c));
     }
     Ok(res)
-}
-
-fn default_mounts(privileged: bool) -> Vec<(String, Value)> {
-    let ro_unless_privileged = |mut opts: Vec<&'static str>| -> Vec<&'static str> {
-        opts.push(if privileged { "rw" } else { "ro" });
-        opts
-    };
-    vec![
-        ("/proc", "proc", "proc", vec!["nosuid", "noexec", "nodev"]),
-        (
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            vec!["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        (
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            vec![
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        ),
-        (
-            "/dev/shm",
-            "shm",
-            "tmpfs",
-            vec!["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        ),
-        (
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            vec!["nosuid", "noexec", "nodev"],
-        ),
-        (
-            "/sys",
-            "sysfs",
-            "sysfs",
-            ro_unless_privileged(vec!["nosuid", "noexec", "nodev"]),
-        ),
-        (
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            ro_unless_privileged(vec!["nosuid", "noexec", "nodev", "relatime"]),
-        ),
-    ]
-    .into_iter()
-    .map(|(dest, source, kind, opts)| {
-        (
-            dest.to_string(),
-            json!({"destination": dest, "type": kind, "source": source, "options": opts}),
-        )
-    })
-    .collect()
-}
-
-/// Default mounts, then /etc/hosts and /etc/resolv.conf, then task mounts (parents before
-/// children). A task mount replaces a default mount at the same destination.
-fn mounts(input: &SpecInput<'_>) -> Result<Vec<Value>, SpecError> {
-    let mut user: Vec<(String, Value)> = Vec::new();
-    for m in &input.mounts {
-        if !m.destination.starts_with('/') {
-            return Err(SpecError::RelativePath {
-                what: "mount destination",
-                path: m.destination.clone(),
-            });
-        }
-        let dest = m.destination.trim_end_matches('/');
-        let dest = if dest.is_empty() { "/" } else { dest };
-        let value = match m.kind {
-            MountKind::Bind => {
-                if !m.source.starts_with('/') {
-                    return Err(SpecError::RelativePath {
-                        what: "bind mount source",
-                        path: m.source.clone(),
-                    });
-                }
-                let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
-                opts.extend(m.options.iter().cloned());
-                json!({"destination": dest, "type": "bind", "source": m.source, "options": opts})
-            }
-            MountKind::Tmpfs => {
-                let mut opts = vec!["nosuid".to_string(), "nodev".to_string()];
-                opts.extend(m.options.iter().cloned());
-                json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": opts})
-            }
-        };
-        user.push((dest.to_string(), value));
-    }
-    // Stable sort by depth: a mount at /a must precede one at /a/b or it would hide it.
-    user.sort_by_key(|(dest, _)| dest.matches('/').count());
-    let taken = |dest: &str| user.iter().any(|(d, _)| d == dest);
-
-    let mut out: Vec<Value> = default_mounts(input.config.privileged)
-        .into_iter()
-        .filter(|(d, _)| !taken(d))
-        .map(|(_, v)| v)
-        .collect();
-    for (dest, file) in [
-        ("/etc/hosts", &input.hosts_path),
-        ("/etc/resolv.conf", &input.resolv_path),
-    ] {
-        if let Some(src) = file {
-            if !taken(dest) {
-                out.push(json!({"destination": dest, "type": "bind", "source": src,
-                    "options": ["rbind", "rprivate"]}));
-            }
-        }
-    }
-    out.extend(user.into_iter().map(|(_, v)| v));
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
     use voiyd_messages::v1::{Capabilities, EnvVar, Resources};
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
@@ -584,6 +425,10 @@ mod tests {
         }
     }
 
+    fn value(s: Spec) -> Value {
+        serde_json::to_value(s).expect("a spec serializes")
+    }
+
     fn spec_with(cfg: &TaskConfig, img: &ImageConfig) -> Result<Value, SpecError> {
         build_spec(&SpecInput {
             task_name: "web-1",
@@ -598,6 +443,7 @@ mod tests {
             resolv_path: None,
             cgroups_path: "/voiyd/web-1".into(),
         })
+        .map(value)
     }
 
     fn spec(cfg: &TaskConfig) -> Value {
@@ -868,11 +714,17 @@ mod tests {
         assert_eq!(s["ociVersion"], "1.0.2");
     }
 
+    /// The bounding set, sorted (oci-spec keeps capabilities in a set).
     fn caps(cfg: &TaskConfig) -> Vec<String> {
         let s = spec(cfg);
-        let b = strs(&s["process"]["capabilities"]["bounding"]);
-        assert_eq!(b, strs(&s["process"]["capabilities"]["effective"]));
-        assert_eq!(b, strs(&s["process"]["capabilities"]["permitted"]));
+        let sorted = |v: &Value| {
+            let mut c = strs(v);
+            c.sort();
+            c
+        };
+        let b = sorted(&s["process"]["capabilities"]["bounding"]);
+        assert_eq!(b, sorted(&s["process"]["capabilities"]["effective"]));
+        assert_eq!(b, sorted(&s["process"]["capabilities"]["permitted"]));
         b
     }
 
@@ -1037,6 +889,7 @@ mod tests {
             resolv_path: Some("/run/voiyd/web-1/resolv.conf".into()),
             ..input(&cfg, &img)
         })
+        .map(value)
         .unwrap();
         let mounts = s["mounts"].as_array().unwrap();
         let pos = |d: &str| mounts.iter().position(|m| m["destination"] == d).unwrap();
@@ -1116,7 +969,7 @@ mod tests {
     fn no_netns_path_creates_a_fresh_network_namespace() {
         let cfg = TaskConfig::default();
         let img = image();
-        let s = build_spec(&input(&cfg, &img)).unwrap();
+        let s = value(build_spec(&input(&cfg, &img)).unwrap());
         assert!(ns_types(&s).contains(&json!({"type": "network"})));
     }
 
