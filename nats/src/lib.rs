@@ -26,4 +26,4 @@ pub use embedded::{
     EmbeddedCluster, EmbeddedConfig, EmbeddedError, EmbeddedNats, EmbeddedTls, SyncPolicy,
 };
 pub use link::{Link, LinkState};
-pub use store::{KvChange, RawKv, Store, StoreChange, StoreError, TypedKv};
+pub use store::{KvChange, RawKv, Store, StoreError, TypedKv};

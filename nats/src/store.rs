@@ -112,20 +112,6 @@ pub struct KvChange<V> {
     pub revision: u64,
 }
 
-/// A change to a resource seen by [`Store::watch`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum StoreChange<R> {
-    /// Created or updated; `meta.resource_version` is the new revision.
-    Put(R),
-    /// Deleted.
-    Delete {
-        /// The resource's name.
-        name: String,
-        /// The revision of the delete.
-        revision: u64,
-    },
-}
-
 /// A KV bucket holding raw bytes. `Cluster.status` and `Cluster.work` are `RawKv`
 /// because the status bucket holds a different message type per kind; use
 /// [`RawKv::typed`] for a typed view of keys holding one type.
@@ -564,30 +550,6 @@ impl<M: prost::Message + Default + 'static> TypedKv<M> {
             .map(|(k, bytes, rev)| Ok((k.clone(), Self::decode(&k, bytes)?, rev)))
             .collect()
     }
-
-    /// Current values matching `filter`, then live changes.
-    pub async fn watch(
-        &self,
-        filter: &str,
-    ) -> Result<BoxStream<'static, Result<KvChange<M>, StoreError>>, StoreError> {
-        Ok(self
-            .raw
-            .watch(filter)
-            .await?
-            .map(|change| {
-                let change = change?;
-                let value = match change.value {
-                    Some(bytes) => Some(Self::decode(&change.key, bytes)?),
-                    None => None,
-                };
-                Ok(KvChange {
-                    key: change.key,
-                    value,
-                    revision: change.revision,
-                })
-            })
-            .boxed())
-    }
 }
 
 /// The spec bucket of one resource kind, keyed by [`names::spec_key`] of the name.
@@ -690,26 +652,5 @@ impl<R: Resource> Store<R> {
             .delete(&names::spec_key(name), expected_revision)
             .await
             .map_err(|e| e.with_name(name))
-    }
-
-    /// Every current resource, then every change.
-    pub async fn watch(
-        &self,
-    ) -> Result<BoxStream<'static, Result<StoreChange<R>, StoreError>>, StoreError> {
-        Ok(self
-            .kv
-            .watch(">")
-            .await?
-            .map(|change| {
-                let change = change?;
-                Ok(match change.value {
-                    Some(r) => StoreChange::Put(Self::versioned(r, change.revision)),
-                    None => StoreChange::Delete {
-                        name: names::untoken(&change.key),
-                        revision: change.revision,
-                    },
-                })
-            })
-            .boxed())
     }
 }
