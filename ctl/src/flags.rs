@@ -5,10 +5,7 @@ use crate::cli::RunArgs;
 use crate::timefmt::{format_duration, parse_duration};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use voiyd_messages::v1::{
-    Capabilities, EnvVar, Meta, Mount, PortMapping, Resources, Task, TaskConfig,
-};
-use voiyd_messages::Kind;
+use voiyd_messages::v1::{Capabilities, EnvVar, Mount, PortMapping, Resources, Task, TaskConfig};
 
 /// Parses `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
 pub fn parse_port(text: &str) -> Result<PortMapping, String> {
@@ -221,14 +218,5 @@ pub fn task_from_run(args: &RunArgs) -> Result<Task, String> {
         let d = parse_duration(g).map_err(|e| format!("invalid --stop-grace: {e}"))?;
         config.stop_grace_period = format_duration(d);
     }
-    Ok(Task {
-        version: Kind::Task.manifest_version().to_string(),
-        meta: Some(Meta {
-            name: args.name.clone(),
-            labels: parse_pairs("label", &args.labels)?,
-            ..Meta::default()
-        }),
-        config: Some(config),
-        status: None,
-    })
+    Ok(Task::new(&args.name, config).with_labels(parse_pairs("label", &args.labels)?))
 }

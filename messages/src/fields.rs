@@ -182,21 +182,14 @@ impl Fields for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{Meta, TaskStatus};
+    use crate::v1::{TaskConfig, TaskStatus};
 
     fn task(name: &str, node: &str, phase: &str) -> Task {
-        Task {
-            meta: Some(Meta {
-                name: name.into(),
-                ..Default::default()
-            }),
-            status: Some(TaskStatus {
-                node: node.into(),
-                phase: phase.into(),
-                ..Default::default()
-            }),
+        Task::new(name, TaskConfig::default()).with_status(TaskStatus {
+            node: node.into(),
+            phase: phase.into(),
             ..Default::default()
-        }
+        })
     }
 
     #[test]

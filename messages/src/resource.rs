@@ -1,6 +1,6 @@
 //! The [`Resource`] trait: what every stored kind (task, node, volume, set, lease) shares.
 
-use crate::v1::{ContainerSet, Lease, Meta, Node, Task, Volume};
+use crate::v1::{ContainerSet, Lease, Meta, Node, Task, TaskConfig, TaskStatus, Volume};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The kinds of resource voiyd stores.
@@ -148,3 +148,47 @@ resource!(Node, Kind::Node, |r| { r.status = None });
 resource!(Volume, Kind::Volume, |r| { r.status = None });
 resource!(ContainerSet, Kind::ContainerSet, |r| { r.status = None });
 resource!(Lease, Kind::Lease, |_r| {});
+
+impl Task {
+    /// A task named `name` that runs `config` (version `task/v1`, no labels, no status):
+    /// what `voiydctl run`, the set controller and tests start from.
+    pub fn new(name: &str, config: TaskConfig) -> Task {
+        Task {
+            version: Kind::Task.manifest_version().to_string(),
+            meta: Some(Meta {
+                name: name.to_string(),
+                ..Meta::default()
+            }),
+            config: Some(config),
+            status: None,
+        }
+    }
+
+    /// The same task with these labels (replacing any it had).
+    pub fn with_labels<K: Into<String>, V: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = (K, V)>,
+    ) -> Task {
+        self.meta.get_or_insert_with(Meta::default).labels = labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self
+    }
+
+    /// The same task with this status.
+    pub fn with_status(mut self, status: TaskStatus) -> Task {
+        self.status = Some(status);
+        self
+    }
+}
+
+impl TaskConfig {
+    /// A config that runs `image` with its own defaults.
+    pub fn image(image: &str) -> TaskConfig {
+        TaskConfig {
+            image: image.to_string(),
+            ..TaskConfig::default()
+        }
+    }
+}

@@ -1,22 +1,11 @@
 //! Typed store against a real nats-server: CRUD, optimistic concurrency, watches.
 
-use voiyd_messages::v1::{Meta, Task, TaskConfig};
+use voiyd_messages::v1::{Task, TaskConfig};
 use voiyd_nats::{bootstrap, BootstrapOptions, Cluster, StoreError};
 use voiyd_testkit::nats::TestNats;
 
 fn task(name: &str, image: &str) -> Task {
-    Task {
-        version: "task/v1".into(),
-        meta: Some(Meta {
-            name: name.into(),
-            ..Default::default()
-        }),
-        config: Some(TaskConfig {
-            image: image.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    Task::new(name, TaskConfig::image(image))
 }
 
 fn image(t: &Task) -> &str {

@@ -12,22 +12,7 @@ use voiyd_testkit::nats::TestNats;
 use voiyd_tests::{eventually, Server};
 
 fn task(name: &str, image: &str, labels: &[(&str, &str)]) -> Task {
-    Task {
-        version: "task/v1".into(),
-        meta: Some(Meta {
-            name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }),
-        config: Some(TaskConfig {
-            image: image.into(),
-            ..Default::default()
-        }),
-        status: None,
-    }
+    Task::new(name, TaskConfig::image(image)).with_labels(labels.iter().copied())
 }
 
 fn rv<R: Resource>(r: &R) -> u64 {

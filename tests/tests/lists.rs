@@ -2,12 +2,11 @@
 //! nats-server, a real voiyd-server and simulated nodes.
 
 use futures::StreamExt;
-use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use voiyd_messages::v1::{EventsRequest, ListRequest, Meta, Task, TaskConfig};
+use voiyd_messages::v1::{EventsRequest, ListRequest, Task, TaskConfig};
 use voiyd_messages::Resource;
 use voiyd_nats::api::{ApiClient, ApiError};
 use voiyd_nats::names;
@@ -19,19 +18,7 @@ use voiyd_tests::{
 const TASKS: usize = 20_000;
 
 fn task(name: &str, app: &str) -> Task {
-    Task {
-        version: "task/v1".into(),
-        meta: Some(Meta {
-            name: name.into(),
-            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
-            ..Default::default()
-        }),
-        config: Some(TaskConfig {
-            image: "sim/app:1".into(),
-            ..Default::default()
-        }),
-        status: None,
-    }
+    Task::new(name, TaskConfig::image("sim/app:1")).with_labels([("app", app)])
 }
 
 async fn running(api: &ApiClient) -> usize {

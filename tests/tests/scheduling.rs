@@ -20,18 +20,13 @@ use voiyd_tests::{
 };
 
 fn task(name: &str, config: TaskConfig) -> Task {
-    Task {
-        version: "task/v1".into(),
-        meta: Some(Meta {
-            name: name.into(),
-            ..Default::default()
-        }),
-        config: Some(TaskConfig {
+    Task::new(
+        name,
+        TaskConfig {
             image: "sim/app:1".into(),
             ..config
-        }),
-        status: None,
-    }
+        },
+    )
 }
 
 /// name → (phase, node) of every task.

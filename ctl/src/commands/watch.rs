@@ -281,20 +281,13 @@ pub async fn run<R: Row>(session: &Session, args: &GetArgs, req: ListRequest) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use voiyd_messages::v1::{Meta, Task, TaskStatus};
+    use voiyd_messages::v1::{Task, TaskConfig, TaskStatus};
 
     fn task(name: &str, phase: &str) -> Task {
-        Task {
-            meta: Some(Meta {
-                name: name.into(),
-                ..Default::default()
-            }),
-            status: Some(TaskStatus {
-                phase: phase.into(),
-                ..Default::default()
-            }),
+        Task::new(name, TaskConfig::default()).with_status(TaskStatus {
+            phase: phase.into(),
             ..Default::default()
-        }
+        })
     }
 
     #[test]

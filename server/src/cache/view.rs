@@ -733,19 +733,9 @@ mod tests {
     use voiyd_messages::v1::{Meta, NodeResources, TaskConfig};
 
     fn task(name: &str) -> Task {
-        Task {
-            version: "task/v1".into(),
-            meta: Some(Meta {
-                name: name.into(),
-                uid: format!("uid-{name}"),
-                ..Default::default()
-            }),
-            config: Some(TaskConfig {
-                image: "x".into(),
-                ..Default::default()
-            }),
-            status: None,
-        }
+        let mut t = Task::new(name, TaskConfig::image("x"));
+        voiyd_messages::Resource::meta_mut(&mut t).uid = format!("uid-{name}");
+        t
     }
 
     fn ready_node(v: &View, name: &str, cpu: u64) {

@@ -25,9 +25,7 @@ use crate::store::status;
 use voiyd_messages::condition::{self, ConditionType};
 use voiyd_messages::event::EventType;
 use voiyd_messages::reason::Reason;
-use voiyd_messages::v1::{
-    ContainerSet, ContainerSetStatus, DeleteRequest, Meta, SetRevision, Task,
-};
+use voiyd_messages::v1::{ContainerSet, ContainerSetStatus, DeleteRequest, SetRevision, Task};
 use voiyd_messages::{Resource, Timestamp};
 
 fn members(
@@ -109,16 +107,7 @@ async fn create_task(ctx: &Ctx, set: &ContainerSet, hash: &str, index: u32) {
     if !set.placement.is_empty() {
         labels.insert(PLACEMENT_LABEL.into(), set.placement.clone());
     }
-    let task = Task {
-        version: "task/v1".into(),
-        meta: Some(Meta {
-            name: name.clone(),
-            labels,
-            ..Default::default()
-        }),
-        config: set.template.clone(),
-        status: None,
-    };
+    let task = Task::new(&name, set.template.clone().unwrap_or_default()).with_labels(labels);
     if let Err(e) = tasks::create(ctx, task).await {
         tracing::debug!(task = %name, error = %e.message(), "set task not created");
     }

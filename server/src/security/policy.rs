@@ -87,17 +87,10 @@ impl Policy {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use voiyd_messages::v1::{Capabilities, Meta, Mount};
+    use voiyd_messages::v1::{Capabilities, Mount};
 
     fn task(cfg: TaskConfig) -> Task {
-        Task {
-            meta: Some(Meta {
-                name: "web".into(),
-                ..Default::default()
-            }),
-            config: Some(cfg),
-            ..Default::default()
-        }
+        Task::new("web", cfg)
     }
 
     #[test]

@@ -6,29 +6,23 @@
 //! binaries built in release: `cargo build --release --bins`).
 
 use std::time::{Duration, Instant};
-use voiyd_messages::v1::{Meta, Resources, Task, TaskConfig};
+use voiyd_messages::v1::{Resources, Task, TaskConfig};
 use voiyd_testkit::nats::TestNats;
 use voiyd_tests::bench::{echo_round_trips, line, ms};
 use voiyd_tests::{eventually, NodeAgent, Server};
 
 fn task(name: &str, image: &str) -> Task {
-    Task {
-        version: "task/v1".into(),
-        meta: Some(Meta {
-            name: name.into(),
-            ..Default::default()
-        }),
-        config: Some(TaskConfig {
-            image: image.into(),
+    Task::new(
+        name,
+        TaskConfig {
             // Small requests, so capacity never limits the run-path measurement.
             resources: Some(Resources {
                 cpu: "10m".into(),
                 memory: "8Mi".into(),
             }),
-            ..Default::default()
-        }),
-        status: None,
-    }
+            ..TaskConfig::image(image)
+        },
+    )
 }
 
 #[tokio::main]
