@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use voiyd_nats::metrics;
+use voiyd_metrics as metrics;
 
 /// Records one API request.
 pub fn record_request(kind: &str, verb: &str, code: u16, elapsed: Duration) {

@@ -9,7 +9,8 @@ use prost::Message;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::{NodeResources, NodeStats, TaskUsage};
-use voiyd_nats::{metrics, names};
+use voiyd_metrics as metrics;
+use voiyd_nats::names;
 
 /// The part of `io.containerd.cgroups.v1.Metrics` voiyd reads (field numbers from
 /// containerd/cgroups `stats/v1/metrics.proto`; other fields are skipped).
@@ -187,7 +188,7 @@ pub async fn serve(
 /// Refreshes the node's scrape-time gauges: container usage and the NATS connection.
 pub async fn collect(cd: &Containerd, client: &async_nats::Client) {
     let r = metrics::global();
-    metrics::record_nats_state(client);
+    voiyd_nats::metrics::record_nats_state(client);
     let samples = sample(cd).await;
     let up = samples.is_ok();
     r.set(

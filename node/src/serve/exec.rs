@@ -21,8 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use voiyd_messages::v1::{ExecInput, ExecOutput, ExecRequest, StreamStart};
+use voiyd_metrics as metrics;
+use voiyd_nats::names;
 use voiyd_nats::stream::{answer, refuse, send_acked, serve_limited, KEEPALIVE};
-use voiyd_nats::{metrics, names};
 
 /// Most exec sessions one node runs at once.
 const MAX_SESSIONS: usize = 64;

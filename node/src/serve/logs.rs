@@ -12,8 +12,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use voiyd_messages::v1::{LogChunk, LogRequest, StreamStart};
+use voiyd_metrics as metrics;
+use voiyd_nats::names;
 use voiyd_nats::stream::{answer, refuse, send_acked, serve_limited, KEEPALIVE};
-use voiyd_nats::{metrics, names};
 
 /// Most log streams one node serves at once.
 const MAX_STREAMS: usize = 256;

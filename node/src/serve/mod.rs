@@ -11,8 +11,8 @@ use crate::containerd::client::Containerd;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use voiyd_metrics as metrics;
 use voiyd_nats::connect::{connect, ConnectOptions};
-use voiyd_nats::metrics;
 
 /// What the services need.
 #[derive(Debug, Clone)]

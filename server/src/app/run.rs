@@ -222,11 +222,11 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let _metrics = match cfg.metrics_addr {
         Some(addr) => {
             let (c, x) = (client.clone(), ctx.clone());
-            let collect: voiyd_nats::metrics::Collector = Arc::new(move || {
+            let collect: voiyd_metrics::Collector = Arc::new(move || {
                 let (c, x) = (c.clone(), x.clone());
                 Box::pin(async move { crate::app::scrape::collect(&x, &c).await })
             });
-            Some(voiyd_nats::metrics::serve(addr, collect).await?.1)
+            Some(voiyd_metrics::serve(addr, collect).await?.1)
         }
         None => None,
     };

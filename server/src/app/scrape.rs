@@ -5,12 +5,12 @@ use crate::context::Ctx;
 use crate::metrics::count_by;
 use crate::store::status;
 use voiyd_messages::v1::{Node, NodeStatus, Task, TaskStatus};
-use voiyd_nats::metrics::{self, MetricType};
+use voiyd_metrics::{self as metrics, MetricType};
 
 /// Refreshes the scrape-time gauges from the status bucket.
 pub async fn collect(ctx: &Ctx, client: &async_nats::Client) {
     let r = metrics::global();
-    metrics::record_nats_state(client);
+    voiyd_nats::metrics::record_nats_state(client);
     const TASKS: &str = "voiyd_tasks";
     const NODES: &str = "voiyd_nodes";
     const CAP_CPU: &str = "voiyd_node_capacity_cpu_millis";
