@@ -59,14 +59,18 @@ pub fn resolve(globals: &Globals) -> Result<Target> {
     options.urls = config::normalize_address(&address).map_err(CtlError::Usage)?;
     let mut pem_dir = None;
     if let Some(s) = &entry {
-        options.creds_file = s.creds_file.clone();
-        options.nkey_seed = s.nkey_seed.clone();
-        options.user = s.user.clone();
-        options.password = s.password.clone();
+        // The same fields the daemons take as flags; a CA file means TLS.
+        voiyd_nats::flags::NatsFlags {
+            creds: s.creds_file.clone(),
+            nkey: s.nkey_seed.clone(),
+            user: s.user.clone(),
+            password: s.password.clone(),
+            ca: s.ca_file.clone(),
+            cert: s.cert_file.clone(),
+            key: s.key_file.clone(),
+        }
+        .apply(&mut options);
         options.token = s.token.clone();
-        options.tls_ca = s.ca_file.clone();
-        options.tls_cert = s.cert_file.clone();
-        options.tls_key = s.key_file.clone();
         if let Some(tls) = &s.tls {
             options.tls_required = true;
             if tls.insecure && globals.verbose {

@@ -1,5 +1,6 @@
 //! The NATS connection flags every voiyd daemon takes, declared once (`voiyd-server`,
-//! `voiyd-server backup` and `voiyd-node` flatten [`NatsFlags`]). The names are
+//! `voiyd-server backup` and `voiyd-node` flatten [`NatsFlags`]; voiydctl fills one from its
+//! config's server entry). The names are
 //! `--nats-*`. The node's and the backup's earlier spellings (`--creds`, `--nkey`,
 //! `--tls-ca`, `--ca`, ...) stay as aliases, added per program by [`with_aliases`]
 //! because they differ: `voiyd-server` has a `--tls-ca` of its own (the embedded NATS's).

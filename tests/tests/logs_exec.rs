@@ -109,7 +109,11 @@ fn numbers(out: &str, prefix: &str) -> Vec<u32> {
 
 fn scrape(addr: &str) -> String {
     let mut c = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+    // The endpoint keeps HTTP/1.1 connections open (as Prometheus wants): ask for close,
+    // since the body is read to the end of the stream; and never wait forever.
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut s = String::new();
     c.read_to_string(&mut s).unwrap();

@@ -341,7 +341,12 @@ async fn relay(
                     Ok(n) if n > 0 => n,
                     _ => return,
                 },
-                _ = stopped.changed() => continue,
+                // Err: the session is gone without saying stopped, so nobody reads any
+                // more; without this return the loop would spin on the closed channel.
+                changed = stopped.changed() => match changed {
+                    Ok(()) => continue,
+                    Err(_) => return,
+                },
             }
         };
         if tx.send((is_stderr, buf[..n].to_vec())).await.is_err() {
@@ -493,6 +498,22 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session that ends without saying "stopped" (its client went away) while a
+    /// process still holds the pipe open: the relay must end, not spin on the closed
+    /// channel (it did: a node at 165% CPU after an exec session of the logs test).
+    #[tokio::test]
+    async fn relay_ends_when_its_session_is_gone_while_the_pipe_stays_open() {
+        let (_writer_held_open, reader) = tokio::net::unix::pipe::pipe().unwrap();
+        let (tx, _rx) = mpsc::channel(4);
+        let (stop, stopped) = watch::channel(false);
+        let relay = tokio::spawn(relay(reader, false, tx, stopped));
+        drop(stop);
+        tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .expect("the relay ended")
+            .unwrap();
+    }
 
     #[test]
     fn process_spec_takes_command_and_env() {

@@ -2,7 +2,7 @@
 
 use crate::api;
 use crate::context::{Ctx, CtxParts};
-use crate::controllers::{failover, placer, sets, sweep};
+use crate::controllers::{failover, placer, upkeep};
 use crate::ingest::reports;
 use crate::store::events::Events;
 use crate::store::status::StatusKv;
@@ -210,7 +210,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
 
     let api_task = tokio::spawn(api::serve(client.clone(), ctx.clone()));
     let reports_task = tokio::spawn(reports::run(client.clone(), ctx.clone()));
-    let upkeep_task = tokio::spawn(upkeep(
+    let upkeep_task = tokio::spawn(upkeep::run(
         ctx.clone(),
         cfg.node_timeout,
         cfg.work_sweep_interval,
@@ -255,48 +255,6 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         server.stop().await;
     }
     outcome
-}
-
-/// Periodic level-triggered repairs: nodes whose heartbeats stopped become NotReady,
-/// tasks still waiting for a node are placed, and stale work is swept now and then.
-async fn upkeep(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: voiyd_nats::Link) {
-    // Twice a second: a lost node's tasks move within node_timeout + 0.5 s.
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sweep = sweep::Sweep::default();
-    let mut last_sweep = tokio::time::Instant::now();
-    let listening_from = || {
-        voiyd_messages::time::plus(
-            voiyd_messages::time::now(),
-            crate::schedule::liveness::RECONNECT_GRACE,
-        )
-    };
-    let mut seen = link.state();
-    let mut observed_from = listening_from();
-    loop {
-        tick.tick().await;
-        let state = link.state();
-        if state.connects != seen.connects {
-            // Back after an outage: nodes get time to come back too before any is lost.
-            observed_from = listening_from();
-        }
-        seen = state;
-        if !state.connected {
-            continue;
-        }
-        if let Err(e) = failover::mark_lost_nodes(&ctx, node_timeout, &observed_from).await {
-            tracing::warn!(error = %e.message(), "node check failed");
-        }
-        failover::evacuate(&ctx).await;
-        sets::reconcile_all(&ctx).await;
-        if let Err(e) = placer::place_pending(&ctx).await {
-            tracing::warn!(error = %e.message(), "placing pending tasks failed");
-        }
-        if last_sweep.elapsed() >= sweep_every {
-            last_sweep = tokio::time::Instant::now();
-            sweep::run_once(&ctx, &mut sweep).await;
-        }
-    }
 }
 
 /// Waits until this server's NATS node holds everything every stream's leader held

@@ -6,3 +6,4 @@ pub mod failover;
 pub mod placer;
 pub mod sets;
 pub mod sweep;
+pub mod upkeep;

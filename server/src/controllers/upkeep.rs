@@ -1,0 +1,50 @@
+//! The clock of the controllers: twice a second, while connected, it marks lost nodes,
+//! evacuates them, reconciles sets, places pending tasks and, now and then, sweeps stale
+//! work. (The other trigger is the repair loop of [`super::placer`], woken by changes.)
+
+use std::time::Duration;
+
+use super::{failover, placer, sets, sweep};
+use crate::context::Ctx;
+
+/// Periodic level-triggered repairs: nodes whose heartbeats stopped become NotReady,
+/// tasks still waiting for a node are placed, and stale work is swept now and then.
+pub async fn run(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: voiyd_nats::Link) {
+    // Twice a second: a lost node's tasks move within node_timeout + 0.5 s.
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = sweep::Sweep::default();
+    let mut last_sweep = tokio::time::Instant::now();
+    let listening_from = || {
+        voiyd_messages::time::plus(
+            voiyd_messages::time::now(),
+            crate::schedule::liveness::RECONNECT_GRACE,
+        )
+    };
+    let mut seen = link.state();
+    let mut observed_from = listening_from();
+    loop {
+        tick.tick().await;
+        let state = link.state();
+        if state.connects != seen.connects {
+            // Back after an outage: nodes get time to come back too before any is lost.
+            observed_from = listening_from();
+        }
+        seen = state;
+        if !state.connected {
+            continue;
+        }
+        if let Err(e) = failover::mark_lost_nodes(&ctx, node_timeout, &observed_from).await {
+            tracing::warn!(error = %e.message(), "node check failed");
+        }
+        failover::evacuate(&ctx).await;
+        sets::reconcile_all(&ctx).await;
+        if let Err(e) = placer::place_pending(&ctx).await {
+            tracing::warn!(error = %e.message(), "placing pending tasks failed");
+        }
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = tokio::time::Instant::now();
+            sweep::run_once(&ctx, &mut sweep).await;
+        }
+    }
+}
