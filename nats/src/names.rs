@@ -79,6 +79,14 @@ pub fn api_subject(kind: &str, verb: &str) -> String {
     format!("{API_PREFIX}.{kind}.{verb}")
 }
 
+/// The subject one server answers once its whole API is subscribed:
+/// `voiyd.api.v1.server.ready.<server id>` (ids have dots escaped by [`token`]). Readiness
+/// checks (and tests) ask it instead of reading logs; a reply from another server on the
+/// same NATS cannot be taken for this one's.
+pub fn api_ready_subject(server_id: &str) -> String {
+    format!("{API_PREFIX}.server.ready.{}", token(server_id))
+}
+
 /// Event subject: `voiyd.events.<kind>.<name>.<type>`.
 pub fn event_subject(kind: &str, name: &str, event_type: &str) -> String {
     format!("voiyd.events.{kind}.{}.{event_type}", token(name))

@@ -322,8 +322,8 @@ impl Server {
         self._dir.path().join("data")
     }
 
-    /// Waits (20 s at most) until this server has its API up (its log says so) and
-    /// the API answers.
+    /// Waits (20 s at most) until this server's API is up: the server answers on its own
+    /// readiness subject ([`voiyd_nats::names::api_ready_subject`]).
     pub async fn wait_ready(&self) {
         self.wait_ready_within(Duration::from_secs(20)).await
     }
@@ -331,20 +331,25 @@ impl Server {
     /// [`Server::wait_ready`] with another deadline (a new NATS cluster first elects
     /// its JetStream leader).
     pub async fn wait_ready_within(&self, limit: Duration) {
-        let url = self.url.clone();
-        let log = self.proc.log.clone();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let id = format!("{}-{}", host.trim(), self.proc.child.id());
+        let subject = voiyd_nats::names::api_ready_subject(&id);
         let start = Instant::now();
+        let mut client = None;
         loop {
-            // The log line means this server's endpoints are subscribed; a reply alone
-            // could come from another server on the same NATS.
-            let up = std::fs::read_to_string(&log).is_ok_and(|l| l.contains("API ready"));
-            if up && api_answers(&url).await {
-                return;
+            if client.is_none() {
+                client = async_nats::connect(server_addrs(&self.url)).await.ok();
+            }
+            if let Some(c) = &client {
+                let ask = c.request(subject.clone(), bytes::Bytes::new());
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), ask).await {
+                    return;
+                }
             }
             assert!(
                 start.elapsed() < limit,
-                "voiyd-server did not become ready; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                "voiyd-server did not become ready (no answer on {subject}); log:\n{}",
+                std::fs::read_to_string(&self.proc.log).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -364,14 +369,6 @@ pub fn server_addrs(urls: &str) -> Vec<async_nats::ServerAddr> {
     urls.split(',')
         .map(|u| u.trim().parse().expect("a NATS URL"))
         .collect()
-}
-
-async fn api_answers(url: &str) -> bool {
-    let Ok(client) = async_nats::connect(server_addrs(url)).await else {
-        return false;
-    };
-    let api = ApiClient::new(client).with_timeout(Duration::from_secs(2));
-    api.list::<voiyd_messages::v1::Node>("").await.is_ok()
 }
 
 /// Runs voiydctl against `url`, failing the test unless it succeeds; returns stdout.

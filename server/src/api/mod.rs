@@ -42,11 +42,18 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
     r
 }
 
+/// The (kind, verb) of this server's readiness endpoint ([`names::api_ready_subject`]).
+const READY: (&str, &str) = ("server", "ready");
+
 /// How many requests one server handles at once.
 const MAX_IN_FLIGHT: usize = 256;
 
 /// Serves the API until the NATS connection closes.
-pub async fn serve(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats::Error> {
+pub async fn serve(
+    client: async_nats::Client,
+    ctx: Ctx,
+    server_id: String,
+) -> Result<(), async_nats::Error> {
     let service = client
         .service_builder()
         .description("voiyd control-plane API")
@@ -61,6 +68,13 @@ pub async fn serve(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nat
             .await?;
         endpoints.push(ep.map(move |req| (kind, verb, req)).boxed());
     }
+    // Last, so that an answer here means every endpoint above is subscribed.
+    let ready = service
+        .endpoint_builder()
+        .name("server-ready")
+        .add(names::api_ready_subject(&server_id))
+        .await?;
+    endpoints.push(ready.map(|req| (READY.0, READY.1, req)).boxed());
     let mut all = futures::stream::select_all(endpoints);
     let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     tracing::info!(subjects = %format!("{}.>", names::API_PREFIX), "API ready");
@@ -87,6 +101,8 @@ async fn respond(ctx: &Ctx, kind: &str, verb: &str, req: Request) {
             "request is {} bytes, more than the limit of {MAX_REQUEST_BYTES}: split it up",
             body.len()
         )))
+    } else if (kind, verb) == READY {
+        Ok(vec![Bytes::new()])
     } else if verb == "list" {
         lists::list(ctx, kind, body).await
     } else {

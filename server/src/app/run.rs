@@ -208,7 +208,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     };
     tracing::info!(id = %cfg.id, "voiyd-server started");
 
-    let api_task = tokio::spawn(api::serve(client.clone(), ctx.clone()));
+    let api_task = tokio::spawn(api::serve(client.clone(), ctx.clone(), cfg.id.clone()));
     let reports_task = tokio::spawn(reports::run(client.clone(), ctx.clone()));
     let upkeep_task = tokio::spawn(upkeep::run(
         ctx.clone(),
