@@ -180,13 +180,12 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         ));
     }
     let paths = |p: &[&str]| (!privileged).then(|| p.iter().map(|s| s.to_string()).collect());
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .cgroups_path(input.cgroups_path.clone())
         .namespaces(namespaces)
         .resources(resources(cfg)?)
         .build()
         .map_err(|e| SpecError::Build(e.to_string()))?;
-    let mut linux = linux;
     linux
         .set_masked_paths(paths(MASKED_PATHS))
         .set_readonly_paths(paths(READONLY_PATHS));
@@ -431,17 +430,8 @@ mod tests {
 
     fn spec_with(cfg: &TaskConfig, img: &ImageConfig) -> Result<Value, SpecError> {
         build_spec(&SpecInput {
-            task_name: "web-1",
-            config: cfg,
-            image: img,
-            rootfs_path: "rootfs".into(),
-            passwd: Some(PASSWD.into()),
-            group: Some(GROUP.into()),
             netns_path: Some("/var/run/netns/web-1".into()),
-            mounts: vec![],
-            hosts_path: None,
-            resolv_path: None,
-            cgroups_path: "/voiyd/web-1".into(),
+            ..input(cfg, img)
         })
         .map(value)
     }
