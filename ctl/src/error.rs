@@ -35,6 +35,15 @@ pub enum CtlError {
     /// A watched state was not reached, or the task failed.
     #[error("{0}")]
     Wait(String),
+    /// The task's process exited non-zero and will not run again: its exit code
+    /// becomes voiydctl's.
+    #[error("{message}")]
+    TaskExited {
+        /// What happened, one line.
+        message: String,
+        /// The task's exit code.
+        code: i32,
+    },
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),
@@ -45,6 +54,11 @@ impl CtlError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CtlError::Usage(_) => 2,
+            // Exit codes are 0-255; a code outside (or 0) still says failure.
+            CtlError::TaskExited { code, .. } => match *code {
+                1..=255 => *code,
+                _ => 1,
+            },
             _ => 1,
         }
     }

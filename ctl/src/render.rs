@@ -38,7 +38,7 @@ fn labels_cell(r: &impl Resource) -> String {
 
 impl Row for Task {
     fn headers(wide: bool) -> Vec<&'static str> {
-        let mut h = vec!["NAME", "PHASE", "NODE", "RESTARTS", "AGE"];
+        let mut h = vec!["NAME", "READY", "PHASE", "NODE", "RESTARTS", "AGE"];
         if wide {
             h.extend(["IMAGE", "IP", "ID", "REASON"]);
         }
@@ -52,8 +52,14 @@ impl Row for Task {
         } else {
             st.phase.clone()
         };
+        // As kubectl shows it: ready containers of the task's one.
+        let ready = st.conditions.iter().any(|c| {
+            c.r#type == voiyd_messages::condition::ConditionType::Ready
+                && c.status == voiyd_messages::condition::status(true)
+        });
         let mut r = vec![
             self.name().to_string(),
+            if ready { "1/1" } else { "0/1" }.to_string(),
             phase,
             dash(&st.node),
             st.restart_count.to_string(),

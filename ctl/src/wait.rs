@@ -11,6 +11,10 @@ use voiyd_nats::api::{ApiClient, ApiError};
 /// How often the task is read while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Restarts after which a task that is not running is said to crash-loop: waiting for
+/// it to run stops there instead of at the timeout.
+pub const CRASH_LOOP_RESTARTS: u32 = 2;
+
 /// The state to wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Goal {
@@ -39,6 +43,9 @@ pub enum Verdict {
     Done(String),
     /// Will not be reached; the error message.
     Failed(String),
+    /// Will not be reached: the task's process exited with this non-zero code and will
+    /// not run again.
+    Exited(String, i32),
     /// Not yet; a short description of the current state (`Pulling (3.0/12.5 MiB)`).
     Pending(String),
 }
@@ -101,7 +108,23 @@ pub fn assess(goal: Goal, name: &str, task: Option<&Task>, min_generation: u64) 
         format!("task {name} failed: {why}: see `voiydctl events --name {name}`")
     };
     use TaskPhase::{Failed, Running, Stopped, Succeeded};
+    let ready = st
+        .conditions
+        .iter()
+        .find(|c| c.r#type == voiyd_messages::condition::ConditionType::Ready);
     match (goal, TaskPhase::parse(&st.phase)) {
+        // Running, but its readiness probe has not passed (yet): not there.
+        (Goal::Running, Some(Running))
+            if ready.is_some_and(|c| c.status != voiyd_messages::condition::status(true)) =>
+        {
+            let c = ready.expect("checked");
+            let why = [c.reason.as_str(), c.msg.as_str()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ");
+            Verdict::Pending(format!("Running, not ready ({why})"))
+        }
         (Goal::Running, Some(Running)) => Verdict::Done(if st.node.is_empty() {
             format!("task/{name} running")
         } else {
@@ -110,7 +133,16 @@ pub fn assess(goal: Goal, name: &str, task: Option<&Task>, min_generation: u64) 
         (Goal::Running, Some(Succeeded)) => {
             Verdict::Done(format!("task/{name} ran to completion (exit code 0)"))
         }
+        (Goal::Running, Some(Failed)) if st.exited && st.exit_code != 0 => {
+            Verdict::Exited(failure(), st.exit_code)
+        }
         (Goal::Running, Some(Failed)) => Verdict::Failed(failure()),
+        (Goal::Running, _) if st.restart_count >= CRASH_LOOP_RESTARTS => {
+            Verdict::Failed(format!(
+                "task {name} keeps exiting: restarted {} times, last with exit code {}; it is restarted again with a growing delay: see `voiydctl logs {name}` and `voiydctl events --name {name}`",
+                st.restart_count, st.exit_code
+            ))
+        }
         (Goal::Stopped, Some(Stopped | Succeeded | Failed)) => {
             Verdict::Done(format!("task/{name} stopped ({})", st.phase))
         }
@@ -194,6 +226,10 @@ pub async fn wait_task(
             Verdict::Failed(msg) => {
                 progress.finish();
                 return Err(CtlError::Wait(msg));
+            }
+            Verdict::Exited(message, code) => {
+                progress.finish();
+                return Err(CtlError::TaskExited { message, code });
             }
             Verdict::Pending(s) => {
                 progress.show(name, &s);

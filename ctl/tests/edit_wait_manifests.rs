@@ -124,6 +124,41 @@ fn wait_verdicts() {
         Verdict::Failed(_)
     ));
 
+    // Running but not ready: not there yet.
+    let mut unready = task("Running");
+    unready.status.as_mut().unwrap().conditions = vec![voiyd_messages::v1::Condition {
+        r#type: "Ready".into(),
+        status: "False".into(),
+        reason: "Unhealthy".into(),
+        msg: "readiness probe failed: exit code 1".into(),
+        last_transition_time: None,
+    }];
+    assert_eq!(
+        assess(Goal::Running, "web", Some(&unready), 2),
+        Verdict::Pending(
+            "Running, not ready (Unhealthy: readiness probe failed: exit code 1)".into()
+        )
+    );
+    // Exited non-zero for good: the exit code is the verdict's.
+    let mut exited = task("Failed");
+    let st = exited.status.as_mut().unwrap();
+    (st.exited, st.exit_code, st.reason) = (true, 3, "Error".into());
+    assert!(matches!(
+        assess(Goal::Running, "web", Some(&exited), 2),
+        Verdict::Exited(_, 3)
+    ));
+    // Crash-looping: said at once, not at the timeout.
+    let mut looping = task("Pending");
+    let st = looping.status.as_mut().unwrap();
+    (st.restart_count, st.exit_code, st.reason) = (2, 1, "BackOff".into());
+    match assess(Goal::Running, "web", Some(&looping), 2) {
+        Verdict::Failed(m) => assert!(
+            m.contains("keeps exiting") && m.contains("restarted 2 times"),
+            "{m}"
+        ),
+        v => panic!("{v:?}"),
+    }
+
     let mut pulling = task("Pulling");
     let st = pulling.status.as_mut().unwrap();
     st.pull_bytes_done = 3 << 20;

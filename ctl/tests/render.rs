@@ -57,19 +57,22 @@ fn task(name: &str, age: i64, phase: &str) -> Task {
 
 #[test]
 fn task_tables() {
-    let items = vec![
-        task("web", 5, "Running"),
-        task("database", 3 * 3600, "Pulling"),
-    ];
+    let mut web = task("web", 5, "Running");
+    web.status.as_mut().unwrap().conditions = vec![voiyd_messages::v1::Condition {
+        r#type: "Ready".into(),
+        status: "True".into(),
+        ..Default::default()
+    }];
+    let items = vec![web, task("database", 3 * 3600, "Pulling")];
     let t = render_resources(&items, Output::Table, NOW, false);
     assert_eq!(
         t,
-        "NAME       PHASE     NODE   RESTARTS   AGE\n\
-         web        Running   n1     2          5s\n\
-         database   Pulling   n1     2          3h\n"
+        "NAME       READY   PHASE     NODE   RESTARTS   AGE\n\
+         web        1/1     Running   n1     2          5s\n\
+         database   0/1     Pulling   n1     2          3h\n"
     );
     let w = render_resources(&items, Output::Wide, NOW, false);
-    assert!(w.starts_with("NAME       PHASE     NODE   RESTARTS   AGE   IMAGE          IP          ID             REASON\n"), "{w}");
+    assert!(w.starts_with("NAME       READY   PHASE     NODE   RESTARTS   AGE   IMAGE          IP          ID             REASON\n"), "{w}");
     assert!(w.contains("0123456789ab "), "ids are shortened: {w}");
     assert_eq!(
         render_resources(&items, Output::Name, NOW, false),

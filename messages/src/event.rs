@@ -28,15 +28,19 @@ string_enum! {
         OomKilled = "oomkilled",
         /// A node could not pull a task's image (reported by its node).
         PullFailed = "pullfailed",
+        /// A task failed a probe: liveness or startup (it is restarted), or readiness
+        /// (it is not ready); reported by its node.
+        Unhealthy = "unhealthy",
     }
 }
 
 impl EventType {
     /// The types a node may publish about its tasks; servers record no other.
-    pub const FROM_NODES: [EventType; 3] = [
+    pub const FROM_NODES: [EventType; 4] = [
         EventType::Exited,
         EventType::OomKilled,
         EventType::PullFailed,
+        EventType::Unhealthy,
     ];
 }
 

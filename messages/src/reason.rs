@@ -34,6 +34,12 @@ string_enum! {
         Error,
         /// The kernel killed the task for memory.
         OOMKilled,
+        /// The task failed its liveness probe and was restarted.
+        LivenessProbeFailed,
+        /// The task failed its startup probe and was restarted.
+        StartupProbeFailed,
+        /// The task runs but fails its readiness probe (the `Ready` condition is false).
+        Unhealthy,
         /// The image could not be pulled.
         PullFailed,
         /// The container could not be created.

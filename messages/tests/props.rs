@@ -154,6 +154,40 @@ fn mounts() -> impl Strategy<Value = Vec<Mount>> {
     })
 }
 
+fn probe() -> impl Strategy<Value = Option<voiyd_messages::v1::Probe>> {
+    use voiyd_messages::v1::{ExecAction, HttpGetAction, Probe, TcpSocketAction};
+    option::of(
+        (
+            0u8..3,
+            vec("[a-z/]{1,8}", 1..3),
+            1u32..65_536,
+            prop::sample::select(vec!["", "/", "/healthz"]),
+            (0u32..4, 0u32..4, 0u32..4, 0u32..2),
+        )
+            .prop_map(
+                |(which, command, port, path, (delay, period, fail, succeed))| Probe {
+                    exec: (which == 0).then(|| ExecAction {
+                        command: command.clone(),
+                    }),
+                    http_get: (which == 1).then(|| HttpGetAction {
+                        path: path.to_string(),
+                        port,
+                        ..Default::default()
+                    }),
+                    tcp_socket: (which == 2).then(|| TcpSocketAction {
+                        port,
+                        ..Default::default()
+                    }),
+                    initial_delay_seconds: delay,
+                    period_seconds: period,
+                    failure_threshold: fail,
+                    success_threshold: succeed,
+                    ..Default::default()
+                },
+            ),
+    )
+}
+
 prop_compose! {
     fn config()(
         image in image(),
@@ -176,6 +210,7 @@ prop_compose! {
         on_disconnect in prop::sample::select(vec!["", "stop", "keep"]),
         node_affinity in vec(requirement().prop_map(|r| r.to_string()), 0..3),
         stopped in any::<bool>(),
+        (liveness_probe, readiness_probe, startup_probe) in (probe(), probe(), probe()),
     ) -> TaskConfig {
         TaskConfig {
             image,
@@ -203,6 +238,9 @@ prop_compose! {
             on_disconnect: on_disconnect.to_string(),
             node_affinity,
             stopped,
+            liveness_probe,
+            readiness_probe,
+            startup_probe,
         }
     }
 }

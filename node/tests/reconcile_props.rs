@@ -91,6 +91,9 @@ fn observed() -> impl Strategy<Value = Observed> {
                 last_started,
                 last_exit,
                 stop_requested_at: stop,
+                probe_failure: None,
+                last_grace: None,
+                kill_unassigned: false,
             },
         )
 }
@@ -134,6 +137,9 @@ impl Sim {
                     last_started: old.as_ref().and_then(|o| o.last_started),
                     last_exit: old.as_ref().and_then(|o| o.last_exit),
                     stop_requested_at: old.and_then(|o| o.stop_requested_at),
+                    probe_failure: None,
+                    last_grace: None,
+                    kill_unassigned: false,
                 });
             }
             Action::Start => {

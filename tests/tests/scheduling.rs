@@ -582,6 +582,7 @@ async fn stale_work_is_swept_and_the_node_stops_its_copy() {
         task: "stray".into(),
         revision,
         assignment: Some(Assignment::decode(body).unwrap()),
+        kill: false,
     };
     let client = nats.client().await;
     client

@@ -199,6 +199,7 @@ pub(super) fn check_config(errs: &mut Errors, p: &str, c: &TaskConfig) {
             errs.add(format!("{p}stopGracePeriod"), e.to_string());
         }
     }
+    super::probe::check_probes(errs, p, c);
     if !c.working_dir.is_empty() {
         errs.check(format!("{p}workingDir"), check_abs_path(&c.working_dir));
     }

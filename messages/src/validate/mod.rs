@@ -18,11 +18,13 @@ mod config;
 mod image;
 mod names;
 mod normalize;
+mod probe;
 
 pub use config::*;
 use image::*;
 pub use names::*;
 pub use normalize::*;
+pub use probe::{MAX_PROBE_SECONDS, MAX_PROBE_THRESHOLD};
 
 /// Longest resource name (tasks, volumes, sets).
 pub const MAX_NAME_LEN: usize = 63;
@@ -795,6 +797,89 @@ mod tests {
             Some("CAP_NET_RAW")
         );
         assert_eq!(canonical_capability("CAP_ALL"), None);
+    }
+
+    #[test]
+    fn probes() {
+        use crate::v1::{ExecAction, HttpGetAction, Probe, TcpSocketAction};
+        let with = |f: &dyn Fn(&mut TaskConfig)| {
+            let mut c = image("x");
+            f(&mut c);
+            c
+        };
+        let exec = |cmd: &[&str]| Probe {
+            exec: Some(ExecAction {
+                command: cmd.iter().map(|s| s.to_string()).collect(),
+            }),
+            ..Default::default()
+        };
+        let http = |port: u32, path: &str| Probe {
+            http_get: Some(HttpGetAction {
+                port,
+                path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        ok(with(&|c| {
+            c.readiness_probe = Some(exec(&["cat", "/tmp/ready"]));
+            c.liveness_probe = Some(http(8080, "/healthz"));
+            c.startup_probe = Some(Probe {
+                tcp_socket: Some(TcpSocketAction {
+                    port: 5432,
+                    ..Default::default()
+                }),
+                failure_threshold: 30,
+                period_seconds: 1,
+                ..Default::default()
+            });
+        }));
+        assert_problem(
+            with(&|c| c.readiness_probe = Some(http(70000, "/"))),
+            "config.readinessProbe.httpGet.port",
+            "out of range",
+        );
+        assert_problem(
+            with(&|c| c.liveness_probe = Some(http(0, "/"))),
+            "config.livenessProbe.httpGet.port",
+            "1-65535",
+        );
+        assert_problem(
+            with(&|c| c.readiness_probe = Some(exec(&[]))),
+            "config.readinessProbe.exec.command",
+            "empty",
+        );
+        assert_problem(
+            with(&|c| c.readiness_probe = Some(Probe::default())),
+            "config.readinessProbe",
+            "give one of exec",
+        );
+        assert_problem(
+            with(&|c| {
+                let mut p = exec(&["true"]);
+                p.tcp_socket = Some(TcpSocketAction {
+                    port: 1,
+                    ..Default::default()
+                });
+                c.readiness_probe = Some(p)
+            }),
+            "config.readinessProbe",
+            "exactly one",
+        );
+        assert_problem(
+            with(&|c| {
+                let mut p = exec(&["true"]);
+                p.success_threshold = 2;
+                c.liveness_probe = Some(p)
+            }),
+            "config.livenessProbe.successThreshold",
+            "one success",
+        );
+        assert_problem(
+            with(&|c| c.readiness_probe = Some(http(80, "healthz"))),
+            "config.readinessProbe.httpGet.path",
+            "start with '/'",
+        );
     }
 
     #[test]

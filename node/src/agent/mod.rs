@@ -6,6 +6,7 @@
 mod fence;
 mod follow;
 mod heartbeat;
+mod probes;
 mod reports;
 pub mod sim_nodes;
 mod tasks;
@@ -83,6 +84,8 @@ struct Worker {
     wake: Arc<Notify>,
     /// Report at the next wake even if nothing changed (the servers asked again).
     report_again: Arc<std::sync::atomic::AtomicBool>,
+    /// The task was taken away with a request to kill it at once.
+    kill: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Shared<R> {

@@ -46,6 +46,19 @@ pub(super) async fn report<R: Runtime>(
             }
         }
     }
+    let running = p.phase == voiyd_messages::phase::TaskPhase::Running;
+    if let Some((ready, reason, msg)) =
+        crate::decide::probe::readiness(&d.config, running, mem.health.as_ref())
+    {
+        // The node's say on readiness; servers keep the transition times.
+        st.conditions = vec![voiyd_messages::v1::Condition {
+            r#type: voiyd_messages::condition::ConditionType::Ready.into(),
+            status: voiyd_messages::condition::status(ready).into(),
+            reason: reason.into(),
+            msg,
+            last_transition_time: None,
+        }];
+    }
     if !force && mem.last_report.as_ref() == Some(&st) {
         return;
     }

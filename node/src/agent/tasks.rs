@@ -27,6 +27,15 @@ pub(super) struct Memory {
     pub(super) pulling: Option<(u64, u64)>,
     pub(super) last_report: Option<TaskStatus>,
     pub(super) ip: Option<String>,
+    /// The current run failed a liveness or startup probe: cleared by the next start.
+    pub(super) probe_failure: Option<(voiyd_messages::reason::Reason, String)>,
+    /// The stop grace of the last spec this worker had.
+    pub(super) last_grace: Option<Duration>,
+    /// The server asked for SIGKILL at once when it took the task away.
+    pub(super) kill_unassigned: bool,
+    /// The current run's probes, and what they found.
+    pub(super) probes: Option<super::probes::ProbeRun>,
+    pub(super) health: Option<crate::decide::probe::Health>,
 }
 
 pub(super) fn observed(view: Option<&ContainerView>, mem: &Memory) -> Option<Observed> {
@@ -44,6 +53,9 @@ pub(super) fn observed(view: Option<&ContainerView>, mem: &Memory) -> Option<Obs
         last_started: v.started_at,
         last_exit,
         stop_requested_at: mem.stop_requested_at,
+        probe_failure: mem.probe_failure.clone(),
+        last_grace: mem.last_grace,
+        kill_unassigned: mem.kill_unassigned,
     })
 }
 
@@ -53,6 +65,7 @@ pub(super) async fn task_worker<R: Runtime>(
     mut desired_rx: watch::Receiver<Option<Desired>>,
     wake: Arc<Notify>,
     report_again: Arc<std::sync::atomic::AtomicBool>,
+    kill_unassigned: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut mem = Memory::default();
     let mut resync = s.resync.subscribe();
@@ -71,8 +84,30 @@ pub(super) async fn task_worker<R: Runtime>(
                 continue;
             }
         };
-        let obs = observed(view.as_ref(), &mem);
+        match desired.as_ref() {
+            Some(d) => {
+                mem.last_grace = Some(d.stop_grace());
+                kill_unassigned.store(false, std::sync::atomic::Ordering::SeqCst);
+                mem.kill_unassigned = false;
+            }
+            None => mem.kill_unassigned = kill_unassigned.load(std::sync::atomic::Ordering::SeqCst),
+        }
+        let mut obs = observed(view.as_ref(), &mem);
         mem.ip = view.as_ref().and_then(|v| v.ip.clone());
+        // Probes follow the current run; a failed liveness or startup probe stops it.
+        let key = super::probes::run_key(desired.as_ref(), obs.as_ref());
+        super::probes::follow(&s, &task, desired.as_ref(), key, &mut mem.probes, &wake);
+        if let Some(run) = &mem.probes {
+            let health = run.health();
+            if let (Some(failed), None) = (&health.failed, &mem.probe_failure) {
+                probe_failed(&s, &task, desired.as_ref(), failed).await;
+                mem.probe_failure = Some(failed.clone());
+                obs = observed(view.as_ref(), &mem);
+            }
+            mem.health = Some(health);
+        } else if obs.as_ref().is_none_or(|o| !o.state.is_running()) {
+            mem.health = None;
+        }
         if let (Some(d), Some(v)) = (desired.as_ref(), view.as_ref()) {
             // Template volumes follow their content without re-creating the container.
             if v.uid == d.uid && !d.volumes.is_empty() {
@@ -218,6 +253,9 @@ pub(super) async fn execute<R: Runtime>(
             Action::Start => {
                 s.rt.start(task).await?;
                 mem.stop_requested_at = None;
+                mem.probe_failure = None;
+                mem.probes = None;
+                mem.health = None;
             }
             Action::Stop { kill, .. } => {
                 s.rt.signal(task, kill).await?;
@@ -251,6 +289,30 @@ pub(super) async fn execute<R: Runtime>(
         }
     }
     Ok(())
+}
+
+/// Tells the servers a run failed its liveness or startup probe (an event).
+async fn probe_failed<R: Runtime>(
+    s: &Arc<Shared<R>>,
+    task: &str,
+    desired: Option<&Desired>,
+    (reason, message): &(voiyd_messages::reason::Reason, String),
+) {
+    tracing::warn!(%task, %reason, %message, "restarting the task");
+    let Some(d) = desired else { return };
+    crate::containerd::events::report(
+        &s.client,
+        &s.cfg.name,
+        crate::containerd::events::RuntimeEvent {
+            task: task.to_string(),
+            uid: d.uid.clone(),
+            kind: voiyd_messages::event::EventType::Unhealthy,
+            reason: (*reason).into(),
+            message: format!("{message}; restarting"),
+            exit_code: 0,
+        },
+    )
+    .await;
 }
 
 pub(super) async fn publish_pull<R: Runtime>(

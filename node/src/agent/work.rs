@@ -141,6 +141,11 @@ pub(super) fn apply_update<R: Runtime>(s: &Arc<Shared<R>>, u: WorkUpdate) -> boo
     if ledger.accept(&u.task, u.revision) {
         tracing::debug!(task = %u.task, revision = u.revision, "work update applied");
         let desired = u.assignment.as_ref().and_then(Desired::from_assignment);
+        if desired.is_none() && u.kill {
+            if let Some(w) = s.workers.lock().expect("workers lock").get(&u.task) {
+                w.kill.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         set_desired(s, &u.task, desired);
         return false;
     }
@@ -265,6 +270,7 @@ pub(super) fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: O
     let (tx, rx) = watch::channel(desired);
     let wake = Arc::new(Notify::new());
     let report_again = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kill = Arc::new(std::sync::atomic::AtomicBool::new(false));
     workers.insert(
         task.to_string(),
         Worker {
@@ -272,6 +278,7 @@ pub(super) fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: O
             load,
             wake: wake.clone(),
             report_again: report_again.clone(),
+            kill: kill.clone(),
         },
     );
     tokio::spawn(task_worker(
@@ -280,6 +287,7 @@ pub(super) fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: O
         rx,
         wake,
         report_again,
+        kill,
     ));
 }
 

@@ -15,12 +15,14 @@
 //! | stopped | anything else | Stopped | `StopRequested` |
 //! | running | `last_error` = (reason, message) | Failed | the caller's (`PullFailed`, `CreateFailed`, ...) |
 //! | running | running, same, no stop requested | Running | `Started` |
+//! | running | running, same, failed a liveness or startup probe | Stopping | `LivenessProbeFailed` / `StartupProbeFailed` |
 //! | running | running, same, stop requested | Stopping | `Stopping` |
 //! | running | running, other | Stopping | `Replacing` |
 //! | running | `pulling` = (done, total) | Pulling | `Pulling` |
 //! | running | absent | Pending | `ContainerCreating` |
 //! | running | created / exited, other | Pending | `Replacing` |
 //! | running | created, same | Starting | `Starting` |
+//! | running | exited, same, after a failed probe | Pending (Failed without restart) | the probe's reason |
 //! | running | exited, same, after our own stop | Starting | `Restarting` |
 //! | running | exited, same, backoff running | Pending | `BackOff` ("restarting in 8s (exit code 1)") |
 //! | running | exited, same, backoff over | Starting | `Restarting` |
@@ -104,6 +106,12 @@ pub fn derive(
                     Reason::Replacing,
                     replacing(want, obs, "stopping"),
                 )
+            } else if let Some((reason, why)) = &obs.probe_failure {
+                let how = match obs.stop_requested_at {
+                    Some(requested) => stopping(want, requested, now),
+                    None => "stopping".into(),
+                };
+                PhaseReport::new(TaskPhase::Stopping, *reason, format!("{why}; {how}"))
             } else if let Some(requested) = obs.stop_requested_at {
                 PhaseReport::new(
                     TaskPhase::Stopping,
@@ -174,6 +182,24 @@ fn exited(
     at: SystemTime,
     now: SystemTime,
 ) -> PhaseReport {
+    if let Some((reason, why)) = &obs.probe_failure {
+        // Stopped for a failed probe: a crash, reported with the probe's reason.
+        let then = match restart_wait(want.restart_policy(), code, obs.restart_count, at, now) {
+            RestartWait::After(left) => format!("restarting in {}", seconds(left)),
+            RestartWait::Now => "restarting".into(),
+            RestartWait::Never => {
+                return PhaseReport::new(
+                    TaskPhase::Failed,
+                    *reason,
+                    format!(
+                        "{why}; restart policy {} does not restart it",
+                        want.restart_policy()
+                    ),
+                )
+            }
+        };
+        return PhaseReport::new(TaskPhase::Pending, *reason, format!("{why}; {then}"));
+    }
     if obs.stop_requested_at.is_some() {
         return PhaseReport::new(
             TaskPhase::Starting,
@@ -347,6 +373,9 @@ mod tests {
             last_started: None,
             last_exit: None,
             stop_requested_at: None,
+            probe_failure: None,
+            last_grace: None,
+            kill_unassigned: false,
         };
         f(&mut o);
         Some(o)
@@ -416,6 +445,31 @@ mod tests {
                     STOPPED,
                     "Unassigned",
                     "the task is no longer assigned to this node",
+                ),
+            ),
+            case(
+                "running, failed its liveness probe",
+                want(keep),
+                obs(running(), |o| {
+                    o.probe_failure = Some((Reason::LivenessProbeFailed, "liveness probe failed 3 times in a row: boom".into()))
+                }),
+                (
+                    STOPPING,
+                    "LivenessProbeFailed",
+                    "liveness probe failed 3 times in a row: boom; stopping",
+                ),
+            ),
+            case(
+                "exited after a failed liveness probe, never restarted",
+                want(never),
+                obs(ContainerState::Exited { code: 137, at: at(NOW - 1) }, |o| {
+                    o.stop_requested_at = Some(at(NOW - 2));
+                    o.probe_failure = Some((Reason::LivenessProbeFailed, "liveness probe failed 3 times in a row: boom".into()))
+                }),
+                (
+                    FAILED,
+                    "LivenessProbeFailed",
+                    "liveness probe failed 3 times in a row: boom; restart policy never does not restart it",
                 ),
             ),
             case(

@@ -14,15 +14,17 @@
 //! | desired | container | actions |
 //! |---|---|---|
 //! | none | absent | — |
-//! | none | running | Stop (default grace) |
+//! | none | running | Stop (the last known spec's grace, or SIGKILL when the server asked to kill) |
 //! | none | created / exited | Delete |
 //! | running | absent | Pull, Create, Start |
 //! | running | created, same | Start |
 //! | running | running, same | — (ResetRestarts once it ran [`RESET_AFTER`] with restarts counted) |
 //! | running | running, other | Stop |
+//! | running | running, same, failed a liveness or startup probe | Stop |
 //! | running | created / exited, other | Delete, Pull, Create, Start |
 //! | running | exited, same | restart policy: after the backoff DeleteTask, CountRestart, Start; before it nothing and `requeue_after` = the rest of the backoff |
 //! | running | exited, same, after our own Stop | DeleteTask, Start (not a crash: no backoff, not counted) |
+//! | running | exited, same, after a Stop for a failed probe | as a crash: the restart policy, backoff and count |
 //! | stopped | running | Stop { kill: desired.kill } |
 //! | stopped | absent / created / exited, same uid | — |
 //! | stopped | created / exited, other uid | Delete (the old task's container) |
@@ -179,6 +181,14 @@ pub struct Observed {
     /// When the agent first signalled the current run to stop: set by executing
     /// [`Action::Stop`] when unset, cleared by executing [`Action::Start`].
     pub stop_requested_at: Option<SystemTime>,
+    /// The current run failed its liveness or startup probe (reason and message): it is
+    /// stopped and then treated as a crash. Cleared by executing [`Action::Start`].
+    pub probe_failure: Option<(voiyd_messages::reason::Reason, String)>,
+    /// The stop grace of the last spec the agent had for this task, for a stop after the
+    /// task was taken away from the node ([`DEFAULT_STOP_GRACE`] when unknown).
+    pub last_grace: Option<Duration>,
+    /// The server asked for SIGKILL at once when it took the task away (`delete --force`).
+    pub kill_unassigned: bool,
 }
 
 impl Observed {
@@ -256,7 +266,12 @@ pub fn decide(desired: Option<&Desired>, observed: Option<&Observed>, now: Syste
         (None, None) => Decision::default(),
         (None, Some(obs)) => match state {
             ContainerState::Absent => Decision::default(),
-            ContainerState::Running { .. } => stop(obs, DEFAULT_STOP_GRACE, false, now),
+            ContainerState::Running { .. } => stop(
+                obs,
+                obs.last_grace.unwrap_or(DEFAULT_STOP_GRACE),
+                obs.kill_unassigned,
+                now,
+            ),
             ContainerState::Created | ContainerState::Exited { .. } => {
                 Decision::act(vec![Action::Delete])
             }
@@ -294,7 +309,7 @@ fn decide_running(want: &Desired, obs: &Observed, now: SystemTime) -> Decision {
     match obs.state {
         ContainerState::Absent => create(obs, want, Vec::new()),
         ContainerState::Running { since, .. } => {
-            if !same || obs.stop_requested_at.is_some() {
+            if !same || obs.stop_requested_at.is_some() || obs.probe_failure.is_some() {
                 return stop(obs, want.stop_grace(), want.kill, now);
             }
             if obs.restart_count == 0 {
@@ -311,7 +326,7 @@ fn decide_running(want: &Desired, obs: &Observed, now: SystemTime) -> Decision {
         }
         ContainerState::Created => Decision::act(vec![Action::Start]),
         ContainerState::Exited { code, at } => {
-            if obs.stop_requested_at.is_some() {
+            if obs.stop_requested_at.is_some() && obs.probe_failure.is_none() {
                 // We stopped it (the stop was not for this spec's sake, or the generation
                 // would differ): bring it back without treating the exit as a crash.
                 return Decision::act(vec![Action::DeleteTask, Action::Start]);
@@ -408,6 +423,9 @@ mod tests {
             last_started: None,
             last_exit: None,
             stop_requested_at: None,
+            probe_failure: None,
+            last_grace: None,
+            kill_unassigned: false,
         }
     }
 
@@ -489,6 +507,44 @@ mod tests {
                 None,
                 obs_with(running(), |o| o.stop_requested_at = Some(at(NOW - 10))),
                 stop(10, true, 2),
+            ),
+            (
+                "unassigned running: the last spec's grace",
+                None,
+                obs_with(running(), |o| o.last_grace = Some(s(30))),
+                stop(30, false, 30),
+            ),
+            (
+                "unassigned running, the server asked to kill",
+                None,
+                obs_with(running(), |o| {
+                    o.last_grace = Some(s(30));
+                    o.kill_unassigned = true;
+                }),
+                stop(0, true, 2),
+            ),
+            (
+                "running, failed its liveness probe: stop with the spec's grace",
+                Some(want()),
+                obs_with(running(), |o| {
+                    o.probe_failure = Some((
+                        voiyd_messages::reason::Reason::LivenessProbeFailed,
+                        "x".into(),
+                    ))
+                }),
+                stop(10, false, 10),
+            ),
+            (
+                "exited after a stop for a failed probe: a crash, restarted and counted",
+                Some(want()),
+                obs_with(exited(137, 5), |o| {
+                    o.stop_requested_at = Some(at(NOW - 6));
+                    o.probe_failure = Some((
+                        voiyd_messages::reason::Reason::LivenessProbeFailed,
+                        "x".into(),
+                    ))
+                }),
+                act(&RESTART),
             ),
             (
                 "unassigned created: delete",

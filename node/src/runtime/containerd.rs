@@ -645,6 +645,45 @@ impl Runtime for ContainerdRuntime {
             .map_err(|e| RuntimeError::new(Reason::VolumeFailed, e))
     }
 
+    async fn probe(
+        &self,
+        task: &str,
+        check: &crate::decide::probe::Check,
+        timeout: Duration,
+    ) -> crate::decide::probe::Outcome {
+        use crate::decide::probe::{Check, Outcome};
+        let addr = |host: Option<std::net::IpAddr>, port: u16| {
+            let ip = host.or_else(|| {
+                self.cfg
+                    .network
+                    .as_ref()
+                    .and_then(|n| n.ip(task))
+                    .and_then(|ip| ip.parse().ok())
+            });
+            // A task without an address of its own shares the node's network.
+            std::net::SocketAddr::new(ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()), port)
+        };
+        match check {
+            Check::Exec(args) => {
+                let dir = self.cfg.data_dir.join("exec");
+                match super::exec_once::run(&self.cd, &dir, task, args, timeout).await {
+                    Ok(r) if r.exit_code == 0 => Outcome::Pass,
+                    Ok(r) => {
+                        Outcome::Fail(format!("exit code {}: {}", r.exit_code, r.output.trim()))
+                    }
+                    Err(e) => Outcome::Fail(e),
+                }
+            }
+            Check::Http {
+                host,
+                port,
+                path,
+                headers,
+            } => super::probe::http(addr(*host, *port), path, headers, timeout).await,
+            Check::Tcp { host, port } => super::probe::tcp(addr(*host, *port), timeout).await,
+        }
+    }
+
     async fn purge_volume(&self, name: &str) -> Result<(), RuntimeError> {
         Volumes::new(&self.cfg.data_dir).purge(name).map_err(|e| {
             RuntimeError::new(Reason::VolumeFailed, format!("purge volume {name}: {e}"))

@@ -3,6 +3,8 @@
 //! containers, and the trait leaves room for a simulated runtime.
 
 pub mod containerd;
+pub mod exec_once;
+pub mod probe;
 pub mod sim;
 
 use crate::decide::reconcile::{ContainerState, Desired};
@@ -114,6 +116,16 @@ pub trait Runtime: Send + Sync + 'static {
         _desired: &Desired,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
         async { Ok(()) }
+    }
+    /// Runs one probe check against the task's running container (runtimes without real
+    /// containers pass every check).
+    fn probe(
+        &self,
+        _task: &str,
+        _check: &crate::decide::probe::Check,
+        _timeout: std::time::Duration,
+    ) -> impl Future<Output = crate::decide::probe::Outcome> + Send {
+        async { crate::decide::probe::Outcome::Pass }
     }
     /// Removes a deleted volume's data from the node.
     fn purge_volume(&self, _name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {

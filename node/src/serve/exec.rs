@@ -7,6 +7,8 @@
 //! its process is killed, so no exec outlives its client.
 
 use crate::containerd::client::Containerd;
+use crate::logs::mkfifo;
+use crate::runtime::exec_once::{new_id, process_spec, start_error, PROCESS_SPEC_TYPE};
 use containerd_client::services::v1::{
     CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
     KillRequest, ResizePtyRequest, StartRequest, WaitRequest,
@@ -16,8 +18,7 @@ use containerd_client::types::v1::Status as ProcStatus;
 use futures::StreamExt;
 use prost::Message;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use voiyd_messages::v1::{ExecInput, ExecOutput, ExecRequest, StreamStart};
@@ -27,7 +28,6 @@ use voiyd_nats::stream::{answer, refuse, send_acked, serve_limited, KEEPALIVE};
 
 /// Most exec sessions one node runs at once.
 const MAX_SESSIONS: usize = 64;
-const PROCESS_SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
 /// Serves exec requests for this node's tasks until the connection closes.
 pub async fn serve(
@@ -82,56 +82,6 @@ struct Session {
     output: mpsc::Receiver<(bool, Vec<u8>)>,
     stop_readers: watch::Sender<bool>,
     readers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn new_id() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!(
-        "exec-{:x}-{}-{}",
-        nanos,
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-use crate::logs::mkfifo;
-
-/// The `process` of the container's OCI spec, with the command, terminal and env of the request.
-pub fn process_spec(container_spec: &[u8], req: &ExecRequest) -> Result<serde_json::Value, String> {
-    let spec: serde_json::Value = serde_json::from_slice(container_spec)
-        .map_err(|e| format!("container spec is not JSON: {e}"))?;
-    let mut process = spec
-        .get("process")
-        .cloned()
-        .ok_or("container spec has no process")?;
-    process["args"] = serde_json::json!(req.args);
-    process["terminal"] = serde_json::json!(req.tty);
-    if req.tty && req.width > 0 && req.height > 0 {
-        process["consoleSize"] = serde_json::json!({"height": req.height, "width": req.width});
-    } else if let Some(o) = process.as_object_mut() {
-        o.remove("consoleSize");
-    }
-    if !req.env.is_empty() {
-        let mut env: Vec<String> = process["env"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for kv in &req.env {
-            let key = kv.split('=').next().unwrap_or_default();
-            env.retain(|e| e.split('=').next() != Some(key));
-            env.push(kv.clone());
-        }
-        process["env"] = serde_json::json!(env);
-    }
-    Ok(process)
 }
 
 async fn prepare(
@@ -311,14 +261,6 @@ async fn prepare(
         stop_readers,
         readers,
     })
-}
-
-/// The useful part of runc's start error (`... exec: "x": executable file not found in $PATH: unknown`).
-pub fn start_error(message: &str) -> String {
-    if let Some(i) = message.find("exec: ") {
-        return message[i + 6..].trim_end_matches(": unknown").to_string();
-    }
-    message.to_string()
 }
 
 async fn relay(

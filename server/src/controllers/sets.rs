@@ -16,8 +16,8 @@ use crate::cache::view::{TaskEntry, PLACEMENT_LABEL};
 use crate::context::Ctx;
 use crate::error::ServerError;
 use crate::schedule::sets::{
-    condition, index_of, plan, remember, secs_since, template_hash, Limits, Member,
-    DEFAULT_PROGRESS_DEADLINE_SECS, HASH_LABEL, SET_LABEL,
+    condition, index_of, plan, remember, rollback_cause, secs_since, template_hash, Limits, Member,
+    Rollout, CRASH_LOOP_RESTARTS, DEFAULT_PROGRESS_DEADLINE_SECS, HASH_LABEL, SET_LABEL,
 };
 use crate::service::{resources, tasks};
 use crate::store::managed::Managed;
@@ -37,17 +37,22 @@ fn members(
     tasks
         .iter()
         .map(|(name, t)| {
-            let ready = t.phase() == voiyd_messages::phase::TaskPhase::Running;
+            use voiyd_messages::phase::TaskPhase;
+            // Ready: running and, with a readiness probe, passing it.
             let ready_since = t.ready_since();
+            let ready = ready_since.is_some();
+            let st = t.status.as_ref().map(|(s, _)| s);
+            let restarts = st.map_or(0, |s| s.restart_count);
+            let exited = st.is_some_and(|s| s.exited);
+            let phase = t.phase();
             Member {
                 name: name.clone(),
                 index: index_of(set, name),
                 hash: t.labels.get(HASH_LABEL).cloned().unwrap_or_default(),
                 ready,
-                available: ready
-                    && ready_since.is_some()
-                    && secs_since(ready_since.as_ref(), now) >= i64::from(min_ready),
-                failed: t.phase() == voiyd_messages::phase::TaskPhase::Failed,
+                available: ready && secs_since(ready_since.as_ref(), now) >= i64::from(min_ready),
+                failed: phase == TaskPhase::Failed || restarts >= CRASH_LOOP_RESTARTS,
+                finished: exited && (phase == TaskPhase::Failed || phase == TaskPhase::Succeeded),
             }
         })
         .collect()
@@ -168,23 +173,30 @@ async fn reconcile(
         delete_task(ctx, t).await;
     }
 
-    // A rollout that fails or stalls goes back to the previous template.
-    let new_failed = members.iter().any(|m| m.hash == hash && m.failed);
-    let stalled =
-        !p.complete && secs_since(st.rollout_started.as_ref(), &now) > i64::from(deadline);
+    // A rollout that fails or stalls goes back to the previous template; a rollout
+    // is in progress from a template change until it completes.
+    let in_progress = st.rollout_started.is_some();
+    let elapsed = secs_since(st.rollout_started.as_ref(), &now);
+    let stalled = in_progress && !p.complete && elapsed > i64::from(deadline);
     let previous = st
         .history
         .iter()
         .rev()
         .find(|r| r.template_hash != hash)
         .cloned();
+    let rollout = Rollout {
+        in_progress,
+        is_rollback: st
+            .history
+            .last()
+            .is_some_and(|r| r.template_hash == hash && r.cause.starts_with("rollback")),
+        has_previous: previous.is_some(),
+        elapsed_secs: elapsed,
+        deadline_secs: deadline,
+    };
+    let cause = rollback_cause(rollout, &hash, &members, p.complete);
     let mut rolled_back_now = false;
-    if let Some(prev_rev) = previous.filter(|_| (new_failed || stalled) && st.history.len() > 1) {
-        let why = if new_failed {
-            "a task of the new template failed"
-        } else {
-            "the progress deadline passed"
-        };
+    if let (Some(prev_rev), Some(why)) = (previous, cause) {
         let mut spec = set.clone();
         spec.template = prev_rev.template.clone();
         spec.status = None;
@@ -271,6 +283,10 @@ async fn reconcile(
             now,
         );
         st.conditions = vec![progressing, available];
+    }
+    if p.complete && !rolled_back_now {
+        // The rollout is over: later failures are the replicas' own, never a rollback.
+        st.rollout_started = None;
     }
     if st != prev {
         // A lost race means another server just wrote it: the next pass catches up.

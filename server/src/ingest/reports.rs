@@ -280,7 +280,19 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerE
         st.node = current.status.node.clone();
         st.reschedule_count = current.status.reschedule_count;
         st.last_reschedule_reason = current.status.last_reschedule_reason.clone();
-        st.conditions = current.status.conditions.clone();
+        let node_ready = st
+            .conditions
+            .iter()
+            .find(|c| c.r#type == voiyd_messages::condition::ConditionType::Ready)
+            .cloned();
+        st.conditions = crate::schedule::conditions::for_phase(
+            &current.status.conditions,
+            &st.phase,
+            &st.reason,
+            true,
+            node_ready.as_ref(),
+            voiyd_messages::time::now(),
+        );
         let unchanged = TaskStatus {
             reported_at: current.status.reported_at,
             ..st.clone()
@@ -292,13 +304,6 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerE
             return Ok(());
         }
         let phase_changed = st.phase != current.status.phase;
-        st.conditions = crate::schedule::conditions::for_phase(
-            &current.status.conditions,
-            &st.phase,
-            &st.reason,
-            true,
-            voiyd_messages::time::now(),
-        );
         if status::write_patiently(&ctx.status.0, "task", &report.task, &st, current.revision)
             .await?
             .is_some()

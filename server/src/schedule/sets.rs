@@ -17,6 +17,8 @@ pub const HASH_LABEL: &str = "voiyd.io/template-hash";
 pub const HISTORY: usize = 10;
 /// Progress deadline when the strategy sets none.
 pub const DEFAULT_PROGRESS_DEADLINE_SECS: u32 = 600;
+/// Restarts after which a task of a rollout's new template counts as failed (it crash-loops).
+pub const CRASH_LOOP_RESTARTS: u32 = 3;
 
 /// The hash of a template: 16 hex digits of FNV-1a over its protobuf encoding (maps are
 /// ordered, so equal templates hash alike on every server).
@@ -38,12 +40,14 @@ pub struct Member {
     pub index: u32,
     /// Its template hash.
     pub hash: String,
-    /// Running.
+    /// Running and ready (its readiness probe passes, when it has one).
     pub ready: bool,
-    /// Running for at least minReadySeconds.
+    /// Ready for at least minReadySeconds.
     pub available: bool,
-    /// Failed (counts against the rollout).
+    /// Failed or crash-looping (counts against a rollout).
     pub failed: bool,
+    /// Its process ended and will not be restarted (Failed or Succeeded): replaced.
+    pub finished: bool,
 }
 
 /// Surge and unavailability limits, defaults resolved.
@@ -77,7 +81,7 @@ impl Limits {
 pub struct Plan {
     /// Indices of tasks to create from the current template.
     pub create: Vec<u32>,
-    /// Tasks to delete.
+    /// Tasks to delete (finished ones are replaced: deleted now, created again next time).
     pub delete: Vec<String>,
     /// Every task is of the current template, and `replicas` of them are available.
     pub complete: bool,
@@ -99,15 +103,21 @@ pub fn plan(replicas: u32, hash: &str, members: &[Member], limits: Limits) -> Pl
         .take(n_create)
         .collect();
 
+    // A finished task of the current template is replaced.
+    p.delete
+        .extend(new.iter().filter(|m| m.finished).map(|m| m.name.clone()));
     // Too many of the current template (scale down): unavailable first, then the
     // highest indices.
     if new.len() > replicas {
         let mut surplus = new.clone();
         surplus.sort_by_key(|m| (m.available, std::cmp::Reverse(m.index)));
+        let gone = p.delete.len();
+        let extra = (new.len() - replicas).saturating_sub(gone);
         p.delete.extend(
             surplus
                 .iter()
-                .take(new.len() - replicas)
+                .filter(|m| !m.finished)
+                .take(extra)
                 .map(|m| m.name.clone()),
         );
     }
@@ -118,6 +128,9 @@ pub fn plan(replicas: u32, hash: &str, members: &[Member], limits: Limits) -> Pl
     let mut old = old.clone();
     old.sort_by_key(|m| (m.available, std::cmp::Reverse(m.index)));
     for m in old {
+        if p.delete.contains(&m.name) {
+            continue;
+        }
         if !m.available {
             p.delete.push(m.name.clone());
         } else if available > min_available {
@@ -129,6 +142,43 @@ pub fn plan(replicas: u32, hash: &str, members: &[Member], limits: Limits) -> Pl
         && new.len() == replicas
         && new.iter().filter(|m| m.available).count() == replicas;
     p
+}
+
+/// Where a set's rollout stands, as the rollback rule needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rollout {
+    /// A rollout to the current template is under way (it began and has not completed).
+    pub in_progress: bool,
+    /// The current template is itself a rollback (never rolled back again).
+    pub is_rollback: bool,
+    /// A previous template exists to go back to.
+    pub has_previous: bool,
+    /// Seconds since the rollout began.
+    pub elapsed_secs: i64,
+    /// The progress deadline, in seconds.
+    pub deadline_secs: u32,
+}
+
+/// Why the set must go back to its previous template now, if it must: only while a
+/// rollout is in progress, when a task of the new template failed or crash-loops, or
+/// the rollout missed its progress deadline. Failures after a rollout completed are
+/// the replicas' own (replaced, never rolled back).
+pub fn rollback_cause(
+    r: Rollout,
+    hash: &str,
+    members: &[Member],
+    complete: bool,
+) -> Option<&'static str> {
+    if !r.in_progress || r.is_rollback || !r.has_previous || complete {
+        return None;
+    }
+    if members.iter().any(|m| m.hash == hash && m.failed) {
+        return Some("a task of the new template failed or keeps restarting");
+    }
+    if r.elapsed_secs > i64::from(r.deadline_secs) {
+        return Some("the progress deadline passed before the new tasks were ready");
+    }
+    None
 }
 
 /// `n` of a task named `<set>-<n>`; `u32::MAX` for names of another shape.
@@ -191,6 +241,7 @@ mod tests {
             ready: available,
             available,
             failed: false,
+            finished: false,
         }
     }
 
@@ -238,6 +289,61 @@ mod tests {
             plan(2, "b", &mid, Limits::of(1, 0)).delete,
             vec!["s-1".to_string()]
         );
+    }
+
+    #[test]
+    fn rollback_only_while_a_rollout_is_in_progress() {
+        let mut bad = m(2, "b", false);
+        bad.failed = true;
+        let ms = [m(0, "a", true), m(1, "a", true), bad];
+        let r = Rollout {
+            in_progress: true,
+            is_rollback: false,
+            has_previous: true,
+            elapsed_secs: 5,
+            deadline_secs: 60,
+        };
+        assert!(rollback_cause(r, "b", &ms, false).is_some());
+        let done = Rollout {
+            in_progress: false,
+            ..r
+        };
+        assert_eq!(
+            rollback_cause(done, "b", &ms, false),
+            None,
+            "after the rollout"
+        );
+        let back = Rollout {
+            is_rollback: true,
+            ..r
+        };
+        assert_eq!(rollback_cause(back, "b", &ms, false), None, "never twice");
+        let late = Rollout {
+            elapsed_secs: 61,
+            ..r
+        };
+        let ok = [m(0, "a", true), m(1, "b", false)];
+        assert!(rollback_cause(late, "b", &ok, false).is_some_and(|w| w.contains("deadline")));
+        assert_eq!(rollback_cause(r, "b", &ok, false), None);
+    }
+
+    #[test]
+    fn finished_tasks_are_replaced() {
+        let mut done = m(1, "h", false);
+        done.finished = true;
+        let p = plan(2, "h", &[m(0, "h", true), done], Limits::of(0, 0));
+        assert_eq!(p.delete, vec!["s-1".to_string()]);
+        assert!(!p.complete);
+        // Scaling down counts the finished one among the surplus.
+        let mut done = m(2, "h", false);
+        done.finished = true;
+        let p = plan(
+            2,
+            "h",
+            &[m(0, "h", true), m(1, "h", true), done],
+            Limits::of(0, 0),
+        );
+        assert_eq!(p.delete, vec!["s-2".to_string()]);
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub async fn sync_fetched(
                     TaskPhase::Scheduled.as_str(),
                     "",
                     true,
+                    None,
                     voiyd_messages::time::now(),
                 );
                 if let Some(written) =
@@ -112,6 +113,7 @@ pub async fn sync_fetched(
                         TaskPhase::Pending.as_str(),
                         Reason::Unschedulable.as_str(),
                         false,
+                        None,
                         voiyd_messages::time::now(),
                     );
                 }
@@ -166,11 +168,12 @@ async fn confirm_work(ctx: &Ctx, node: &str, task: &str, written: u64) -> Result
 /// Removes a task's work from `node` (best effort: the node's resync also drops work
 /// whose task is gone).
 pub async fn remove_work(ctx: &Ctx, node: &str, task: &str) {
-    crate::service::work::remove(ctx, node, task).await
+    crate::service::work::remove(ctx, node, task, false).await
 }
 
-/// Removes a deleted task's work from the node that has it.
-pub async fn unassign(ctx: &Ctx, task: &Task) {
+/// Removes a deleted task's work from the node that has it (`kill`: the node stops it
+/// by SIGKILL at once).
+pub async fn unassign(ctx: &Ctx, task: &Task, kill: bool) {
     let st = task.status.as_ref();
     let node = match st.filter(|s| !s.node.is_empty()) {
         Some(s) => Some(s.node.clone()),
@@ -182,7 +185,7 @@ pub async fn unassign(ctx: &Ctx, task: &Task) {
             .filter(|n| !n.is_empty()),
     };
     match node {
-        Some(n) => remove_work(ctx, &n, task.name()).await,
+        Some(n) => crate::service::work::remove(ctx, &n, task.name(), kill).await,
         None => {
             // No status: look in every node's work (rare: a task deleted mid-placement).
             let suffix = format!(".{}", names::token(task.name()));
@@ -190,7 +193,7 @@ pub async fn unassign(ctx: &Ctx, task: &Task) {
                 let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
                 for key in keys.into_iter().filter(|k| k.ends_with(&suffix)) {
                     if let Some((node, task)) = names::parse_work_key(&key) {
-                        crate::service::work::remove(ctx, &node, &task).await;
+                        crate::service::work::remove(ctx, &node, &task, kill).await;
                     }
                 }
             }

@@ -23,14 +23,14 @@ pub async fn update(ctx: &Ctx, change: Change<Task>) -> Result<Task, ServerError
     assign::sync_task(ctx, task.name(), false).await
 }
 
-/// Deletes a task: its spec, its status and its node's work (the node then removes
-/// the container).
+/// Deletes a task: its spec, its status and its node's work (the node then stops the
+/// container within the task's grace period, or at once with `force`, and removes it).
 pub async fn delete(ctx: &Ctx, req: &DeleteRequest) -> Result<DeleteReply, ServerError> {
     // Read where it runs before the status goes with the spec.
     let placed = crate::store::status::read::<Task>(&ctx.status, &req.name).await?;
     let mut task = resources::delete::<Task>(ctx, req).await?;
     task.status = placed;
-    assign::unassign(ctx, &task).await;
+    assign::unassign(ctx, &task, req.force).await;
     Ok(resources::deleted(&req.name))
 }
 

@@ -35,10 +35,11 @@ pub async fn put(
     Ok(revision)
 }
 
-/// Removes `task`'s work from `node`, then tells the node. Best effort: a node also
-/// drops work that is gone from the bucket when it re-reads it.
-pub async fn remove(ctx: &Ctx, node: &str, task: &str) {
-    if let Err(e) = purge(ctx, node, task, None).await {
+/// Removes `task`'s work from `node`, then tells the node (`kill`: to stop it by SIGKILL
+/// at once rather than with its grace period). Best effort: a node also drops work that
+/// is gone from the bucket when it re-reads it.
+pub async fn remove(ctx: &Ctx, node: &str, task: &str, kill: bool) {
+    if let Err(e) = purge(ctx, node, task, None, kill).await {
         tracing::warn!(%node, %task, error = %e, "cannot remove work");
     }
 }
@@ -46,7 +47,7 @@ pub async fn remove(ctx: &Ctx, node: &str, task: &str) {
 /// Removes `task`'s work from `node` only if the entry is still at `revision` (nobody
 /// rewrote it since), then tells the node. Returns whether it was removed.
 pub async fn remove_at(ctx: &Ctx, node: &str, task: &str, revision: u64) -> bool {
-    match purge(ctx, node, task, Some(revision)).await {
+    match purge(ctx, node, task, Some(revision), false).await {
         Ok(()) => true,
         Err(e) => {
             tracing::debug!(%node, %task, error = %e, "work not removed (rewritten since it was read?)");
@@ -63,6 +64,7 @@ async fn purge(
     node: &str,
     task: &str,
     expected: Option<u64>,
+    kill: bool,
 ) -> Result<(), async_nats::Error> {
     let mut headers = HeaderMap::new();
     headers.insert("KV-Operation", "PURGE");
@@ -80,7 +82,7 @@ async fn purge(
         .publish_with_headers(subject, headers, bytes::Bytes::new())
         .await?
         .await?;
-    notify(ctx, node, task, ack.sequence, None).await;
+    send(ctx, node, task, ack.sequence, None, kill).await;
     Ok(())
 }
 
@@ -94,10 +96,22 @@ pub async fn renotify(ctx: &Ctx, node: &str, task: &str, revision: u64, stored: 
 }
 
 async fn notify(ctx: &Ctx, node: &str, task: &str, revision: u64, assignment: Option<Assignment>) {
+    send(ctx, node, task, revision, assignment, false).await
+}
+
+async fn send(
+    ctx: &Ctx,
+    node: &str,
+    task: &str,
+    revision: u64,
+    assignment: Option<Assignment>,
+    kill: bool,
+) {
     let update = WorkUpdate {
         task: task.to_string(),
         revision,
         assignment,
+        kill,
     };
     let subject = names::node::work(node);
     if let Err(e) = ctx
