@@ -337,6 +337,34 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL on stop, e.g. 10s.
     #[arg(long = "stop-grace", value_name = "DURATION")]
     pub stop_grace: Option<String>,
+    /// Readiness check, run with `sh -c` in the container (exit 0: ready), as Docker's
+    /// --health-cmd; becomes the task's readinessProbe. The wait is for ready.
+    #[arg(long = "health-cmd", value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between checks (default 10s).
+    #[arg(
+        long = "health-interval",
+        value_name = "DURATION",
+        requires = "health_cmd"
+    )]
+    pub health_interval: Option<String>,
+    /// Time one check may take (default 1s).
+    #[arg(
+        long = "health-timeout",
+        value_name = "DURATION",
+        requires = "health_cmd"
+    )]
+    pub health_timeout: Option<String>,
+    /// Failures in a row before the task counts as not ready (default 3).
+    #[arg(long = "health-retries", value_name = "N", requires = "health_cmd")]
+    pub health_retries: Option<u32>,
+    /// Time after start before the first check (default 0s).
+    #[arg(
+        long = "health-start-period",
+        value_name = "DURATION",
+        requires = "health_cmd"
+    )]
+    pub health_start_period: Option<String>,
     /// Waiting.
     #[command(flatten)]
     pub wait: WaitArgs,

@@ -5,7 +5,9 @@ use crate::cli::RunArgs;
 use crate::timefmt::{format_duration, parse_duration};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use voiyd_messages::v1::{Capabilities, EnvVar, Mount, PortMapping, Resources, Task, TaskConfig};
+use voiyd_messages::v1::{
+    Capabilities, EnvVar, ExecAction, Mount, PortMapping, Probe, Resources, Task, TaskConfig,
+};
 
 /// Parses `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
 pub fn parse_port(text: &str) -> Result<PortMapping, String> {
@@ -160,6 +162,36 @@ fn pull_policy(p: &str) -> String {
     }
 }
 
+/// Whole seconds of a `--health-*` duration flag (rounded up: a probe counts seconds).
+fn probe_secs(flag: &str, value: Option<&String>) -> Result<u32, String> {
+    let Some(v) = value else { return Ok(0) };
+    let d = parse_duration(v).map_err(|e| format!("invalid --{flag}: {e}"))?;
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32::try_from(secs).map_err(|_| format!("invalid --{flag}: {v} is too long"))
+}
+
+/// The readiness probe Docker's `--health-*` flags describe.
+fn health_probe(args: &RunArgs, cmd: &str) -> Result<Probe, String> {
+    if cmd.trim().is_empty() {
+        return Err(
+            "--health-cmd is empty: give a command, e.g. --health-cmd 'test -f /tmp/ready'".into(),
+        );
+    }
+    Ok(Probe {
+        exec: Some(ExecAction {
+            command: vec!["sh".into(), "-c".into(), cmd.to_string()],
+        }),
+        period_seconds: probe_secs("health-interval", args.health_interval.as_ref())?,
+        timeout_seconds: probe_secs("health-timeout", args.health_timeout.as_ref())?,
+        initial_delay_seconds: probe_secs(
+            "health-start-period",
+            args.health_start_period.as_ref(),
+        )?,
+        failure_threshold: args.health_retries.unwrap_or(0),
+        ..Default::default()
+    })
+}
+
 /// Builds the task `run` creates. Errors are one line, naming the bad flag value.
 pub fn task_from_run(args: &RunArgs) -> Result<Task, String> {
     let mut config = TaskConfig {
@@ -217,6 +249,9 @@ pub fn task_from_run(args: &RunArgs) -> Result<Task, String> {
     if let Some(g) = &args.stop_grace {
         let d = parse_duration(g).map_err(|e| format!("invalid --stop-grace: {e}"))?;
         config.stop_grace_period = format_duration(d);
+    }
+    if let Some(cmd) = &args.health_cmd {
+        config.readiness_probe = Some(health_probe(args, cmd)?);
     }
     Ok(Task::new(&args.name, config).with_labels(parse_pairs("label", &args.labels)?))
 }

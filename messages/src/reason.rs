@@ -77,6 +77,8 @@ string_enum! {
         NodeDrained,
         /// The task's node refused it; the task was placed again.
         NodeRejected,
+        /// The task's spec changed and no longer fits its node; the task was placed again.
+        SpecChanged,
         /// The task was placed again.
         Rescheduled,
         /// The task was placed on a node.

@@ -1083,3 +1083,69 @@ async fn deleted_node_stays_deleted_until_its_agent_restarts() {
     .await;
     wait_nodes(&api, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_changes_that_no_longer_fit_move_the_task() {
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _nodes = sim_nodes(&nats.url(), "m", 2, dir.path(), &[]);
+    wait_nodes(&api, 2).await;
+    let ctl = |args: &[&str]| voiydctl_ok(&server.url, args, None);
+    ctl(&["label", "node", "m-0001", "zone=a"]);
+    ctl(&["label", "node", "m-0002", "zone=b"]);
+    api.create(&task(
+        "mover",
+        TaskConfig {
+            node_selector: [("zone".to_string(), "a".to_string())].into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let on = |node: &'static str| {
+        let api = api.clone();
+        async move {
+            eventually(
+                Duration::from_secs(20),
+                &format!("mover running on {node}"),
+                || async {
+                    let p = phases(&api, "").await;
+                    let (phase, n) = p.get("mover")?;
+                    (phase == "Running" && n == node).then_some(())
+                },
+            )
+            .await
+        }
+    };
+    on("m-0001").await;
+
+    // An edit of its selector that its node no longer matches moves it.
+    let mut t: Task = api.get("mover").await.unwrap();
+    t.config.as_mut().unwrap().node_selector = [("zone".to_string(), "b".to_string())].into();
+    t.status = None;
+    api.update(&t).await.unwrap();
+    on("m-0002").await;
+    let t: Task = api.get("mover").await.unwrap();
+    let st = t.status.unwrap();
+    assert_eq!(st.reschedule_count, 1);
+    assert!(
+        st.last_reschedule_reason.starts_with("SpecChanged"),
+        "{}",
+        st.last_reschedule_reason
+    );
+    assert_single_placement(&nats, &api, 1).await;
+
+    // A change that still fits (an env var) leaves it where it is.
+    let mut t: Task = api.get("mover").await.unwrap();
+    t.config.as_mut().unwrap().envvars = vec![voiyd_messages::v1::EnvVar {
+        name: "A".into(),
+        value: "1".into(),
+    }];
+    t.status = None;
+    api.update(&t).await.unwrap();
+    on("m-0002").await;
+    let t: Task = api.get("mover").await.unwrap();
+    assert_eq!(t.status.unwrap().reschedule_count, 1);
+}

@@ -54,7 +54,7 @@ pub(super) fn observed(view: Option<&ContainerView>, mem: &Memory) -> Option<Obs
         last_exit,
         stop_requested_at: mem.stop_requested_at,
         probe_failure: mem.probe_failure.clone(),
-        last_grace: mem.last_grace,
+        last_grace: mem.last_grace.or(v.stop_grace),
         kill_unassigned: mem.kill_unassigned,
     })
 }

@@ -240,10 +240,13 @@ pub(super) fn set_desired<R: Runtime>(s: &Arc<Shared<R>>, task: &str, desired: O
     let mut workers = s.workers.lock().expect("workers lock");
     let admitted = workers
         .get(task)
-        .is_some_and(|w| !w.desired.is_closed() && w.desired.borrow().is_some());
+        .filter(|w| !w.desired.is_closed() && w.desired.borrow().is_some())
+        .map(|w| w.load.clone());
     let load = desired.as_ref().map(|d| Load::of(&d.config));
-    if let (Some(new), false) = (&load, admitted) {
-        // New to this node: it must fit next to the tasks already here.
+    let unchanged = admitted.as_ref().is_some_and(|old| *old == load);
+    if let (Some(new), false) = (&load, unchanged) {
+        // New to this node, or asking for more of it: it must fit next to the tasks
+        // already here (servers then place a refused task elsewhere).
         let others = workers
             .iter()
             .filter(|(name, _)| name.as_str() != task)

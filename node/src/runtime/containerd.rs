@@ -35,6 +35,9 @@ const LABEL_UID: &str = "voiyd.uid";
 const LABEL_GENERATION: &str = "voiyd.generation";
 const LABEL_RESTARTS: &str = "voiyd.restarts";
 const LABEL_STARTED: &str = "voiyd.started-at";
+/// The spec's stop grace in milliseconds: a stop after the task was taken away honours
+/// it even when the agent restarted in between and no longer has the spec.
+const LABEL_GRACE: &str = "voiyd.stop-grace-ms";
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const RUNC_V2: &str = "io.containerd.runc.v2";
 
@@ -190,6 +193,10 @@ impl ContainerdRuntime {
                 .ok()
                 .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
             ip: None,
+            stop_grace: label(LABEL_GRACE)
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_millis),
         }
     }
 
@@ -503,6 +510,10 @@ impl Runtime for ContainerdRuntime {
             (LABEL_UID.to_string(), desired.uid.clone()),
             (LABEL_GENERATION.to_string(), desired.generation.to_string()),
             (LABEL_RESTARTS.to_string(), "0".to_string()),
+            (
+                LABEL_GRACE.to_string(),
+                desired.stop_grace().as_millis().to_string(),
+            ),
         ]);
         let container = Container {
             id: task.to_string(),

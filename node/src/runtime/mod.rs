@@ -29,6 +29,8 @@ pub struct ContainerView {
     pub started_at: Option<std::time::SystemTime>,
     /// The task's IP on the node's network while it runs with one (not with host networking).
     pub ip: Option<String>,
+    /// The stop grace of the spec the container was created for, as recorded on it.
+    pub stop_grace: Option<std::time::Duration>,
 }
 
 /// A failed runtime step: a CamelCase reason for the task status and a message.

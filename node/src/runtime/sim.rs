@@ -130,6 +130,7 @@ impl Runtime for SimRuntime {
             restart_count: 0,
             started_at: None,
             ip: None,
+            stop_grace: Some(desired.stop_grace()),
         };
         self.containers.lock().expect("sim lock").insert(
             desired.task.clone(),

@@ -415,6 +415,31 @@ impl View {
         Ok(chosen)
     }
 
+    /// For a task placed on a node, after a change of its spec: the node and why the new
+    /// spec no longer fits there, or `None` (it fits, or it is on no node yet).
+    pub fn misfit_on_its_node(&self, task: &Task) -> Option<(String, placement::Misfit)> {
+        let name = voiyd_messages::Resource::name(task).to_string();
+        let mut s = self.state.write().expect("view lock");
+        s.apply_task_spec(&name, Some(task.clone()));
+        let t = s.tasks.get(&name)?;
+        let node = t.node.clone()?;
+        let demand = t.demand.clone();
+        let mut c = s.nodes.get(&node)?.candidate.clone();
+        // The node without this task: its requests, and the ports of the others only
+        // (two tasks asking for one port leave one entry in the set).
+        c.allocated = c.allocated.minus(demand.requests);
+        c.tasks = c.tasks.saturating_sub(1);
+        c.ports = s
+            .tasks
+            .iter()
+            .filter(|(other, e)| **other != name && e.node.as_deref() == Some(node.as_str()))
+            .flat_map(|(_, e)| e.demand.ports.iter().cloned())
+            .collect();
+        placement::still_fits(&demand, &c)
+            .err()
+            .map(|why| (node, why))
+    }
+
     /// Drops this server's reservation after a lost CAS (the watch brings the winner's).
     pub fn release(&self, task: &str, node: &str) {
         let mut s = self.state.write().expect("view lock");

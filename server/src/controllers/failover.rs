@@ -15,7 +15,7 @@ use std::time::Duration;
 use voiyd_messages::event::EventType;
 use voiyd_messages::reason::Reason;
 use voiyd_messages::time::{millis, plus};
-use voiyd_messages::v1::{Lease, Meta, NodeStatus, TaskStatus};
+use voiyd_messages::v1::{Lease, Meta, NodeStatus};
 use voiyd_messages::Timestamp;
 use voiyd_nats::names;
 
@@ -182,7 +182,9 @@ pub async fn evacuate(ctx: &Ctx) -> usize {
             if phase == voiyd_messages::phase::TaskPhase::Succeeded {
                 continue; // finished: nothing to run elsewhere
             }
-            match move_task(ctx, &task, &n.candidate.name, reason).await {
+            match crate::service::assign::move_task(ctx, &task, &n.candidate.name, reason, None)
+                .await
+            {
                 Ok(true) => moved += 1,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(%task, error = %e.message(), "cannot move task"),
@@ -200,52 +202,4 @@ async fn node_record_exists(ctx: &Ctx, node: &str) -> bool {
         .get(node)
         .await
         .map_or(true, |n| n.is_some())
-}
-
-/// Moves `task` off `from` if its status still says it is there: the status is reset
-/// to Pending with the reschedule counted (CAS), the old node's work is removed and
-/// the task is placed again. Returns whether this call moved it.
-pub async fn move_task(
-    ctx: &Ctx,
-    task: &str,
-    from: &str,
-    reason: Reason,
-) -> Result<bool, ServerError> {
-    let Some(v) = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task).await? else {
-        return Ok(false);
-    };
-    if v.status.node != from {
-        return Ok(false);
-    }
-    let st = TaskStatus {
-        phase: voiyd_messages::phase::TaskPhase::Pending.into(),
-        reason: Reason::Rescheduled.into(),
-        message: format!("{reason}: moving off node {from}"),
-        reschedule_count: v.status.reschedule_count + 1,
-        last_reschedule_reason: format!("{reason}: node {from}"),
-        conditions: v.status.conditions.clone(),
-        ..Default::default()
-    };
-    let Some(written) = status::write(&ctx.status.0, "task", task, &st, v.revision).await? else {
-        return Ok(false);
-    };
-    ctx.view.saw_task_status(task, &st, written);
-    tracing::info!(%task, node = %from, %reason, "moving task");
-    crate::service::assign::remove_work(ctx, from, task).await;
-    ctx.events
-        .publish(
-            "task",
-            task,
-            EventType::Rescheduled.as_str(),
-            reason.as_str(),
-            format!("moved off node {from}"),
-            None,
-        )
-        .await;
-    match crate::service::assign::sync_task(ctx, task, false).await {
-        Ok(_) => {}
-        Err(e) if e.code() == voiyd_nats::api::ErrorCode::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    Ok(true)
 }

@@ -22,7 +22,7 @@ use crate::schedule::sets::{
 use crate::service::{resources, tasks};
 use crate::store::managed::Managed;
 use crate::store::status;
-use voiyd_messages::condition::{self, ConditionType};
+use voiyd_messages::condition::ConditionType;
 use voiyd_messages::event::EventType;
 use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::{ContainerSet, ContainerSetStatus, DeleteRequest, SetRevision, Task};
@@ -142,13 +142,9 @@ async fn reconcile(
     };
     let mut st = prev.clone();
     if st.template_hash != hash {
+        // A template this controller did not write itself (a rollback records its own).
         st.template_hash = hash.clone();
         st.rollout_started = Some(now);
-        let rolled_back = st.conditions.iter().any(|c| {
-            c.r#type == ConditionType::Progressing
-                && c.reason == Reason::RolledBack
-                && c.status == condition::status(false)
-        });
         remember(
             &mut st.history,
             SetRevision {
@@ -156,11 +152,7 @@ async fn reconcile(
                 template_hash: hash.clone(),
                 template: Some(template.clone()),
                 created: Some(now),
-                cause: if rolled_back {
-                    "rollback".into()
-                } else {
-                    "update".into()
-                },
+                cause: "update".into(),
             },
         );
     }
@@ -201,8 +193,23 @@ async fn reconcile(
         spec.template = prev_rev.template.clone();
         spec.status = None;
         let rv = set.meta.as_ref().map(|m| m.resource_version).unwrap_or(0);
-        if resources::write_update(ctx, spec, rv).await.is_ok() {
+        if let Ok(written) = resources::write_update(ctx, spec, rv).await {
             tracing::warn!(set = set.name(), %why, "rolling back");
+            // The rollback is a rollout of its own, recorded as such: it is never rolled
+            // back in turn, and its RolledBack condition lasts until it completes.
+            let new_generation = written.meta.as_ref().map_or(generation, |m| m.generation);
+            st.template_hash = prev_rev.template_hash.clone();
+            st.rollout_started = Some(now);
+            st.observed_generation = new_generation;
+            remember(
+                &mut st.history,
+                SetRevision {
+                    revision: new_generation,
+                    created: Some(now),
+                    cause: format!("rollback: {why}"),
+                    ..prev_rev.clone()
+                },
+            );
             ctx.events
                 .publish(
                     "set",
@@ -233,10 +240,11 @@ async fn reconcile(
     st.ready = mine.iter().filter(|m| m.ready).count() as u32;
     st.updated = mine.iter().filter(|m| m.hash == hash).count() as u32;
     st.available = mine.iter().filter(|m| m.available).count() as u32;
-    st.observed_generation = generation;
     if !rolled_back_now {
-        let keep_rollback =
-            st.conditions.iter().any(|c| c.reason == Reason::RolledBack) && !p.complete;
+        st.observed_generation = generation;
+        let keep_rollback = rollout.is_rollback
+            && st.conditions.iter().any(|c| c.reason == Reason::RolledBack)
+            && !p.complete;
         let progressing = if p.complete {
             condition(
                 ConditionType::Progressing,

@@ -260,11 +260,12 @@ async fn task_status(ctx: &Ctx, msg: &async_nats::Message) -> Result<(), ServerE
             // The node refused it (capacity or host ports taken, e.g. by a task another
             // server placed there at the same instant): place it elsewhere.
             tracing::info!(task = %report.task, node = %node_name, reason = %st.reason, message = %st.message, "node refused task");
-            crate::controllers::failover::move_task(
+            crate::service::assign::move_task(
                 ctx,
                 &report.task,
                 &node_name,
                 Reason::NodeRejected,
+                Some(&st.message),
             )
             .await?;
             return Ok(());

@@ -165,6 +165,17 @@ pub fn fits(d: &Demand, node: &Candidate) -> Result<(), Misfit> {
     Ok(())
 }
 
+/// Whether a task already on `node` still fits there after a change of its spec, or
+/// why not. `node` must not count the task itself. A node that stopped heartbeating
+/// or was cordoned keeps its tasks (failover and drain move them): only the task's own
+/// demands (selector, affinity, resources, host ports) are judged.
+pub fn still_fits(d: &Demand, node: &Candidate) -> Result<(), Misfit> {
+    let mut n = node.clone();
+    n.ready = true;
+    n.unschedulable = false;
+    fits(d, &n)
+}
+
 /// Utilisation of the node once the task is on it, in parts per million of its most
 /// used resource (0 when it reports no capacity).
 fn utilisation_after(d: &Demand, node: &Candidate) -> u64 {

@@ -200,3 +200,56 @@ pub async fn unassign(ctx: &Ctx, task: &Task, kill: bool) {
         }
     }
 }
+
+/// Moves `task` off `from` if its status still says it is there: the status is reset
+/// to Pending with the reschedule counted (CAS), the old node's work is removed and
+/// the task is placed again. `detail` says more for people. Returns whether this call
+/// moved it.
+pub async fn move_task(
+    ctx: &Ctx,
+    task: &str,
+    from: &str,
+    reason: Reason,
+    detail: Option<&str>,
+) -> Result<bool, ServerError> {
+    let Some(v) = status::read_versioned::<TaskStatus>(&ctx.status.0, "task", task).await? else {
+        return Ok(false);
+    };
+    if v.status.node != from {
+        return Ok(false);
+    }
+    let st = TaskStatus {
+        phase: voiyd_messages::phase::TaskPhase::Pending.into(),
+        reason: Reason::Rescheduled.into(),
+        message: match detail {
+            Some(d) => format!("{reason}: moving off node {from}: {d}"),
+            None => format!("{reason}: moving off node {from}"),
+        },
+        reschedule_count: v.status.reschedule_count + 1,
+        last_reschedule_reason: format!("{reason}: node {from}"),
+        conditions: v.status.conditions.clone(),
+        ..Default::default()
+    };
+    let Some(written) = status::write(&ctx.status.0, "task", task, &st, v.revision).await? else {
+        return Ok(false);
+    };
+    ctx.view.saw_task_status(task, &st, written);
+    tracing::info!(%task, node = %from, %reason, "moving task");
+    remove_work(ctx, from, task).await;
+    ctx.events
+        .publish(
+            "task",
+            task,
+            EventType::Rescheduled.as_str(),
+            reason.as_str(),
+            format!("moved off node {from}"),
+            None,
+        )
+        .await;
+    match sync_task(ctx, task, false).await {
+        Ok(_) => {}
+        Err(e) if e.code() == voiyd_nats::api::ErrorCode::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(true)
+}

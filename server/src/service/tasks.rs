@@ -5,6 +5,7 @@ use crate::context::Ctx;
 use crate::error::ServerError;
 use crate::service::assign;
 use crate::service::resources::{self, Change};
+use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::{DeleteReply, DeleteRequest, Task, TaskActionRequest};
 use voiyd_messages::Resource;
 
@@ -14,12 +15,18 @@ pub async fn create(ctx: &Ctx, task: Task) -> Result<Task, ServerError> {
     assign::sync_fetched(ctx, task, false, false).await
 }
 
-/// Updates (or patches) a task and hands the new spec to its node.
+/// Updates (or patches) a task and hands the new spec to its node; a spec that no
+/// longer fits its node (selector, affinity, resources, host ports) moves the task: its
+/// node stops it within its grace period and it is placed again.
 pub async fn update(ctx: &Ctx, change: Change<Task>) -> Result<Task, ServerError> {
     let task = match change {
         Change::Patch(p) => resources::patch::<Task>(ctx, &p).await?,
         Change::Replace(t) => resources::update::<Task>(ctx, t).await?,
     };
+    if let Some((node, why)) = ctx.view.misfit_on_its_node(&task) {
+        let detail = format!("the new spec does not fit it ({})", why.as_str());
+        assign::move_task(ctx, task.name(), &node, Reason::SpecChanged, Some(&detail)).await?;
+    }
     assign::sync_task(ctx, task.name(), false).await
 }
 
