@@ -501,9 +501,12 @@ proptest! {
             replicas,
             strategy: None,
             placement: s(8),
+            mode: s(10),
             status: None,
         };
-        let _ = voiyd_messages::validate::validate_container_set(&set);
+        if let Err(e) = voiyd_messages::validate::validate_container_set(&set) {
+            prop_assert!(!e.to_string().contains('\n'), "{e}");
+        }
         let vol = voiyd_messages::v1::Volume {
             version: s(9),
             meta: t.meta.clone(),

@@ -2,7 +2,7 @@
 //! simulated nodes (`voiyd-node --runtime sim`), plus node loss on real containerd.
 
 use futures::StreamExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -710,6 +710,7 @@ fn set(name: &str, replicas: u32, args: &[&str], strategy: RolloutStrategy) -> C
         replicas: Some(replicas),
         strategy: Some(strategy),
         placement: String::new(),
+        mode: String::new(),
         status: None,
     }
 }
@@ -1148,4 +1149,76 @@ async fn spec_changes_that_no_longer_fit_move_the_task() {
     on("m-0002").await;
     let t: Task = api.get("mover").await.unwrap();
     assert_eq!(t.status.unwrap().reschedule_count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_sets_follow_nodes_joining_cordoned_and_relabelled() {
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _nodes = sim_nodes(&nats.url(), "g", 3, dir.path(), &[]);
+    wait_nodes(&api, 3).await;
+    let ctl = |args: &[&str]| voiydctl_ok(&server.url, args, None);
+    for n in ["g-0001", "g-0002", "g-0003"] {
+        ctl(&["label", "node", n, "role=edge"]);
+    }
+    let manifest = "version: containerset/v1
+meta: {name: agent}
+mode: global
+template:
+  image: sim/agent:1
+  nodeSelector: {role: edge}
+";
+    voiydctl_ok(&server.url, &["apply", "-f", "-"], Some(manifest));
+    let expect = |nodes: &'static [&'static str]| {
+        let api = api.clone();
+        async move {
+            eventually(
+                Duration::from_secs(20),
+                &format!("agent tasks running on exactly {nodes:?}"),
+                || async {
+                    let t = set_tasks(&api, "agent").await;
+                    let on: BTreeSet<&str> = t.values().map(|(_, n)| n.as_str()).collect();
+                    let want: BTreeSet<&str> = nodes.iter().copied().collect();
+                    (t.len() == nodes.len()
+                        && on == want
+                        && t.values().all(|(p, _)| p == "Running"))
+                    .then_some(t)
+                },
+            )
+            .await
+        }
+    };
+    let t = expect(&["g-0001", "g-0002", "g-0003"]).await;
+    assert!(t.contains_key("agent-g-0001"), "{t:?}");
+
+    // A fourth node joins with the label: it gets one too.
+    let _more = sim_nodes(&nats.url(), "h", 1, dir.path(), &["--labels", "role=edge"]);
+    expect(&["g-0001", "g-0002", "g-0003", "h"]).await;
+    // Cordoned: its task goes; uncordoned: it comes back.
+    ctl(&["cordon", "g-0002"]);
+    expect(&["g-0001", "g-0003", "h"]).await;
+    ctl(&["uncordon", "g-0002"]);
+    expect(&["g-0001", "g-0002", "g-0003", "h"]).await;
+    // Relabelled out of the selector: its task goes.
+    ctl(&["label", "node", "g-0003", "role=core"]);
+    expect(&["g-0001", "g-0002", "h"]).await;
+    let s: ContainerSet = api.get("agent").await.unwrap();
+    eventually(Duration::from_secs(10), "set status counts 3", || async {
+        let s: ContainerSet = api.get("agent").await.ok()?;
+        let st = s.status?;
+        (st.desired == 3 && st.ready == 3).then_some(())
+    })
+    .await;
+    let _ = s;
+    // A global set with replicas is refused with the field named.
+    let bad = manifest.replace("mode: global", "mode: global\nreplicas: 2");
+    let o = voiydctl(&server.url, &["apply", "-f", "-"], Some(&bad), &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("replicas: not allowed with mode global"),
+        "{}",
+        stderr(&o)
+    );
 }

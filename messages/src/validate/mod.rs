@@ -238,7 +238,8 @@ pub fn validate_volume(volume: &Volume) -> Result<(), ValidationError> {
 }
 
 /// Validates a container set: header, `template` as a task configuration (paths
-/// `template.`), replicas at most 10000 and placement spread|binpack.
+/// `template.`), replicas at most 10000, placement spread|binpack and mode
+/// replicated|global (global: no replicas, no surge).
 pub fn validate_container_set(set: &ContainerSet) -> Result<(), ValidationError> {
     let mut errs = Errors::default();
     check_header(
@@ -253,6 +254,33 @@ pub fn validate_container_set(set: &ContainerSet) -> Result<(), ValidationError>
     }
     if let Some(r) = set.replicas.filter(|r| *r > MAX_REPLICAS) {
         errs.add("replicas", format!("{r} is more than {MAX_REPLICAS}"));
+    }
+    errs.check(
+        "mode",
+        check_one_of(&set.mode, &["replicated", "global"], "mode"),
+    );
+    if set.mode.eq_ignore_ascii_case("global") {
+        if set.replicas.is_some() {
+            errs.add(
+                "replicas",
+                "not allowed with mode global, which runs one task on every matching node: remove replicas",
+            );
+        }
+        if set.strategy.is_some_and(|s| s.max_surge > 0) {
+            errs.add(
+                "strategy.maxSurge",
+                "not allowed with mode global (one task per node): use maxUnavailable",
+            );
+        }
+        if set.name().len() > MAX_NAME_LEN - 10 {
+            errs.add(
+                "meta.name",
+                format!(
+                    "longer than {} characters: a global set's tasks are named <set>-<node>",
+                    MAX_NAME_LEN - 10
+                ),
+            );
+        }
     }
     errs.check(
         "placement",
@@ -1012,9 +1040,19 @@ mod tests {
             replicas,
             strategy: None,
             placement: placement.into(),
+            mode: String::new(),
             status: None,
         };
         assert!(validate_container_set(&set(Some(image("x")), Some(10_000), "binpack")).is_ok());
+        let mut global = set(Some(image("x")), Some(3), "");
+        global.mode = "global".into();
+        let e = validate_container_set(&global).unwrap_err().to_string();
+        assert!(e.contains("replicas: not allowed with mode global"), "{e}");
+        global.replicas = None;
+        assert!(validate_container_set(&global).is_ok());
+        global.mode = "everywhere".into();
+        let e = validate_container_set(&global).unwrap_err().to_string();
+        assert!(e.contains("mode: \"everywhere\" is not a mode"), "{e}");
         assert!(validate_container_set(&set(Some(image("x")), None, "")).is_ok());
         let e = validate_container_set(&set(Some(image("")), Some(10_001), "random"))
             .unwrap_err()

@@ -25,6 +25,9 @@ use voiyd_nats::watch::{WatchEvent, Watcher};
 /// Task label that chooses the placement strategy for one task (`spread` or
 /// `binpack`); container sets set it from their `placement`.
 pub const PLACEMENT_LABEL: &str = "voiyd.io/placement";
+/// A label every node has in placement, its name: `nodeSelector: {voiyd.io/node: n1}`
+/// pins a task to node n1 (global sets pin each of their tasks so).
+pub const NODE_NAME_LABEL: &str = "voiyd.io/node";
 
 /// One node in the view.
 #[derive(Debug, Clone, Default)]
@@ -250,6 +253,10 @@ impl State {
                     .meta
                     .map(|m| m.labels.into_iter().collect())
                     .unwrap_or_default();
+                // Every node answers to its own name, so selectors can pin a task to it.
+                e.candidate
+                    .labels
+                    .insert(NODE_NAME_LABEL.to_string(), name.to_string());
                 e.candidate.unschedulable = n.config.is_some_and(|c| c.unschedulable);
             }
             None => e.registered = false,

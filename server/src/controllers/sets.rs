@@ -12,16 +12,19 @@
 //! Every server runs the controller; creates fail when the name is taken and deletes and
 //! status writes are CAS, so they never fight. The decision itself ([`plan`]) is pure.
 
-use crate::cache::view::{TaskEntry, PLACEMENT_LABEL};
+use crate::cache::view::{TaskEntry, NODE_NAME_LABEL, PLACEMENT_LABEL};
 use crate::context::Ctx;
 use crate::error::ServerError;
+use crate::schedule::placement::{wants_global_task, Demand, Strategy};
 use crate::schedule::sets::{
-    condition, index_of, plan, remember, rollback_cause, secs_since, template_hash, Limits, Member,
-    Rollout, CRASH_LOOP_RESTARTS, DEFAULT_PROGRESS_DEADLINE_SECS, HASH_LABEL, SET_LABEL,
+    condition, global_task_name, index_of, plan, plan_global, remember, rollback_cause, secs_since,
+    template_hash, Limits, Member, Plan, Rollout, CRASH_LOOP_RESTARTS,
+    DEFAULT_PROGRESS_DEADLINE_SECS, HASH_LABEL, SET_LABEL,
 };
 use crate::service::{resources, tasks};
 use crate::store::managed::Managed;
 use crate::store::status;
+use std::collections::BTreeSet;
 use voiyd_messages::condition::ConditionType;
 use voiyd_messages::event::EventType;
 use voiyd_messages::reason::Reason;
@@ -53,6 +56,12 @@ fn members(
                 available: ready && secs_since(ready_since.as_ref(), now) >= i64::from(min_ready),
                 failed: phase == TaskPhase::Failed || restarts >= CRASH_LOOP_RESTARTS,
                 finished: exited && (phase == TaskPhase::Failed || phase == TaskPhase::Succeeded),
+                node: t
+                    .demand
+                    .selector
+                    .get(NODE_NAME_LABEL)
+                    .cloned()
+                    .unwrap_or_default(),
             }
         })
         .collect()
@@ -100,8 +109,8 @@ async fn delete_task(ctx: &Ctx, task: &str) {
     }
 }
 
-async fn create_task(ctx: &Ctx, set: &ContainerSet, hash: &str, index: u32) {
-    let name = format!("{}-{index}", set.name());
+/// Creates task `name` of the set's template; `pin` confines it to one node (global sets).
+async fn create_task(ctx: &Ctx, set: &ContainerSet, hash: &str, name: String, pin: Option<&str>) {
     let mut labels = set
         .meta
         .as_ref()
@@ -112,7 +121,13 @@ async fn create_task(ctx: &Ctx, set: &ContainerSet, hash: &str, index: u32) {
     if !set.placement.is_empty() {
         labels.insert(PLACEMENT_LABEL.into(), set.placement.clone());
     }
-    let task = Task::new(&name, set.template.clone().unwrap_or_default()).with_labels(labels);
+    let mut template = set.template.clone().unwrap_or_default();
+    if let Some(node) = pin {
+        template
+            .node_selector
+            .insert(NODE_NAME_LABEL.into(), node.into());
+    }
+    let task = Task::new(&name, template).with_labels(labels);
     if let Err(e) = tasks::create(ctx, task).await {
         tracing::debug!(task = %name, error = %e.message(), "set task not created");
     }
@@ -157,10 +172,35 @@ async fn reconcile(
         );
     }
     let members = members(set.name(), tasks, strategy.min_ready_seconds, &now);
-    let p = plan(replicas, &hash, &members, limits);
-    for i in &p.create {
-        create_task(ctx, set, &hash, *i).await;
-    }
+    let (p, replicas) = if set.mode.eq_ignore_ascii_case("global") {
+        // One task on every node that wants one.
+        let demand = Demand::of(&template, Strategy::default());
+        let wanted: BTreeSet<String> = ctx
+            .view
+            .nodes()
+            .into_iter()
+            .filter(|n| n.registered && wants_global_task(&demand, &n.candidate))
+            .map(|n| n.candidate.name)
+            .collect();
+        let g = plan_global(&hash, &wanted, &members, strategy.max_unavailable);
+        for node in &g.create {
+            let name = global_task_name(set.name(), node);
+            create_task(ctx, set, &hash, name, Some(node)).await;
+        }
+        let p = Plan {
+            create: Vec::new(),
+            delete: g.delete,
+            complete: g.complete,
+        };
+        (p, wanted.len() as u32)
+    } else {
+        let p = plan(replicas, &hash, &members, limits);
+        for i in &p.create {
+            let name = format!("{}-{i}", set.name());
+            create_task(ctx, set, &hash, name, None).await;
+        }
+        (p, replicas)
+    };
     for t in &p.delete {
         delete_task(ctx, t).await;
     }

@@ -165,6 +165,16 @@ pub fn fits(d: &Demand, node: &Candidate) -> Result<(), Misfit> {
     Ok(())
 }
 
+/// Whether a global set's template belongs on `node`: it is not cordoned and matches
+/// the template's selector and affinity (room and readiness are placement's to judge).
+pub fn wants_global_task(d: &Demand, node: &Candidate) -> bool {
+    !node.unschedulable
+        && d.selector
+            .iter()
+            .all(|(k, v)| node.labels.get(k) == Some(v))
+        && d.affinity.iter().all(|s| s.matches(&node.labels))
+}
+
 /// Whether a task already on `node` still fits there after a change of its spec, or
 /// why not. `node` must not count the task itself. A node that stopped heartbeating
 /// or was cordoned keeps its tasks (failover and drain move them): only the task's own

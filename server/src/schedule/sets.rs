@@ -48,6 +48,8 @@ pub struct Member {
     pub failed: bool,
     /// Its process ended and will not be restarted (Failed or Succeeded): replaced.
     pub finished: bool,
+    /// The node a global set's task is pinned to (empty in replicated sets).
+    pub node: String,
 }
 
 /// Surge and unavailability limits, defaults resolved.
@@ -141,6 +143,89 @@ pub fn plan(replicas: u32, hash: &str, members: &[Member], limits: Limits) -> Pl
     p.complete = members.iter().all(|m| m.hash == hash)
         && new.len() == replicas
         && new.iter().filter(|m| m.available).count() == replicas;
+    p
+}
+
+/// The name of a global set's task on `node`: `<set>-<node>` when that is a valid task
+/// name, else `<set>-<8 hex digits of the node name's hash>`.
+pub fn global_task_name(set: &str, node: &str) -> String {
+    let plain = format!("{set}-{node}");
+    if voiyd_messages::validate::validate_name("task", &plain).is_ok() {
+        return plain;
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for b in node.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{set}-{h:08x}")
+}
+
+/// What to do now in a global set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GlobalPlan {
+    /// Nodes that need a task of the current template.
+    pub create: Vec<String>,
+    /// Tasks to delete: on nodes that no longer want one, extra ones, finished ones, and
+    /// old templates' as the rolling update allows.
+    pub delete: Vec<String>,
+    /// Every wanted node has one available task of the current template, and no other
+    /// task is left.
+    pub complete: bool,
+}
+
+/// Decides a global set's creates and deletes: one task of template `hash` on every
+/// node of `wanted`. A template change replaces tasks node by node, at most
+/// `max_unavailable` (at least 1) nodes without an available task at a time; there is
+/// no surge (one task per node).
+pub fn plan_global(
+    hash: &str,
+    wanted: &BTreeSet<String>,
+    members: &[Member],
+    max_unavailable: u32,
+) -> GlobalPlan {
+    let mut p = GlobalPlan::default();
+    let mut by_node: std::collections::BTreeMap<&str, Vec<&Member>> = Default::default();
+    for m in members {
+        if wanted.contains(&m.node) {
+            by_node.entry(m.node.as_str()).or_default().push(m);
+        } else {
+            p.delete.push(m.name.clone());
+        }
+    }
+    let mut keep: Vec<&Member> = Vec::new();
+    for (_, mut ms) in by_node {
+        // More than one on a node (a node renamed back, a race): keep the best.
+        ms.sort_by_key(|m| (m.hash != hash, !m.available, m.finished));
+        let (first, extra) = ms.split_first().expect("grouped members");
+        p.delete.extend(extra.iter().map(|m| m.name.clone()));
+        if first.finished && first.hash == hash {
+            p.delete.push(first.name.clone());
+        } else {
+            keep.push(first);
+        }
+    }
+    let covered: BTreeSet<&str> = keep.iter().map(|m| m.node.as_str()).collect();
+    p.create = wanted
+        .iter()
+        .filter(|n| !covered.contains(n.as_str()))
+        .cloned()
+        .collect();
+    let budget = max_unavailable.max(1) as usize;
+    let mut unavailable = wanted.len() - keep.iter().filter(|m| m.available).count();
+    let mut old: Vec<&&Member> = keep.iter().filter(|m| m.hash != hash).collect();
+    old.sort_by_key(|m| (m.available, m.node.clone()));
+    for m in old {
+        if !m.available {
+            p.delete.push(m.name.clone());
+        } else if unavailable < budget {
+            p.delete.push(m.name.clone());
+            unavailable += 1;
+        }
+    }
+    p.complete = p.create.is_empty()
+        && p.delete.is_empty()
+        && keep.iter().all(|m| m.hash == hash && m.available);
     p
 }
 
@@ -242,6 +327,7 @@ mod tests {
             available,
             failed: false,
             finished: false,
+            node: String::new(),
         }
     }
 
@@ -289,6 +375,57 @@ mod tests {
             plan(2, "b", &mid, Limits::of(1, 0)).delete,
             vec!["s-1".to_string()]
         );
+    }
+
+    fn g(node: &str, hash: &str, available: bool) -> Member {
+        Member {
+            node: node.into(),
+            name: global_task_name("agent", node),
+            ..m(0, hash, available)
+        }
+    }
+
+    fn nodes(ns: &[&str]) -> BTreeSet<String> {
+        ns.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn global_sets_follow_the_nodes() {
+        let p = plan_global("h", &nodes(&["n1", "n2", "n3"]), &[g("n1", "h", true)], 1);
+        assert_eq!(p.create, vec!["n2".to_string(), "n3".to_string()]);
+        assert!(p.delete.is_empty() && !p.complete);
+        // n3 is cordoned or gone: its task goes; n4 joined: it gets one.
+        let ms = [g("n1", "h", true), g("n2", "h", true), g("n3", "h", true)];
+        let p = plan_global("h", &nodes(&["n1", "n2", "n4"]), &ms, 1);
+        assert_eq!(p.create, vec!["n4".to_string()]);
+        assert_eq!(p.delete, vec!["agent-n3".to_string()]);
+        let p = plan_global("h", &nodes(&["n1", "n2", "n3"]), &ms, 1);
+        assert!(p.complete && p.create.is_empty() && p.delete.is_empty());
+        assert_eq!(global_task_name("agent", "n1"), "agent-n1");
+        let long = "x".repeat(80);
+        let name = global_task_name("agent", &long);
+        assert_eq!(name.len(), "agent-".len() + 8, "{name}");
+    }
+
+    #[test]
+    fn global_rollouts_replace_node_by_node() {
+        let ms = [g("n1", "a", true), g("n2", "a", true), g("n3", "a", true)];
+        let all = nodes(&["n1", "n2", "n3"]);
+        let p = plan_global("b", &all, &ms, 1);
+        assert_eq!(p.delete.len(), 1, "one node at a time: {p:?}");
+        assert!(p.create.is_empty());
+        // n1's old task is gone: nothing more until its new one is available.
+        let ms = [g("n2", "a", true), g("n3", "a", true)];
+        let p = plan_global("b", &all, &ms, 1);
+        assert_eq!(
+            (p.create.clone(), p.delete.clone()),
+            (vec!["n1".to_string()], vec![])
+        );
+        let ms = [g("n1", "b", false), g("n2", "a", true), g("n3", "a", true)];
+        assert!(plan_global("b", &all, &ms, 1).delete.is_empty());
+        let ms = [g("n1", "b", true), g("n2", "a", true), g("n3", "a", true)];
+        assert_eq!(plan_global("b", &all, &ms, 1).delete.len(), 1);
+        assert_eq!(plan_global("b", &all, &ms, 2).delete.len(), 2);
     }
 
     #[test]
