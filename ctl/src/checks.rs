@@ -62,6 +62,11 @@ pub fn normalize(r: &mut AnyResource) {
                 validate::normalize_task_config(t);
             }
         }
+        AnyResource::Job(j) => {
+            if let Some(t) = j.template.as_mut() {
+                validate::normalize_task_config(t);
+            }
+        }
         _ => {}
     }
 }

@@ -365,6 +365,10 @@ pub struct RunArgs {
         requires = "health_cmd"
     )]
     pub health_start_period: Option<String>,
+    /// Run to completion as Docker's `run --rm` does: wait until the task's process ends,
+    /// print its output, delete the task and exit with its exit code (restart policy never).
+    #[arg(long)]
+    pub rm: bool,
     /// Waiting.
     #[command(flatten)]
     pub wait: WaitArgs,

@@ -34,6 +34,7 @@ pub fn strip_any(r: &mut AnyResource) {
         AnyResource::Volume(x) => strip_managed(x),
         AnyResource::ContainerSet(x) => strip_managed(x),
         AnyResource::Lease(x) => strip_managed(x),
+        AnyResource::Job(x) => strip_managed(x),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::error::{CtlError, Result};
 use voiyd_messages::manifest::AnyResource;
-use voiyd_messages::v1::{ContainerSet, DeleteRequest, Lease, Node, Task, Volume};
+use voiyd_messages::v1::{ContainerSet, DeleteRequest, Job, Lease, Node, Task, Volume};
 use voiyd_messages::Kind;
 use voiyd_nats::api::{ApiClient, ApiError};
 
@@ -26,6 +26,7 @@ pub async fn get_any(api: &ApiClient, kind: Kind, name: &str) -> Result<Option<A
             .await
             .map(AnyResource::ContainerSet),
         Kind::Lease => api.get::<Lease>(name).await.map(AnyResource::Lease),
+        Kind::Job => api.get::<Job>(name).await.map(AnyResource::Job),
     };
     match r {
         Ok(r) => Ok(Some(r)),
@@ -48,6 +49,7 @@ pub async fn create_any(api: &ApiClient, r: &AnyResource) -> Result<AnyResource,
         AnyResource::Node(x) => AnyResource::Node(api.create(x).await?),
         AnyResource::Volume(x) => AnyResource::Volume(api.create(x).await?),
         AnyResource::ContainerSet(x) => AnyResource::ContainerSet(api.create(x).await?),
+        AnyResource::Job(x) => AnyResource::Job(api.create(x).await?),
         AnyResource::Lease(_) => return Err(ApiError::Invalid(read_only(Kind::Lease).to_string())),
     })
 }
@@ -59,6 +61,7 @@ pub async fn update_any(api: &ApiClient, r: &AnyResource) -> Result<AnyResource,
         AnyResource::Node(x) => AnyResource::Node(api.update(x).await?),
         AnyResource::Volume(x) => AnyResource::Volume(api.update(x).await?),
         AnyResource::ContainerSet(x) => AnyResource::ContainerSet(api.update(x).await?),
+        AnyResource::Job(x) => AnyResource::Job(api.update(x).await?),
         AnyResource::Lease(_) => return Err(ApiError::Invalid(read_only(Kind::Lease).to_string())),
     })
 }
@@ -103,6 +106,7 @@ pub fn resource_version(r: &AnyResource) -> u64 {
         AnyResource::Volume(x) => rv(x),
         AnyResource::ContainerSet(x) => rv(x),
         AnyResource::Lease(x) => rv(x),
+        AnyResource::Job(x) => rv(x),
     }
 }
 
@@ -115,6 +119,7 @@ pub fn set_resource_version(r: &mut AnyResource, v: u64) {
         AnyResource::Volume(x) => x.meta_mut().resource_version = v,
         AnyResource::ContainerSet(x) => x.meta_mut().resource_version = v,
         AnyResource::Lease(x) => x.meta_mut().resource_version = v,
+        AnyResource::Job(x) => x.meta_mut().resource_version = v,
     }
 }
 

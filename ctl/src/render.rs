@@ -6,7 +6,7 @@ use crate::cli::Output;
 use crate::table;
 use crate::timefmt::{age_of, relative};
 use voiyd_messages::manifest;
-use voiyd_messages::v1::{ContainerSet, Event, Lease, Node, Task, Volume};
+use voiyd_messages::v1::{ContainerSet, Event, Job, Lease, Node, Task, Volume};
 use voiyd_messages::Resource;
 
 /// A resource that has a row in a `get` table.
@@ -206,6 +206,71 @@ impl Row for ContainerSet {
             age_of(created, now),
         ];
         if wide {
+            let image = self
+                .template
+                .as_ref()
+                .map(|t| t.image.as_str())
+                .unwrap_or("");
+            r.push(dash(image));
+        }
+        r
+    }
+}
+
+impl Row for Job {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec![
+            "NAME",
+            "SCHEDULE",
+            "COMPLETIONS",
+            "ACTIVE",
+            "FAILED",
+            "STATUS",
+            "AGE",
+        ];
+        if wide {
+            h.extend(["LAST SCHEDULE", "IMAGE"]);
+        }
+        h
+    }
+    fn row(&self, now: i64, wide: bool) -> Vec<String> {
+        let created = self.meta.as_ref().and_then(|m| m.created.as_ref());
+        let st = self.status.clone().unwrap_or_default();
+        let cron = !self.schedule.is_empty();
+        let finished = st.conditions.iter().find(|c| {
+            c.status == voiyd_messages::condition::status(true)
+                && (c.r#type == voiyd_messages::condition::ConditionType::Complete
+                    || c.r#type == voiyd_messages::condition::ConditionType::Failed)
+        });
+        let status = match finished {
+            Some(c) if c.reason.is_empty() => c.r#type.clone(),
+            Some(c) => format!("{} ({})", c.r#type, c.reason),
+            None if cron => "Scheduled".to_string(),
+            None => "Running".to_string(),
+        };
+        let mut r = vec![
+            self.name().to_string(),
+            if cron {
+                self.schedule.clone()
+            } else {
+                "-".into()
+            },
+            if cron {
+                "-".into()
+            } else {
+                format!("{}/{}", st.succeeded, self.completions.unwrap_or(1))
+            },
+            st.active.to_string(),
+            if cron {
+                "-".into()
+            } else {
+                st.failed.to_string()
+            },
+            status,
+            age_of(created, now),
+        ];
+        if wide {
+            r.push(age_of(st.last_schedule_time.as_ref(), now));
             let image = self
                 .template
                 .as_ref()

@@ -22,6 +22,8 @@ pub enum Goal {
     Running,
     /// Phase Stopped, Succeeded or Failed.
     Stopped,
+    /// Its process ended for good: Succeeded, or Failed after exiting.
+    Finished,
     /// The task no longer exists.
     Gone,
 }
@@ -31,6 +33,7 @@ impl Goal {
         match self {
             Goal::Running => TaskPhase::Running.as_str(),
             Goal::Stopped => TaskPhase::Stopped.as_str(),
+            Goal::Finished => "completion",
             Goal::Gone => "deletion",
         }
     }
@@ -146,6 +149,16 @@ pub fn assess(goal: Goal, name: &str, task: Option<&Task>, min_generation: u64) 
         (Goal::Stopped, Some(Stopped | Succeeded | Failed)) => {
             Verdict::Done(format!("task/{name} stopped ({})", st.phase))
         }
+        (Goal::Finished, Some(Succeeded)) => {
+            Verdict::Done(format!("task/{name} completed (exit code 0)"))
+        }
+        (Goal::Finished, Some(Failed)) if st.exited && st.exit_code != 0 => {
+            Verdict::Exited(failure(), st.exit_code)
+        }
+        (Goal::Finished, Some(Failed)) => Verdict::Failed(failure()),
+        (Goal::Finished, Some(Stopped)) => Verdict::Failed(format!(
+            "task {name} was stopped before it completed"
+        )),
         _ => Verdict::Pending(describe(task)),
     }
 }
@@ -154,6 +167,7 @@ pub fn assess(goal: Goal, name: &str, task: Option<&Task>, min_generation: u64) 
 struct Progress {
     tty: bool,
     last: String,
+    quiet: bool,
 }
 
 impl Progress {
@@ -161,11 +175,12 @@ impl Progress {
         Progress {
             tty: std::io::stdout().is_terminal(),
             last: String::new(),
+            quiet: false,
         }
     }
 
     fn show(&mut self, name: &str, state: &str) {
-        if state == self.last {
+        if state == self.last || self.quiet {
             return;
         }
         let mut out = std::io::stdout().lock();
@@ -201,8 +216,21 @@ pub async fn wait_task(
     min_generation: u64,
     timeout: Duration,
 ) -> Result<()> {
+    wait_task_showing(api, name, goal, min_generation, timeout, true).await
+}
+
+/// [`wait_task`], printing progress and the final line only with `show`.
+pub async fn wait_task_showing(
+    api: &ApiClient,
+    name: &str,
+    goal: Goal,
+    min_generation: u64,
+    timeout: Duration,
+    show: bool,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut progress = Progress::new();
+    progress.quiet = !show;
     let mut state: String = TaskPhase::Pending.into();
     loop {
         let verdict = match api.get::<Task>(name).await {
@@ -220,7 +248,9 @@ pub async fn wait_task(
         match verdict {
             Verdict::Done(line) => {
                 progress.finish();
-                outln!("{line}");
+                if show {
+                    outln!("{line}");
+                }
                 return Ok(());
             }
             Verdict::Failed(msg) => {

@@ -14,6 +14,10 @@ string_enum! {
         Progressing,
         /// A container set has at least its minimum of available replicas.
         Available,
+        /// A job's tasks succeeded `completions` times.
+        Complete,
+        /// A job gave up (backoff limit or deadline).
+        Failed,
     }
 }
 

@@ -18,6 +18,12 @@ string_enum! {
         Rescheduled = "rescheduled",
         /// A container set went back to its previous template.
         RolledBack = "rolledback",
+        /// A job's tasks succeeded `completions` times.
+        Completed = "completed",
+        /// A job gave up.
+        Failed = "failed",
+        /// A cron job skipped a run.
+        Skipped = "skipped",
         /// A node heartbeats (again).
         Ready = "ready",
         /// A node stopped heartbeating.

@@ -2,7 +2,7 @@
 //! fields, exactly as the Go voiyd writes them (lowerCamel or snake_case field names).
 
 use crate::resource::{Kind, Resource};
-use crate::v1::{ContainerSet, Lease, Node, Task, Volume};
+use crate::v1::{ContainerSet, Job, Lease, Node, Task, Volume};
 use serde::Serialize;
 
 /// Largest manifest accepted, in bytes.
@@ -72,6 +72,8 @@ pub enum AnyResource {
     ContainerSet(ContainerSet),
     /// `lease/v1`
     Lease(Lease),
+    /// `job/v1`
+    Job(Job),
 }
 
 impl AnyResource {
@@ -83,6 +85,7 @@ impl AnyResource {
             AnyResource::Volume(_) => Kind::Volume,
             AnyResource::ContainerSet(_) => Kind::ContainerSet,
             AnyResource::Lease(_) => Kind::Lease,
+            AnyResource::Job(_) => Kind::Job,
         }
     }
 
@@ -94,6 +97,7 @@ impl AnyResource {
             AnyResource::Volume(r) => r.name(),
             AnyResource::ContainerSet(r) => r.name(),
             AnyResource::Lease(r) => r.name(),
+            AnyResource::Job(r) => r.name(),
         }
     }
 }
@@ -164,6 +168,7 @@ fn parse_value(doc: usize, value: yaml_serde::Value) -> Result<AnyResource, Mani
             AnyResource::ContainerSet(yaml_serde::from_str(&text).map_err(field)?)
         }
         Kind::Lease => AnyResource::Lease(yaml_serde::from_str(&text).map_err(field)?),
+        Kind::Job => AnyResource::Job(yaml_serde::from_str(&text).map_err(field)?),
     })
 }
 

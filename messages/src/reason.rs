@@ -103,6 +103,13 @@ string_enum! {
         ProgressDeadlineExceeded,
         /// The set has at least its minimum of available replicas.
         MinimumAvailable,
+        // Jobs.
+        /// A job had more failed tasks than its backoffLimit.
+        BackoffLimitExceeded,
+        /// A job ran longer than its activeDeadlineSeconds.
+        DeadlineExceeded,
+        /// A cron job skipped a run (too late, or another still runs under Forbid).
+        RunSkipped,
     }
 }
 

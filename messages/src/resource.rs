@@ -1,6 +1,6 @@
 //! The [`Resource`] trait: what every stored kind (task, node, volume, set, lease) shares.
 
-use crate::v1::{ContainerSet, Lease, Meta, Node, Task, TaskConfig, TaskStatus, Volume};
+use crate::v1::{ContainerSet, Job, Lease, Meta, Node, Task, TaskConfig, TaskStatus, Volume};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The kinds of resource voiyd stores.
@@ -16,16 +16,19 @@ pub enum Kind {
     ContainerSet,
     /// Which node holds a task.
     Lease,
+    /// Tasks run to completion, once or on a schedule.
+    Job,
 }
 
 impl Kind {
     /// Every kind, in display order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Task,
         Kind::Node,
         Kind::Volume,
         Kind::ContainerSet,
         Kind::Lease,
+        Kind::Job,
     ];
 
     /// Singular lower-case name, used in event subjects and status keys (`task`).
@@ -36,6 +39,7 @@ impl Kind {
             Kind::Volume => "volume",
             Kind::ContainerSet => "set",
             Kind::Lease => "lease",
+            Kind::Job => "job",
         }
     }
 
@@ -47,6 +51,7 @@ impl Kind {
             Kind::Volume => "volumes",
             Kind::ContainerSet => "sets",
             Kind::Lease => "leases",
+            Kind::Job => "jobs",
         }
     }
 
@@ -58,6 +63,7 @@ impl Kind {
             Kind::Volume => "volume/v1",
             Kind::ContainerSet => "containerset/v1",
             Kind::Lease => "lease/v1",
+            Kind::Job => "job/v1",
         }
     }
 
@@ -69,6 +75,7 @@ impl Kind {
             "volume" | "volumes" | "vol" | "vols" => Kind::Volume,
             "set" | "sets" | "containerset" | "containersets" | "cs" => Kind::ContainerSet,
             "lease" | "leases" => Kind::Lease,
+            "job" | "jobs" | "cronjob" | "cronjobs" | "cj" => Kind::Job,
             _ => return None,
         })
     }
@@ -148,6 +155,7 @@ resource!(Node, Kind::Node, |r| { r.status = None });
 resource!(Volume, Kind::Volume, |r| { r.status = None });
 resource!(ContainerSet, Kind::ContainerSet, |r| { r.status = None });
 resource!(Lease, Kind::Lease, |_r| {});
+resource!(Job, Kind::Job, |r| { r.status = None });
 
 impl Task {
     /// A task named `name` that runs `config` (version `task/v1`, no labels, no status):

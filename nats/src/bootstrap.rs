@@ -8,7 +8,7 @@ use crate::names;
 use crate::store::{RawKv, Store};
 use async_nats::jetstream::{self, kv, stream};
 use std::time::Duration;
-use voiyd_messages::v1::{ContainerSet, Node, Task, Volume};
+use voiyd_messages::v1::{ContainerSet, Job, Node, Task, Volume};
 
 /// Attempts per bucket or stream: a concurrent creator can make one attempt fail.
 const ATTEMPTS: usize = 3;
@@ -91,6 +91,8 @@ pub struct Cluster {
     pub volumes: Store<Volume>,
     /// Container set specs.
     pub sets: Store<ContainerSet>,
+    /// Job and cron job specs.
+    pub jobs: Store<Job>,
     /// Observed status, keyed `<kind>.<name>`; values are the kind's status message.
     pub status: RawKv,
     /// Per-node work, keyed `<node>.<task>`.
@@ -278,6 +280,7 @@ pub async fn open(js: &jetstream::Context) -> Result<Cluster, BootstrapError> {
         nodes: Store::new(bucket(names::BUCKET_NODES).await?),
         volumes: Store::new(bucket(names::BUCKET_VOLUMES).await?),
         sets: Store::new(bucket(names::BUCKET_SETS).await?),
+        jobs: Store::new(bucket(names::BUCKET_JOBS).await?),
         status: RawKv::new(bucket(names::BUCKET_STATUS).await?, "status"),
         work: RawKv::new(bucket(names::BUCKET_WORK).await?, "work item"),
         leases: bucket(names::BUCKET_LEASES).await?,

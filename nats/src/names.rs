@@ -23,6 +23,8 @@ pub const BUCKET_NODES: &str = "voiyd_nodes";
 pub const BUCKET_VOLUMES: &str = "voiyd_volumes";
 /// Bucket of container set specs, keyed by set name.
 pub const BUCKET_SETS: &str = "voiyd_sets";
+/// Bucket of job and cron job specs, keyed by name.
+pub const BUCKET_JOBS: &str = "voiyd_jobs";
 /// Bucket of observed status, keyed `<kind>.<name>`, written by servers from node reports.
 pub const BUCKET_STATUS: &str = "voiyd_status";
 /// Bucket of per-node work, keyed `<node>.<task>`; a node watches `<node>.>`.
@@ -50,6 +52,7 @@ pub const ALL_BUCKETS: &[&str] = &[
     BUCKET_NODES,
     BUCKET_VOLUMES,
     BUCKET_SETS,
+    BUCKET_JOBS,
     BUCKET_STATUS,
     BUCKET_WORK,
     BUCKET_LEASES,

@@ -15,7 +15,8 @@ use voiyd_nats::names;
 use voiyd_nats::stream::{ClientStream, StreamError};
 
 /// Label that marks the tasks of a container set.
-pub const SET_LABEL: &str = "voiyd.io/set";
+pub const SET_LABEL: &str = voiyd_messages::labels::SET;
+use voiyd_messages::labels::JOB as JOB_LABEL;
 
 /// Parses `--since`: a duration ago (`10m`) or an RFC 3339 time.
 pub fn parse_since(text: &str, now: SystemTime) -> Result<pbjson_types::Timestamp, String> {
@@ -76,7 +77,7 @@ async fn targets(api: &ApiClient, args: &LogsArgs) -> Result<Vec<Task>> {
     }
     let Some(target) = args.target.as_deref() else {
         return Err(CtlError::Usage(
-            "name a task (voiydctl logs TASK), a set (set/NAME) or give -l SELECTOR".into(),
+            "name a task (voiydctl logs TASK), a set (set/NAME), a job (job/NAME) or give -l SELECTOR".into(),
         ));
     };
     let (kind, name) = match target.split_once('/') {
@@ -93,8 +94,18 @@ async fn targets(api: &ApiClient, args: &LogsArgs) -> Result<Vec<Task>> {
             }
             Ok(tasks)
         }
+        "job" | "jobs" => {
+            api.get::<voiyd_messages::v1::Job>(name).await?;
+            let tasks: Vec<Task> = api.list(&format!("{JOB_LABEL}={name}")).await?;
+            if tasks.is_empty() {
+                return Err(CtlError::Other(format!(
+                    "job {name} has no tasks (a cron job's runs are jobs of their own: `voiydctl get jobs -l voiyd.io/cronjob={name}`)"
+                )));
+            }
+            Ok(tasks)
+        }
         other => Err(CtlError::Usage(format!(
-            "cannot show logs of `{other}`: use TASK, task/NAME or set/NAME"
+            "cannot show logs of `{other}`: use TASK, task/NAME, set/NAME or job/NAME"
         ))),
     }
 }

@@ -5,7 +5,7 @@ use crate::connection::{self, Globals};
 use crate::error::{CtlError, Result};
 use crate::ops;
 use serde_json::{json, Map, Value};
-use voiyd_messages::v1::{ContainerSet, Node, Task, Volume};
+use voiyd_messages::v1::{ContainerSet, Job, Node, Task, Volume};
 use voiyd_messages::Kind;
 use voiyd_nats::api::{ApiClient, ApiError};
 
@@ -58,6 +58,7 @@ async fn patch_any(api: &ApiClient, kind: Kind, name: &str, patch: &Value) -> Re
         Kind::Node => api.patch::<Node>(name, &p, 0).await.map(drop),
         Kind::Volume => api.patch::<Volume>(name, &p, 0).await.map(drop),
         Kind::ContainerSet => api.patch::<ContainerSet>(name, &p, 0).await.map(drop),
+        Kind::Job => api.patch::<Job>(name, &p, 0).await.map(drop),
         Kind::Lease => return ops::ensure_writable(kind),
     };
     r.map_err(|e| match e {

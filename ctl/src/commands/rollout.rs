@@ -12,7 +12,7 @@ use voiyd_nats::api::{ApiClient, ApiError};
 
 /// Label the server moves tasks away from (with `config.unschedulable`); see
 /// voiyd-server's failover.
-pub const DRAIN_LABEL: &str = "voiyd.io/drain";
+pub const DRAIN_LABEL: &str = voiyd_messages::labels::DRAIN;
 
 /// The merge patch of `drain`: cordon and mark for evacuation.
 pub fn drain_patch() -> serde_json::Value {

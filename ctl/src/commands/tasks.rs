@@ -6,7 +6,7 @@ use crate::connection::{self, Globals};
 use crate::error::{CtlError, Result};
 use crate::flags;
 use crate::ops;
-use crate::wait::{wait_task, Goal};
+use crate::wait::{wait_task, wait_task_showing, Goal};
 use std::time::Duration;
 use voiyd_messages::manifest::AnyResource;
 use voiyd_messages::{Kind, Resource};
@@ -29,7 +29,24 @@ fn only_tasks(kind: &str, verb: &str) -> Result<()> {
 
 /// `run NAME --image REF ...`.
 pub async fn run(globals: &Globals, args: &RunArgs) -> Result<()> {
-    let task = flags::task_from_run(args).map_err(CtlError::Usage)?;
+    let mut task = flags::task_from_run(args).map_err(CtlError::Usage)?;
+    if args.rm {
+        let config = task.config.get_or_insert_with(Default::default);
+        match config.restart_policy.as_str() {
+            "" => config.restart_policy = "never".into(),
+            "always" => {
+                return Err(CtlError::Usage(
+                    "--rm runs the task to completion, which --restart always never reaches: drop --restart or use on-failure".into(),
+                ))
+            }
+            _ => {}
+        }
+        if !args.wait.enabled() {
+            return Err(CtlError::Usage(
+                "--rm waits for the task to complete: drop --no-wait".into(),
+            ));
+        }
+    }
     checks::validate(&AnyResource::Task(task.clone())).map_err(CtlError::Invalid)?;
     let timeout = wait_timeout(globals, &args.wait);
     let session = connection::session(globals).await?;
@@ -43,12 +60,50 @@ pub async fn run(globals: &Globals, args: &RunArgs) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    let generation = created.meta().map(|m| m.generation).unwrap_or(0);
+    if args.rm {
+        return run_to_completion(globals, &session, &args.name, generation).await;
+    }
     outln!("task/{} created", args.name);
     if let Some(t) = timeout {
-        let generation = created.meta().map(|m| m.generation).unwrap_or(0);
         wait_task(&session.api, &args.name, Goal::Running, generation, t).await?;
     }
     Ok(())
+}
+
+/// `run --rm`: waits for the task's process to end, prints its output, deletes the
+/// task and returns its exit code as the result.
+async fn run_to_completion(
+    globals: &Globals,
+    session: &connection::Session,
+    name: &str,
+    generation: u64,
+) -> Result<()> {
+    let ended = wait_task_showing(
+        &session.api,
+        name,
+        Goal::Finished,
+        generation,
+        globals.wait_timeout,
+        false,
+    )
+    .await;
+    let logs = crate::cli::LogsArgs {
+        target: Some(name.to_string()),
+        selector: None,
+        follow: false,
+        tail: None,
+        since: None,
+        timestamps: false,
+        stdout: false,
+        stderr: false,
+        prefix: false,
+    };
+    if let Err(e) = crate::commands::logs::run(globals, &logs).await {
+        eprintln!("voiydctl: cannot read the output of task {name}: {e}");
+    }
+    ops::delete(&session.api, Kind::Task, name, false, true).await?;
+    ended
 }
 
 /// `start task NAME...`.

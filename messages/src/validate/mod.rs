@@ -16,12 +16,14 @@ use std::net::IpAddr;
 
 mod config;
 mod image;
+mod job;
 mod names;
 mod normalize;
 mod probe;
 
 pub use config::*;
 use image::*;
+pub use job::*;
 pub use names::*;
 pub use normalize::*;
 pub use probe::{MAX_PROBE_SECONDS, MAX_PROBE_THRESHOLD};
@@ -310,6 +312,7 @@ pub fn validate_any(resource: &AnyResource) -> Result<(), ValidationError> {
         AnyResource::Volume(v) => validate_volume(v),
         AnyResource::ContainerSet(s) => validate_container_set(s),
         AnyResource::Lease(l) => validate_lease(l),
+        AnyResource::Job(j) => validate_job(j),
     }
 }
 
@@ -1029,6 +1032,48 @@ mod tests {
         let mut sel = local;
         sel.node_selector.insert("k".into(), "-v".into());
         assert!(msg(vol(Some(sel))).contains("config.nodeSelector[k]: "));
+    }
+
+    #[test]
+    fn jobs() {
+        use crate::v1::Job;
+        let job = |f: &dyn Fn(&mut Job)| {
+            let mut j = Job {
+                version: "job/v1".into(),
+                meta: meta("j"),
+                template: Some(image("x")),
+                ..Default::default()
+            };
+            f(&mut j);
+            validate_job(&j).map_err(|e| e.to_string())
+        };
+        assert!(job(&|_| {}).is_ok());
+        assert!(job(&|j| {
+            j.completions = Some(5);
+            j.parallelism = Some(2);
+            j.schedule = "@every 30s".into();
+            j.concurrency_policy = "Forbid".into();
+        })
+        .is_ok());
+        let e = job(&|j| {
+            j.completions = Some(2);
+            j.parallelism = Some(3);
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("parallelism: 3 is more than completions (2)"),
+            "{e}"
+        );
+        let e = job(&|j| j.schedule = "0 0 30 2 *".into()).unwrap_err();
+        assert!(e.contains("schedule: ") && e.contains("never fires"), "{e}");
+        let e = job(&|j| j.schedule = "every minute".into()).unwrap_err();
+        assert!(e.contains("schedule: ") && e.contains("five-field"), "{e}");
+        let e = job(&|j| j.concurrency_policy = "Forbid".into()).unwrap_err();
+        assert!(e.contains("concurrencyPolicy: only for cron jobs"), "{e}");
+        let e =
+            job(&|j| j.template.as_mut().unwrap().restart_policy = "always".into()).unwrap_err();
+        assert!(e.contains("template.restartPolicy: "), "{e}");
+        assert!(!e.contains('\n'));
     }
 
     #[test]

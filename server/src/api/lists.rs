@@ -7,7 +7,7 @@ use crate::service::resources;
 use crate::store::managed::Managed;
 use bytes::Bytes;
 use prost::Message;
-use voiyd_messages::v1::{ContainerSet, EventsRequest, ListRequest, Node, Task, Volume};
+use voiyd_messages::v1::{ContainerSet, EventsRequest, Job, ListRequest, Node, Task, Volume};
 use voiyd_nats::chunks;
 
 /// The reply chunks of a list of `kind`.
@@ -18,6 +18,7 @@ pub async fn list(ctx: &Ctx, kind: &str, body: Bytes) -> Result<Vec<Bytes>, Serv
         "nodes" => managed::<Node>(ctx, body, limit).await,
         "volumes" => managed::<Volume>(ctx, body, limit).await,
         "sets" => managed::<ContainerSet>(ctx, body, limit).await,
+        "jobs" => managed::<Job>(ctx, body, limit).await,
         "leases" => {
             let req = ListRequest::decode(body)?;
             let (labels, fields) = resources::selectors::<voiyd_messages::v1::Lease>(&req)?;

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use prost::Message;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-use voiyd_messages::v1::{ContainerSet, DeleteRequest, Node, Task, Volume};
+use voiyd_messages::v1::{ContainerSet, DeleteRequest, Job, Node, Task, Volume};
 use voiyd_messages::Kind;
 use voiyd_nats::api::{service_error, ErrorCode, MAX_REQUEST_BYTES};
 use voiyd_nats::{chunks, names};
@@ -26,7 +26,13 @@ const CRUD: &[&str] = &["create", "get", "list", "update", "patch", "delete"];
 /// Every (kind, verb) the API serves.
 pub fn routes() -> Vec<(&'static str, &'static str)> {
     let mut r = Vec::new();
-    for kind in [Kind::Task, Kind::Node, Kind::Volume, Kind::ContainerSet] {
+    for kind in [
+        Kind::Task,
+        Kind::Node,
+        Kind::Volume,
+        Kind::ContainerSet,
+        Kind::Job,
+    ] {
         for verb in CRUD {
             r.push((kind.plural(), *verb));
         }
@@ -208,6 +214,7 @@ async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<Bytes,
             _ => crud::<Volume>(ctx, verb, body).await,
         },
         "sets" => crud::<ContainerSet>(ctx, verb, body).await,
+        "jobs" => crud::<Job>(ctx, verb, body).await,
         "leases" if verb == "get" => leases::get(ctx, &decode(body)?).await.map(encode),
         _ => Err(ServerError::invalid(format!("unknown API kind `{kind}`"))),
     }

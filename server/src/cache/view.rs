@@ -24,10 +24,10 @@ use voiyd_nats::watch::{WatchEvent, Watcher};
 
 /// Task label that chooses the placement strategy for one task (`spread` or
 /// `binpack`); container sets set it from their `placement`.
-pub const PLACEMENT_LABEL: &str = "voiyd.io/placement";
+pub const PLACEMENT_LABEL: &str = voiyd_messages::labels::PLACEMENT;
 /// A label every node has in placement, its name: `nodeSelector: {voiyd.io/node: n1}`
 /// pins a task to node n1 (global sets pin each of their tasks so).
-pub const NODE_NAME_LABEL: &str = "voiyd.io/node";
+pub const NODE_NAME_LABEL: &str = voiyd_messages::labels::NODE;
 
 /// One node in the view.
 #[derive(Debug, Clone, Default)]

@@ -3,6 +3,7 @@
 //! [`crate::service`]). Every server runs them; CAS writes keep them from fighting.
 
 pub mod failover;
+pub mod jobs;
 pub mod placer;
 pub mod sets;
 pub mod sweep;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{failover, placer, sets, sweep};
+use super::{failover, jobs, placer, sets, sweep};
 use crate::context::Ctx;
 
 /// Periodic level-triggered repairs: nodes whose heartbeats stopped become NotReady,
@@ -39,6 +39,7 @@ pub async fn run(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: 
         }
         failover::evacuate(&ctx).await;
         sets::reconcile_all(&ctx).await;
+        jobs::reconcile_all(&ctx).await;
         if let Err(e) = placer::place_pending(&ctx).await {
             tracing::warn!(error = %e.message(), "placing pending tasks failed");
         }

@@ -53,7 +53,7 @@ pub fn evacuation_reason(
 }
 
 /// Label a drained node carries: its tasks are moved away while it is cordoned.
-pub const DRAIN_LABEL: &str = "voiyd.io/drain";
+pub const DRAIN_LABEL: &str = voiyd_messages::labels::DRAIN;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! Pure decisions: no I/O, no async. Each takes what was read and says what to do.
 
 pub mod conditions;
+pub mod jobs;
 pub mod liveness;
 pub mod placement;
 pub mod sets;

@@ -10,9 +10,9 @@ use voiyd_messages::v1::{Condition, SetRevision, TaskConfig};
 use voiyd_messages::Timestamp;
 
 /// Label naming the set a task belongs to.
-pub const SET_LABEL: &str = "voiyd.io/set";
+pub const SET_LABEL: &str = voiyd_messages::labels::SET;
 /// Label carrying the hash of the template a task was made from.
-pub const HASH_LABEL: &str = "voiyd.io/template-hash";
+pub const HASH_LABEL: &str = voiyd_messages::labels::TEMPLATE_HASH;
 /// Revisions kept in a set's history.
 pub const HISTORY: usize = 10;
 /// Progress deadline when the strategy sets none.

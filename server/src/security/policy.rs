@@ -79,6 +79,12 @@ impl Policy {
                 return self.check_config(&format!("container set {name}"), cfg);
             }
         }
+        if let Some(j) = resource.downcast_ref::<voiyd_messages::v1::Job>() {
+            let name = j.meta.as_ref().map(|m| m.name.as_str()).unwrap_or("");
+            if let Some(cfg) = &j.template {
+                return self.check_config(&format!("job {name}"), cfg);
+            }
+        }
         Ok(())
     }
 }

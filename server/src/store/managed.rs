@@ -2,8 +2,8 @@
 //! validated, and how its status is kept apart from its spec.
 
 use voiyd_messages::v1::{
-    event, ContainerSet, ContainerSetStatus, Node, NodeStatus, Task, TaskStatus, Volume,
-    VolumeStatus,
+    event, ContainerSet, ContainerSetStatus, Job, JobStatus, Node, NodeStatus, Task, TaskStatus,
+    Volume, VolumeStatus,
 };
 use voiyd_messages::{validate, Resource};
 use voiyd_nats::bootstrap::Cluster;
@@ -75,3 +75,4 @@ managed!(
     validate::validate_container_set,
     Set
 );
+managed!(Job, JobStatus, jobs, validate::validate_job, Job);
