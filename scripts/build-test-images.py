@@ -3,7 +3,7 @@
 
 Usage: scripts/build-test-images.py OUTDIR
 
-Writes OUTDIR/busybox.tar and OUTDIR/multi.tar (OCI image layouts in tar files, as
+Writes OUTDIR/busybox.tar, OUTDIR/multi.tar and OUTDIR/healthy.tar (OCI image layouts in tar files, as
 `skopeo copy oci-archive:...` reads them). Only Python's standard library is used and every
 timestamp, owner and compression header is fixed, so the same busybox binary always gives the
 same digests. Requires a static busybox (Debian: apt-get install busybox-static).
@@ -14,6 +14,8 @@ multi:test    three layers: the busybox layer (shared), a layer adding user `app
               (an OCI whiteout). Config: User "app", WorkingDir /work, Entrypoint
               ["/bin/sh", "-c"], Cmd printing GREETING, uid:gid and cwd, Env with GREETING
               and APP_MODE, ExposedPorts 8080/tcp.
+healthy:test  the busybox layer, Cmd sleep 3600, and a Docker HEALTHCHECK (CMD-SHELL
+              `test -f /tmp/healthy`, every second, one retry).
 """
 
 import gzip
@@ -210,6 +212,22 @@ def main():
         },
     )
     write_archive(os.path.join(outdir, "multi.tar"), blobs, desc)
+
+    # Docker's HEALTHCHECK extension of the image config: healthy once /tmp/healthy exists.
+    blobs, desc = image(
+        [base],
+        {
+            "Env": [path_env],
+            "Cmd": ["sleep", "3600"],
+            "Healthcheck": {
+                "Test": ["CMD-SHELL", "test -f /tmp/healthy"],
+                "Interval": 1_000_000_000,
+                "Timeout": 1_000_000_000,
+                "Retries": 1,
+            },
+        },
+    )
+    write_archive(os.path.join(outdir, "healthy.tar"), blobs, desc)
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ impl Drop for TestContainerd {
     }
 }
 
-/// The directory holding `busybox.tar` and `multi.tar`, built once per process.
+/// The directory holding `busybox.tar`, `multi.tar` and `healthy.tar`, built once per process.
 ///
 /// One shared directory: the build is deterministic and replaces files atomically, so
 /// concurrent test processes write identical bytes and readers never see partial archives.

@@ -172,6 +172,21 @@ config:
         "{events}"
     );
 
+    // An image's Docker HEALTHCHECK is the readiness probe of a task without probes.
+    c.ok(&[
+        "run",
+        "checked",
+        "--image",
+        &c.registry.image("healthy"),
+        "--stop-grace",
+        "1s",
+        "--no-wait",
+    ]);
+    let (_, msg) = wait_ready(&c, "checked", "False", "exit code 1").await;
+    assert!(msg.contains("readiness probe failed"), "{msg}");
+    c.ok(&["exec", "checked", "--", "touch", "/tmp/healthy"]);
+    wait_ready(&c, "checked", "True", "").await;
+
     // `run --health-cmd` waits for ready, not only for running.
     let start = Instant::now();
     let out = c.ok(&[
@@ -256,6 +271,53 @@ async fn stop_grace_force_and_exit_codes_on_real_containerd() {
         took < Duration::from_millis(2500),
         "delete --force took {took:?}: it should kill at once"
     );
+
+    // A drain moves the task, and its old copy gets the same grace.
+    let _n2 = start_node(&c, "n2").await;
+    c.ok(&[
+        "run",
+        "drained",
+        "--image",
+        &image,
+        "--stop-grace",
+        "4s",
+        "--timeout",
+        "40s",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let from = task(&c, "drained").await.unwrap().status.unwrap().node;
+    let url = c.server.url.clone();
+    let node = from.clone();
+    let start = Instant::now();
+    let drain = tokio::task::spawn_blocking(move || {
+        voiydctl(&url, &["drain", &node, "--deadline", "60s"], None, &[])
+    });
+    let old_gone = {
+        let socket = socket.clone();
+        let from = from.clone();
+        eventually(Duration::from_secs(30), "the drained copy stopped", || {
+            let socket = socket.clone();
+            let from = from.clone();
+            async move {
+                (!running_containers(&socket, &from)
+                    .iter()
+                    .any(|t| t == "drained"))
+                .then(|| start.elapsed())
+            }
+        })
+        .await
+    };
+    let o = drain.await.unwrap();
+    assert!(o.status.success(), "drain failed: {}", stderr(&o));
+    assert!(
+        old_gone >= Duration::from_millis(3500) && old_gone < Duration::from_secs(9),
+        "the drained copy stopped after {old_gone:?}: its 4s grace was not honoured"
+    );
+    let moved = task(&c, "drained").await.unwrap().status.unwrap();
+    assert!(moved.node != from && moved.phase == "Running", "{moved:?}");
+    c.ok(&["uncordon", &from]);
 
     // A task that exits for good: voiydctl exits with its exit code.
     let o = c.voiydctl(&[

@@ -47,8 +47,10 @@ pub(super) async fn report<R: Runtime>(
         }
     }
     let running = p.phase == voiyd_messages::phase::TaskPhase::Running;
+    let with_image = crate::decide::probe::effective(&d.config, mem.image_probe.as_ref());
+    let config = with_image.as_ref().unwrap_or(&d.config);
     if let Some((ready, reason, msg)) =
-        crate::decide::probe::readiness(&d.config, running, mem.health.as_ref())
+        crate::decide::probe::readiness(config, running, mem.health.as_ref())
     {
         // The node's say on readiness; servers keep the transition times.
         st.conditions = vec![voiyd_messages::v1::Condition {

@@ -36,6 +36,8 @@ pub(super) struct Memory {
     /// The current run's probes, and what they found.
     pub(super) probes: Option<super::probes::ProbeRun>,
     pub(super) health: Option<crate::decide::probe::Health>,
+    /// The image's HEALTHCHECK as a probe, used when the task sets no probe.
+    pub(super) image_probe: Option<voiyd_messages::v1::Probe>,
 }
 
 pub(super) fn observed(view: Option<&ContainerView>, mem: &Memory) -> Option<Observed> {
@@ -95,8 +97,18 @@ pub(super) async fn task_worker<R: Runtime>(
         let mut obs = observed(view.as_ref(), &mem);
         mem.ip = view.as_ref().and_then(|v| v.ip.clone());
         // Probes follow the current run; a failed liveness or startup probe stops it.
-        let key = super::probes::run_key(desired.as_ref(), obs.as_ref());
-        super::probes::follow(&s, &task, desired.as_ref(), key, &mut mem.probes, &wake);
+        mem.image_probe = view.as_ref().and_then(|v| v.image_probe.clone());
+        let probed = desired.as_ref().map(|d| {
+            match crate::decide::probe::effective(&d.config, mem.image_probe.as_ref()) {
+                Some(config) => Desired {
+                    config,
+                    ..d.clone()
+                },
+                None => d.clone(),
+            }
+        });
+        let key = super::probes::run_key(probed.as_ref(), obs.as_ref());
+        super::probes::follow(&s, &task, probed.as_ref(), key, &mut mem.probes, &wake);
         if let Some(run) = &mem.probes {
             let health = run.health();
             if let (Some(failed), None) = (&health.failed, &mem.probe_failure) {

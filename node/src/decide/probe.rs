@@ -312,6 +312,23 @@ impl Probes {
     }
 }
 
+/// The probes a task runs when they are not its own: with no probe of its own, its
+/// image's Docker HEALTHCHECK becomes its readiness probe (`None`: the task's own config
+/// says it all). Not a liveness probe: Docker itself never restarts an unhealthy
+/// container, and an image cannot know how patient its users want restarts to be.
+pub fn effective(config: &TaskConfig, image_probe: Option<&Probe>) -> Option<TaskConfig> {
+    let own = config.liveness_probe.is_some()
+        || config.readiness_probe.is_some()
+        || config.startup_probe.is_some();
+    match image_probe {
+        Some(p) if !own => Some(TaskConfig {
+            readiness_probe: Some(p.clone()),
+            ..config.clone()
+        }),
+        _ => None,
+    }
+}
+
 /// Whether a task is ready, as its node reports it in the `Ready` condition: for a spec
 /// with a readiness or startup probe, `(ready, reason, message)`; `None` for a spec
 /// with neither, whose readiness is its phase's (running is ready).
@@ -490,6 +507,21 @@ mod tests {
             Some(false),
             "a task that does not run is not ready"
         );
+    }
+
+    #[test]
+    fn an_image_healthcheck_is_readiness_only_without_probes_of_its_own() {
+        let hc = exec(1, 1);
+        let plain = TaskConfig::default();
+        let e = effective(&plain, Some(&hc)).expect("used");
+        assert_eq!(e.readiness_probe, Some(hc.clone()));
+        assert!(e.liveness_probe.is_none());
+        let own = TaskConfig {
+            liveness_probe: Some(exec(3, 1)),
+            ..Default::default()
+        };
+        assert!(effective(&own, Some(&hc)).is_none());
+        assert!(effective(&plain, None).is_none());
     }
 
     #[test]

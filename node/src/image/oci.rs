@@ -146,6 +146,80 @@ pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
     /// STOPSIGNAL, empty when unset.
     pub stop_signal: String,
+    /// Docker's HEALTHCHECK (an extension the OCI image spec does not define).
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// An image's Docker HEALTHCHECK, as the image config's `config.Healthcheck` holds it
+/// (durations in nanoseconds; zero means Docker's default).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Healthcheck {
+    /// `["CMD", arg...]`, `["CMD-SHELL", "command"]` or `["NONE"]`.
+    #[serde(rename = "Test", default)]
+    pub test: Vec<String>,
+    /// Time between checks.
+    #[serde(rename = "Interval", default)]
+    pub interval: u64,
+    /// Time one check may take.
+    #[serde(rename = "Timeout", default)]
+    pub timeout: u64,
+    /// Time after start during which failures do not count.
+    #[serde(rename = "StartPeriod", default)]
+    pub start_period: u64,
+    /// Failures in a row that make the container unhealthy.
+    #[serde(rename = "Retries", default)]
+    pub retries: u32,
+}
+
+impl Healthcheck {
+    /// The HEALTHCHECK of a raw image config, if it declares one that runs something.
+    pub fn of_config(raw: &[u8]) -> Option<Healthcheck> {
+        #[derive(Deserialize)]
+        struct File {
+            config: Option<Inner>,
+        }
+        #[derive(Deserialize)]
+        struct Inner {
+            #[serde(rename = "Healthcheck")]
+            healthcheck: Option<Healthcheck>,
+        }
+        let hc = serde_json::from_slice::<File>(raw)
+            .ok()?
+            .config?
+            .healthcheck?;
+        match hc.test.first().map(String::as_str) {
+            Some("CMD") if hc.test.len() > 1 => Some(hc),
+            Some("CMD-SHELL") if hc.test.len() == 2 => Some(hc),
+            _ => None,
+        }
+    }
+
+    /// The probe it means, with Docker's defaults (interval and timeout 30 s, 3 retries).
+    pub fn probe(&self) -> voiyd_messages::v1::Probe {
+        let command = if self.test[0] == "CMD-SHELL" {
+            vec![
+                "/bin/sh".to_string(),
+                "-c".to_string(),
+                self.test[1].clone(),
+            ]
+        } else {
+            self.test[1..].to_vec()
+        };
+        // Whole seconds, rounded up; 0 keeps the default.
+        let secs = |ns: u64, default: u32| match ns {
+            0 => default,
+            ns => u32::try_from(ns.div_ceil(1_000_000_000)).unwrap_or(u32::MAX),
+        };
+        voiyd_messages::v1::Probe {
+            exec: Some(voiyd_messages::v1::ExecAction { command }),
+            period_seconds: secs(self.interval, 30),
+            timeout_seconds: secs(self.timeout, 30),
+            initial_delay_seconds: secs(self.start_period, 0),
+            failure_threshold: if self.retries == 0 { 3 } else { self.retries },
+            ..Default::default()
+        }
+    }
 }
 
 impl ImageConfig {
@@ -171,6 +245,15 @@ impl ImageConfig {
                 .map(|l| l.into_iter().collect())
                 .unwrap_or_default(),
             stop_signal: text(c.stop_signal()),
+            healthcheck: None,
+        }
+    }
+
+    /// [`ImageConfig::of`], with the Docker extensions read from the raw config.
+    pub fn of_raw(config: &ImageConfiguration, raw: &[u8]) -> Self {
+        Self {
+            healthcheck: Healthcheck::of_config(raw),
+            ..Self::of(config)
         }
     }
 }
@@ -267,6 +350,36 @@ mod tests {
         assert_eq!(p.os, "linux");
         assert!(!p.architecture.is_empty());
         assert_ne!(p.architecture, "x86_64");
+    }
+
+    #[test]
+    fn healthchecks_become_exec_probes() {
+        let raw = br#"{"config":{"Healthcheck":{"Test":["CMD-SHELL","wget -q -O- localhost:8080"],"Interval":5000000000,"Timeout":1500000000,"Retries":2}}}"#;
+        let hc = Healthcheck::of_config(raw).expect("healthcheck");
+        let p = hc.probe();
+        assert_eq!(
+            p.exec.unwrap().command,
+            ["/bin/sh", "-c", "wget -q -O- localhost:8080"]
+        );
+        assert_eq!(
+            (p.period_seconds, p.timeout_seconds, p.failure_threshold),
+            (5, 2, 2)
+        );
+        let raw = br#"{"config":{"Healthcheck":{"Test":["CMD","true"]}}}"#;
+        let p = Healthcheck::of_config(raw).unwrap().probe();
+        assert_eq!(p.exec.unwrap().command, ["true"]);
+        assert_eq!(
+            (p.period_seconds, p.timeout_seconds, p.failure_threshold),
+            (30, 30, 3)
+        );
+        for none in [
+            &br#"{"config":{"Healthcheck":{"Test":["NONE"]}}}"#[..],
+            br#"{"config":{}}"#,
+            br#"{"config":{"Healthcheck":{"Test":["CMD"]}}}"#,
+            b"not json",
+        ] {
+            assert!(Healthcheck::of_config(none).is_none());
+        }
     }
 
     #[test]

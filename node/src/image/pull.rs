@@ -352,7 +352,7 @@ where
         name,
         target_digest: resolved.target().digest.clone(),
         manifest_digest: resolved.manifest.digest.clone(),
-        config: ImageConfig::of(&config_file),
+        config: ImageConfig::of_raw(&config_file, &config_bytes),
         chain_id: chains.last().cloned().unwrap_or_default(),
         snapshotter: opts.snapshotter.clone(),
     })
@@ -417,7 +417,7 @@ pub async fn image_config_in(
         name: name.to_string(),
         target_digest: target.digest,
         manifest_digest,
-        config: ImageConfig::of(&config),
+        config: ImageConfig::of_raw(&config, &config_bytes),
         chain_id: oci::chain_ids(config.rootfs().diff_ids())
             .pop()
             .unwrap_or_default(),

@@ -38,6 +38,8 @@ const LABEL_STARTED: &str = "voiyd.started-at";
 /// The spec's stop grace in milliseconds: a stop after the task was taken away honours
 /// it even when the agent restarted in between and no longer has the spec.
 const LABEL_GRACE: &str = "voiyd.stop-grace-ms";
+/// The image's Docker HEALTHCHECK as a probe (protobuf JSON), when it has one.
+const LABEL_IMAGE_PROBE: &str = "voiyd.image-probe";
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const RUNC_V2: &str = "io.containerd.runc.v2";
 
@@ -197,6 +199,10 @@ impl ContainerdRuntime {
                 .parse::<u64>()
                 .ok()
                 .map(Duration::from_millis),
+            image_probe: c
+                .labels
+                .get(LABEL_IMAGE_PROBE)
+                .and_then(|j| serde_json::from_str(j).ok()),
         }
     }
 
@@ -505,7 +511,7 @@ impl Runtime for ContainerdRuntime {
         };
         let spec = build_spec(&input)
             .map_err(|e| RuntimeError::new(Reason::CreateFailed, e.to_string()))?;
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_TASK.to_string(), task.to_string()),
             (LABEL_UID.to_string(), desired.uid.clone()),
             (LABEL_GENERATION.to_string(), desired.generation.to_string()),
@@ -515,6 +521,11 @@ impl Runtime for ContainerdRuntime {
                 desired.stop_grace().as_millis().to_string(),
             ),
         ]);
+        if let Some(hc) = &image.config.healthcheck {
+            if let Ok(json) = serde_json::to_string(&hc.probe()) {
+                labels.insert(LABEL_IMAGE_PROBE.to_string(), json);
+            }
+        }
         let container = Container {
             id: task.to_string(),
             labels,

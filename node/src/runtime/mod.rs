@@ -31,6 +31,8 @@ pub struct ContainerView {
     pub ip: Option<String>,
     /// The stop grace of the spec the container was created for, as recorded on it.
     pub stop_grace: Option<std::time::Duration>,
+    /// The image's Docker HEALTHCHECK as a probe, as recorded on the container.
+    pub image_probe: Option<voiyd_messages::v1::Probe>,
 }
 
 /// A failed runtime step: a CamelCase reason for the task status and a message.

@@ -131,6 +131,7 @@ impl Runtime for SimRuntime {
             started_at: None,
             ip: None,
             stop_grace: Some(desired.stop_grace()),
+            image_probe: None,
         };
         self.containers.lock().expect("sim lock").insert(
             desired.task.clone(),
