@@ -256,6 +256,42 @@ fn targets() -> Vec<Target> {
             },
         },
         Target {
+            name: "job",
+            seeds: vec![
+                Job {
+                    meta: Some(Meta {
+                        name: "j".into(),
+                        ..Default::default()
+                    }),
+                    template: task.config.clone(),
+                    completions: Some(5),
+                    parallelism: Some(2),
+                    schedule: "*/5 * * * *".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+                Job {
+                    meta: Some(Meta {
+                        name: "k".into(),
+                        ..Default::default()
+                    }),
+                    template: task.config.clone(),
+                    schedule: "@every 30s".into(),
+                    concurrency_policy: "Forbid".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ],
+            run: |d| match Job::decode(d) {
+                Ok(j) => {
+                    // Validation parses the schedule: no pattern may panic or hang it.
+                    let _ = voiyd_messages::validate::validate_job(&j);
+                    true
+                }
+                Err(_) => false,
+            },
+        },
+        Target {
             name: "patch",
             seeds: vec![PatchRequest {
                 name: "web".into(),

@@ -115,9 +115,69 @@ pub async fn run(
     let id = new_id();
     let dir = dir_root.join(&id);
     std::fs::create_dir_all(&dir).map_err(|e| format!("exec directory: {e}"))?;
+    let mut guard = Abandoned {
+        cd: cd.clone(),
+        task: task.to_string(),
+        id: id.clone(),
+        dir: dir.clone(),
+        armed: true,
+    };
     let result = run_in(cd, &dir, task, &id, process, timeout).await;
+    guard.armed = false;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// Cleans up after a run whose future was dropped before it ended (a probe run stops
+/// when its task stops): the exec process is killed and removed from containerd and the
+/// FIFO directory deleted, off the caller's path.
+struct Abandoned {
+    cd: Containerd,
+    task: String,
+    id: String,
+    dir: std::path::PathBuf,
+    armed: bool,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (cd, task, id, dir) = (
+            self.cd.clone(),
+            self.task.clone(),
+            self.id.clone(),
+            self.dir.clone(),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let kill = KillRequest {
+                        container_id: task.clone(),
+                        exec_id: id.clone(),
+                        signal: rustix::process::Signal::KILL.as_raw() as u32,
+                        all: false,
+                    };
+                    let _ = cd.tasks().kill(cd.request(kill)).await;
+                    // A process must have exited before containerd removes it.
+                    let wait = WaitRequest {
+                        container_id: task.clone(),
+                        exec_id: id.clone(),
+                    };
+                    let mut tasks = cd.tasks();
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), tasks.wait(cd.request(wait)))
+                            .await;
+                    delete_process(&cd, &task, &id).await;
+                    let _ = std::fs::remove_dir_all(&dir);
+                });
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
 }
 
 async fn run_in(

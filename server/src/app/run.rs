@@ -219,6 +219,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let node_events_task =
         tokio::spawn(crate::ingest::node_events::run(client.clone(), ctx.clone()));
     let repair_task = tokio::spawn(placer::repair_loop(ctx.clone()));
+    let workloads_task = tokio::spawn(upkeep::run_workloads(ctx.clone(), link.clone()));
     let _metrics = match cfg.metrics_addr {
         Some(addr) => {
             let (c, x) = (client.clone(), ctx.clone());
@@ -244,6 +245,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         t.abort();
     }
     repair_task.abort();
+    workloads_task.abort();
     if let Some(m) = &_metrics {
         m.abort();
     }

@@ -115,6 +115,9 @@ struct State {
     epoch: u64,
     /// The epoch and time of the last pass over the pending tasks.
     retried: Option<(u64, std::time::Instant)>,
+    /// Notified when the status of a task of a set or a job changes (the workload
+    /// controllers act on readiness and completions as they happen).
+    workload_changed: Arc<tokio::sync::Notify>,
 }
 
 impl State {
@@ -230,6 +233,11 @@ impl State {
                     e.waiting_since = Some(std::time::Instant::now());
                 }
                 e.status = Some((s, revision));
+                if e.labels.contains_key(voiyd_messages::labels::SET)
+                    || e.labels.contains_key(voiyd_messages::labels::JOB)
+                {
+                    self.workload_changed.notify_one();
+                }
             }
             None => {
                 e.status = None;
@@ -365,6 +373,18 @@ impl View {
             });
         }
         View { state, ready: rx }
+    }
+
+    /// Resolves when the status of a set's or a job's task changed since the last call
+    /// (or at once, if one changed before anyone waited).
+    pub async fn workload_changed(&self) {
+        let notify = self
+            .state
+            .read()
+            .expect("view lock")
+            .workload_changed
+            .clone();
+        notify.notified().await
     }
 
     /// An empty view that is ready at once, for tests of the pure parts.

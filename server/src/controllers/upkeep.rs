@@ -1,6 +1,7 @@
-//! The clock of the controllers: twice a second, while connected, it marks lost nodes,
-//! evacuates them, reconciles sets, places pending tasks and, now and then, sweeps stale
-//! work. (The other trigger is the repair loop of [`super::placer`], woken by changes.)
+//! The clocks of the controllers: twice a second, while connected, the upkeep marks lost
+//! nodes, evacuates them, places pending tasks and, now and then, sweeps stale work; the
+//! workload clock runs the set and job controllers, sooner when their tasks change. (The
+//! other trigger is the repair loop of [`super::placer`], woken by changes.)
 
 use std::time::Duration;
 
@@ -38,8 +39,6 @@ pub async fn run(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: 
             tracing::warn!(error = %e.message(), "node check failed");
         }
         failover::evacuate(&ctx).await;
-        sets::reconcile_all(&ctx).await;
-        jobs::reconcile_all(&ctx).await;
         if let Err(e) = placer::place_pending(&ctx).await {
             tracing::warn!(error = %e.message(), "placing pending tasks failed");
         }
@@ -47,5 +46,27 @@ pub async fn run(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: 
             last_sweep = tokio::time::Instant::now();
             sweep::run_once(&ctx, &mut sweep).await;
         }
+    }
+}
+
+/// Longest time between two passes of the workload controllers.
+const WORKLOAD_EVERY: Duration = Duration::from_millis(500);
+/// Shortest time between two passes: a burst of status changes costs one pass.
+const WORKLOAD_GAP: Duration = Duration::from_millis(200);
+
+/// The clock of the set and job controllers: a pass every half second, and sooner when a
+/// set's or a job's task changes status (a replica became ready, a task completed), so a
+/// rollout or a job moves at the pace of its tasks rather than of the clock.
+pub async fn run_workloads(ctx: Ctx, link: voiyd_nats::Link) {
+    loop {
+        tokio::select! {
+            _ = ctx.view.workload_changed() => {}
+            _ = tokio::time::sleep(WORKLOAD_EVERY) => {}
+        }
+        if link.state().connected {
+            sets::reconcile_all(&ctx).await;
+            jobs::reconcile_all(&ctx).await;
+        }
+        tokio::time::sleep(WORKLOAD_GAP).await;
     }
 }

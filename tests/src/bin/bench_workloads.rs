@@ -42,7 +42,12 @@ fn cpu_machine() -> f64 {
         .filter_map(|s| s.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
-    let busy: f64 = v.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
+    let busy: f64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
     busy / 100.0
 }
 
@@ -98,7 +103,7 @@ async fn probe_costs() {
         "bench",
         &containerd.socket,
         &dir.path().join("bench"),
-        &["--log-level", "warn"],
+        &[],
     );
     wait_nodes(&api, 1).await;
     let image = registry.image("busybox");
@@ -135,7 +140,11 @@ async fn probe_costs() {
         })
         .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let (n0, c0, m0) = (cpu_of(node.proc.pid()), cpu_of(containerd.pid as u32), cpu_machine());
+        let (n0, c0, m0) = (
+            cpu_of(node.proc.pid()),
+            cpu_of(containerd.pid as u32),
+            cpu_machine(),
+        );
         let start = Instant::now();
         tokio::time::sleep(MEASURE).await;
         let secs = start.elapsed().as_secs_f64();
@@ -167,7 +176,9 @@ async fn probe_costs() {
         }
         let socket = containerd.socket.clone();
         eventually(Duration::from_secs(120), "containers gone", || async {
-            running_containers(&socket, "bench").is_empty().then_some(())
+            running_containers(&socket, "bench")
+                .is_empty()
+                .then_some(())
         })
         .await;
     }
@@ -202,13 +213,14 @@ async fn ready_count(api: &ApiClient) -> (usize, usize, bool) {
         let generation = s.meta.as_ref().map_or(0, |m| m.generation);
         s.status.is_some_and(|st| {
             st.observed_generation == generation
-                && st
-                    .conditions
-                    .iter()
-                    .any(|c| c.reason == "RolloutComplete")
+                && st.conditions.iter().any(|c| c.reason == "RolloutComplete")
         })
     });
-    (tasks.iter().filter(|t| ready(t)).count(), tasks.len(), complete)
+    (
+        tasks.iter().filter(|t| ready(t)).count(),
+        tasks.len(),
+        complete,
+    )
 }
 
 async fn rollouts() {
@@ -218,7 +230,9 @@ async fn rollouts() {
     let dir = tempfile::tempdir().unwrap();
     let _nodes = sim_nodes(&nats.url(), "s", 20, dir.path(), &[]);
     wait_nodes(&api, 20).await;
-    println!("== Rollout of a 100-replica set on 20 simulated nodes (readiness probe on every task)");
+    println!(
+        "== Rollout of a 100-replica set on 20 simulated nodes (readiness probe on every task)"
+    );
     let strategies = [
         ("surge 1, unavailable 0", 1, 0),
         ("surge 25, unavailable 0", 25, 0),
