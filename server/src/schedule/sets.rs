@@ -121,24 +121,22 @@ pub fn plan(replicas: u32, hash: &str, members: &[Member], limits: Limits) -> Pl
     let mut available = members.iter().filter(|m| m.available).count();
     let mut old = old.clone();
     old.sort_by_key(|m| (m.available, std::cmp::Reverse(m.index)));
-    let mut old_deleted = 0;
     for m in old {
         if p.delete.contains(&m.name) {
             continue;
         }
         if !m.available || available > min_available {
             p.delete.push(m.name.clone());
-            old_deleted += 1;
             if m.available {
                 available -= 1;
             }
         }
     }
-    // New tasks fill the room the old ones leave in this same pass, so a rolling update
-    // moves one step per pass, not one every other pass.
+    // Room is counted before this pass's deletes: a delete that fails or that this
+    // server's view has not seen yet must never let the set grow past replicas + surge.
     let n_create = replicas
         .saturating_sub(new.len())
-        .min(ceiling.saturating_sub(total - old_deleted));
+        .min(ceiling.saturating_sub(total));
     let used: BTreeSet<u32> = members.iter().map(|m| m.index).collect();
     p.create = (0u32..)
         .filter(|i| !used.contains(i))
@@ -490,9 +488,8 @@ mod tests {
     #[test]
     fn rolling_update_without_surge_takes_one_down_first() {
         let old = [m(0, "a", true), m(1, "a", true), m(2, "a", true)];
-        // One old task goes and its replacement starts in the same pass.
         let p = plan(3, "b", &old, Limits::of(0, 1));
-        assert_eq!((p.create, p.delete), (vec![3], vec!["s-2".to_string()]));
+        assert_eq!((p.create, p.delete), (vec![], vec!["s-2".to_string()]));
         let p = plan(3, "b", &old[..2], Limits::of(0, 1));
         assert_eq!(p.create, vec![2]);
     }
@@ -550,8 +547,7 @@ mod tests {
             let limits = Limits::of(surge, unavail);
             let p = plan(replicas, "new", &ms, limits);
             let after = ms.len() + p.create.len() - p.delete.len();
-            let old_deleted = ms.iter().filter(|m| m.hash != "new" && p.delete.contains(&m.name)).count();
-            prop_assert!(p.create.is_empty() || ms.len() - old_deleted + p.create.len() <= (replicas + limits.max_surge) as usize);
+            prop_assert!(p.create.is_empty() || ms.len() + p.create.len() <= (replicas + limits.max_surge) as usize);
             let avail_before = ms.iter().filter(|m| m.available).count();
             let avail_deleted = ms.iter().filter(|m| m.available && p.delete.contains(&m.name)).count();
             let floor = (replicas.saturating_sub(limits.max_unavailable)) as usize;

@@ -51,7 +51,7 @@ fn cpu_machine() -> f64 {
     busy / 100.0
 }
 
-fn probe_of(kind: &str) -> Option<Probe> {
+fn probe_of(kind: &str, port: u32) -> Option<Probe> {
     let base = Probe {
         period_seconds: 1,
         ..Default::default()
@@ -66,14 +66,14 @@ fn probe_of(kind: &str) -> Option<Probe> {
         "http" => Some(Probe {
             http_get: Some(HttpGetAction {
                 path: "/".into(),
-                port: 8080,
+                port,
                 ..Default::default()
             }),
             ..base
         }),
         "tcp" => Some(Probe {
             tcp_socket: Some(TcpSocketAction {
-                port: 8080,
+                port,
                 ..Default::default()
             }),
             ..base
@@ -107,7 +107,7 @@ async fn probe_costs() {
     );
     wait_nodes(&api, 1).await;
     let image = registry.image("busybox");
-    println!("== Probe cost: {TASKS} busybox httpd tasks on one node, each probed every second, {MEASURE:?} measured after they are ready");
+    println!("== Probe cost: {TASKS} busybox httpd tasks (host network) on one node, each probed every second, {MEASURE:?} measured after they are ready");
     println!(
         "{:<8} {:>14} {:>16} {:>16}",
         "probe", "voiyd-node %", "containerd %", "machine %"
@@ -115,20 +115,23 @@ async fn probe_costs() {
     let mut base = None;
     for kind in ["none", "exec", "http", "tcp"] {
         for i in 0..TASKS {
+            // Host networking, a port each: the test cluster's node subnets are small.
+            let port = 18000 + i as u32;
             let t = Task::new(
                 &format!("{kind}-{i}"),
                 TaskConfig {
                     args: vec![
                         "sh".into(),
                         "-c".into(),
-                        "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www".into(),
+                        format!("mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"),
                     ],
+                    host_network: true,
                     resources: Some(Resources {
                         cpu: "10m".into(),
                         memory: "8Mi".into(),
                     }),
                     stop_grace_period: "1s".into(),
-                    readiness_probe: probe_of(kind),
+                    readiness_probe: probe_of(kind, port),
                     ..TaskConfig::image(&image)
                 },
             );
@@ -197,7 +200,7 @@ fn set(replicas: u32, marker: &str, strategy: RolloutStrategy) -> ContainerSet {
                 cpu: "10m".into(),
                 memory: "8Mi".into(),
             }),
-            readiness_probe: probe_of("tcp"),
+            readiness_probe: probe_of("tcp", 8080),
             ..TaskConfig::image("sim/app:1")
         }),
         replicas: Some(replicas),
