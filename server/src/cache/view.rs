@@ -206,6 +206,10 @@ impl State {
             None => {
                 if let Some(e) = self.tasks.get_mut(name) {
                     e.exists = false;
+                    // A set's or job's task gone: room for the next one.
+                    if is_workload(&e.labels) {
+                        self.workload_changed.notify_one();
+                    }
                 }
             }
         }
@@ -233,9 +237,7 @@ impl State {
                     e.waiting_since = Some(std::time::Instant::now());
                 }
                 e.status = Some((s, revision));
-                if e.labels.contains_key(voiyd_messages::labels::SET)
-                    || e.labels.contains_key(voiyd_messages::labels::JOB)
-                {
+                if is_workload(&e.labels) {
                     self.workload_changed.notify_one();
                 }
             }
@@ -314,6 +316,12 @@ impl State {
             self.epoch += 1;
         }
     }
+}
+
+/// Whether a task belongs to a set or a job (their controllers wake on its changes).
+fn is_workload(labels: &BTreeMap<String, String>) -> bool {
+    labels.contains_key(voiyd_messages::labels::SET)
+        || labels.contains_key(voiyd_messages::labels::JOB)
 }
 
 /// The shared view; cheap to clone.
