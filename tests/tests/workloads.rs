@@ -319,14 +319,15 @@ async fn stop_grace_force_and_exit_codes_on_real_containerd() {
     assert!(moved.node != from && moved.phase == "Running", "{moved:?}");
     c.ok(&["uncordon", &from]);
 
-    // A task that exits for good: voiydctl exits with its exit code.
+    // A task that exits for good: voiydctl exits with its exit code. (`run` without --rm
+    // may catch the brief moment it runs, and then says so, as `docker run -d` does; with
+    // --rm it waits for the end.)
     let o = c.voiydctl(&[
         "run",
         "three",
+        "--rm",
         "--image",
         &image,
-        "--restart",
-        "never",
         "--timeout",
         "40s",
         "--",
@@ -336,20 +337,27 @@ async fn stop_grace_force_and_exit_codes_on_real_containerd() {
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("task three failed"), "{}", stderr(&o));
-    // One that crash-loops is reported as such, long before the timeout.
-    let start = Instant::now();
-    let o = c.voiydctl(&[
+    // One that crash-loops is reported as such, long before the timeout, once it has
+    // restarted twice (it runs for a moment each time, which a wait may catch: so the
+    // wait starts once it has).
+    c.ok(&[
         "run",
         "loop",
         "--image",
         &image,
-        "--timeout",
-        "120s",
+        "--no-wait",
         "--",
         "sh",
         "-c",
         "exit 1",
     ]);
+    eventually(Duration::from_secs(60), "loop restarted twice", || async {
+        let st = task(&c, "loop").await?.status?;
+        (st.restart_count >= 2).then_some(())
+    })
+    .await;
+    let start = Instant::now();
+    let o = c.voiydctl(&["start", "task", "loop", "--timeout", "120s"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("keeps exiting"), "{}", stderr(&o));
     assert!(

@@ -280,7 +280,8 @@ fn keep(output: &mut Vec<u8>, bytes: &[u8]) {
     output.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 
-async fn delete_process(cd: &Containerd, task: &str, id: &str) {
+/// Removes an exec process from containerd (best effort: logged, not returned).
+pub async fn delete_process(cd: &Containerd, task: &str, id: &str) {
     let req = DeleteProcessRequest {
         container_id: task.to_string(),
         exec_id: id.to_string(),

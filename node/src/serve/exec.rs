@@ -8,10 +8,12 @@
 
 use crate::containerd::client::Containerd;
 use crate::logs::mkfifo;
-use crate::runtime::exec_once::{new_id, process_spec, start_error, PROCESS_SPEC_TYPE};
+use crate::runtime::exec_once::{
+    delete_process, new_id, process_spec, start_error, PROCESS_SPEC_TYPE,
+};
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    KillRequest, ResizePtyRequest, StartRequest, WaitRequest,
+    CloseIoRequest, ExecProcessRequest, GetContainerRequest, GetRequest, KillRequest,
+    ResizePtyRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::Code;
 use containerd_client::types::v1::Status as ProcStatus;
@@ -294,16 +296,6 @@ async fn relay(
         if tx.send((is_stderr, buf[..n].to_vec())).await.is_err() {
             return;
         }
-    }
-}
-
-async fn delete_process(cd: &Containerd, task: &str, id: &str) {
-    let req = DeleteProcessRequest {
-        container_id: task.to_string(),
-        exec_id: id.to_string(),
-    };
-    if let Err(s) = cd.tasks().delete_process(cd.request(req)).await {
-        tracing::debug!(%task, exec = %id, error = %s.message(), "cannot delete exec process");
     }
 }
 

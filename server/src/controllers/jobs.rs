@@ -76,13 +76,7 @@ pub async fn reconcile_all(ctx: &Ctx) {
 }
 
 async fn delete_task(ctx: &Ctx, task: &str) {
-    let req = DeleteRequest {
-        name: task.to_string(),
-        ..Default::default()
-    };
-    if let Err(e) = tasks::delete(ctx, &req).await {
-        tracing::debug!(%task, error = %e.message(), "task not deleted");
-    }
+    tasks::delete_quietly(ctx, task).await
 }
 
 async fn delete_job(ctx: &Ctx, job: &str) {

@@ -28,7 +28,7 @@ use std::collections::BTreeSet;
 use voiyd_messages::condition::ConditionType;
 use voiyd_messages::event::EventType;
 use voiyd_messages::reason::Reason;
-use voiyd_messages::v1::{ContainerSet, ContainerSetStatus, DeleteRequest, SetRevision, Task};
+use voiyd_messages::v1::{ContainerSet, ContainerSetStatus, SetRevision, Task};
 use voiyd_messages::{Resource, Timestamp};
 
 fn members(
@@ -100,13 +100,7 @@ pub async fn reconcile_all(ctx: &Ctx) {
 }
 
 async fn delete_task(ctx: &Ctx, task: &str) {
-    let req = DeleteRequest {
-        name: task.to_string(),
-        ..Default::default()
-    };
-    if let Err(e) = tasks::delete(ctx, &req).await {
-        tracing::debug!(%task, error = %e.message(), "task not deleted");
-    }
+    tasks::delete_quietly(ctx, task).await
 }
 
 /// Creates task `name` of the set's template; `pin` confines it to one node (global sets).

@@ -52,3 +52,15 @@ pub async fn action(ctx: &Ctx, verb: &str, req: &TaskActionRequest) -> Result<Ta
     let task = resources::write_update(ctx, task, rv).await?;
     assign::sync_task(ctx, task.name(), kill).await
 }
+
+/// [`delete`] by name for the controllers: a task already gone is no failure, and any
+/// other failure is retried by their next pass (so only logged).
+pub async fn delete_quietly(ctx: &Ctx, task: &str) {
+    let req = DeleteRequest {
+        name: task.to_string(),
+        ..Default::default()
+    };
+    if let Err(e) = delete(ctx, &req).await {
+        tracing::debug!(%task, error = %e.message(), "task not deleted");
+    }
+}
