@@ -51,6 +51,9 @@ impl TestNats {
             match EmbeddedNats::start(cfg).await {
                 Ok(server) => return TestNats { server, dir },
                 Err(e @ EmbeddedError::PortInUse { .. }) => last = Some(e),
+                // The port was free when picked and taken before nats-server bound it
+                // (another test's process): nats-server then exits saying so.
+                Err(e) if e.to_string().contains("address already in use") => last = Some(e),
                 Err(e) => panic!("cannot start the test nats-server: {e}"),
             }
         }
