@@ -28,16 +28,9 @@ use voiyd_messages::schedule::Schedule;
 use voiyd_messages::v1::{DeleteRequest, Job, JobStatus, Task};
 use voiyd_messages::{Resource, Timestamp};
 
-/// Reconciles every job and cron job once; deletes the tasks of jobs that are gone and
+/// Reconciles every job and cron job once (the view must be ready); deletes the tasks of jobs that are gone and
 /// the runs of cron jobs that are gone.
 pub async fn reconcile_all(ctx: &Ctx) {
-    if !ctx
-        .view
-        .wait_ready(std::time::Duration::from_millis(1))
-        .await
-    {
-        return;
-    }
     let jobs = match Job::store(&ctx.cluster).list().await {
         Ok(j) => j,
         Err(e) => {
@@ -70,13 +63,9 @@ pub async fn reconcile_all(ctx: &Ctx) {
     for (job, tasks) in by_job {
         for (task, _) in tasks {
             tracing::info!(%job, %task, "job deleted: deleting its task");
-            delete_task(ctx, &task).await;
+            tasks::delete_quietly(ctx, &task).await;
         }
     }
-}
-
-async fn delete_task(ctx: &Ctx, task: &str) {
-    tasks::delete_quietly(ctx, task).await
 }
 
 async fn delete_job(ctx: &Ctx, job: &str) {
@@ -172,7 +161,7 @@ async fn reconcile_job(
         create_task(ctx, job, name).await;
     }
     for name in &p.delete {
-        delete_task(ctx, name).await;
+        tasks::delete_quietly(ctx, name).await;
     }
     st.active = p.active + p.create.len() as u32 - p.delete.len() as u32;
     st.succeeded = p.succeeded;

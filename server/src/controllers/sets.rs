@@ -67,15 +67,9 @@ fn members(
         .collect()
 }
 
-/// Reconciles every set once; also deletes tasks of sets that no longer exist.
+/// Reconciles every set once (the view must be ready); also deletes tasks of sets that
+/// no longer exist.
 pub async fn reconcile_all(ctx: &Ctx) {
-    if !ctx
-        .view
-        .wait_ready(std::time::Duration::from_millis(1))
-        .await
-    {
-        return;
-    }
     let sets = match ContainerSet::store(&ctx.cluster).list().await {
         Ok(s) => s,
         Err(e) => {
@@ -94,13 +88,9 @@ pub async fn reconcile_all(ctx: &Ctx) {
     for (set, tasks) in by_set {
         for (task, _) in tasks {
             tracing::info!(%set, %task, "set deleted: deleting its task");
-            delete_task(ctx, &task).await;
+            tasks::delete_quietly(ctx, &task).await;
         }
     }
-}
-
-async fn delete_task(ctx: &Ctx, task: &str) {
-    tasks::delete_quietly(ctx, task).await
 }
 
 /// Creates task `name` of the set's template; `pin` confines it to one node (global sets).
@@ -196,7 +186,7 @@ async fn reconcile(
         (p, replicas)
     };
     for t in &p.delete {
-        delete_task(ctx, t).await;
+        tasks::delete_quietly(ctx, t).await;
     }
 
     // A rollout that fails or stalls goes back to the previous template; a rollout

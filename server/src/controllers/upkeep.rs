@@ -63,7 +63,9 @@ pub async fn run_workloads(ctx: Ctx, link: voiyd_nats::Link) {
             _ = ctx.view.workload_changed() => {}
             _ = tokio::time::sleep(WORKLOAD_EVERY) => {}
         }
-        if link.state().connected {
+        // Both read the view: not before it has caught up with the buckets.
+        let ready = ctx.view.wait_ready(Duration::from_millis(1)).await;
+        if ready && link.state().connected {
             sets::reconcile_all(&ctx).await;
             jobs::reconcile_all(&ctx).await;
         }
