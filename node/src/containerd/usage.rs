@@ -1,6 +1,6 @@
 //! Current CPU and memory use of the node's containers, from containerd's Tasks.Metrics
-//! (cgroup v1 statistics), for `voiydctl top` (`voiyd.node.<node>.stats`) and the
-//! node's `/metrics`.
+//! (cgroup v1 or v2 statistics, whichever the host runs), for `voiydctl top`
+//! (`voiyd.node.<node>.stats`) and the node's `/metrics`.
 
 use crate::containerd::client::Containerd;
 use containerd_client::services::v1::MetricsRequest;
@@ -76,6 +76,48 @@ pub struct MemoryOomControl {
     pub oom_kill: u64,
 }
 
+/// The part of `io.containerd.cgroups.v2.Metrics` voiyd reads (field numbers from
+/// containerd/cgroups `cgroup2/stats/metrics.proto`; other fields are skipped).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CgroupV2Metrics {
+    /// CPU.
+    #[prost(message, optional, tag = "2")]
+    pub cpu: Option<CpuStatV2>,
+    /// Memory.
+    #[prost(message, optional, tag = "4")]
+    pub memory: Option<MemoryStatV2>,
+    /// Memory events (`memory.events`).
+    #[prost(message, optional, tag = "8")]
+    pub memory_events: Option<MemoryEventsV2>,
+}
+
+/// CPU statistics (`cpu.stat`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CpuStatV2 {
+    /// CPU time, microseconds.
+    #[prost(uint64, tag = "1")]
+    pub usage_usec: u64,
+}
+
+/// Memory statistics (`memory.current`, `memory.max`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemoryStatV2 {
+    /// Usage in bytes.
+    #[prost(uint64, tag = "32")]
+    pub usage: u64,
+    /// Limit in bytes (`max` is reported as the largest u64).
+    #[prost(uint64, tag = "33")]
+    pub usage_limit: u64,
+}
+
+/// Memory events.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemoryEventsV2 {
+    /// Times the OOM killer killed in this cgroup.
+    #[prost(uint64, tag = "5")]
+    pub oom_kill: u64,
+}
+
 /// One container's sample.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sample {
@@ -89,23 +131,50 @@ pub struct Sample {
     pub oom_kills: u64,
 }
 
-/// A limit this large means "none" in cgroup v1.
+/// A limit this large means "none" (cgroup v1 reports a page-rounded 2^63, v2 the
+/// largest u64).
 const NO_LIMIT: u64 = 1 << 62;
 
-/// Decodes one containerd metric payload.
-pub fn decode(data: &[u8]) -> Option<Sample> {
+fn limit(bytes: u64) -> u64 {
+    if bytes >= NO_LIMIT {
+        0
+    } else {
+        bytes
+    }
+}
+
+/// Decodes one containerd metric payload by its type: v2 on a unified-hierarchy host,
+/// v1 otherwise (also when containerd names no type, as older releases may not).
+pub fn decode(type_url: &str, data: &[u8]) -> Option<Sample> {
+    if type_url.ends_with("cgroups.v2.Metrics") {
+        decode_v2(data)
+    } else {
+        decode_v1(data)
+    }
+}
+
+fn decode_v1(data: &[u8]) -> Option<Sample> {
     let m = CgroupV1Metrics::decode(data).ok()?;
-    let mem = m.memory.unwrap_or_default();
-    let usage = mem.usage.unwrap_or_default();
+    let usage = m.memory.unwrap_or_default().usage.unwrap_or_default();
     Some(Sample {
         cpu_nanos: m.cpu.and_then(|c| c.usage).map(|u| u.total).unwrap_or(0),
         memory: usage.usage,
-        memory_limit: if usage.limit >= NO_LIMIT {
-            0
-        } else {
-            usage.limit
-        },
+        memory_limit: limit(usage.limit),
         oom_kills: m.memory_oom_control.map(|o| o.oom_kill).unwrap_or(0),
+    })
+}
+
+fn decode_v2(data: &[u8]) -> Option<Sample> {
+    let m = CgroupV2Metrics::decode(data).ok()?;
+    let mem = m.memory.unwrap_or_default();
+    Some(Sample {
+        cpu_nanos: m
+            .cpu
+            .map(|c| c.usage_usec.saturating_mul(1000))
+            .unwrap_or(0),
+        memory: mem.usage,
+        memory_limit: limit(mem.usage_limit),
+        oom_kills: m.memory_events.map(|e| e.oom_kill).unwrap_or(0),
     })
 }
 
@@ -122,7 +191,7 @@ pub async fn sample(cd: &Containerd) -> Result<BTreeMap<String, Sample>, String>
         .into_iter()
         .filter_map(|m| {
             let data = m.data?;
-            Some((m.id, decode(&data.value)?))
+            Some((m.id, decode(&data.type_url, &data.value)?))
         })
         .collect())
 }
@@ -250,7 +319,7 @@ mod tests {
             }),
             memory_oom_control: Some(MemoryOomControl { oom_kill: 1 }),
         };
-        let s = decode(&m.encode_to_vec()).unwrap();
+        let s = decode("io.containerd.cgroups.v1.Metrics", &m.encode_to_vec()).unwrap();
         assert_eq!(
             s,
             Sample {
@@ -260,7 +329,69 @@ mod tests {
                 oom_kills: 1
             }
         );
-        assert_eq!(decode(&[]).unwrap(), Sample::default());
+        assert_eq!(decode("", &[]).unwrap(), Sample::default());
+    }
+
+    /// Writes a protobuf payload field by field, the way containerd's Go code lays out
+    /// `io.containerd.cgroups.v2.Metrics` (field numbers from its .proto), independently
+    /// of the structs above, so a wrong tag there fails the test.
+    fn field(buf: &mut Vec<u8>, tag: u32, value: u64) {
+        prost::encoding::uint64::encode(tag, &value, buf);
+    }
+    fn nested(buf: &mut Vec<u8>, tag: u32, body: &[u8]) {
+        prost::encoding::bytes::encode(tag, &body.to_vec(), buf);
+    }
+
+    fn v2_payload(limit: u64) -> Vec<u8> {
+        let mut pids = Vec::new();
+        field(&mut pids, 1, 3); // current
+        let mut cpu = Vec::new();
+        field(&mut cpu, 1, 2_345_678); // usage_usec
+        field(&mut cpu, 2, 2_000_000); // user_usec
+        field(&mut cpu, 3, 345_678); // system_usec
+        let mut mem = Vec::new();
+        field(&mut mem, 1, 1_000_000); // anon
+        field(&mut mem, 2, 2_211_264); // file
+        field(&mut mem, 32, 3_211_264); // usage (memory.current)
+        field(&mut mem, 33, limit); // usage_limit (memory.max)
+        field(&mut mem, 36, 4_000_000); // max_usage
+        let mut io = Vec::new();
+        let mut entry = Vec::new();
+        field(&mut entry, 1, 8); // major
+        field(&mut entry, 3, 4096); // rbytes
+        nested(&mut io, 1, &entry);
+        let mut events = Vec::new();
+        field(&mut events, 3, 7); // max
+        field(&mut events, 4, 3); // oom
+        field(&mut events, 5, 2); // oom_kill
+        let mut m = Vec::new();
+        nested(&mut m, 1, &pids);
+        nested(&mut m, 2, &cpu);
+        nested(&mut m, 4, &mem);
+        nested(&mut m, 6, &io);
+        nested(&mut m, 8, &events);
+        m
+    }
+
+    #[test]
+    fn decodes_cgroup_v2_metrics() {
+        let url = "io.containerd.cgroups.v2.Metrics";
+        assert_eq!(
+            decode(url, &v2_payload(64 << 20)).unwrap(),
+            Sample {
+                cpu_nanos: 2_345_678_000,
+                memory: 3_211_264,
+                memory_limit: 64 << 20,
+                oom_kills: 2
+            }
+        );
+        // memory.max "max" comes as the largest u64: no limit.
+        assert_eq!(decode(url, &v2_payload(u64::MAX)).unwrap().memory_limit, 0);
+        // The same bytes read as v1 would give nonsense: the type decides.
+        assert_ne!(
+            decode("io.containerd.cgroups.v1.Metrics", &v2_payload(64 << 20)),
+            decode(url, &v2_payload(64 << 20))
+        );
     }
 
     #[test]

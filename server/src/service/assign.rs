@@ -77,9 +77,14 @@ pub async fn sync_fetched(
                     None,
                     voiyd_messages::time::now(),
                 );
-                if let Some(written) =
-                    status::write_patiently(&ctx.status.0, "task", &name, &st, rev).await?
-                {
+                let outcome = status::write_patiently(&ctx.status.0, "task", &name, &st, rev).await;
+                if outcome.is_err() {
+                    // The reservation must not outlive a failed write: a reserved task is
+                    // skipped by this server's placer and repairs, and the status watch
+                    // brings the placement back if the write landed after all.
+                    ctx.view.release(&name, &node);
+                }
+                if let Some(written) = outcome? {
                     ctx.view.saw_task_status(&name, &st, written);
                     // Just placed with CAS: only a failover move within this instant
                     // could make the write stale, so the create path skips the re-read
