@@ -131,7 +131,7 @@ pub enum Command {
     /// Manage the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Node join tokens.
+    /// Node join tokens and HTTP API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Print a shell completion script.
@@ -144,11 +144,17 @@ pub enum Command {
 /// `token` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create a one-time join token for a new node (`voiyd-node --join-token`).
+    /// Create a one-time join token for a new node (`voiyd-node --join-token`), or with
+    /// --admin a bearer token for the HTTP API (`Authorization: Bearer TOKEN`).
     Create {
-        /// How long the token stays valid, e.g. 1h [default: 24h, at most 30 days].
+        /// How long the token stays valid, e.g. 1h [default: 24h; at most 30 days for a
+        /// join token, 365 days for an API token].
         #[arg(long, value_name = "DURATION")]
         ttl: Option<String>,
+        /// An HTTP API token with the admin identity's rights (needs --auth on the
+        /// servers), usable any number of times until it expires.
+        #[arg(long)]
+        admin: bool,
     },
 }
 

@@ -361,7 +361,11 @@ fn targets() -> Vec<Target> {
                     public_key: key,
                 }
                 .encode_to_vec(),
-                TokenCreateRequest { ttl_seconds: 3600 }.encode_to_vec(),
+                TokenCreateRequest {
+                    ttl_seconds: 3600,
+                    admin: false,
+                }
+                .encode_to_vec(),
             ],
             run: |d| {
                 let j = JoinRequest::decode(d).map(|j| {
@@ -369,7 +373,7 @@ fn targets() -> Vec<Target> {
                     let _ = voiyd_server::service::tokens::token_hash(&j.token);
                 });
                 if let Ok(t) = TokenCreateRequest::decode(d) {
-                    let _ = voiyd_server::service::tokens::token_ttl(t.ttl_seconds);
+                    let _ = voiyd_server::service::tokens::token_ttl(&t);
                 }
                 j.is_ok()
             },

@@ -25,6 +25,12 @@ pub struct ListenError {
 
 /// The endpoint's routes.
 pub fn router(collect: Collector) -> Router {
+    routes(collect)
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try /metrics\n").into_response() })
+}
+
+/// `/metrics` and `/healthz` without a fallback, to merge into another router.
+pub fn routes(collect: Collector) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -37,7 +43,6 @@ pub fn router(collect: Collector) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try /metrics\n").into_response() })
 }
 
 /// Binds `addr` and serves [`router`] until the returned task is aborted. Returns the bound

@@ -8,5 +8,5 @@
 pub mod http;
 pub mod registry;
 
-pub use http::{serve, ListenError};
+pub use http::{router, routes, serve, ListenError};
 pub use registry::{global, Collector, Labels, MetricType, Registry};

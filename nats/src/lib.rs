@@ -9,6 +9,7 @@ pub mod callout;
 pub mod chunks;
 pub mod connect;
 pub mod embedded;
+pub mod events;
 #[cfg(feature = "clap")]
 pub mod flags;
 pub mod jwt;

@@ -35,6 +35,9 @@ pub const BUCKET_LEASES: &str = "voiyd_leases";
 /// Bucket of one-time node join tokens, keyed by the SHA-256 (hex) of the token;
 /// only the hash is stored.
 pub const BUCKET_JOIN_TOKENS: &str = "voiyd_join_tokens";
+/// Bucket of HTTP API bearer tokens (`voiydctl token create --admin`), keyed by the
+/// SHA-256 (hex) of the token; only the hash is stored.
+pub const BUCKET_API_TOKENS: &str = "voiyd_api_tokens";
 /// Bucket of NATS identities (public nkeys) voiyd issued: `node.<node>` and `admin.<name>`.
 /// The server owning the embedded NATS rebuilds its authorization from it.
 pub const BUCKET_CREDENTIALS: &str = "voiyd_credentials";
@@ -59,6 +62,7 @@ pub const ALL_BUCKETS: &[&str] = &[
     BUCKET_SUBNETS,
     BUCKET_VOLUME_PURGES,
     BUCKET_JOIN_TOKENS,
+    BUCKET_API_TOKENS,
     BUCKET_CREDENTIALS,
 ];
 

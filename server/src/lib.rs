@@ -24,6 +24,7 @@ pub mod cache;
 pub mod context;
 pub mod controllers;
 pub mod error;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod schedule;

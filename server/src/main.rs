@@ -88,6 +88,11 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100); off when not given.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the HTTP API at http://ADDR/api/v1 (and /metrics, /healthz), e.g.
+    /// 127.0.0.1:8080; off when not given. With --auth it needs a bearer token from
+    /// `voiydctl token create --admin`.
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<std::net::SocketAddr>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info", env = "VOIYD_LOG")]
     log_level: String,
@@ -177,6 +182,7 @@ async fn main() {
         restore_from: args.restore_from.clone(),
         security,
         metrics_addr: args.metrics_addr,
+        http_addr: args.http_addr,
     };
     if let Err(e) = voiyd_server::run(cfg).await {
         eprintln!("error: {e:#}");

@@ -180,7 +180,14 @@ async fn three_secure_servers_lose_one_during_creates_and_revoke_through_another
     let mut first_token = String::new();
     for i in 0..3 {
         let t: TokenCreateReply = apis[1]
-            .call("tokens", "create", &TokenCreateRequest { ttl_seconds: 600 })
+            .call(
+                "tokens",
+                "create",
+                &TokenCreateRequest {
+                    ttl_seconds: 600,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         if i == 0 {
@@ -350,7 +357,14 @@ async fn external_nats_with_auth_callout_joins_and_revokes_through_any_server() 
     let api_a = admin_on(&a, &nats.urls[0], None).await.unwrap();
     let api_b = admin_on(&b, &nats.urls[2], None).await.unwrap();
     let t: TokenCreateReply = api_a
-        .call("tokens", "create", &TokenCreateRequest { ttl_seconds: 600 })
+        .call(
+            "tokens",
+            "create",
+            &TokenCreateRequest {
+                ttl_seconds: 600,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -139,7 +139,14 @@ impl Secure {
     async fn token(&self, ttl_seconds: u64) -> TokenCreateReply {
         self.admin()
             .await
-            .call("tokens", "create", &TokenCreateRequest { ttl_seconds })
+            .call(
+                "tokens",
+                "create",
+                &TokenCreateRequest {
+                    ttl_seconds,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap()
     }

@@ -6,9 +6,6 @@ use crate::connection::{self, Globals};
 use crate::error::{CtlError, Result};
 use crate::render;
 use crate::timefmt::{now_secs, parse_duration};
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
-use prost::Message;
 use std::time::Duration;
 use voiyd_messages::v1::{Event, EventsRequest};
 use voiyd_messages::Kind;
@@ -161,87 +158,27 @@ pub async fn run(globals: &Globals, args: &EventsArgs) -> Result<()> {
     }
 }
 
-/// Follows the stream after `last`, forever. The ordered consumer is recreated from the
-/// last sequence seen whenever it fails (for example across a reconnect), and anything
-/// at or below that sequence is dropped, so nothing is shown twice or skipped.
+/// Follows the stream after `last`, forever (see [`voiyd_nats::events::follow`]).
 pub async fn follow(
     nats: &async_nats::Client,
     link: &voiyd_nats::Link,
     q: &Query,
-    mut last: u64,
+    last: u64,
     show: impl Fn(&Event),
 ) -> Result<()> {
-    let js = jetstream::new(nats.clone());
     let filter = names::event_filter(
         (!q.kind.is_empty()).then_some(q.kind.as_str()),
         (!q.name.is_empty()).then_some(q.name.as_str()),
     );
-    let mut failures = 0u32;
-    loop {
-        let before = last;
-        let seen = link.state();
-        let Err(e) = tokio::select! {
-            r = follow_once(&js, &filter, q, &mut last, &show) => r,
-            // The consumer may be gone with the server we were connected to; the
-            // ordered consumer would only notice after missed heartbeats (many
-            // seconds), so start over from the last sequence at once.
-            () = link.reconnected_after(seen) => Err("reconnected to NATS".to_string()),
-        };
-        if last > before {
-            failures = 0;
+    let emit = |e: Event| {
+        if q.wants(&e) {
+            show(&e);
         }
-        failures += 1;
-        if failures == 1 && !e.starts_with("reconnected") {
-            eprintln!("warning: event stream interrupted ({e}); resuming after sequence {last}");
-        }
-        // Back off between attempts so a long outage does not spin.
-        tokio::time::sleep(Duration::from_millis(250 * u64::from(failures.min(8)))).await;
-    }
-}
-
-async fn follow_once(
-    js: &jetstream::Context,
-    filter: &str,
-    q: &Query,
-    last: &mut u64,
-    show: &impl Fn(&Event),
-) -> Result<std::convert::Infallible, String> {
-    let stream = js
-        .get_stream(names::STREAM_EVENTS)
-        .await
-        .map_err(|e| format!("cannot open stream {}: {e}", names::STREAM_EVENTS))?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter.to_string(),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: *last + 1,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("cannot follow events: {e}"))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| format!("cannot follow events: {e}"))?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(|e| e.to_string())?;
-        let seq = msg.info().map_err(|e| e.to_string())?.stream_sequence;
-        if seq <= *last {
-            continue;
-        }
-        *last = seq;
-        match Event::decode(msg.payload.clone()) {
-            Ok(mut e) => {
-                e.seq = seq;
-                if q.wants(&e) {
-                    show(&e);
-                }
-            }
-            Err(err) => eprintln!("warning: skipping undecodable event {seq}: {err}"),
-        }
-    }
-    Err("the consumer ended".to_string())
+    };
+    let interrupted = |why: &str, last: u64| {
+        eprintln!("warning: event stream interrupted ({why}); resuming after sequence {last}");
+    };
+    match voiyd_nats::events::follow(nats, link, &filter, last, emit, interrupted).await {}
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `token create`: a one-time join token for a new node (`voiyd-node --join-token`).
+//! `token create`: a one-time join token for a new node (`voiyd-node --join-token`),
+//! or an HTTP API token (`--admin`).
 
 use crate::cli::TokenCommand;
 use crate::connection::{self, Globals};
@@ -8,7 +9,7 @@ use voiyd_messages::v1::{TokenCreateReply, TokenCreateRequest};
 /// Runs a `token` subcommand.
 pub async fn run(globals: &Globals, cmd: &TokenCommand) -> Result<()> {
     match cmd {
-        TokenCommand::Create { ttl } => {
+        TokenCommand::Create { ttl, admin } => {
             let ttl = match ttl {
                 Some(t) => crate::timefmt::parse_duration(t)
                     .map_err(|e| CtlError::Usage(format!("--ttl: {e}")))?,
@@ -22,6 +23,7 @@ pub async fn run(globals: &Globals, cmd: &TokenCommand) -> Result<()> {
                     "create",
                     &TokenCreateRequest {
                         ttl_seconds: ttl.as_secs(),
+                        admin: *admin,
                     },
                 )
                 .await?;
@@ -29,10 +31,14 @@ pub async fn run(globals: &Globals, cmd: &TokenCommand) -> Result<()> {
             println!("{}", reply.token);
             if let Some(t) = reply.expires_at {
                 let left = (t.seconds - crate::timefmt::now_secs()).max(0) as u64;
-                eprintln!(
-                    "one-time join token, valid for {}: voiyd-node --join-token TOKEN",
-                    crate::timefmt::format_duration(std::time::Duration::from_secs(left))
-                );
+                let left = crate::timefmt::format_duration(std::time::Duration::from_secs(left));
+                if *admin {
+                    eprintln!("HTTP API token, valid for {left}: Authorization: Bearer TOKEN");
+                } else {
+                    eprintln!(
+                        "one-time join token, valid for {left}: voiyd-node --join-token TOKEN"
+                    );
+                }
             }
             Ok(())
         }

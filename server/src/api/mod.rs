@@ -193,7 +193,12 @@ fn change<R: Managed>(verb: &str, body: Bytes) -> Result<Change<R>, ServerError>
 }
 
 /// Dispatches one request: decode, call the service, encode.
-async fn handle(ctx: &Ctx, kind: &str, verb: &str, body: Bytes) -> Result<Bytes, ServerError> {
+pub(crate) async fn handle(
+    ctx: &Ctx,
+    kind: &str,
+    verb: &str,
+    body: Bytes,
+) -> Result<Bytes, ServerError> {
     match kind {
         "tasks" => match verb {
             "start" | "stop" | "kill" => tasks::action(ctx, verb, &decode(body)?).await.map(encode),

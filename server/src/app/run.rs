@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub restore_from: Option<PathBuf>,
     /// Address of Prometheus `/metrics`; none = off.
     pub metrics_addr: Option<SocketAddr>,
+    /// Address of the HTTP API; none = off.
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// Security settings of a server (see docs/security.md).
@@ -220,14 +222,24 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         tokio::spawn(crate::ingest::node_events::run(client.clone(), ctx.clone()));
     let repair_task = tokio::spawn(placer::repair_loop(ctx.clone()));
     let workloads_task = tokio::spawn(upkeep::run_workloads(ctx.clone(), link.clone()));
+    let collect: voiyd_metrics::Collector = {
+        let (c, x) = (client.clone(), ctx.clone());
+        Arc::new(move || {
+            let (c, x) = (c.clone(), x.clone());
+            Box::pin(async move { crate::app::scrape::collect(&x, &c).await })
+        })
+    };
     let _metrics = match cfg.metrics_addr {
+        Some(addr) => Some(voiyd_metrics::serve(addr, collect.clone()).await?.1),
+        None => None,
+    };
+    let _http = match cfg.http_addr {
         Some(addr) => {
-            let (c, x) = (client.clone(), ctx.clone());
-            let collect: voiyd_metrics::Collector = Arc::new(move || {
-                let (c, x) = (c.clone(), x.clone());
-                Box::pin(async move { crate::app::scrape::collect(&x, &c).await })
-            });
-            Some(voiyd_metrics::serve(addr, collect).await?.1)
+            let state = crate::http::HttpState {
+                ctx: ctx.clone(),
+                link: link.clone(),
+            };
+            Some(crate::http::serve(addr, state, collect).await?.1)
         }
         None => None,
     };
@@ -246,8 +258,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     }
     repair_task.abort();
     workloads_task.abort();
-    if let Some(m) = &_metrics {
-        m.abort();
+    for t in [&_metrics, &_http].into_iter().flatten() {
+        t.abort();
     }
     tracing::info!("shutting down");
     let _ = client.drain().await;

@@ -7,7 +7,7 @@ use crate::error::ServerError;
 use crate::security::identities::{creds_kv, tokens_kv, AuthManager, Holder};
 use std::time::Duration;
 use voiyd_messages::v1::{
-    Credential, DeleteRequest, JoinReply, JoinRequest, JoinToken, TokenCreateReply,
+    ApiToken, Credential, DeleteRequest, JoinReply, JoinRequest, JoinToken, TokenCreateReply,
     TokenCreateRequest,
 };
 use voiyd_nats::auth as nauth;
@@ -21,6 +21,10 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_TOKEN_LEN: usize = 128;
 /// Prefix of every join token, so that one pasted in the wrong place is recognisable.
 const TOKEN_PREFIX: &str = "voiyd-join-";
+/// Prefix of every HTTP API token.
+const API_TOKEN_PREFIX: &str = "voiyd-api-";
+/// Longest lifetime of an HTTP API token.
+pub const MAX_API_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn manager(ctx: &Ctx) -> Result<&AuthManager, ServerError> {
     ctx.auth.as_deref().ok_or_else(|| {
@@ -36,47 +40,52 @@ pub fn token_hash(token: &str) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A fresh random token.
-fn new_token() -> Result<String, ServerError> {
+/// A fresh random token (160 bits) after `prefix`.
+fn new_token(prefix: &str) -> Result<String, ServerError> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 20];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| ServerError::internal("no randomness available for a join token"))?;
+        .map_err(|_| ServerError::internal("no randomness available for a token"))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{TOKEN_PREFIX}{hex}"))
+    Ok(format!("{prefix}{hex}"))
 }
 
-/// The lifetime a request asks for, bounded.
-pub fn token_ttl(ttl_seconds: u64) -> Result<Duration, ServerError> {
-    let ttl = match ttl_seconds {
+/// The lifetime a request asks for, bounded by the kind of token's longest.
+pub fn token_ttl(req: &TokenCreateRequest) -> Result<Duration, ServerError> {
+    let (max, what) = if req.admin {
+        (MAX_API_TOKEN_TTL, "an API token")
+    } else {
+        (MAX_TOKEN_TTL, "a join token")
+    };
+    let ttl = match req.ttl_seconds {
         0 => DEFAULT_TOKEN_TTL,
         s => Duration::from_secs(s),
     };
-    if ttl > MAX_TOKEN_TTL {
+    if ttl > max {
         return Err(ServerError::invalid(format!(
-            "a join token may live at most {} days: pass a shorter --ttl",
-            MAX_TOKEN_TTL.as_secs() / 86400
+            "{what} may live at most {} days: pass a shorter --ttl",
+            max.as_secs() / 86400
         )));
     }
     Ok(ttl)
 }
 
-/// `tokens.create`: a one-time join token; only its hash is stored.
+/// `tokens.create`: a one-time join token, or (`admin`) an HTTP API token; only
+/// its hash is stored.
 pub async fn create_token(
     ctx: &Ctx,
     req: &TokenCreateRequest,
 ) -> Result<TokenCreateReply, ServerError> {
+    if req.admin {
+        return create_api_token(ctx, req).await;
+    }
     manager(ctx)?;
-    let ttl = token_ttl(req.ttl_seconds)?;
-    let token = new_token()?;
-    let now = voiyd_messages::time::now();
-    let expires_at = voiyd_messages::Timestamp {
-        seconds: now.seconds + ttl.as_secs() as i64,
-        nanos: 0,
-    };
+    let ttl = token_ttl(req)?;
+    let token = new_token(TOKEN_PREFIX)?;
+    let (created_at, expires_at) = lifetime(ttl);
     let record = JoinToken {
-        created_at: Some(now),
+        created_at: Some(created_at),
         expires_at: Some(expires_at),
     };
     tokens_kv(&ctx.cluster.js)
@@ -87,6 +96,69 @@ pub async fn create_token(
         token,
         expires_at: Some(expires_at),
     })
+}
+
+/// Now, and `ttl` from now.
+fn lifetime(ttl: Duration) -> (voiyd_messages::Timestamp, voiyd_messages::Timestamp) {
+    let now = voiyd_messages::time::now();
+    let expires_at = voiyd_messages::Timestamp {
+        seconds: now.seconds + ttl.as_secs() as i64,
+        nanos: 0,
+    };
+    (now, expires_at)
+}
+
+async fn create_api_token(
+    ctx: &Ctx,
+    req: &TokenCreateRequest,
+) -> Result<TokenCreateReply, ServerError> {
+    if ctx.auth.is_none() {
+        return Err(ServerError::invalid(
+            "this cluster runs without --auth, so its HTTP API needs no token: call it without one, or start voiyd-server with --auth",
+        ));
+    }
+    let ttl = token_ttl(req)?;
+    let token = new_token(API_TOKEN_PREFIX)?;
+    let (created_at, expires_at) = lifetime(ttl);
+    let record = ApiToken {
+        created_at: Some(created_at),
+        expires_at: Some(expires_at),
+    };
+    api_tokens_kv(&ctx.cluster.js)
+        .await?
+        .create(&token_hash(&token), &record)
+        .await?;
+    Ok(TokenCreateReply {
+        token,
+        expires_at: Some(expires_at),
+    })
+}
+
+/// Whether `token` is an HTTP API token that exists and has not expired. Refusals
+/// say nothing about which of the three failed.
+pub async fn check_api_token(ctx: &Ctx, token: &str) -> Result<bool, ServerError> {
+    if !token.starts_with(API_TOKEN_PREFIX) || token.len() > MAX_TOKEN_LEN {
+        return Ok(false);
+    }
+    let Some((record, _)) = api_tokens_kv(&ctx.cluster.js)
+        .await?
+        .get(&token_hash(token))
+        .await?
+    else {
+        return Ok(false);
+    };
+    let expires = record.expires_at.map(|t| t.seconds).unwrap_or(0);
+    Ok(expires > voiyd_messages::time::now().seconds)
+}
+
+async fn api_tokens_kv(
+    js: &async_nats::jetstream::Context,
+) -> Result<voiyd_nats::TypedKv<ApiToken>, ServerError> {
+    let kv = js
+        .get_key_value(names::BUCKET_API_TOKENS)
+        .await
+        .map_err(|e| ServerError::failed("cannot open bucket voiyd_api_tokens", e))?;
+    Ok(voiyd_nats::TypedKv::new(kv, "API token"))
 }
 
 /// Checks a join request's fields before any lookup.
@@ -183,16 +255,21 @@ mod tests {
 
     #[test]
     fn tokens_are_hashed_and_bounded() {
-        let t = new_token().unwrap();
+        let t = new_token(TOKEN_PREFIX).unwrap();
         assert!(t.starts_with(TOKEN_PREFIX) && t.len() <= MAX_TOKEN_LEN);
-        assert_ne!(t, new_token().unwrap());
+        assert_ne!(t, new_token(TOKEN_PREFIX).unwrap());
+        assert!(new_token(API_TOKEN_PREFIX).unwrap().len() <= MAX_TOKEN_LEN);
         assert_eq!(token_hash("abc").len(), 64);
         assert_eq!(
             token_hash("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(token_ttl(0).unwrap(), DEFAULT_TOKEN_TTL);
-        assert!(token_ttl(MAX_TOKEN_TTL.as_secs() + 1).is_err());
+        let ttl = |ttl_seconds, admin| token_ttl(&TokenCreateRequest { ttl_seconds, admin });
+        assert_eq!(ttl(0, false).unwrap(), DEFAULT_TOKEN_TTL);
+        assert!(ttl(MAX_TOKEN_TTL.as_secs() + 1, false).is_err());
+        // API tokens may live longer than join tokens, but not forever.
+        assert!(ttl(MAX_TOKEN_TTL.as_secs() + 1, true).is_ok());
+        assert!(ttl(MAX_API_TOKEN_TTL.as_secs() + 1, true).is_err());
     }
 
     #[test]
