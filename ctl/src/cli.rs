@@ -92,7 +92,9 @@ pub enum Shell {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or update resources from manifests.
-    Apply(FileArgs),
+    Apply(ApplyArgs),
+    /// Show field by field what `apply -f` would change (exit 0: nothing, 1: changes).
+    Diff(DiffArgs),
     /// Create resources from manifests (-f), or a volume: `create volume host-local NAME`,
     /// `create volume template NAME FILE`; fails if one exists.
     Create(CreateArgs),
@@ -186,6 +188,30 @@ pub struct FileArgs {
     /// Manifest file, or `-` for stdin; repeatable.
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<String>,
+}
+
+/// `apply` arguments.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Manifest file, or `-` for stdin; repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<String>,
+    /// Write nothing: the servers validate each resource and say what would happen
+    /// (created, updated, unchanged; the node each new or moved task would go to, or why
+    /// it would wait; the tasks a set update would replace or remove).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `diff` arguments.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Manifest file, or `-` for stdin; repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<String>,
+    /// No colours, even on a terminal (also with NO_COLOR set).
+    #[arg(long)]
+    pub no_color: bool,
 }
 
 /// `get` arguments.

@@ -4,19 +4,7 @@
 use voiyd_messages::manifest::AnyResource;
 use voiyd_messages::Resource;
 
-/// Clears the status and the server-managed meta fields (created, updated,
-/// generation, resource_version, uid), leaving what a user writes.
-pub fn strip_managed<R: Resource>(r: &mut R) {
-    r.clear_status();
-    if r.meta().is_some() {
-        let m = r.meta_mut();
-        m.created = None;
-        m.updated = None;
-        m.generation = 0;
-        m.resource_version = 0;
-        m.uid = String::new();
-    }
-}
+pub use voiyd_messages::diff::strip_managed;
 
 /// Whether two resources have the same user-written content.
 pub fn spec_equal<R: Resource>(a: &R, b: &R) -> bool {

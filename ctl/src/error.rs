@@ -47,6 +47,9 @@ pub enum CtlError {
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),
+    /// `diff` found differences (exit code 1; the diff itself is the output).
+    #[error("{0} resource(s) differ")]
+    Differs(usize),
 }
 
 impl CtlError {

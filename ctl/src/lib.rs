@@ -107,7 +107,9 @@ pub fn run(cli: Cli) -> Result<()> {
 
 async fn dispatch(g: &Globals, command: &Command) -> Result<()> {
     match command {
+        Command::Apply(a) if a.dry_run => commands::plan::dry_run(g, &a.files).await,
         Command::Apply(a) => commands::apply::apply(g, &a.files).await,
+        Command::Diff(a) => commands::plan::diff(g, a).await,
         Command::Create(a) if !a.what.is_empty() => commands::volumes::create(g, a).await,
         Command::Create(a) => commands::apply::create(g, &a.files).await,
         Command::Get(a) => commands::get::run(g, a).await,

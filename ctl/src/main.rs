@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     let cli = voiyd_ctl::Cli::parse();
     match voiyd_ctl::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ voiyd_ctl::error::CtlError::Differs(_)) => ExitCode::from(e.exit_code() as u8),
         Err(e) => {
             // One line, whatever the error carries.
             eprintln!("error: {}", e.to_string().replace(['\r', '\n'], " "));

@@ -10,6 +10,7 @@ pub mod v1 {
 
 pub mod capabilities;
 pub mod condition;
+pub mod diff;
 pub mod event;
 pub mod fields;
 pub mod image;

@@ -250,6 +250,19 @@ async fn http_api_answers_every_verb_like_the_nats_api() {
         ["web"]
     );
 
+    // A dry run answers what would happen and writes nothing.
+    let r = ha.post("/api/v1/tasks?dryRun=true", &task_json("ghost", ""));
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert_eq!(r.json()["action"], "create");
+    assert!(
+        r.json()["tasks"][0]["node"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("h-")),
+        "{}",
+        r.body
+    );
+    assert_eq!(ha.get("/api/v1/tasks/ghost").code, 404);
+
     // Task actions.
     let r = ha.post("/api/v1/tasks/db/stop", "");
     assert_eq!(r.code, 200, "{}", r.body);

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod get;
 pub mod logs;
 pub mod patch;
+pub mod plan;
 pub mod rollout;
 pub mod tasks;
 pub mod token;

@@ -21,7 +21,7 @@ use voiyd_nats::api::{service_error, ErrorCode, MAX_REQUEST_BYTES};
 use voiyd_nats::{chunks, names};
 
 /// The verbs every managed kind answers.
-const CRUD: &[&str] = &["create", "get", "list", "update", "patch", "delete"];
+const CRUD: &[&str] = &["create", "get", "list", "update", "patch", "delete", "plan"];
 
 /// Every (kind, verb) the API serves.
 pub fn routes() -> Vec<(&'static str, &'static str)> {
@@ -227,6 +227,9 @@ pub(crate) async fn handle(
 
 async fn crud<R: Managed>(ctx: &Ctx, verb: &str, body: Bytes) -> Result<Bytes, ServerError> {
     match verb {
+        "plan" => crate::service::plan::plan::<R>(ctx, decode(body)?)
+            .await
+            .map(encode),
         "create" => resources::create::<R>(ctx, decode(body)?).await.map(encode),
         "get" => resources::get::<R>(ctx, &decode(body)?).await.map(encode),
         "update" => resources::update::<R>(ctx, decode(body)?).await.map(encode),

@@ -96,6 +96,19 @@ impl TaskEntry {
     }
 }
 
+/// Where a task would be, in a [`View::preview`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    /// The task.
+    pub task: String,
+    /// The node it is on now, if any.
+    pub current: Option<String>,
+    /// The node it would be on; `None`: it would wait (Pending).
+    pub node: Option<String>,
+    /// Why it would wait, or why it would move; empty otherwise.
+    pub why: String,
+}
+
 /// What a task is charged to a node: (node, requests, host ports).
 type Charge = (String, Requests, Vec<(u32, String)>);
 
@@ -121,6 +134,78 @@ struct State {
 }
 
 impl State {
+    /// A copy to try decisions on (a dry run), with its own notifier so that nothing
+    /// done to it wakes the controllers.
+    fn snapshot(&self) -> State {
+        State {
+            nodes: self.nodes.clone(),
+            node_statuses: HashMap::new(),
+            tasks: self.tasks.clone(),
+            default_strategy: self.default_strategy,
+            next_start: self.next_start,
+            epoch: self.epoch,
+            retried: None,
+            workload_changed: Arc::default(),
+        }
+    }
+
+    /// Chooses a node for task `name` (its spec applied) and charges it there.
+    fn choose(&mut self, name: &str) -> Result<String, Unplaceable> {
+        let demand = self
+            .tasks
+            .get(name)
+            .map(|t| t.demand.clone())
+            .unwrap_or_default();
+        let count = self.nodes.len();
+        let start = self.next_start % count.max(1);
+        // The map's order is stable while no node joins or leaves: rotating the start
+        // walks the whole cluster over successive bounded searches.
+        let rotated = self
+            .nodes
+            .values()
+            .skip(start)
+            .chain(self.nodes.values().take(start));
+        let walked = std::cell::Cell::new(0);
+        let (node, _) = placement::place_among(
+            &demand,
+            rotated
+                .inspect(|_| walked.set(walked.get() + 1))
+                .filter(|n| n.registered)
+                .map(|n| &n.candidate),
+            placement::enough_fitting(demand.strategy, count),
+        )?;
+        let chosen = node.name.clone();
+        self.next_start = start + walked.get();
+        if let Some(t) = self.tasks.get_mut(name) {
+            t.node = Some(chosen.clone());
+            t.reserved = true;
+        }
+        self.recharge(name);
+        Ok(chosen)
+    }
+
+    /// For task `name` (its spec applied) on a node: the node and why its spec no
+    /// longer fits there, or `None` (it fits, or it is on no node).
+    fn misfit(&self, name: &str) -> Option<(String, placement::Misfit)> {
+        let t = self.tasks.get(name)?;
+        let node = t.node.clone()?;
+        let demand = t.demand.clone();
+        let mut c = self.nodes.get(&node)?.candidate.clone();
+        // The node without this task: its requests, and the ports of the others only
+        // (two tasks asking for one port leave one entry in the set).
+        c.allocated = c.allocated.minus(demand.requests);
+        c.tasks = c.tasks.saturating_sub(1);
+        c.ports = self
+            .tasks
+            .iter()
+            .filter(|(other, e)| *other != name && e.node.as_deref() == Some(node.as_str()))
+            .flat_map(|(_, e)| e.demand.ports.iter().cloned())
+            .collect();
+        placement::still_fits(&demand, &c)
+            .err()
+            .map(|why| (node, why))
+    }
+
     /// Moves the task's charge to where it now is.
     fn recharge(&mut self, task: &str) {
         let Some(t) = self.tasks.get_mut(task) else {
@@ -417,37 +502,55 @@ impl View {
         let name = voiyd_messages::Resource::name(task).to_string();
         let mut s = self.state.write().expect("view lock");
         s.apply_task_spec(&name, Some(task.clone()));
-        let demand = s
-            .tasks
-            .get(&name)
-            .map(|t| t.demand.clone())
-            .unwrap_or_default();
-        let count = s.nodes.len();
-        let start = s.next_start % count.max(1);
-        // The map's order is stable while no node joins or leaves: rotating the start
-        // walks the whole cluster over successive bounded searches.
-        let rotated = s
-            .nodes
-            .values()
-            .skip(start)
-            .chain(s.nodes.values().take(start));
-        let walked = std::cell::Cell::new(0);
-        let (node, _) = placement::place_among(
-            &demand,
-            rotated
-                .inspect(|_| walked.set(walked.get() + 1))
-                .filter(|n| n.registered)
-                .map(|n| &n.candidate),
-            placement::enough_fitting(demand.strategy, count),
-        )?;
-        let chosen = node.name.clone();
-        s.next_start = start + walked.get();
-        if let Some(t) = s.tasks.get_mut(&name) {
-            t.node = Some(chosen.clone());
-            t.reserved = true;
+        s.choose(&name)
+    }
+
+    /// A dry run: where `tasks` (new or changed specs) would be, once the tasks named
+    /// in `gone` are removed, deciding as placement would, each counting the ones
+    /// before it, on a copy of the view. The view itself is untouched.
+    pub fn preview(&self, gone: &[String], tasks: &[Task]) -> Vec<Preview> {
+        let mut s = self.state.read().expect("view lock").snapshot();
+        for name in gone {
+            s.apply_task_spec(name, None);
         }
-        s.recharge(&name);
-        Ok(chosen)
+        tasks
+            .iter()
+            .map(|task| {
+                let name = voiyd_messages::Resource::name(task).to_string();
+                s.apply_task_spec(&name, Some(task.clone()));
+                let current = s.tasks.get(&name).and_then(|t| t.node.clone());
+                let moves_because = match s.misfit(&name) {
+                    None if current.is_some() => {
+                        return Preview {
+                            task: name,
+                            node: current.clone(),
+                            current,
+                            why: String::new(),
+                        }
+                    }
+                    None => None,
+                    Some((_, why)) => {
+                        if let Some(t) = s.tasks.get_mut(&name) {
+                            t.node = None;
+                        }
+                        s.recharge(&name);
+                        Some(why.as_str().to_string())
+                    }
+                };
+                let chosen = s.choose(&name);
+                let why = match (&chosen, moves_because) {
+                    (Err(e), _) => e.to_string(),
+                    (Ok(_), Some(m)) => format!("the new spec does not fit its node ({m})"),
+                    (Ok(_), None) => String::new(),
+                };
+                Preview {
+                    task: name,
+                    current,
+                    node: chosen.ok(),
+                    why,
+                }
+            })
+            .collect()
     }
 
     /// For a task placed on a node, after a change of its spec: the node and why the new
@@ -456,23 +559,7 @@ impl View {
         let name = voiyd_messages::Resource::name(task).to_string();
         let mut s = self.state.write().expect("view lock");
         s.apply_task_spec(&name, Some(task.clone()));
-        let t = s.tasks.get(&name)?;
-        let node = t.node.clone()?;
-        let demand = t.demand.clone();
-        let mut c = s.nodes.get(&node)?.candidate.clone();
-        // The node without this task: its requests, and the ports of the others only
-        // (two tasks asking for one port leave one entry in the set).
-        c.allocated = c.allocated.minus(demand.requests);
-        c.tasks = c.tasks.saturating_sub(1);
-        c.ports = s
-            .tasks
-            .iter()
-            .filter(|(other, e)| **other != name && e.node.as_deref() == Some(node.as_str()))
-            .flat_map(|(_, e)| e.demand.ports.iter().cloned())
-            .collect();
-        placement::still_fits(&demand, &c)
-            .err()
-            .map(|why| (node, why))
+        s.misfit(&name)
     }
 
     /// Drops this server's reservation after a lost CAS (the watch brings the winner's).
@@ -888,6 +975,48 @@ mod tests {
         let s = v.state.read().unwrap();
         assert_eq!(s.nodes["a"].candidate.tasks, 2);
         assert_eq!(s.nodes["a"].candidate.allocated.cpu_millis, 200);
+    }
+
+    #[test]
+    fn previews_decide_on_a_copy() {
+        let v = View::empty();
+        ready_node(&v, "a", 250);
+        ready_node(&v, "b", 100);
+        assert_eq!(v.reserve(&task("t1")).unwrap(), "a");
+        // Two new tasks count each other; the view does not see them afterwards.
+        let p = v.preview(&[], &[task("n1"), task("n2"), task("n3")]);
+        let nodes: Vec<Option<&str>> = p.iter().map(|p| p.node.as_deref()).collect();
+        assert_eq!(nodes, [Some("a"), Some("b"), None]);
+        assert_eq!(p[2].why, "0/2 nodes available: 2 insufficient cpu");
+        assert_eq!(
+            v.reserve(&task("t2")).unwrap(),
+            "a",
+            "the preview reserved nothing"
+        );
+        // With t1 and t2 gone, there is room for all three.
+        let gone = ["t1".to_string(), "t2".to_string()];
+        let p = v.preview(&gone, &[task("n1"), task("n2"), task("n3")]);
+        assert!(p.iter().all(|p| p.node.is_some()), "{p:?}");
+        // An existing task stays where it fits, and moves when its new spec does not.
+        let p = v.preview(&[], &[task("t1")]);
+        assert_eq!(
+            (p[0].current.as_deref(), p[0].node.as_deref()),
+            (Some("a"), Some("a"))
+        );
+        let mut big = task("t1");
+        big.config.as_mut().unwrap().resources = Some(voiyd_messages::v1::Resources {
+            cpu: "200m".into(),
+            memory: String::new(),
+        });
+        let p = v.preview(&[], &[big]);
+        assert_eq!(p[0].node, None, "{p:?}");
+        assert_eq!(
+            v.state.read().unwrap().nodes["a"]
+                .candidate
+                .allocated
+                .cpu_millis,
+            200
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::{ContainerSet, ContainerSetStatus, SetRevision, Task};
 use voiyd_messages::{Resource, Timestamp};
 
-fn members(
+pub(crate) fn members(
     set: &str,
     tasks: &[(String, TaskEntry)],
     min_ready: u32,
@@ -95,6 +95,15 @@ pub async fn reconcile_all(ctx: &Ctx) {
 
 /// Creates task `name` of the set's template; `pin` confines it to one node (global sets).
 async fn create_task(ctx: &Ctx, set: &ContainerSet, hash: &str, name: String, pin: Option<&str>) {
+    let task = set_task(set, hash, &name, pin);
+    if let Err(e) = tasks::create(ctx, task).await {
+        tracing::debug!(task = %name, error = %e.message(), "set task not created");
+    }
+}
+
+/// Task `name` of the set's template (of hash `hash`), labelled as the set's; `pin`
+/// confines it to one node (global sets).
+pub(crate) fn set_task(set: &ContainerSet, hash: &str, name: &str, pin: Option<&str>) -> Task {
     let mut labels = set
         .meta
         .as_ref()
@@ -111,10 +120,7 @@ async fn create_task(ctx: &Ctx, set: &ContainerSet, hash: &str, name: String, pi
             .node_selector
             .insert(NODE_NAME_LABEL.into(), node.into());
     }
-    let task = Task::new(&name, template).with_labels(labels);
-    if let Err(e) = tasks::create(ctx, task).await {
-        tracing::debug!(task = %name, error = %e.message(), "set task not created");
-    }
+    Task::new(name, template).with_labels(labels)
 }
 
 async fn reconcile(

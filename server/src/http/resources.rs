@@ -5,7 +5,7 @@
 //! | method | path | NATS verb |
 //! |---|---|---|
 //! | GET | `/api/v1/KIND` (`?selector=`, `?fieldSelector=`) | list |
-//! | POST | `/api/v1/KIND` | create |
+//! | POST | `/api/v1/KIND` | create (`?dryRun=true`: plan) |
 //! | GET, PUT, PATCH, DELETE | `/api/v1/KIND/NAME` | get, update, patch (JSON merge patch), delete |
 //! | POST | `/api/v1/tasks/NAME/start\|stop\|kill` | start, stop, kill |
 //! | POST | `/api/v1/tokens` | tokens.create |
@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use voiyd_messages::manifest;
 use voiyd_messages::v1::{
     ContainerSet, DeleteReply, DeleteRequest, GetRequest, Job, ListRequest, Node, PatchRequest,
-    Task, TaskActionRequest, TokenCreateReply, TokenCreateRequest, Volume,
+    PlanReply, Task, TaskActionRequest, TokenCreateReply, TokenCreateRequest, Volume,
 };
 use voiyd_messages::{Kind, Resource};
 
@@ -174,29 +174,42 @@ pub async fn get(
     })
 }
 
-/// POST `/api/v1/KIND`: creates the resource in the body; 201 with it.
+/// POST `/api/v1/KIND`: creates the resource in the body; 201 with it. With
+/// `?dryRun=true`, writes nothing and answers what applying it would do (`PlanReply`).
 pub async fn create(
     State(st): State<HttpState>,
     Path(kind): Path<String>,
+    Query(q): Params,
     body: Bytes,
 ) -> Result<Response, HttpError> {
+    let dry_run = flag(&q, "dryRun")?;
     for_kind!(&kind, R => {
         let r: R = manifest_body(&body)?;
+        if dry_run {
+            let plan: PlanReply = call(&st, R::KIND, "plan", r).await?;
+            return ok(StatusCode::OK, &plan);
+        }
         let created: R = call(&st, R::KIND, "create", r).await?;
         ok(StatusCode::CREATED, &created)
     })
 }
 
 /// PUT `/api/v1/KIND/NAME`: replaces the spec (with `meta.resourceVersion` set, only
-/// if nobody changed it since).
+/// if nobody changed it since); `?dryRun=true` as for create.
 pub async fn update(
     State(st): State<HttpState>,
     Path((kind, name)): Path<(String, String)>,
+    Query(q): Params,
     body: Bytes,
 ) -> Result<Response, HttpError> {
+    let dry_run = flag(&q, "dryRun")?;
     for_kind!(&kind, R => {
         let mut r: R = manifest_body(&body)?;
         named::<R>(&mut r, &name)?;
+        if dry_run {
+            let plan: PlanReply = call(&st, R::KIND, "plan", r).await?;
+            return ok(StatusCode::OK, &plan);
+        }
         let updated: R = call(&st, R::KIND, "update", r).await?;
         ok(StatusCode::OK, &updated)
     })

@@ -148,6 +148,50 @@ pub fn plan(replicas: u32, hash: &str, members: &[Member], limits: Limits) -> Pl
     p
 }
 
+/// Where an update of a replicated set ends once its rollout has taken every step.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndState {
+    /// Tasks that go, each giving its place to a task of the current template (old
+    /// templates, and finished tasks).
+    pub replaced: Vec<String>,
+    /// Tasks that go without a successor (scale-down).
+    pub removed: Vec<String>,
+    /// How many tasks of the current template are created.
+    pub created: usize,
+}
+
+/// The end of a rollout of `replicas` tasks of template `hash`: which of `members`
+/// stay, go or are replaced. As [`plan`] chooses: of the current template, unavailable
+/// tasks and then the highest indices go first on a scale-down; of old templates, the
+/// available ones with the lowest indices are the ones replaced.
+pub fn end_state(replicas: u32, hash: &str, members: &[Member]) -> EndState {
+    let replicas = replicas as usize;
+    let mut out = EndState::default();
+    let (mut new, mut old): (Vec<&Member>, Vec<&Member>) =
+        members.iter().partition(|m| m.hash == hash);
+    // Finished tasks of the current template are replaced like old ones.
+    let finished: Vec<&Member> = new.iter().copied().filter(|m| m.finished).collect();
+    new.retain(|m| !m.finished);
+    if new.len() > replicas {
+        new.sort_by_key(|m| (m.available, std::cmp::Reverse(m.index)));
+        let surplus = new.len() - replicas;
+        out.removed
+            .extend(new.drain(..surplus).map(|m| m.name.clone()));
+    }
+    let mut need = replicas - new.len();
+    out.created = need;
+    old.sort_by_key(|m| (!m.available, m.index));
+    for m in finished.into_iter().chain(old) {
+        if need > 0 {
+            need -= 1;
+            out.replaced.push(m.name.clone());
+        } else {
+            out.removed.push(m.name.clone());
+        }
+    }
+    out
+}
+
 /// The name of a global set's task on `node`: `<set>-<node>` when that is a valid task
 /// name, else `<set>-<8 hex digits of the node name's hash>`.
 pub fn global_task_name(set: &str, node: &str) -> String {
@@ -330,6 +374,101 @@ mod tests {
             failed: false,
             finished: false,
             node: String::new(),
+        }
+    }
+
+    #[test]
+    fn end_state_of_updates_and_scaling() {
+        // Update of three: every old one replaced, nothing removed.
+        let members = [m(0, "o", true), m(1, "o", true), m(2, "o", false)];
+        let e = end_state(3, "h", &members);
+        assert_eq!(e.replaced, ["s-0", "s-1", "s-2"]);
+        assert!(e.removed.is_empty());
+        assert_eq!(e.created, 3);
+        // Update and scale down to one: the available old one with the lowest index is
+        // replaced, the rest removed.
+        let e = end_state(
+            1,
+            "h",
+            &[m(2, "o", true), m(0, "o", false), m(1, "o", true)],
+        );
+        assert_eq!(
+            (e.replaced, e.removed, e.created),
+            (
+                vec!["s-1".to_string()],
+                vec!["s-2".to_string(), "s-0".to_string()],
+                1
+            )
+        );
+        // Scale down of the current template: unavailable, then highest index, first.
+        let e = end_state(
+            1,
+            "h",
+            &[m(0, "h", true), m(1, "h", false), m(2, "h", true)],
+        );
+        assert_eq!(
+            (e.removed, e.created),
+            (vec!["s-1".to_string(), "s-2".to_string()], 0)
+        );
+        // Nothing to do.
+        assert_eq!(end_state(1, "h", &[m(0, "h", true)]), EndState::default());
+    }
+
+    proptest! {
+        /// Running the step-by-step plan until the rollout completes (new tasks become
+        /// available as soon as they are created) ends where end_state says: the same
+        /// original tasks gone, as many new ones made.
+        #[test]
+        fn end_state_is_where_plan_ends(
+            replicas in 0u32..6,
+            specs in proptest::collection::vec((any::<bool>(), any::<bool>(), any::<bool>()), 0..7),
+            surge in 0u32..3,
+            unavailable in 0u32..3,
+        ) {
+            let originals: Vec<Member> = specs
+                .iter()
+                .enumerate()
+                // A task of the current template that is not yet available holds a
+                // rollout until it is, which this model of time does not have: those
+                // start available, unless finished (a finished task is never available).
+                .map(|(i, (current, available, finished))| Member {
+                    finished: *finished,
+                    ..m(
+                        i as u32,
+                        if *current { "h" } else { "o" },
+                        (*available || *current) && !*finished,
+                    )
+                })
+                .collect();
+            let predicted = end_state(replicas, "h", &originals);
+            // (member, is an original)
+            let mut live: Vec<(Member, bool)> = originals.iter().cloned().map(|m| (m, true)).collect();
+            let mut made = 0usize;
+            let mut complete = false;
+            for _ in 0..200 {
+                let members: Vec<Member> = live.iter().map(|(m, _)| m.clone()).collect();
+                let p = plan(replicas, "h", &members, Limits::of(surge, unavailable));
+                if p.complete {
+                    complete = true;
+                    break;
+                }
+                live.retain(|(m, _)| !p.delete.contains(&m.name));
+                for i in &p.create {
+                    live.push((m(*i, "h", true), false));
+                    made += 1;
+                }
+            }
+            prop_assert!(complete, "the rollout did not complete: {live:?}");
+            let mut gone: Vec<String> = originals
+                .iter()
+                .filter(|o| !live.iter().any(|(m, orig)| *orig && m.name == o.name))
+                .map(|o| o.name.clone())
+                .collect();
+            gone.sort();
+            let mut want: Vec<String> = predicted.replaced.iter().chain(&predicted.removed).cloned().collect();
+            want.sort();
+            prop_assert_eq!(gone, want);
+            prop_assert_eq!(made, predicted.created);
         }
     }
 

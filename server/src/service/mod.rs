@@ -7,6 +7,7 @@ pub mod leases;
 pub mod merge_patch;
 pub mod mounts;
 pub mod nodes;
+pub mod plan;
 pub mod resources;
 pub mod tasks;
 pub mod tokens;

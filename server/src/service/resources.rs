@@ -41,7 +41,7 @@ fn check_version<R: Managed>(r: &mut R) -> Result<(), ServerError> {
 }
 
 /// Validates the resource of a create or update request.
-fn admit_resource<R: Managed>(ctx: &Ctx, mut r: R) -> Result<R, ServerError> {
+pub(crate) fn admit_resource<R: Managed>(ctx: &Ctx, mut r: R) -> Result<R, ServerError> {
     check_version(&mut r)?;
     r.validate().map_err(ServerError::invalid)?;
     admit(ctx, &r)?;
