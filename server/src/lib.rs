@@ -16,6 +16,8 @@
 //!   failover, sets, sweep).
 //! - [`ingest`]: what nodes send outside the API (status reports, events).
 //! - [`api`]: the NATS request/reply endpoints: decode, call a service, encode.
+//! - [`http`]: the same API as JSON over HTTP, with events and logs as Server-Sent
+//!   Events, and the dashboard.
 //! - [`app`]: flags, subcommands and the start-up that wires it all.
 
 pub mod api;

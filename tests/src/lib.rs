@@ -63,13 +63,24 @@ fn newest_source(program: &str) -> Option<std::time::SystemTime> {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut newest = None;
-    for krate in ["messages", "nats", own] {
-        walk(&root.join(krate).join("src"), &mut newest);
+    for dir in [
+        "messages/src",
+        "nats/src",
+        "metrics/src",
+        &format!("{own}/src"),
+    ] {
+        walk(&root.join(dir), &mut newest);
+    }
+    // The server compiles the dashboard's files in.
+    if own == "server" {
+        walk(&root.join("ui"), &mut newest);
     }
     newest
 }
 
 pub use voiyd_testkit::kill;
+
+pub mod browser;
 
 /// Polls `check` until it returns `Some`, or panics after `deadline` with `what`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T

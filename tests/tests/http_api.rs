@@ -382,6 +382,20 @@ async fn http_event_stream_resumes_from_the_last_event_id_without_gaps() {
     ids.dedup();
     assert_eq!(ids, want, "gaps between the two watches");
     assert_eq!(http.get("/api/v1/events?since=abc").code, 400);
+    // The newest two of the whole stream.
+    let seqs = |r: Reply| -> Vec<String> {
+        r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = seqs(http.get("/api/v1/events"));
+    assert_eq!(
+        seqs(http.get("/api/v1/events?last=2")),
+        all[all.len() - 2..]
+    );
 }
 
 /// A Server-Sent Events reader: curl -N in a child, lines read on a thread.
@@ -540,6 +554,18 @@ async fn http_api_with_auth_needs_an_admin_token() {
     assert!(token.starts_with("voiyd-api-"), "{token}");
     let authed = Http::with_token(&addr, &token);
     assert_eq!(authed.get("/api/v1/tasks").code, 200);
+    // Streams from browsers carry it in the query (EventSource sends no headers): GET
+    // only.
+    assert_eq!(
+        open.get(&format!("/api/v1/tasks?access_token={token}"))
+            .code,
+        200
+    );
+    let r = open.post(
+        &format!("/api/v1/tasks?access_token={token}"),
+        &task_json("q", ""),
+    );
+    assert_eq!(r.code, 401, "{}", r.body);
     let r = authed.post("/api/v1/tasks", &task_json("t1", ""));
     assert_eq!(r.code, 201, "{}", r.body);
     // Tokens can be issued through HTTP too, by a holder of one.

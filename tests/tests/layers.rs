@@ -19,7 +19,8 @@ const SERVER: &[(&str, u8)] = &[
     ("controllers", 6),
     ("ingest", 7),
     ("api", 8),
-    ("app", 9),
+    ("http", 9),
+    ("app", 10),
 ];
 
 /// The node's top-level modules, lowest first.

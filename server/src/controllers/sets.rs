@@ -12,15 +12,15 @@
 //! Every server runs the controller; creates fail when the name is taken and deletes and
 //! status writes are CAS, so they never fight. The decision itself ([`plan`]) is pure.
 
-use crate::cache::view::{TaskEntry, NODE_NAME_LABEL, PLACEMENT_LABEL};
+use crate::cache::view::TaskEntry;
 use crate::context::Ctx;
 use crate::error::ServerError;
 use crate::schedule::placement::{wants_global_task, Demand, Strategy};
 use crate::schedule::sets::{
-    condition, global_task_name, index_of, plan, plan_global, remember, rollback_cause, secs_since,
-    template_hash, Limits, Member, Plan, Rollout, CRASH_LOOP_RESTARTS,
-    DEFAULT_PROGRESS_DEADLINE_SECS, HASH_LABEL, SET_LABEL,
+    condition, global_task_name, plan, plan_global, remember, rollback_cause, secs_since,
+    template_hash, Limits, Member, Plan, Rollout, DEFAULT_PROGRESS_DEADLINE_SECS, SET_LABEL,
 };
+use crate::service::sets::{members, set_task};
 use crate::service::{resources, tasks};
 use crate::store::managed::Managed;
 use crate::store::status;
@@ -28,44 +28,8 @@ use std::collections::BTreeSet;
 use voiyd_messages::condition::ConditionType;
 use voiyd_messages::event::EventType;
 use voiyd_messages::reason::Reason;
-use voiyd_messages::v1::{ContainerSet, ContainerSetStatus, SetRevision, Task};
-use voiyd_messages::{Resource, Timestamp};
-
-pub(crate) fn members(
-    set: &str,
-    tasks: &[(String, TaskEntry)],
-    min_ready: u32,
-    now: &Timestamp,
-) -> Vec<Member> {
-    tasks
-        .iter()
-        .map(|(name, t)| {
-            use voiyd_messages::phase::TaskPhase;
-            // Ready: running and, with a readiness probe, passing it.
-            let ready_since = t.ready_since();
-            let ready = ready_since.is_some();
-            let st = t.status.as_ref().map(|(s, _)| s);
-            let restarts = st.map_or(0, |s| s.restart_count);
-            let exited = st.is_some_and(|s| s.exited);
-            let phase = t.phase();
-            Member {
-                name: name.clone(),
-                index: index_of(set, name),
-                hash: t.labels.get(HASH_LABEL).cloned().unwrap_or_default(),
-                ready,
-                available: ready && secs_since(ready_since.as_ref(), now) >= i64::from(min_ready),
-                failed: phase == TaskPhase::Failed || restarts >= CRASH_LOOP_RESTARTS,
-                finished: exited && (phase == TaskPhase::Failed || phase == TaskPhase::Succeeded),
-                node: t
-                    .demand
-                    .selector
-                    .get(NODE_NAME_LABEL)
-                    .cloned()
-                    .unwrap_or_default(),
-            }
-        })
-        .collect()
-}
+use voiyd_messages::v1::{ContainerSet, ContainerSetStatus, SetRevision};
+use voiyd_messages::Resource;
 
 /// Reconciles every set once (the view must be ready); also deletes tasks of sets that
 /// no longer exist.
@@ -99,28 +63,6 @@ async fn create_task(ctx: &Ctx, set: &ContainerSet, hash: &str, name: String, pi
     if let Err(e) = tasks::create(ctx, task).await {
         tracing::debug!(task = %name, error = %e.message(), "set task not created");
     }
-}
-
-/// Task `name` of the set's template (of hash `hash`), labelled as the set's; `pin`
-/// confines it to one node (global sets).
-pub(crate) fn set_task(set: &ContainerSet, hash: &str, name: &str, pin: Option<&str>) -> Task {
-    let mut labels = set
-        .meta
-        .as_ref()
-        .map(|m| m.labels.clone())
-        .unwrap_or_default();
-    labels.insert(SET_LABEL.into(), set.name().into());
-    labels.insert(HASH_LABEL.into(), hash.into());
-    if !set.placement.is_empty() {
-        labels.insert(PLACEMENT_LABEL.into(), set.placement.clone());
-    }
-    let mut template = set.template.clone().unwrap_or_default();
-    if let Some(node) = pin {
-        template
-            .node_selector
-            .insert(NODE_NAME_LABEL.into(), node.into());
-    }
-    Task::new(name, template).with_labels(labels)
 }
 
 async fn reconcile(

@@ -1,8 +1,8 @@
 //! `GET /api/v1/events`: the events stream, as a JSON list or, with
 //! `Accept: text/event-stream` (or `?watch=true`), as Server-Sent Events that follow it.
 //!
-//! Query: `kind`, `name` (as `voiydctl events`), `since=SEQ` (first sequence, inclusive),
-//! `limit` (lists only). Each SSE message carries the event's stream sequence as its
+//! Query: `kind`, `name` (as `voiydctl events`), `since=SEQ` (first sequence, inclusive)
+//! or `last=N` (from the N-th newest event of the whole stream), `limit` (lists only). Each SSE message carries the event's stream sequence as its
 //! `id`, so a client that reconnects with `Last-Event-ID` (browsers' EventSource do)
 //! resumes right after the last event it saw: none skipped, none twice. Without
 //! either, a watch starts with the next event. The stream opens with a comment
@@ -47,7 +47,11 @@ pub async fn events(
             })
             .transpose()
     };
-    let since = number("since")?;
+    // `last=N`: the N newest events first (a page showing recent history, then live).
+    let since = match number("last")? {
+        Some(n) => Some((last_sequence(&st).await? + 1).saturating_sub(n).max(1)),
+        None => number("since")?,
+    };
     let watch = super::resources::flag_value(q.get("watch").map(String::as_str), "watch")?
         || headers
             .get(header::ACCEPT)

@@ -1,6 +1,6 @@
 //! The HTTP API (`voiyd-server --http-addr`): JSON over HTTP for every kind and verb of
-//! the NATS API, events as Server-Sent Events, and `/metrics` and `/healthz` on the
-//! same listener. Each request goes through the same operations as its NATS twin
+//! the NATS API, events and task logs as Server-Sent Events, and on the same listener
+//! `/metrics`, `/healthz` and the web dashboard at `/` (crate `voiyd-ui`). Each request goes through the same operations as its NATS twin
 //! ([`crate::api::handle`]), so validation, errors and effects are the same; any
 //! number of servers can serve it, as they share nothing but the store.
 //!
@@ -8,6 +8,7 @@
 //! from `voiydctl token create --admin` (checked against `voiyd_api_tokens`).
 
 mod events;
+mod logs;
 mod resources;
 
 use crate::context::Ctx;
@@ -110,6 +111,7 @@ pub fn router(state: HttpState) -> Router {
                 .patch(resources::patch)
                 .delete(resources::delete),
         )
+        .route("/api/v1/tasks/{name}/logs", get(logs::logs))
         .route(
             "/api/v1/tasks/{name}/{action}",
             post(resources::task_action),
@@ -141,14 +143,25 @@ async fn require_token(
             format!("{why}: pass Authorization: Bearer TOKEN with a token from `voiydctl token create --admin`"),
         )
     };
+    // Browsers' EventSource cannot send headers: GET requests (streams) may carry the
+    // token as `?access_token=` instead.
+    let from_query = (req.method() == axum::http::Method::GET)
+        .then(|| req.uri().query())
+        .flatten()
+        .and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("access_token="))
+                .map(|t| t.to_string())
+        });
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .map(|t| t.trim().to_string())
+        .or(from_query)
         .ok_or_else(|| refused("no API token"))?;
-    if !crate::service::tokens::check_api_token(&state.ctx, token).await? {
+    if !crate::service::tokens::check_api_token(&state.ctx, &token).await? {
         return Err(refused("the API token is unknown or expired"));
     }
     Ok(next.run(req).await)
@@ -177,7 +190,9 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| ListenError { addr, source })?;
-    let app = voiyd_metrics::routes(collect).merge(router(state));
+    let app = voiyd_ui::routes()
+        .merge(voiyd_metrics::routes(collect))
+        .merge(router(state));
     tracing::info!(addr = %bound, "HTTP API at /api/v1");
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

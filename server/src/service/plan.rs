@@ -5,11 +5,11 @@
 //! view ([`crate::cache::view::View::preview`]) by the same placement code.
 
 use crate::context::Ctx;
-use crate::controllers::sets::{members, set_task};
 use crate::error::ServerError;
 use crate::schedule::placement::{wants_global_task, Demand, Strategy};
 use crate::schedule::sets::{end_state, global_task_name, template_hash, SET_LABEL};
 use crate::service::resources;
+use crate::service::sets::{members, set_task};
 use crate::store::managed::Managed;
 use std::any::Any;
 use std::collections::BTreeSet;
