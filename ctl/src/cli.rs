@@ -26,6 +26,12 @@ pub struct Cli {
     /// Print more about what voiydctl does, on stderr (give it before the command).
     #[arg(short, long)]
     pub verbose: bool,
+    /// How -v writes: text, or JSON lines.
+    #[arg(long, value_enum, global = true, default_value_t = voiyd_telemetry::LogFormat::Text)]
+    pub log_format: voiyd_telemetry::LogFormat,
+    /// No colours, even on a terminal (also when NO_COLOR is set).
+    #[arg(long, global = true)]
+    pub no_color: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -209,9 +215,6 @@ pub struct DiffArgs {
     /// Manifest file, or `-` for stdin; repeatable.
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<String>,
-    /// No colours, even on a terminal (also with NO_COLOR set).
-    #[arg(long)]
-    pub no_color: bool,
 }
 
 /// `get` arguments.

@@ -73,10 +73,10 @@ pub fn resolve(globals: &Globals) -> Result<Target> {
         options.token = s.token.clone();
         if let Some(tls) = &s.tls {
             options.tls_required = true;
-            if tls.insecure && globals.verbose {
+            if tls.insecure {
                 // voiyd's NATS connector has no switch to skip verification; erring on
                 // the safe side, the server certificate is still verified.
-                eprintln!("note: tls.insecure of server {} is ignored: the server certificate is verified (give its CA with --ca)", s.name);
+                tracing::warn!(server = %s.name, "tls.insecure is ignored: the server certificate is verified (give its CA with --ca)");
             }
             options.tls_ca = options.tls_ca.or_else(|| tls.ca_file.clone());
             options.tls_cert = options.tls_cert.or_else(|| tls.cert_file.clone());
@@ -154,13 +154,11 @@ pub struct Session {
 /// Connects and returns an API client with the global timeout.
 pub async fn session(globals: &Globals) -> Result<Session> {
     let target = resolve(globals)?;
-    if globals.verbose {
-        eprintln!(
-            "connecting to {} (server {})",
-            target.options.urls.join(","),
-            target.server_name
-        );
-    }
+    tracing::info!(
+        urls = %target.options.urls.join(","),
+        server = %target.server_name,
+        "connecting"
+    );
     let (nats, link) = connect_linked(&target.options)
         .await
         .map_err(|e| CtlError::Connect(e.to_string()))?;

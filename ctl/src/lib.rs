@@ -15,6 +15,7 @@ macro_rules! outln {
 
 pub mod checks;
 pub mod cli;
+pub mod colour;
 pub mod commands;
 pub mod compare;
 pub mod config;
@@ -78,6 +79,15 @@ fn globals(cli: &Cli) -> Result<Globals> {
 /// Runs a parsed command line to completion.
 pub fn run(cli: Cli) -> Result<()> {
     let g = globals(&cli)?;
+    colour::init(cli.no_color);
+    // voiydctl's own notes only, and only with -v: a library's warning (a NATS
+    // reconnect) must not land in a script's stderr.
+    let level = if cli.verbose {
+        "voiyd_ctl=info,voiyd_nats=info,warn"
+    } else {
+        "off"
+    };
+    voiyd_telemetry::init(level, cli.log_format, "off");
     match &cli.command {
         // Commands that need no cluster run without an async runtime.
         Command::Config(cmd) => return commands::config::run(&g.config_path, cmd),

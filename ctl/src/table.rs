@@ -28,7 +28,8 @@ pub fn line<'a>(widths: &[usize], cells: impl Iterator<Item = &'a str>) -> Strin
     let cols = widths.len();
     let mut text = String::new();
     for (i, cell) in cells.enumerate().take(cols) {
-        text.push_str(cell);
+        // Colour wraps the text only: the padding is counted on the text.
+        text.push_str(&crate::colour::cell(cell));
         if i + 1 < cols {
             let pad = widths[i].saturating_sub(cell.chars().count()) + 3;
             text.extend(std::iter::repeat_n(' ', pad));

@@ -90,6 +90,9 @@ struct Args {
     /// Log level or tracing filter.
     #[arg(long, default_value = "info", env = "VOIYD_LOG")]
     log_level: String,
+    /// Log format: text, or JSON lines for log shippers.
+    #[arg(long, value_enum, default_value_t = voiyd_telemetry::LogFormat::Text)]
+    log_format: voiyd_telemetry::LogFormat,
 }
 
 fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -261,12 +264,7 @@ async fn run_sim(args: Args, name: String, labels: BTreeMap<String, String>) -> 
 async fn main() {
     let cmd = voiyd_nats::flags::with_aliases(Args::command(), voiyd_nats::flags::NODE_ALIASES);
     let args = Args::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    voiyd_telemetry::init(&args.log_level, args.log_format, "info");
     if let Err(e) = run(args).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -96,9 +96,9 @@ struct Args {
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info", env = "VOIYD_LOG")]
     log_level: String,
-    /// Log format.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    /// Log format: text, or JSON lines for log shippers.
+    #[arg(long, value_enum, default_value_t = voiyd_telemetry::LogFormat::Text)]
+    log_format: voiyd_telemetry::LogFormat,
     /// TLS, NATS identities and admission policy.
     #[command(flatten)]
     security: voiyd_server::app::commands::SecurityArgs,
@@ -126,16 +126,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
+    voiyd_telemetry::init(&args.log_level, args.log_format, "info");
     let nats = args.nats_url.as_ref().map(|urls| {
         let mut o = args.nats_auth.options(urls);
         o.retry_on_initial_connect = true;

@@ -170,4 +170,27 @@ async fn diff_and_dry_run_say_what_apply_would_do_and_change_nothing() {
         "{out}"
     );
     assert_eq!(snapshot(&url), before, "a dry run wrote something");
+
+    // On a terminal (a pty from script(1)) phases and diff lines are coloured;
+    // NO_COLOR or --no-color turns it off.
+    let tty = |args: &str, env: &[(&str, &str)]| -> String {
+        let cmd = format!(
+            "{} --server {url} {args}",
+            voiyd_tests::bin("voiydctl").display()
+        );
+        let o = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("HOME", dir.path())
+            .env_remove("VOIYD_CONFIG")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        stdout(&o)
+    };
+    let coloured = tty("get nodes", &[]);
+    assert!(coloured.contains("\x1b[32mReady\x1b[0m"), "{coloured:?}");
+    assert!(!tty("get nodes", &[("NO_COLOR", "1")]).contains('\x1b'));
+    assert!(!tty("--no-color get nodes", &[]).contains('\x1b'));
+    let diff = tty(&format!("diff -f {f}"), &[]);
+    assert!(diff.contains("\x1b[32m+ replicas: 1"), "{diff:?}");
 }

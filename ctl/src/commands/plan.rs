@@ -8,7 +8,6 @@ use crate::connection::{self, Globals};
 use crate::error::{CtlError, Result};
 use crate::manifests;
 use crate::ops;
-use std::io::IsTerminal;
 use voiyd_messages::diff::{changes, Change};
 use voiyd_messages::manifest::AnyResource;
 use voiyd_messages::v1::PlanReply;
@@ -31,28 +30,23 @@ fn user_json(r: &AnyResource) -> serde_json::Value {
     v.unwrap_or(serde_json::Value::Null)
 }
 
-/// Whether to colour: a terminal, and neither `--no-color` nor `NO_COLOR`.
-pub fn colour(no_color: bool) -> bool {
-    !no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
-}
-
 /// The lines of one resource's diff: `-` the stored value, `+` the new one.
 pub fn diff_lines(changes: &[Change], colour: bool) -> Vec<String> {
-    let paint = |sign: char, text: String| {
-        let line = format!("{sign} {text}");
-        match (colour, sign) {
-            (true, '-') => format!("\x1b[31m{line}\x1b[0m"),
-            (true, '+') => format!("\x1b[32m{line}\x1b[0m"),
-            _ => line,
-        }
-    };
     let mut out = Vec::new();
     for c in changes {
         if let Some(old) = &c.old {
-            out.push(paint('-', format!("{}: {old}", c.path)));
+            out.push(crate::colour::diff_line(
+                '-',
+                &format!("{}: {old}", c.path),
+                colour,
+            ));
         }
         if let Some(new) = &c.new {
-            out.push(paint('+', format!("{}: {new}", c.path)));
+            out.push(crate::colour::diff_line(
+                '+',
+                &format!("{}: {new}", c.path),
+                colour,
+            ));
         }
     }
     out
@@ -63,7 +57,7 @@ pub fn diff_lines(changes: &[Change], colour: bool) -> Vec<String> {
 pub async fn diff(globals: &Globals, args: &DiffArgs) -> Result<()> {
     let docs = manifests::parse_all(&manifests::read_sources(&args.files)?, true)?;
     let session = connection::session(globals).await?;
-    let colour = colour(args.no_color);
+    let colour = crate::colour::on();
     let mut differ = 0;
     for doc in &docs {
         let stored = ops::get_any(&session.api, doc.kind(), doc.name()).await?;
