@@ -8,9 +8,12 @@ use voiyd_testkit::nats::{free_port, TestNats};
 use voiyd_tests::{bin, eventually, sim_nodes, voiydctl_ok, wait_nodes, Server};
 
 /// An HTTP endpoint called through curl.
+#[derive(Clone)]
 struct Http {
     base: String,
     token: Option<String>,
+    /// The CA to verify an HTTPS server with.
+    cacert: Option<String>,
 }
 
 /// A reply: status code and body.
@@ -42,13 +45,23 @@ impl Http {
         Http {
             base: format!("http://{addr}"),
             token: None,
+            cacert: None,
         }
     }
 
-    fn with_token(addr: &str, token: &str) -> Http {
+    /// HTTPS, the server verified against `ca`.
+    fn secure(addr: &str, ca: &std::path::Path) -> Http {
+        Http {
+            base: format!("https://{addr}"),
+            token: None,
+            cacert: Some(ca.to_str().unwrap().to_string()),
+        }
+    }
+
+    fn bearer(&self, token: &str) -> Http {
         Http {
             token: Some(token.to_string()),
-            ..Http::new(addr)
+            ..self.clone()
         }
     }
 
@@ -66,6 +79,9 @@ impl Http {
         ]);
         if let Some(t) = &self.token {
             cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(ca) = &self.cacert {
+            cmd.args(["--cacert", ca]);
         }
         for h in headers {
             cmd.args(["-H", h]);
@@ -466,16 +482,29 @@ impl Sse {
     }
 }
 
-/// With --auth, the API wants an admin token from `voiydctl token create --admin`:
-/// none, a wrong one, a join token or an expired one get 401.
+/// With --auth (and TLS, so the listener is HTTPS), the API wants an admin token from
+/// `voiydctl token create --admin`: none, a wrong one, a join token or an expired one
+/// get 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_with_auth_needs_an_admin_token() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let addr = format!("127.0.0.1:{}", free_port());
-    let s = Server::launch_embedded(&listen, &["--auth", "--http-addr", &addr]);
+    let certs = tempfile::tempdir().unwrap();
+    voiyd_tests::certs_init(certs.path());
+    let ca = certs.path().join("ca.pem");
+    let s = Server::launch_embedded(
+        &listen,
+        &[
+            "--auth",
+            "--tls-dir",
+            certs.path().to_str().unwrap(),
+            "--http-addr",
+            &addr,
+        ],
+    );
     let seed_file = s.data_dir().join("auth/admin.nk");
-    let open = Http::new(&addr);
+    let open = Http::secure(&addr, &ca);
     eventually(Duration::from_secs(30), "the HTTP API refusing", || async {
         (seed_file.exists() && open.get("/api/v1/tasks").code == 401).then_some(())
     })
@@ -496,7 +525,9 @@ async fn http_api_with_auth_needs_an_admin_token() {
             "/dev/null",
             "-D",
             "-",
-            &format!("http://{addr}/api/v1/tasks"),
+            "--cacert",
+            ca.to_str().unwrap(),
+            &format!("https://{addr}/api/v1/tasks"),
         ])
         .output()
         .unwrap();
@@ -504,12 +535,13 @@ async fn http_api_with_auth_needs_an_admin_token() {
         .to_ascii_lowercase()
         .contains("www-authenticate: bearer"));
     assert_eq!(open.get("/healthz").code, 200, "probes need no token");
+    // With TLS for NATS, HTTP is HTTPS only (tokens never cross in clear).
     assert_eq!(
-        Http::with_token(&addr, "voiyd-api-0000")
-            .get("/api/v1/tasks")
-            .code,
-        401
+        Http::new(&addr).get("/healthz").code,
+        0,
+        "plain HTTP answered"
     );
+    assert_eq!(open.bearer("voiyd-api-0000").get("/api/v1/tasks").code, 401);
 
     // voiydctl with the admin identity issues tokens.
     let seed = std::fs::read_to_string(&seed_file).unwrap();
@@ -518,8 +550,9 @@ async fn http_api_with_auth_needs_an_admin_token() {
     std::fs::write(
         &config,
         format!(
-            "version: v1\ncurrent: s\nservers:\n- name: s\n  address: nats://{listen}\n  nkeySeed: {}\n",
-            seed.trim()
+            "version: v1\ncurrent: s\nservers:\n- name: s\n  address: nats://{listen}\n  nkeySeed: {}\n  tls: {{caFile: {}}}\n",
+            seed.trim(),
+            ca.display()
         ),
     )
     .unwrap();
@@ -552,7 +585,7 @@ async fn http_api_with_auth_needs_an_admin_token() {
     })
     .await;
     assert!(token.starts_with("voiyd-api-"), "{token}");
-    let authed = Http::with_token(&addr, &token);
+    let authed = open.bearer(&token);
     assert_eq!(authed.get("/api/v1/tasks").code, 200);
     // Streams from browsers carry it in the query (EventSource sends no headers): GET
     // only.
@@ -572,17 +605,11 @@ async fn http_api_with_auth_needs_an_admin_token() {
     let r = authed.post("/api/v1/tokens", r#"{"admin":true,"ttlSeconds":60}"#);
     assert_eq!(r.code, 201, "{}", r.body);
     let second = r.json()["token"].as_str().unwrap().to_string();
-    assert_eq!(
-        Http::with_token(&addr, &second).get("/api/v1/nodes").code,
-        200
-    );
+    assert_eq!(open.bearer(&second).get("/api/v1/nodes").code, 200);
 
     // A join token is not an API token.
     let join = ctl(&["token", "create", "--ttl", "1h"]);
-    assert_eq!(
-        Http::with_token(&addr, &join).get("/api/v1/tasks").code,
-        401
-    );
+    assert_eq!(open.bearer(&join).get("/api/v1/tasks").code, 401);
     // Too long a lifetime is refused; a short one expires.
     let o = Command::new(bin("voiydctl"))
         .arg("-c")
@@ -593,7 +620,7 @@ async fn http_api_with_auth_needs_an_admin_token() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("at most 365 days"));
     let short = ctl(&["token", "create", "--admin", "--ttl", "1s"]);
-    let expiring = Http::with_token(&addr, &short);
+    let expiring = open.bearer(&short);
     eventually(Duration::from_secs(10), "the 1 s token refused", || async {
         (expiring.get("/api/v1/tasks").code == 401).then_some(())
     })

@@ -239,7 +239,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 ctx: ctx.clone(),
                 link: link.clone(),
             };
-            Some(crate::http::serve(addr, state, collect).await?.1)
+            // With TLS for NATS, HTTPS with the same certificate.
+            let tls = cfg
+                .security
+                .tls
+                .as_ref()
+                .map(|t| (t.cert.as_path(), t.key.as_path()));
+            Some(crate::http::serve(addr, state, collect, tls).await?.1)
         }
         None => None,
     };

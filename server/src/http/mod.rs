@@ -10,6 +10,7 @@
 mod events;
 mod logs;
 mod resources;
+pub mod tls;
 
 use crate::context::Ctx;
 use crate::error::ServerError;
@@ -169,35 +170,54 @@ async fn require_token(
 
 /// Errors starting the listener.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen for HTTP on {addr}: {source}; pick another --http-addr")]
-pub struct ListenError {
-    /// The address.
-    pub addr: SocketAddr,
-    /// Why.
-    pub source: std::io::Error,
+pub enum ListenError {
+    /// The address cannot be bound.
+    #[error("cannot listen for HTTP on {addr}: {source}; pick another --http-addr")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS certificate cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
-/// Binds `addr` and serves the API, `/metrics` and `/healthz` until the returned task
-/// is aborted. Returns the bound address (useful with port 0).
+/// Binds `addr` and serves the API, the dashboard, `/metrics` and `/healthz` until the
+/// returned task is aborted; over TLS with `tls` (PEM certificate chain and key).
+/// Returns the bound address (useful with port 0).
 pub async fn serve(
     addr: SocketAddr,
     state: HttpState,
     collect: voiyd_metrics::Collector,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ListenError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ListenError { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| ListenError { addr, source })?;
+    let bind = |source| ListenError::Bind { addr, source };
+    let config = tls
+        .map(|(cert, key)| tls::server_config(cert, key))
+        .transpose()?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+    let bound = listener.local_addr().map_err(bind)?;
     let app = voiyd_ui::routes()
         .merge(voiyd_metrics::routes(collect))
         .merge(router(state));
-    tracing::info!(addr = %bound, "HTTP API at /api/v1");
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(error = %e, "HTTP API stopped");
+    let scheme = if config.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %bound, "HTTP API at {scheme}://{bound}/api/v1");
+    let task = match config {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config).map_err(bind)?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::warn!(error = %e, "HTTPS API stopped");
+                }
+            })
         }
-    });
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "HTTP API stopped");
+            }
+        }),
+    };
     Ok((bound, task))
 }
