@@ -200,6 +200,7 @@ pub(super) fn check_config(errs: &mut Errors, p: &str, c: &TaskConfig) {
         }
     }
     super::probe::check_probes(errs, p, c);
+    super::hardening::check_hardening(errs, p, c);
     if !c.working_dir.is_empty() {
         errs.check(format!("{p}workingDir"), check_abs_path(&c.working_dir));
     }

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 mod config;
+mod hardening;
 mod image;
 mod job;
 mod names;
@@ -22,6 +23,7 @@ mod normalize;
 mod probe;
 
 pub use config::*;
+pub use hardening::{namespaced_sysctl, DEFAULT_PIDS_LIMIT, ULIMITS};
 use image::*;
 pub use job::*;
 pub use names::*;
@@ -353,6 +355,125 @@ mod tests {
             Ok(()) => vec![],
             Err(e) => e.errors.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn isolation_settings_are_checked() {
+        use crate::v1::{Dns, Ulimit};
+        let base = || image("nginx");
+        assert!(problems(TaskConfig {
+            hostname: "db-1.local".into(),
+            read_only_root_filesystem: true,
+            dns: Some(Dns {
+                servers: vec!["10.0.0.2".into()],
+                search: vec!["svc.local".into()],
+                options: vec!["ndots:2".into()],
+            }),
+            sysctls: [(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "80".to_string()
+            )]
+            .into(),
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 2048
+            }],
+            resources: Some(Resources {
+                cpu: "100m".into(),
+                memory: "64Mi".into()
+            }),
+            limits: Some(Resources {
+                cpu: "1".into(),
+                memory: "128Mi".into()
+            }),
+            pids_limit: -1,
+            ..base()
+        })
+        .is_empty());
+        assert_problem(
+            TaskConfig {
+                hostname: "-bad".into(),
+                ..base()
+            },
+            "config.hostname",
+            "not a host name",
+        );
+        assert_problem(
+            TaskConfig {
+                dns: Some(Dns {
+                    servers: vec!["dns.google".into()],
+                    ..Default::default()
+                }),
+                ..base()
+            },
+            "config.dns.servers[0]",
+            "not an IP address",
+        );
+        assert_problem(
+            TaskConfig {
+                sysctls: [("kernel.panic".to_string(), "1".to_string())].into(),
+                ..base()
+            },
+            "config.sysctls.kernel.panic",
+            "not namespaced",
+        );
+        assert_problem(
+            TaskConfig {
+                host_network: true,
+                sysctls: [("net.core.somaxconn".to_string(), "1024".to_string())].into(),
+                ..base()
+            },
+            "config.sysctls.net.core.somaxconn",
+            "not with hostNetwork",
+        );
+        assert_problem(
+            TaskConfig {
+                ulimits: vec![Ulimit {
+                    name: "files".into(),
+                    soft: 1,
+                    hard: 1,
+                }],
+                ..base()
+            },
+            "config.ulimits[0].name",
+            "not a ulimit",
+        );
+        assert_problem(
+            TaskConfig {
+                ulimits: vec![Ulimit {
+                    name: "nofile".into(),
+                    soft: 9,
+                    hard: 1,
+                }],
+                ..base()
+            },
+            "config.ulimits[0].soft",
+            "more than hard",
+        );
+        assert_problem(
+            TaskConfig {
+                resources: Some(Resources {
+                    cpu: "2".into(),
+                    memory: String::new(),
+                }),
+                limits: Some(Resources {
+                    cpu: "1".into(),
+                    memory: String::new(),
+                }),
+                ..base()
+            },
+            "config.limits.cpu",
+            "less than the request",
+        );
+        assert_problem(
+            TaskConfig {
+                pids_limit: -2,
+                ..base()
+            },
+            "config.pidsLimit",
+            "not a limit",
+        );
     }
 
     fn assert_problem(c: TaskConfig, path: &str, contains: &str) {

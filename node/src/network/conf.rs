@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
+use voiyd_messages::v1::Dns;
 use voiyd_messages::v1::PortMapping;
 
 /// CNI spec version voiyd speaks (containernetworking-plugins >= 1.0 support it).
@@ -158,20 +159,39 @@ pub fn hosts_file(hostname: &str, ip: Option<&str>) -> String {
 
 /// `/etc/resolv.conf` of a task in its own namespace: the host's, without loopback name
 /// servers (unreachable from the task); Google's public resolvers when none is left.
-pub fn resolv_file(host: &str) -> String {
+/// The task's `dns` replaces what it sets (servers, search domains, options), as
+/// Docker's `--dns`, `--dns-search` and `--dns-option` do.
+pub fn resolv_file(host: &str, dns: Option<&Dns>) -> String {
+    let dns = dns.cloned().unwrap_or_default();
     let mut out = String::new();
     let mut servers = 0;
     for line in host.lines() {
         let t = line.trim();
         if let Some(addr) = t.strip_prefix("nameserver") {
             let addr = addr.trim();
-            if addr.starts_with("127.") || addr == "::1" {
+            if addr.starts_with("127.") || addr == "::1" || !dns.servers.is_empty() {
                 continue;
             }
             servers += 1;
         }
+        let replaced = (!dns.search.is_empty()
+            && (t.starts_with("search") || t.starts_with("domain")))
+            || (!dns.options.is_empty() && t.starts_with("options"));
+        if replaced {
+            continue;
+        }
         out.push_str(line);
         out.push('\n');
+    }
+    for s in &dns.servers {
+        out.push_str(&format!("nameserver {s}\n"));
+        servers += 1;
+    }
+    if !dns.search.is_empty() {
+        out.push_str(&format!("search {}\n", dns.search.join(" ")));
+    }
+    if !dns.options.is_empty() {
+        out.push_str(&format!("options {}\n", dns.options.join(" ")));
     }
     if servers == 0 {
         out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
@@ -257,9 +277,25 @@ mod tests {
 
     #[test]
     fn resolv_drops_loopback_servers() {
-        let r = resolv_file("search lan\nnameserver 127.0.0.53\nnameserver 192.168.1.1\n");
+        let r = resolv_file(
+            "search lan\nnameserver 127.0.0.53\nnameserver 192.168.1.1\n",
+            None,
+        );
         assert_eq!(r, "search lan\nnameserver 192.168.1.1\n");
-        assert!(resolv_file("nameserver 127.0.0.1\n").contains("8.8.8.8"));
+        assert!(resolv_file("nameserver 127.0.0.1\n", None).contains("8.8.8.8"));
+        // A task's own servers, search domains and options replace the host's.
+        let own = Dns {
+            servers: vec!["10.0.0.2".into()],
+            search: vec!["svc.local".into(), "local".into()],
+            options: vec!["ndots:2".into()],
+        };
+        assert_eq!(
+            resolv_file(
+                "search lan\nnameserver 192.168.1.1\noptions edns0\n",
+                Some(&own)
+            ),
+            "nameserver 10.0.0.2\nsearch svc.local local\noptions ndots:2\n"
+        );
         assert!(hosts_file("web", Some("10.0.0.2")).ends_with("10.0.0.2\tweb\n"));
     }
 

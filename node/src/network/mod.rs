@@ -165,16 +165,27 @@ impl Network {
 
     /// Records the task's port mappings and writes its hosts and resolv.conf files, for a
     /// container about to be created. The network itself is set up at each start.
-    pub fn plan(&self, task: &str, ports: &[PortMapping]) -> Result<(), NetError> {
+    /// `hostname` names the task in its hosts file; `dns` overrides the node's resolver
+    /// settings.
+    pub fn plan(
+        &self,
+        task: &str,
+        ports: &[PortMapping],
+        hostname: &str,
+        dns: Option<&voiyd_messages::v1::Dns>,
+    ) -> Result<(), NetError> {
         let io = |what: &str, e: std::io::Error| failed(format!("{what}: {e}"));
         let plan = serde_json::to_vec(ports.iter().map(port_json).collect::<Vec<_>>().as_slice())
             .map_err(|e| failed(e.to_string()))?;
         write_file(&self.plan_path(task), &plan).map_err(|e| io("port plan", e))?;
         let (hosts, resolv) = self.file_paths(task);
-        write_in_place(&hosts, conf::hosts_file(task, None).as_bytes())
+        // Kept for set-up, which writes the hosts file again with the address.
+        write_in_place(&self.files_dir(task).join("hostname"), hostname.as_bytes())
+            .map_err(|e| io("hostname", e))?;
+        write_in_place(&hosts, conf::hosts_file(hostname, None).as_bytes())
             .map_err(|e| io("hosts file", e))?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        write_in_place(&resolv, conf::resolv_file(&host_resolv).as_bytes())
+        write_in_place(&resolv, conf::resolv_file(&host_resolv, dns).as_bytes())
             .map_err(|e| io("resolv.conf", e))?;
         Ok(())
     }
@@ -240,7 +251,9 @@ impl Network {
             .and_then(conf::result_ip)
             .ok_or_else(|| failed("the CNI result has no IPv4 address"))?;
         let (hosts, _) = self.file_paths(task);
-        write_in_place(&hosts, conf::hosts_file(task, Some(&ip)).as_bytes())
+        let hostname = std::fs::read_to_string(self.files_dir(task).join("hostname"))
+            .unwrap_or_else(|_| task.to_string());
+        write_in_place(&hosts, conf::hosts_file(&hostname, Some(&ip)).as_bytes())
             .map_err(|e| failed(format!("hosts file: {e}")))?;
         tracing::debug!(%task, %ip, "network ready");
         Ok(ip)

@@ -244,8 +244,14 @@ impl ContainerdRuntime {
         let Some(n) = &self.cfg.network else {
             return Ok((None, None, None));
         };
-        n.plan(task, &desired.config.port_mappings)
-            .map_err(|e| RuntimeError::new(e.reason, e.message))?;
+        let hostname = crate::spec::hostname(task, &desired.config);
+        n.plan(
+            task,
+            &desired.config.port_mappings,
+            hostname,
+            desired.config.dns.as_ref(),
+        )
+        .map_err(|e| RuntimeError::new(e.reason, e.message))?;
         let (hosts, resolv) = n.file_paths(task);
         Ok((Some(n.netns_path(task)), path(&hosts), path(&resolv)))
     }

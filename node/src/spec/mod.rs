@@ -10,8 +10,8 @@ use std::str::FromStr;
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory,
-    LinuxNamespace, LinuxNamespaceType, LinuxResources, PosixRlimitBuilder, PosixRlimitType,
-    Process, Root, Spec, User,
+    LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, Process, Root, Spec, User,
 };
 use voiyd_messages::capabilities;
 use voiyd_messages::quantity::{parse_cpu, parse_memory};
@@ -147,6 +147,55 @@ pub struct SpecInput<'a> {
     pub cgroups_path: String,
 }
 
+/// The container's host name: the task's `hostname`, else the task's name.
+pub fn hostname<'a>(task: &'a str, cfg: &'a TaskConfig) -> &'a str {
+    non_empty(&cfg.hostname).unwrap_or(task)
+}
+
+/// The process's rlimits: the open-file default, then the task's `ulimits` (by name;
+/// validation admits only names of [`voiyd_messages::validate::ULIMITS`]).
+fn rlimits(cfg: &TaskConfig) -> Result<Vec<PosixRlimit>, SpecError> {
+    let build = |typ: PosixRlimitType, soft: u64, hard: u64| {
+        PosixRlimitBuilder::default()
+            .typ(typ)
+            .soft(soft)
+            .hard(hard)
+            .build()
+            .map_err(|e| SpecError::Build(e.to_string()))
+    };
+    let mut out = vec![build(
+        PosixRlimitType::RlimitNofile,
+        NOFILE_LIMIT,
+        NOFILE_LIMIT,
+    )?];
+    for u in &cfg.ulimits {
+        let typ = match u.name.as_str() {
+            "core" => PosixRlimitType::RlimitCore,
+            "cpu" => PosixRlimitType::RlimitCpu,
+            "data" => PosixRlimitType::RlimitData,
+            "fsize" => PosixRlimitType::RlimitFsize,
+            "locks" => PosixRlimitType::RlimitLocks,
+            "memlock" => PosixRlimitType::RlimitMemlock,
+            "msgqueue" => PosixRlimitType::RlimitMsgqueue,
+            "nice" => PosixRlimitType::RlimitNice,
+            "nofile" => PosixRlimitType::RlimitNofile,
+            "nproc" => PosixRlimitType::RlimitNproc,
+            "rss" => PosixRlimitType::RlimitRss,
+            "rtprio" => PosixRlimitType::RlimitRtprio,
+            "rttime" => PosixRlimitType::RlimitRttime,
+            "sigpending" => PosixRlimitType::RlimitSigpending,
+            "stack" => PosixRlimitType::RlimitStack,
+            "as" => PosixRlimitType::RlimitAs,
+            other => {
+                return Err(SpecError::Build(format!("unknown ulimit {other}")));
+            }
+        };
+        out.retain(|r| r.typ() != typ);
+        out.push(build(typ, u.soft, u.hard)?);
+    }
+    Ok(out)
+}
+
 /// Builds the OCI runtime spec (config.json) for a task's container.
 pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let cfg = input.config;
@@ -158,7 +207,8 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         input.passwd.as_deref(),
         input.group.as_deref(),
     )?;
-    let env = environment(cfg, input.image, input.task_name, &who.home)?;
+    let host = hostname(input.task_name, cfg);
+    let env = environment(cfg, input.image, host, &who.home)?;
     let caps = capabilities(cfg)?;
     let mounts = mounts(input)?;
 
@@ -188,7 +238,13 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .map_err(|e| SpecError::Build(e.to_string()))?;
     linux
         .set_masked_paths(paths(MASKED_PATHS))
-        .set_readonly_paths(paths(READONLY_PATHS));
+        .set_readonly_paths(paths(READONLY_PATHS))
+        .set_sysctl((!cfg.sysctls.is_empty()).then(|| {
+            cfg.sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }));
 
     let mut user = User::default();
     user.set_uid(who.uid).set_gid(who.gid).set_additional_gids(
@@ -201,12 +257,6 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .set_permitted(Some(caps))
         .set_inheritable(None)
         .set_ambient(None);
-    let nofile = PosixRlimitBuilder::default()
-        .typ(PosixRlimitType::RlimitNofile)
-        .hard(NOFILE_LIMIT)
-        .soft(NOFILE_LIMIT)
-        .build()
-        .map_err(|e| SpecError::Build(e.to_string()))?;
     let mut process = Process::default();
     process
         .set_terminal(Some(false))
@@ -215,18 +265,19 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .set_env(Some(env))
         .set_cwd(cwd.into())
         .set_capabilities(Some(all_caps))
-        .set_rlimits(Some(vec![nofile]))
-        .set_no_new_privileges(Some(false));
+        .set_rlimits(Some(rlimits(cfg)?))
+        // Docker's `no-new-privileges`: setuid binaries cannot raise a process's rights.
+        .set_no_new_privileges(Some(!(privileged || cfg.allow_privilege_escalation)));
 
     let mut root = Root::default();
     root.set_path(input.rootfs_path.clone().into())
-        .set_readonly(Some(false));
+        .set_readonly(Some(cfg.read_only_root_filesystem));
 
     let mut spec = Spec::default();
     spec.set_version("1.0.2".into())
         .set_process(Some(process))
         .set_root(Some(root))
-        .set_hostname(Some(input.task_name.to_string()))
+        .set_hostname(Some(host.to_string()))
         .set_mounts(Some(mounts))
         .set_annotations(None)
         .set_linux(Some(linux));
@@ -367,10 +418,29 @@ fn resources(cfg: &TaskConfig) -> Result<LinuxResources, SpecError> {
         .set_access(Some("rwm".into()));
     let mut res = LinuxResources::default();
     res.set_devices(Some(vec![devices]));
-    let Some(r) = &cfg.resources else {
-        return Ok(res);
+    let pids = match cfg.pids_limit {
+        0 => Some(voiyd_messages::validate::DEFAULT_PIDS_LIMIT),
+        n if n < 0 => None,
+        n => Some(n),
     };
-    if let Some(mem) = non_empty(&r.memory) {
+    if let Some(limit) = pids {
+        let mut p = LinuxPids::default();
+        p.set_limit(limit);
+        res.set_pids(Some(p));
+    }
+    // The kernel enforces `limits`; `resources` is what placement reserved and sets the
+    // CPU weight. Without limits, the requests are the limits.
+    let (req, lim) = (
+        cfg.resources.clone().unwrap_or_default(),
+        cfg.limits.clone().unwrap_or_default(),
+    );
+    let cpu_of = |q: &str| {
+        parse_cpu(q).map_err(|e| SpecError::Quantity {
+            field: "cpu",
+            reason: e.to_string(),
+        })
+    };
+    if let Some(mem) = non_empty(&lim.memory).or(non_empty(&req.memory)) {
         let limit = parse_memory(mem).map_err(|e| SpecError::Quantity {
             field: "memory",
             reason: e.to_string(),
@@ -379,13 +449,15 @@ fn resources(cfg: &TaskConfig) -> Result<LinuxResources, SpecError> {
         memory.set_limit(Some(i64::try_from(limit).unwrap_or(i64::MAX)));
         res.set_memory(Some(memory));
     }
-    if let Some(cpu) = non_empty(&r.cpu) {
-        let millis = parse_cpu(cpu).map_err(|e| SpecError::Quantity {
-            field: "cpu",
-            reason: e.to_string(),
-        })?;
+    let quota = non_empty(&lim.cpu).or(non_empty(&req.cpu));
+    if let Some(cpu) = quota {
+        let millis = cpu_of(cpu)?;
+        let weight = match non_empty(&req.cpu) {
+            Some(r) => cpu_of(r)?,
+            None => millis,
+        };
         // Kubernetes' conversion: shares = millicores * 1024 / 1000 (at least 2).
-        let shares = (millis.saturating_mul(1024) / 1000).max(2);
+        let shares = (weight.saturating_mul(1024) / 1000).max(2);
         let mut c = LinuxCpu::default();
         c.set_quota(Some(
             i64::try_from(millis.saturating_mul(CPU_PERIOD_US / 1000)).unwrap_or(i64::MAX),
@@ -693,6 +765,74 @@ mod tests {
             resolv_path: None,
             cgroups_path: "/voiyd/web-1".into(),
         }
+    }
+
+    #[test]
+    fn isolation_settings_reach_the_spec() {
+        use voiyd_messages::v1::Ulimit;
+        // Defaults: no new privileges, a pids limit, the open-file limit.
+        let s = spec(&TaskConfig::default());
+        assert_eq!(s["process"]["noNewPrivileges"], true);
+        assert_eq!(s["linux"]["resources"]["pids"]["limit"], 4096);
+        assert_eq!(
+            s["process"]["rlimits"],
+            json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}])
+        );
+        let s = spec(&TaskConfig {
+            hostname: "db".into(),
+            read_only_root_filesystem: true,
+            sysctls: [("net.core.somaxconn".to_string(), "1024".to_string())].into(),
+            ulimits: vec![
+                Ulimit {
+                    name: "nofile".into(),
+                    soft: 512,
+                    hard: 512,
+                },
+                Ulimit {
+                    name: "nproc".into(),
+                    soft: 64,
+                    hard: 128,
+                },
+            ],
+            pids_limit: -1,
+            allow_privilege_escalation: true,
+            resources: Some(Resources {
+                cpu: "250m".into(),
+                memory: "64Mi".into(),
+            }),
+            limits: Some(Resources {
+                cpu: "1".into(),
+                memory: "128Mi".into(),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(s["hostname"], "db");
+        assert_eq!(s["root"]["readonly"], true);
+        assert_eq!(s["linux"]["sysctl"], json!({"net.core.somaxconn": "1024"}));
+        assert_eq!(
+            s["process"]["rlimits"],
+            json!([
+                {"type": "RLIMIT_NOFILE", "hard": 512, "soft": 512},
+                {"type": "RLIMIT_NPROC", "hard": 128, "soft": 64}
+            ])
+        );
+        assert!(s["linux"]["resources"].get("pids").is_none());
+        assert_eq!(s["process"]["noNewPrivileges"], false);
+        // Limits bound the cgroup; the request sets the CPU weight.
+        let r = &s["linux"]["resources"];
+        assert_eq!(r["memory"]["limit"], 128 * 1024 * 1024);
+        assert_eq!(r["cpu"]["quota"], 100_000);
+        assert_eq!(r["cpu"]["shares"], 256);
+        assert!(s["process"]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("HOSTNAME=db")));
+        // Privileged implies escalation.
+        let s = spec(&TaskConfig {
+            privileged: true,
+            ..Default::default()
+        });
+        assert_eq!(s["process"]["noNewPrivileges"], false);
     }
 
     #[test]
