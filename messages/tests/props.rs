@@ -211,6 +211,13 @@ prop_compose! {
         node_affinity in vec(requirement().prop_map(|r| r.to_string()), 0..3),
         stopped in any::<bool>(),
         (liveness_probe, readiness_probe, startup_probe) in (probe(), probe(), probe()),
+        (hostname, read_only_root_filesystem, pids_limit, allow_privilege_escalation) in (
+            prop::sample::select(vec!["", "db", "db-1.local"]),
+            any::<bool>(),
+            prop::sample::select(vec![0i64, -1, 50]),
+            any::<bool>(),
+        ),
+        sysctls in prop::sample::select(vec![vec![], vec![("kernel.shmmax", "68719476736")]]),
     ) -> TaskConfig {
         TaskConfig {
             image,
@@ -241,6 +248,17 @@ prop_compose! {
             liveness_probe,
             readiness_probe,
             startup_probe,
+            hostname: hostname.to_string(),
+            read_only_root_filesystem,
+            dns: None,
+            sysctls: sysctls
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ulimits: vec![],
+            limits: None,
+            pids_limit,
+            allow_privilege_escalation,
         }
     }
 }
