@@ -697,6 +697,29 @@ pub struct ContainerdCluster {
 }
 
 impl ContainerdCluster {
+    /// `voiydctl apply -f -` with `yaml`, failing the test unless it succeeds.
+    pub fn apply(&self, yaml: &str) {
+        let o = voiydctl(&self.server.url, &["apply", "-f", "-"], Some(yaml), &[]);
+        assert!(o.status.success(), "apply failed: {}", stderr(&o));
+    }
+
+    /// Starts node agent `name` and waits (20 s at most) until `get nodes` says Ready.
+    pub async fn start_node(&self, name: &str) -> NodeAgent {
+        let n = self.agent(name, &[]);
+        eventually(
+            Duration::from_secs(20),
+            &format!("node {name} ready"),
+            || async {
+                let out = stdout(&self.voiydctl(&["get", "nodes"]));
+                out.lines()
+                    .any(|l| l.starts_with(name) && l.contains(" Ready"))
+                    .then_some(())
+            },
+        )
+        .await;
+        n
+    }
+
     /// Starts it all; `server_args` go to voiyd-server.
     pub async fn start_with(server_args: &[&str]) -> ContainerdCluster {
         let nats = voiyd_testkit::nats::TestNats::start().await;

@@ -6,28 +6,7 @@
 use std::time::Duration;
 use voiyd_testkit::nats::free_port;
 use voiyd_tests::browser::Browser;
-use voiyd_tests::{eventually, stderr, stdout, voiydctl, ContainerdCluster, NodeAgent};
-
-fn apply(c: &ContainerdCluster, yaml: &str) {
-    let o = voiydctl(&c.server.url, &["apply", "-f", "-"], Some(yaml), &[]);
-    assert!(o.status.success(), "apply failed: {}", stderr(&o));
-}
-
-async fn start_node(c: &ContainerdCluster, name: &str) -> NodeAgent {
-    let n = c.agent(name, &[]);
-    eventually(
-        Duration::from_secs(20),
-        &format!("node {name} ready"),
-        || async {
-            let out = stdout(&c.voiydctl(&["get", "nodes"]));
-            out.lines()
-                .any(|l| l.starts_with(name) && l.contains(" Ready"))
-                .then_some(())
-        },
-    )
-    .await;
-    n
-}
+use voiyd_tests::{eventually, stdout, ContainerdCluster};
 
 /// The highest `tick N` in the text.
 fn last_tick(text: &str) -> u32 {
@@ -43,12 +22,10 @@ fn last_tick(text: &str) -> u32 {
 async fn dashboard_shows_the_cluster_live_and_acts_after_confirmation() {
     let addr = format!("127.0.0.1:{}", free_port());
     let c = ContainerdCluster::start_with(&["--http-addr", &addr]).await;
-    let _n1 = start_node(&c, "n1").await;
+    let _n1 = c.start_node("n1").await;
     let image = c.registry.image("busybox");
-    apply(
-        &c,
-        &format!(
-            "version: task/v1
+    c.apply(&format!(
+        "version: task/v1
 meta: {{name: talker}}
 config:
   image: {image}
@@ -70,8 +47,7 @@ template:
   args: [sleep, '3600']
   stopGracePeriod: 1s
 "
-        ),
-    );
+    ));
     let dir = tempfile::tempdir().unwrap();
     let b = Browser::start(dir.path()).await;
     let base = format!("http://{addr}/");

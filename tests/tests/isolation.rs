@@ -3,28 +3,7 @@
 //! pids limit and no-new-privileges, with Docker's stricter defaults when unset.
 
 use std::time::Duration;
-use voiyd_tests::{eventually, stderr, stdout, voiydctl, ContainerdCluster, NodeAgent};
-
-fn apply(c: &ContainerdCluster, yaml: &str) {
-    let o = voiydctl(&c.server.url, &["apply", "-f", "-"], Some(yaml), &[]);
-    assert!(o.status.success(), "apply failed: {}", stderr(&o));
-}
-
-async fn start_node(c: &ContainerdCluster, name: &str) -> NodeAgent {
-    let n = c.agent(name, &[]);
-    eventually(
-        Duration::from_secs(20),
-        &format!("node {name} ready"),
-        || async {
-            let out = stdout(&c.voiydctl(&["get", "nodes"]));
-            out.lines()
-                .any(|l| l.starts_with(name) && l.contains(" Ready"))
-                .then_some(())
-        },
-    )
-    .await;
-    n
-}
+use voiyd_tests::{eventually, stderr, stdout, voiydctl, ContainerdCluster};
 
 async fn running(c: &ContainerdCluster, task: &str) {
     eventually(
@@ -52,12 +31,10 @@ fn sh(c: &ContainerdCluster, task: &str, script: &str) -> (i32, String) {
 #[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn isolation_settings_hold_inside_the_container() {
     let c = ContainerdCluster::start_with(&[]).await;
-    let _n1 = start_node(&c, "n1").await;
+    let _n1 = c.start_node("n1").await;
     let image = c.registry.image("busybox");
-    apply(
-        &c,
-        &format!(
-            "version: task/v1
+    c.apply(&format!(
+        "version: task/v1
 meta: {{name: locked}}
 config:
   image: {image}
@@ -78,8 +55,7 @@ config:
   args: [sleep, '3600']
   stopGracePeriod: 1s
 "
-        ),
-    );
+    ));
     running(&c, "locked").await;
     running(&c, "plain").await;
 

@@ -4,10 +4,7 @@
 
 use std::time::{Duration, Instant};
 use voiyd_messages::v1::{ContainerSet, Task};
-use voiyd_tests::{
-    eventually, running_containers, stderr, stdout, task_pids, voiydctl, ContainerdCluster,
-    NodeAgent,
-};
+use voiyd_tests::{eventually, running_containers, stderr, task_pids, voiydctl, ContainerdCluster};
 
 /// The Ready condition of a task: (status, reason, message).
 fn ready_of(t: &Task) -> Option<(String, String, String)> {
@@ -44,39 +41,16 @@ async fn wait_ready(
     .await
 }
 
-fn apply(c: &ContainerdCluster, yaml: &str) {
-    let o = voiydctl(&c.server.url, &["apply", "-f", "-"], Some(yaml), &[]);
-    assert!(o.status.success(), "apply failed: {}", stderr(&o));
-}
-
-async fn start_node(c: &ContainerdCluster, name: &str) -> NodeAgent {
-    let n = c.agent(name, &[]);
-    eventually(
-        Duration::from_secs(20),
-        &format!("node {name} ready"),
-        || async {
-            let out = stdout(&c.voiydctl(&["get", "nodes"]));
-            out.lines()
-                .any(|l| l.starts_with(name) && l.contains(" Ready"))
-                .then_some(())
-        },
-    )
-    .await;
-    n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn probes_decide_readiness_and_restart_on_real_containerd() {
     let c = ContainerdCluster::start_with(&[]).await;
-    let _n1 = start_node(&c, "n1").await;
+    let _n1 = c.start_node("n1").await;
     let image = c.registry.image("busybox");
 
     // Readiness by exec on a file the test creates through `voiydctl exec`.
-    apply(
-        &c,
-        &format!(
-            "version: task/v1
+    c.apply(&format!(
+        "version: task/v1
 meta: {{name: gate}}
 config:
   image: {image}
@@ -86,8 +60,7 @@ config:
     exec: {{command: [cat, /tmp/ready]}}
     periodSeconds: 1
 "
-        ),
-    );
+    ));
     let (reason, msg) = wait_ready(&c, "gate", "False", "exit code 1").await;
     assert_eq!(reason, "Unhealthy");
     assert!(
@@ -117,10 +90,8 @@ config:
     );
 
     // An HTTP probe against busybox httpd: ready while it serves the page, not after.
-    apply(
-        &c,
-        &format!(
-            "version: task/v1
+    c.apply(&format!(
+        "version: task/v1
 meta: {{name: web}}
 config:
   image: {image}
@@ -131,18 +102,15 @@ config:
     periodSeconds: 1
     failureThreshold: 1
 "
-        ),
-    );
+    ));
     wait_ready(&c, "web", "True", "").await;
     c.ok(&["exec", "web", "--", "rm", "/www/index.html"]);
     let (_, msg) = wait_ready(&c, "web", "False", "status code").await;
     assert!(msg.contains("404"), "{msg}");
 
     // A liveness probe that fails restarts the task, with the reason and the output.
-    apply(
-        &c,
-        &format!(
-            "version: task/v1
+    c.apply(&format!(
+        "version: task/v1
 meta: {{name: doomed}}
 config:
   image: {image}
@@ -153,8 +121,7 @@ config:
     periodSeconds: 1
     failureThreshold: 2
 "
-        ),
-    );
+    ));
     let first_pid = eventually(Duration::from_secs(30), "doomed running", || async {
         let t = task(&c, "doomed").await?;
         let st = t.status?;
@@ -221,7 +188,7 @@ config:
 #[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn stop_grace_force_and_exit_codes_on_real_containerd() {
     let c = ContainerdCluster::start_with(&[]).await;
-    let _n1 = start_node(&c, "n1").await;
+    let _n1 = c.start_node("n1").await;
     let image = c.registry.image("busybox");
     let socket = c.containerd.socket.clone();
 
@@ -273,7 +240,7 @@ async fn stop_grace_force_and_exit_codes_on_real_containerd() {
     );
 
     // A drain moves the task, and its old copy gets the same grace.
-    let _n2 = start_node(&c, "n2").await;
+    let _n2 = c.start_node("n2").await;
     c.ok(&[
         "run",
         "drained",
@@ -393,17 +360,17 @@ async fn set_of(c: &ContainerdCluster) -> ContainerSet {
 #[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn rollouts_trust_readiness_on_real_containerd() {
     let c = ContainerdCluster::start_with(&[]).await;
-    let _n1 = start_node(&c, "n1").await;
+    let _n1 = c.start_node("n1").await;
     let image = c.registry.image("busybox");
 
     // Three ready replicas (the probe's file exists in every container).
-    apply(&c, &set_yaml(&image, "v1", "/tmp/v", ""));
+    c.apply(&set_yaml(&image, "v1", "/tmp/v", ""));
     let out = c.ok(&["rollout", "status", "set", "web", "--timeout", "60s"]);
     assert!(out.contains("rolled out"), "{out}");
 
     // A healthy rollout with maxUnavailable 0: sampled throughout, never fewer than
     // three ready tasks.
-    apply(&c, &set_yaml(&image, "v2", "/tmp/v", ""));
+    c.apply(&set_yaml(&image, "v2", "/tmp/v", ""));
     let mut fewest = u32::MAX;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -442,7 +409,7 @@ async fn rollouts_trust_readiness_on_real_containerd() {
     // A template that never becomes ready is rolled back within its deadline, and the
     // old replicas stay ready throughout.
     let started = Instant::now();
-    apply(&c, &set_yaml(&image, "v3", "/tmp/never", ""));
+    c.apply(&set_yaml(&image, "v3", "/tmp/never", ""));
     eventually(Duration::from_secs(60), "rolled back to v2", || async {
         let s = set_of(&c).await;
         let args = s.template.as_ref()?.args.join(" ");
@@ -478,10 +445,12 @@ async fn rollouts_trust_readiness_on_real_containerd() {
     .await;
 
     // After a completed rollout, a replica failing is replaced, never rolled back.
-    apply(
-        &c,
-        &set_yaml(&image, "v4", "/tmp/v", "  restartPolicy: never\n"),
-    );
+    c.apply(&set_yaml(
+        &image,
+        "v4",
+        "/tmp/v",
+        "  restartPolicy: never\n",
+    ));
     let out = c.ok(&["rollout", "status", "set", "web", "--timeout", "90s"]);
     assert!(out.contains("rolled out"), "{out}");
     let victim = "web-0";

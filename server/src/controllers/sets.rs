@@ -15,16 +15,14 @@
 use crate::cache::view::TaskEntry;
 use crate::context::Ctx;
 use crate::error::ServerError;
-use crate::schedule::placement::{wants_global_task, Demand, Strategy};
 use crate::schedule::sets::{
     condition, global_task_name, plan, plan_global, remember, rollback_cause, secs_since,
     template_hash, Limits, Member, Plan, Rollout, DEFAULT_PROGRESS_DEADLINE_SECS, SET_LABEL,
 };
-use crate::service::sets::{members, set_task};
+use crate::service::sets::{global_nodes, members, set_task};
 use crate::service::{resources, tasks};
 use crate::store::managed::Managed;
 use crate::store::status;
-use std::collections::BTreeSet;
 use voiyd_messages::condition::ConditionType;
 use voiyd_messages::event::EventType;
 use voiyd_messages::reason::Reason;
@@ -106,14 +104,7 @@ async fn reconcile(
     let members = members(set.name(), tasks, strategy.min_ready_seconds, &now);
     let (p, replicas) = if set.mode.eq_ignore_ascii_case("global") {
         // One task on every node that wants one.
-        let demand = Demand::of(&template, Strategy::default());
-        let wanted: BTreeSet<String> = ctx
-            .view
-            .nodes()
-            .into_iter()
-            .filter(|n| n.registered && wants_global_task(&demand, &n.candidate))
-            .map(|n| n.candidate.name)
-            .collect();
+        let wanted = global_nodes(ctx, &template);
         let g = plan_global(&hash, &wanted, &members, strategy.max_unavailable);
         for node in &g.create {
             let name = global_task_name(set.name(), node);

@@ -6,10 +6,9 @@
 
 use crate::context::Ctx;
 use crate::error::ServerError;
-use crate::schedule::placement::{wants_global_task, Demand, Strategy};
 use crate::schedule::sets::{end_state, global_task_name, template_hash, SET_LABEL};
 use crate::service::resources;
-use crate::service::sets::{members, set_task};
+use crate::service::sets::{global_nodes, members, set_task};
 use crate::store::managed::Managed;
 use std::any::Any;
 use std::collections::BTreeSet;
@@ -96,14 +95,7 @@ fn plan_set(ctx: &Ctx, set: &ContainerSet, reply: &mut PlanReply) {
     let members = members(set.name(), &tasks, min_ready, &now);
     let mut new_tasks = Vec::new();
     if set.mode.eq_ignore_ascii_case("global") {
-        let demand = Demand::of(&template, Strategy::default());
-        let wanted: BTreeSet<String> = ctx
-            .view
-            .nodes()
-            .into_iter()
-            .filter(|n| n.registered && wants_global_task(&demand, &n.candidate))
-            .map(|n| n.candidate.name)
-            .collect();
+        let wanted = global_nodes(ctx, &template);
         let mut covered = BTreeSet::new();
         for m in &members {
             if !wanted.contains(&m.node) || !covered.insert(m.node.clone()) {

@@ -2,10 +2,13 @@
 //! plan sees them, and the task a set makes from its template.
 
 use crate::cache::view::{TaskEntry, NODE_NAME_LABEL, PLACEMENT_LABEL};
+use crate::context::Ctx;
+use crate::schedule::placement::{wants_global_task, Demand, Strategy};
 use crate::schedule::sets::{
     index_of, secs_since, Member, CRASH_LOOP_RESTARTS, HASH_LABEL, SET_LABEL,
 };
-use voiyd_messages::v1::{ContainerSet, Task};
+use std::collections::BTreeSet;
+use voiyd_messages::v1::{ContainerSet, Task, TaskConfig};
 use voiyd_messages::{Resource, Timestamp};
 
 /// The tasks of set `set` as members of its rollout plan.
@@ -65,4 +68,16 @@ pub fn set_task(set: &ContainerSet, hash: &str, name: &str, pin: Option<&str>) -
             .insert(NODE_NAME_LABEL.into(), node.into());
     }
     Task::new(name, template).with_labels(labels)
+}
+
+/// The nodes a global set of `template` runs a task on: every registered node that
+/// wants one (ready, uncordoned, matching the template's selector and affinity).
+pub fn global_nodes(ctx: &Ctx, template: &TaskConfig) -> BTreeSet<String> {
+    let demand = Demand::of(template, Strategy::default());
+    ctx.view
+        .nodes()
+        .into_iter()
+        .filter(|n| n.registered && wants_global_task(&demand, &n.candidate))
+        .map(|n| n.candidate.name)
+        .collect()
 }

@@ -81,31 +81,35 @@ pub async fn create_token(
         return create_api_token(ctx, req).await;
     }
     manager(ctx)?;
-    let ttl = token_ttl(req)?;
-    let token = new_token(TOKEN_PREFIX)?;
-    let (created_at, expires_at) = lifetime(ttl);
-    let record = JoinToken {
+    let kv = tokens_kv(&ctx.cluster.js).await?;
+    issue(&kv, TOKEN_PREFIX, req, |created_at, expires_at| JoinToken {
         created_at: Some(created_at),
         expires_at: Some(expires_at),
-    };
-    tokens_kv(&ctx.cluster.js)
-        .await?
-        .create(&token_hash(&token), &record)
-        .await?;
-    Ok(TokenCreateReply {
-        token,
-        expires_at: Some(expires_at),
     })
+    .await
 }
 
-/// Now, and `ttl` from now.
-fn lifetime(ttl: Duration) -> (voiyd_messages::Timestamp, voiyd_messages::Timestamp) {
+/// Makes a token after `prefix` that lives as long as `req` asks, stores its hash in
+/// `kv` (with `record` of its times) and answers it: shown once, never stored.
+async fn issue<M: prost::Message + Default + Send + Sync + 'static>(
+    kv: &voiyd_nats::TypedKv<M>,
+    prefix: &str,
+    req: &TokenCreateRequest,
+    record: impl FnOnce(voiyd_messages::Timestamp, voiyd_messages::Timestamp) -> M,
+) -> Result<TokenCreateReply, ServerError> {
+    let ttl = token_ttl(req)?;
+    let token = new_token(prefix)?;
     let now = voiyd_messages::time::now();
     let expires_at = voiyd_messages::Timestamp {
         seconds: now.seconds + ttl.as_secs() as i64,
         nanos: 0,
     };
-    (now, expires_at)
+    kv.create(&token_hash(&token), &record(now, expires_at))
+        .await?;
+    Ok(TokenCreateReply {
+        token,
+        expires_at: Some(expires_at),
+    })
 }
 
 async fn create_api_token(
@@ -117,21 +121,14 @@ async fn create_api_token(
             "this cluster runs without --auth, so its HTTP API needs no token: call it without one, or start voiyd-server with --auth",
         ));
     }
-    let ttl = token_ttl(req)?;
-    let token = new_token(API_TOKEN_PREFIX)?;
-    let (created_at, expires_at) = lifetime(ttl);
-    let record = ApiToken {
-        created_at: Some(created_at),
-        expires_at: Some(expires_at),
-    };
-    api_tokens_kv(&ctx.cluster.js)
-        .await?
-        .create(&token_hash(&token), &record)
-        .await?;
-    Ok(TokenCreateReply {
-        token,
-        expires_at: Some(expires_at),
+    let kv = api_tokens_kv(&ctx.cluster.js).await?;
+    issue(&kv, API_TOKEN_PREFIX, req, |created_at, expires_at| {
+        ApiToken {
+            created_at: Some(created_at),
+            expires_at: Some(expires_at),
+        }
     })
+    .await
 }
 
 /// Whether `token` is an HTTP API token that exists and has not expired. Refusals
