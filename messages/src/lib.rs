@@ -22,6 +22,7 @@ pub mod reason;
 pub mod requests;
 pub mod resource;
 pub mod schedule;
+pub mod schema;
 pub mod selector;
 pub mod time;
 pub mod validate;

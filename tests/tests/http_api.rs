@@ -327,6 +327,28 @@ async fn http_api_answers_every_verb_like_the_nats_api() {
     let listed = voiydctl_ok(&nats.url(), &["get", "tasks"], None);
     assert!(!listed.lines().any(|l| l.starts_with("web ")), "{listed}");
 
+    // The OpenAPI document describes what the API really answers: every field of a task,
+    // a set and a node as served is in its schema.
+    let doc = ha.get("/api/v1/openapi.json").json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/api/v1/tasks",
+        "/api/v1/tasks/{name}",
+        "/api/v1/events",
+        "/api/v1/tasks/{name}/logs",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    let schemas = &doc["components"]["schemas"];
+    let cli = ha.get("/api/v1/tasks/cli").json();
+    conforms(schemas, "Task", &cli, "task");
+    conforms(
+        schemas,
+        "Node",
+        &ha.get("/api/v1/nodes/h-0001").json(),
+        "node",
+    );
+
     // The same listener serves /metrics and /healthz; tokens need --auth.
     let m = ha.get("/metrics");
     assert!(m.code == 200 && m.body.contains("voiyd_"), "{}", m.code);
@@ -334,6 +356,46 @@ async fn http_api_answers_every_verb_like_the_nats_api() {
     let r = ha.post("/api/v1/tokens", r#"{"admin":true}"#);
     assert_eq!(r.code, 400, "{}", r.body);
     assert!(r.body.contains("--auth"), "{}", r.body);
+}
+
+/// Every key of `value` is a property of schema `name` (following references, arrays
+/// and maps): the document covers what the API serves.
+fn conforms(schemas: &serde_json::Value, name: &str, value: &serde_json::Value, at: &str) {
+    let schema = &schemas[name];
+    assert!(schema.is_object(), "{at}: no schema {name}");
+    check(schemas, schema, value, at);
+}
+
+fn check(
+    schemas: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    at: &str,
+) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return conforms(schemas, name, value, at);
+    }
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let sub = if let Some(props) = schema["properties"].as_object() {
+                    props
+                        .get(k)
+                        .unwrap_or_else(|| panic!("{at}.{k} is not in the schema"))
+                } else {
+                    &schema["additionalProperties"]
+                };
+                check(schemas, sub, v, &format!("{at}.{k}"));
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                check(schemas, &schema["items"], v, &format!("{at}[{i}]"));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// An SSE watch delivers events as they happen, and a client that reconnects with the

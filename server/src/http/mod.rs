@@ -9,6 +9,7 @@
 
 mod events;
 mod logs;
+mod openapi;
 mod resources;
 pub mod tls;
 
@@ -199,7 +200,9 @@ pub async fn serve(
         .transpose()?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
     let bound = listener.local_addr().map_err(bind)?;
+    // The OpenAPI document, like the page, needs no token: it holds no data.
     let app = voiyd_ui::routes()
+        .route("/api/v1/openapi.json", axum::routing::get(openapi::openapi))
         .merge(voiyd_metrics::routes(collect))
         .merge(router(state));
     let scheme = if config.is_some() { "https" } else { "http" };
