@@ -32,7 +32,8 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
     let nats = TestNats::start().await;
-    let server = Server::external(&nats.url()).await;
+    let http_addr = format!("127.0.0.1:{}", voiyd_testkit::nats::free_port());
+    let server = Server::external_with(&nats.url(), &["--http-addr", &http_addr]).await;
     let api = server.api().await;
 
     // Floor: a bare request/reply round trip through the same nats-server.
@@ -52,6 +53,15 @@ async fn main() {
         let _: Task = api.get(&format!("b{i}")).await.unwrap();
         gets.push(t.elapsed());
     }
+    // The same gets over the HTTP API, one keep-alive connection.
+    let mut http = HttpConn::open(&http_addr).await;
+    let mut http_gets = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let body = http.get(&format!("/api/v1/tasks/b{i}")).await;
+        http_gets.push(t.elapsed());
+        assert!(body.contains(&format!("\"b{i}\"")), "{body}");
+    }
     println!("== API, sequential, one voiyd-server, loopback NATS ({n} requests each)");
     let floor = line("bare NATS request/reply (floor)", &mut bare);
     let c = line(
@@ -59,10 +69,12 @@ async fn main() {
         &mut creates,
     );
     let g = line("tasks.get (spec + status)", &mut gets);
+    let h = line("GET /api/v1/tasks/NAME (HTTP, keep-alive)", &mut http_gets);
     println!(
-        "ratio to floor: create {:.1}x, get {:.1}x",
+        "ratio to floor: create {:.1}x, get {:.1}x, HTTP get {:.1}x",
         ms(c) / ms(floor),
-        ms(g) / ms(floor)
+        ms(g) / ms(floor),
+        ms(h) / ms(floor)
     );
 
     // Concurrent throughput of creates.
@@ -197,5 +209,51 @@ async fn wait_phase(api: &voiyd_nats::api::ApiClient, name: &str, phases: &[&str
             );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 client on one keep-alive connection (the benchmark measures the
+/// server, not a client library).
+struct HttpConn {
+    stream: tokio::net::TcpStream,
+    host: String,
+}
+
+impl HttpConn {
+    async fn open(addr: &str) -> HttpConn {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        HttpConn {
+            stream,
+            host: addr.to_string(),
+        }
+    }
+
+    /// GET `path`; the body (read by its Content-Length).
+    async fn get(&mut self, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        self.stream.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 16384];
+        loop {
+            let n = self.stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the server closed the connection");
+            raw.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&raw);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                    })
+                    .expect("a Content-Length");
+                if body.len() >= len {
+                    return body.to_string();
+                }
+            }
+        }
     }
 }
