@@ -24,7 +24,7 @@ impl Browser {
     pub async fn start(dir: &Path) -> Browser {
         assert!(
             Path::new(CHROMEDRIVER).exists(),
-            "chromedriver missing: apt-get install chromium chromium-driver (scripts/install-deps.sh)"
+            "chromedriver missing: apt-get install chromium chromium-driver (scripts/install-deps.sh --test)"
         );
         let port = voiyd_testkit::nats::free_port();
         let driver = Proc::spawn(
