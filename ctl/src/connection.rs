@@ -18,8 +18,6 @@ pub struct Globals {
     pub api_timeout: Duration,
     /// How long commands wait for a state (run, start, stop, delete task).
     pub wait_timeout: Duration,
-    /// `-v`.
-    pub verbose: bool,
 }
 
 /// Where and how to connect, resolved from flags and the config.

@@ -72,7 +72,6 @@ fn globals(cli: &Cli) -> Result<Globals> {
         server: cli.server.clone().filter(|s| !s.trim().is_empty()),
         api_timeout: timeout.unwrap_or(DEFAULT_API_TIMEOUT),
         wait_timeout: timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
-        verbose: cli.verbose,
     })
 }
 

@@ -21,7 +21,6 @@ fn globals(config: &Path, server: Option<&str>) -> Globals {
         server: server.map(str::to_string),
         api_timeout: Duration::from_secs(3),
         wait_timeout: Duration::from_secs(60),
-        verbose: false,
     }
 }
 

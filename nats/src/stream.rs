@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
 use std::time::Duration;
-use voiyd_messages::v1::StreamStart;
+use voiyd_messages::v1::{LogRequest, StreamStart};
 
 /// How long a node waits for a client to acknowledge one message.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -148,6 +148,27 @@ impl ClientStream {
             node: self.node.clone(),
             reason: format!("undecodable message: {e}"),
         })
+    }
+
+    /// Opens task `task`'s log stream on `node` (`req.deliver_to` is filled in):
+    /// voiydctl's `logs` and the HTTP API's both read through it.
+    pub async fn open_logs(
+        client: &Client,
+        node: &str,
+        task: &str,
+        req: &LogRequest,
+        timeout: Duration,
+    ) -> Result<ClientStream, StreamError> {
+        let subject = crate::names::node::logs(node, task);
+        let (stream, _) = ClientStream::open(client, node, subject, timeout, |inbox| {
+            LogRequest {
+                deliver_to: inbox,
+                ..req.clone()
+            }
+            .encode_to_vec()
+        })
+        .await?;
+        Ok(stream)
     }
 
     /// The NATS client, e.g. to send input.

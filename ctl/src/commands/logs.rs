@@ -6,12 +6,10 @@ use crate::cli::LogsArgs;
 use crate::connection::{self, Globals};
 use crate::error::{CtlError, Result};
 use crate::timefmt::parse_duration;
-use prost::Message;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use voiyd_messages::v1::{LogChunk, LogLine, LogRequest, Task};
 use voiyd_messages::Resource;
 use voiyd_nats::api::ApiClient;
-use voiyd_nats::names;
 use voiyd_nats::stream::{ClientStream, StreamError};
 
 /// Label that marks the tasks of a container set.
@@ -124,27 +122,6 @@ fn stream_err(e: StreamError) -> CtlError {
     CtlError::Other(e.to_string())
 }
 
-/// Opens one task's log stream.
-async fn open(
-    nats: &async_nats::Client,
-    task: &str,
-    node: &str,
-    req: &LogRequest,
-    timeout: Duration,
-) -> Result<ClientStream> {
-    let subject = names::node::logs(node, task);
-    let (stream, _) = ClientStream::open(nats, node, subject, timeout, |inbox| {
-        LogRequest {
-            deliver_to: inbox,
-            ..req.clone()
-        }
-        .encode_to_vec()
-    })
-    .await
-    .map_err(stream_err)?;
-    Ok(stream)
-}
-
 /// `logs`.
 pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
     if args.stdout && args.stderr {
@@ -186,7 +163,10 @@ pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
             }
             Err(e) => return Err(e),
         };
-        match open(&nats, &name, &node, &req, globals.api_timeout).await {
+        match ClientStream::open_logs(&nats, &node, &name, &req, globals.api_timeout)
+            .await
+            .map_err(stream_err)
+        {
             Ok(s) => opened.push((name, s)),
             Err(e) if merged => eprintln!("warning: logs of {name}: {e}"),
             Err(e) => return Err(e),
@@ -270,6 +250,7 @@ pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn since_takes_durations_and_times() {

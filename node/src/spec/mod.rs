@@ -169,27 +169,9 @@ fn rlimits(cfg: &TaskConfig) -> Result<Vec<PosixRlimit>, SpecError> {
         NOFILE_LIMIT,
     )?];
     for u in &cfg.ulimits {
-        let typ = match u.name.as_str() {
-            "core" => PosixRlimitType::RlimitCore,
-            "cpu" => PosixRlimitType::RlimitCpu,
-            "data" => PosixRlimitType::RlimitData,
-            "fsize" => PosixRlimitType::RlimitFsize,
-            "locks" => PosixRlimitType::RlimitLocks,
-            "memlock" => PosixRlimitType::RlimitMemlock,
-            "msgqueue" => PosixRlimitType::RlimitMsgqueue,
-            "nice" => PosixRlimitType::RlimitNice,
-            "nofile" => PosixRlimitType::RlimitNofile,
-            "nproc" => PosixRlimitType::RlimitNproc,
-            "rss" => PosixRlimitType::RlimitRss,
-            "rtprio" => PosixRlimitType::RlimitRtprio,
-            "rttime" => PosixRlimitType::RlimitRttime,
-            "sigpending" => PosixRlimitType::RlimitSigpending,
-            "stack" => PosixRlimitType::RlimitStack,
-            "as" => PosixRlimitType::RlimitAs,
-            other => {
-                return Err(SpecError::Build(format!("unknown ulimit {other}")));
-            }
-        };
+        // oci-spec names them RLIMIT_NOFILE and so on.
+        let typ = PosixRlimitType::from_str(&format!("RLIMIT_{}", u.name.to_ascii_uppercase()))
+            .map_err(|_| SpecError::Build(format!("unknown ulimit {}", u.name)))?;
         out.retain(|r| r.typ() != typ);
         out.push(build(typ, u.soft, u.hard)?);
     }

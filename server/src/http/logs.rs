@@ -11,11 +11,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use prost::Message;
 use std::collections::HashMap;
 use std::time::Duration;
 use voiyd_messages::v1::{GetRequest, LogChunk, LogRequest, Task};
-use voiyd_nats::names;
 use voiyd_nats::stream::{ClientStream, StreamError};
 
 /// How long the node has to answer the request.
@@ -68,16 +66,9 @@ pub async fn logs(
         stream,
         deliver_to: String::new(),
     };
-    let subject = names::node::logs(&node, &name);
-    let (mut logs, _) = ClientStream::open(&st.ctx.client, &node, subject, OPEN_TIMEOUT, |inbox| {
-        LogRequest {
-            deliver_to: inbox,
-            ..req.clone()
-        }
-        .encode_to_vec()
-    })
-    .await
-    .map_err(unreachable_node)?;
+    let mut logs = ClientStream::open_logs(&st.ctx.client, &node, &name, &req, OPEN_TIMEOUT)
+        .await
+        .map_err(unreachable_node)?;
     if !follow {
         let mut text = String::new();
         loop {

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use std::net::SocketAddr;
-use voiyd_nats::api::{ErrorCode, MAX_REQUEST_BYTES};
+use voiyd_nats::api::MAX_REQUEST_BYTES;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -60,14 +60,9 @@ impl HttpError {
 
 impl From<ServerError> for HttpError {
     fn from(e: ServerError) -> HttpError {
-        let status = match e.code() {
-            ErrorCode::Invalid => StatusCode::BAD_REQUEST,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        // The API's codes are HTTP's (400, 404, 409, 413, 500, 503).
+        let status =
+            StatusCode::from_u16(e.code() as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::warn!(error = %e.message(), "HTTP request failed");
         }
@@ -208,19 +203,19 @@ pub async fn serve(
     let scheme = if config.is_some() { "https" } else { "http" };
     tracing::info!(addr = %bound, "HTTP API at {scheme}://{bound}/api/v1");
     let task = match config {
-        Some(config) => {
-            let listener = tls::TlsListener::new(listener, config).map_err(bind)?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::warn!(error = %e, "HTTPS API stopped");
-                }
-            })
-        }
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(error = %e, "HTTP API stopped");
-            }
-        }),
+        Some(config) => spawn(tls::TlsListener::new(listener, config).map_err(bind)?, app),
+        None => spawn(listener, app),
     };
     Ok((bound, task))
+}
+
+fn spawn<L: axum::serve::Listener>(listener: L, app: Router) -> tokio::task::JoinHandle<()>
+where
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "HTTP API stopped");
+        }
+    })
 }

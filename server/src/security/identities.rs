@@ -323,21 +323,26 @@ fn random_hex(n: usize) -> anyhow::Result<String> {
 pub(crate) async fn creds_kv(
     js: &async_nats::jetstream::Context,
 ) -> Result<voiyd_nats::TypedKv<Credential>, ServerError> {
-    let kv = js
-        .get_key_value(names::BUCKET_CREDENTIALS)
-        .await
-        .map_err(|e| ServerError::failed("cannot open bucket voiyd_credentials", e))?;
-    Ok(voiyd_nats::TypedKv::new(kv, "credential"))
+    typed_kv(js, names::BUCKET_CREDENTIALS, "credential").await
 }
 
 pub(crate) async fn tokens_kv(
     js: &async_nats::jetstream::Context,
 ) -> Result<voiyd_nats::TypedKv<JoinToken>, ServerError> {
+    typed_kv(js, names::BUCKET_JOIN_TOKENS, "join token").await
+}
+
+/// Bucket `bucket` holding messages `M` (`what` names one in errors).
+pub(crate) async fn typed_kv<M: prost::Message + Default + 'static>(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    what: &'static str,
+) -> Result<voiyd_nats::TypedKv<M>, ServerError> {
     let kv = js
-        .get_key_value(names::BUCKET_JOIN_TOKENS)
+        .get_key_value(bucket)
         .await
-        .map_err(|e| ServerError::failed("cannot open bucket voiyd_join_tokens", e))?;
-    Ok(voiyd_nats::TypedKv::new(kv, "join token"))
+        .map_err(|e| ServerError::failed(format!("cannot open bucket {bucket}"), e))?;
+    Ok(voiyd_nats::TypedKv::new(kv, what))
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -151,11 +151,7 @@ pub async fn check_api_token(ctx: &Ctx, token: &str) -> Result<bool, ServerError
 async fn api_tokens_kv(
     js: &async_nats::jetstream::Context,
 ) -> Result<voiyd_nats::TypedKv<ApiToken>, ServerError> {
-    let kv = js
-        .get_key_value(names::BUCKET_API_TOKENS)
-        .await
-        .map_err(|e| ServerError::failed("cannot open bucket voiyd_api_tokens", e))?;
-    Ok(voiyd_nats::TypedKv::new(kv, "API token"))
+    crate::security::identities::typed_kv(js, names::BUCKET_API_TOKENS, "API token").await
 }
 
 /// Checks a join request's fields before any lookup.
