@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|p| p.extension().is_some_and(|e| e == "proto"))
         .collect();
     protos.sort();
+    // The directory too: a new schema file must rebuild.
+    println!("cargo:rerun-if-changed=proto/voiyd/v1");
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
     }

@@ -35,6 +35,14 @@ pub fn millis(t: &Timestamp) -> i64 {
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
 }
 
+/// The timestamp `ms` milliseconds after 1970 (the inverse of [`millis`]).
+pub fn from_millis(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
 /// Formats a time as `2026-11-25T15:20:37Z` (whole seconds; what containerd's
 /// `gc.expire` label expects).
 pub fn rfc3339(t: SystemTime) -> String {
@@ -103,6 +111,14 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn millis_round_trip() {
+        for ms in [0, 1, 999, 1000, 1_795_000_000_123, -1, -1001] {
+            assert_eq!(millis(&from_millis(ms)), ms, "{ms}");
+        }
+        assert_eq!(from_millis(-1).nanos, 999_000_000);
+    }
 
     #[test]
     fn formats_and_parses_back() {

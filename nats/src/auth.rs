@@ -52,6 +52,8 @@ pub fn node_permissions(node: &str) -> Permissions {
         names::BUCKET_SUBNETS,
         &names::node_subnet_key(node),
     ));
+    // Every cluster name, to answer its tasks' DNS queries.
+    publish.extend(own_kv_read(names::BUCKET_NAMES, ">"));
     let purges = format!("{}.>", names::token(node));
     publish.extend(own_kv_read(names::BUCKET_VOLUME_PURGES, &purges));
     // It removes a purge request once done (a delete marker on its own key).

@@ -101,6 +101,8 @@ pub struct Cluster {
     pub leases: kv::Store,
     /// Container subnet claims.
     pub subnets: kv::Store,
+    /// Cluster names (what nodes answer DNS from).
+    pub names: kv::Store,
     /// The events stream.
     pub events: stream::Stream,
 }
@@ -285,6 +287,7 @@ pub async fn open(js: &jetstream::Context) -> Result<Cluster, BootstrapError> {
         work: RawKv::new(bucket(names::BUCKET_WORK).await?, "work item"),
         leases: bucket(names::BUCKET_LEASES).await?,
         subnets: bucket(names::BUCKET_SUBNETS).await?,
+        names: bucket(names::BUCKET_NAMES).await?,
         events,
     })
 }

@@ -48,6 +48,10 @@ pub const BUCKET_SUBNETS: &str = "voiyd_subnets";
 /// Bucket of volume data removals a node must do, keyed `<node>.<volume>` (a node
 /// watches `<node>.>` and deletes each key when done).
 pub const BUCKET_VOLUME_PURGES: &str = "voiyd_volume_purges";
+/// Bucket of cluster names, derived by the servers from tasks and their statuses: key
+/// `task.<task>` or `set.<set>` holds a [`NameRecord`](voiyd_messages::v1::NameRecord)
+/// with the addresses the name resolves to. Every node reads it to answer DNS.
+pub const BUCKET_NAMES: &str = "voiyd_names";
 
 /// Every KV bucket voiyd creates.
 pub const ALL_BUCKETS: &[&str] = &[
@@ -61,6 +65,7 @@ pub const ALL_BUCKETS: &[&str] = &[
     BUCKET_LEASES,
     BUCKET_SUBNETS,
     BUCKET_VOLUME_PURGES,
+    BUCKET_NAMES,
     BUCKET_JOIN_TOKENS,
     BUCKET_API_TOKENS,
     BUCKET_CREDENTIALS,
@@ -157,6 +162,41 @@ pub fn purge_key(node: &str, volume: &str) -> String {
 /// Key of the subnet allocated to a node in [`BUCKET_SUBNETS`]: `node.<node>`.
 pub fn node_subnet_key(node: &str) -> String {
     format!("node.{}", token(node))
+}
+
+/// Key of a cluster name in [`BUCKET_NAMES`]: `task.<name>` or `set.<name>`.
+pub fn name_key(kind: NameKind, name: &str) -> String {
+    format!("{}.{}", kind.as_str(), token(name))
+}
+
+/// The kind and name a [`BUCKET_NAMES`] key stands for.
+pub fn parse_name_key(key: &str) -> Option<(NameKind, String)> {
+    let (kind, name) = key.split_once('.')?;
+    let kind = match kind {
+        "task" => NameKind::Task,
+        "set" => NameKind::Set,
+        _ => return None,
+    };
+    Some((kind, untoken(name)))
+}
+
+/// What a cluster name belongs to. A set's name wins over a task of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NameKind {
+    /// A container set: the addresses of its ready replicas.
+    Set,
+    /// One task: its address.
+    Task,
+}
+
+impl NameKind {
+    /// The key prefix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NameKind::Set => "set",
+            NameKind::Task => "task",
+        }
+    }
 }
 
 /// Liveness lease key of a node in [`BUCKET_LEASES`].

@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod containerd;
 pub mod decide;
+pub mod dns;
 pub mod identity;
 pub mod image;
 pub mod logs;

@@ -56,6 +56,15 @@ struct Args {
     /// Name of the bridge tasks are attached to (one per node on a host).
     #[arg(long, default_value = "voiyd0")]
     bridge: String,
+    /// Answer DNS for the node's tasks (cluster names `NAME`, `NAME.voiyd`; other names
+    /// go to the upstream resolvers) on the bridge's gateway address. `false`: tasks get
+    /// the host's resolvers, as before.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    cluster_dns: bool,
+    /// Upstream resolver for names that are not the cluster's, `IP` or `IP:PORT`
+    /// (repeatable; default: the host's /etc/resolv.conf, loopback resolvers included).
+    #[arg(long = "dns-upstream", value_name = "ADDR", value_delimiter = ',')]
+    dns_upstreams: Vec<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101); off when not given.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -130,22 +139,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.bridge
         );
     }
-    let network = voiyd_node::network::Network::new(voiyd_node::network::NetworkConfig {
-        bin_dirs: if args.cni_bin_dirs.is_empty() {
-            voiyd_node::network::DEFAULT_BIN_DIRS
-                .iter()
-                .map(PathBuf::from)
-                .collect()
-        } else {
-            args.cni_bin_dirs.clone()
+    let network = std::sync::Arc::new(voiyd_node::network::Network::new(
+        voiyd_node::network::NetworkConfig {
+            bin_dirs: if args.cni_bin_dirs.is_empty() {
+                voiyd_node::network::DEFAULT_BIN_DIRS
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect()
+            } else {
+                args.cni_bin_dirs.clone()
+            },
+            conf_dir: args
+                .cni_conf_dir
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("cni")),
+            bridge: args.bridge.clone(),
+            state_dir: args.data_dir.join("network"),
+            cluster_dns: args.cluster_dns,
         },
-        conf_dir: args
-            .cni_conf_dir
-            .clone()
-            .unwrap_or_else(|| args.data_dir.join("cni")),
-        bridge: args.bridge.clone(),
-        state_dir: args.data_dir.join("network"),
-    });
+    ));
+    let dns = if args.cluster_dns {
+        let mut upstreams = args
+            .dns_upstreams
+            .iter()
+            .map(|u| voiyd_node::dns::parse_upstream(u))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--dns-upstream: {e}"))?;
+        if upstreams.is_empty() {
+            let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            upstreams = voiyd_node::dns::upstreams_of(&host);
+        }
+        if upstreams.is_empty() {
+            tracing::warn!("no resolver in /etc/resolv.conf and no --dns-upstream: tasks resolve only cluster names");
+        }
+        Some(voiyd_node::dns::serve::DnsConfig {
+            network: network.clone(),
+            upstreams,
+        })
+    } else {
+        None
+    };
     let cd = Containerd::connect(&args.containerd_socket, &args.namespace).await?;
     let rt = ContainerdRuntime::new(
         cd,
@@ -158,7 +191,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             },
             cgroup_parent: format!("/voiyd/{}", args.namespace),
             rotation: Rotation::default(),
-            network: Some(std::sync::Arc::new(network)),
+            network: Some(network),
         },
     );
     rt.reattach().await?;
@@ -195,6 +228,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         containerd: rt.containerd().clone(),
         task_events: rt.task_events(),
         metrics_addr: args.metrics_addr,
+        dns,
     })
     .await?;
     let shutdown = async {

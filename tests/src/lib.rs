@@ -161,6 +161,15 @@ impl Drop for Proc {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // A failing test's logs outlive its temporary directory, for the post-mortem.
+        if std::thread::panicking() {
+            let keep = Path::new("/tmp/voiyd-test-logs");
+            let name = self.log.file_name().unwrap_or_default().to_string_lossy();
+            let to = keep.join(format!("{}-{name}", self.child.id()));
+            if std::fs::create_dir_all(keep).is_ok() && std::fs::copy(&self.log, &to).is_ok() {
+                eprintln!("log kept: {}", to.display());
+            }
+        }
     }
 }
 

@@ -278,5 +278,18 @@ async fn external_nats_cluster_loses_a_node_during_creates_ten_times() {
     }
     let holders = work_holders(&async_nats::connect(&nats.urls[0]).await.unwrap()).await;
     let doubles: Vec<_> = holders.iter().filter(|(_, n)| n.len() > 1).collect();
-    assert!(doubles.is_empty(), "tasks on several nodes: {doubles:?}");
+    if let Some((name, _)) = doubles.first() {
+        let about = |log: String| -> String {
+            log.lines()
+                .filter(|l| l.contains(name.as_str()))
+                .map(|l| l.chars().take(300).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "tasks on several nodes: {doubles:?}\nserver 1:\n{}\nserver 2:\n{}",
+            about(s1.proc.log_text()),
+            about(s2.proc.log_text())
+        );
+    }
 }

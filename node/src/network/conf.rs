@@ -161,8 +161,15 @@ pub fn hosts_file(hostname: &str, ip: Option<&str>) -> String {
 /// servers (unreachable from the task); Google's public resolvers when none is left.
 /// The task's `dns` replaces what it sets (servers, search domains, options), as
 /// Docker's `--dns`, `--dns-search` and `--dns-option` do.
-pub fn resolv_file(host: &str, dns: Option<&Dns>) -> String {
+///
+/// With the node's cluster DNS (`cluster`, its address) and no servers of the task's
+/// own, the task asks only the node, which forwards what is not the cluster's to the
+/// host's resolvers, loopback ones included; `voiyd` leads the search list.
+pub fn resolv_file(host: &str, dns: Option<&Dns>, cluster: Option<std::net::Ipv4Addr>) -> String {
     let dns = dns.cloned().unwrap_or_default();
+    if let Some(ip) = cluster.filter(|_| dns.servers.is_empty()) {
+        return cluster_resolv_file(host, &dns, ip);
+    }
     let mut out = String::new();
     let mut servers = 0;
     for line in host.lines() {
@@ -195,6 +202,36 @@ pub fn resolv_file(host: &str, dns: Option<&Dns>) -> String {
     }
     if servers == 0 {
         out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+fn cluster_resolv_file(host: &str, dns: &Dns, ip: std::net::Ipv4Addr) -> String {
+    let words = |keys: &[&str]| -> Vec<String> {
+        host.lines()
+            .map(str::split_whitespace)
+            .filter_map(|mut w| {
+                let key = w.next()?;
+                keys.contains(&key)
+                    .then(|| w.map(str::to_string).collect::<Vec<_>>())
+            })
+            .flatten()
+            .collect()
+    };
+    let mut search = vec![crate::dns::DOMAIN.to_string()];
+    search.extend(if dns.search.is_empty() {
+        words(&["search", "domain"])
+    } else {
+        dns.search.clone()
+    });
+    let options = if dns.options.is_empty() {
+        words(&["options"])
+    } else {
+        dns.options.clone()
+    };
+    let mut out = format!("nameserver {ip}\nsearch {}\n", search.join(" "));
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
     }
     out
 }
@@ -280,9 +317,10 @@ mod tests {
         let r = resolv_file(
             "search lan\nnameserver 127.0.0.53\nnameserver 192.168.1.1\n",
             None,
+            None,
         );
         assert_eq!(r, "search lan\nnameserver 192.168.1.1\n");
-        assert!(resolv_file("nameserver 127.0.0.1\n", None).contains("8.8.8.8"));
+        assert!(resolv_file("nameserver 127.0.0.1\n", None, None).contains("8.8.8.8"));
         // A task's own servers, search domains and options replace the host's.
         let own = Dns {
             servers: vec!["10.0.0.2".into()],
@@ -292,9 +330,28 @@ mod tests {
         assert_eq!(
             resolv_file(
                 "search lan\nnameserver 192.168.1.1\noptions edns0\n",
-                Some(&own)
+                Some(&own),
+                Some(std::net::Ipv4Addr::new(10, 69, 1, 1))
             ),
             "nameserver 10.0.0.2\nsearch svc.local local\noptions ndots:2\n"
+        );
+        // With cluster DNS, the task asks the node only, and `voiyd` is searched first.
+        let gw = Some(std::net::Ipv4Addr::new(10, 69, 1, 1));
+        assert_eq!(
+            resolv_file(
+                "search lan\nnameserver 127.0.0.53\noptions edns0\n",
+                None,
+                gw
+            ),
+            "nameserver 10.69.1.1\nsearch voiyd lan\noptions edns0\n"
+        );
+        let search_only = Dns {
+            search: vec!["corp".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            resolv_file("nameserver 192.168.1.1\n", Some(&search_only), gw),
+            "nameserver 10.69.1.1\nsearch voiyd corp\n"
         );
         assert!(hosts_file("web", Some("10.0.0.2")).ends_with("10.0.0.2\tweb\n"));
     }

@@ -34,6 +34,9 @@ pub struct NetworkConfig {
     pub bridge: String,
     /// State directory: per-task set-ups, IPAM data, hosts and resolv.conf files.
     pub state_dir: PathBuf,
+    /// The node serves cluster DNS on the bridge's gateway address: tasks' resolv.conf
+    /// points there.
+    pub cluster_dns: bool,
 }
 
 /// A failed network step.
@@ -185,8 +188,17 @@ impl Network {
         write_in_place(&hosts, conf::hosts_file(hostname, None).as_bytes())
             .map_err(|e| io("hosts file", e))?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        write_in_place(&resolv, conf::resolv_file(&host_resolv, dns).as_bytes())
-            .map_err(|e| io("resolv.conf", e))?;
+        let cluster = self
+            .cfg
+            .cluster_dns
+            .then(|| self.subnet())
+            .flatten()
+            .and_then(|s| crate::dns::listen_address(&s));
+        write_in_place(
+            &resolv,
+            conf::resolv_file(&host_resolv, dns, cluster).as_bytes(),
+        )
+        .map_err(|e| io("resolv.conf", e))?;
         Ok(())
     }
 

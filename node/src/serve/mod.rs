@@ -29,6 +29,8 @@ pub struct ServicesConfig {
     pub task_events: crate::containerd::events::TaskEvents,
     /// Address of `/metrics`; none = off.
     pub metrics_addr: Option<SocketAddr>,
+    /// Cluster DNS for the node's tasks; none = off.
+    pub dns: Option<crate::dns::serve::DnsConfig>,
 }
 
 /// Running services; dropping this stops them.
@@ -54,6 +56,12 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
     let client = connect(&opts).await?;
     let (_, capacity) = crate::identity::host::host_facts(&cfg.node);
     let mut tasks = Vec::new();
+    if let Some(dns) = cfg.dns.clone() {
+        let names = crate::dns::names::SharedNames::default();
+        let js = async_nats::jetstream::new(client.clone());
+        tasks.push(tokio::spawn(crate::dns::names::follow(js, names.clone())));
+        tasks.push(tokio::spawn(crate::dns::serve::run(dns, names)));
+    }
     {
         let (c, n, d) = (client.clone(), cfg.node.clone(), cfg.data_dir.clone());
         tasks.push(tokio::spawn(async move {

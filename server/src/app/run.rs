@@ -222,6 +222,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         tokio::spawn(crate::ingest::node_events::run(client.clone(), ctx.clone()));
     let repair_task = tokio::spawn(placer::repair_loop(ctx.clone()));
     let workloads_task = tokio::spawn(upkeep::run_workloads(ctx.clone(), link.clone()));
+    let names_task = tokio::spawn(crate::controllers::names::run(ctx.clone(), link.clone()));
     let collect: voiyd_metrics::Collector = {
         let (c, x) = (client.clone(), ctx.clone());
         Arc::new(move || {
@@ -264,6 +265,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     }
     repair_task.abort();
     workloads_task.abort();
+    names_task.abort();
     for t in [&_metrics, &_http].into_iter().flatten() {
         t.abort();
     }

@@ -131,6 +131,8 @@ struct State {
     /// Notified when the status of a task of a set or a job changes (the workload
     /// controllers act on readiness and completions as they happen).
     workload_changed: Arc<tokio::sync::Notify>,
+    /// Bumped on every change of a task's spec or status (names follow it).
+    task_changes: u64,
 }
 
 impl State {
@@ -146,6 +148,7 @@ impl State {
             epoch: self.epoch,
             retried: None,
             workload_changed: Arc::default(),
+            task_changes: self.task_changes,
         }
     }
 
@@ -246,6 +249,7 @@ impl State {
     /// After a change of the task: moves its charge, and forgets a task that neither
     /// exists nor sits on a node.
     fn settle(&mut self, task: &str) {
+        self.task_changes += 1;
         self.recharge(task);
         if self
             .tasks
@@ -756,6 +760,30 @@ impl View {
             .collect();
         v.sort();
         v
+    }
+
+    /// A number that changes whenever a task's spec or status does.
+    pub fn task_changes(&self) -> u64 {
+        self.state.read().expect("view lock").task_changes
+    }
+
+    /// What naming needs of every existing task.
+    pub fn addressables(&self) -> Vec<crate::schedule::names::Addressable> {
+        let s = self.state.read().expect("view lock");
+        s.tasks
+            .iter()
+            .filter(|(_, t)| t.exists)
+            .filter_map(|(n, t)| {
+                let (st, _) = t.status.as_ref()?;
+                Some(crate::schedule::names::Addressable {
+                    name: n.clone(),
+                    set: t.labels.get(voiyd_messages::labels::SET).cloned(),
+                    ip: st.ip.clone(),
+                    running: st.phase == voiyd_messages::phase::TaskPhase::Running,
+                    ready: t.ready_since().is_some(),
+                })
+            })
+            .collect()
     }
 
     /// Tasks carrying label `key`, grouped by its value.

@@ -4,6 +4,7 @@
 
 pub mod failover;
 pub mod jobs;
+pub mod names;
 pub mod placer;
 pub mod sets;
 pub mod sweep;

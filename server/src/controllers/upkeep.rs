@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{failover, jobs, placer, sets, sweep};
 use crate::context::Ctx;
+use voiyd_messages::time::millis;
 
 /// Periodic level-triggered repairs: nodes whose heartbeats stopped become NotReady,
 /// tasks still waiting for a node are placed, and stale work is swept now and then.
@@ -35,7 +36,21 @@ pub async fn run(ctx: Ctx, node_timeout: Duration, sweep_every: Duration, link: 
         if !state.connected {
             continue;
         }
-        if let Err(e) = failover::mark_lost_nodes(&ctx, node_timeout, &observed_from).await {
+        // Heartbeats that arrived while the store refused writes were not recorded:
+        // silence counts only from shortly after the store's last failure.
+        let from = match crate::store::patience::last_outage() {
+            Some(t) => {
+                let after =
+                    voiyd_messages::time::plus(t, crate::schedule::liveness::RECONNECT_GRACE);
+                if millis(&after) > millis(&observed_from) {
+                    after
+                } else {
+                    observed_from
+                }
+            }
+            None => observed_from,
+        };
+        if let Err(e) = failover::mark_lost_nodes(&ctx, node_timeout, &from).await {
             tracing::warn!(error = %e.message(), "node check failed");
         }
         failover::evacuate(&ctx).await;

@@ -54,6 +54,9 @@ pub async fn run(client: async_nats::Client, ctx: Ctx) -> Result<(), async_nats:
             loop {
                 let (_, msg) = beats.take().await;
                 if let Err(e) = heartbeat(&ctx, &msg).await {
+                    if e.code() == voiyd_nats::api::ErrorCode::Unavailable {
+                        crate::store::patience::note_outage();
+                    }
                     tracing::warn!(subject = %msg.subject, error = %e.message(), "heartbeat dropped");
                 }
             }

@@ -3,6 +3,7 @@
 pub mod conditions;
 pub mod jobs;
 pub mod liveness;
+pub mod names;
 pub mod placement;
 pub mod sets;
 pub mod sweep;

@@ -10,6 +10,7 @@
 
 use crate::context::Ctx;
 use crate::error::ServerError;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::HeaderMap;
 use prost::Message;
 use voiyd_messages::v1::{Assignment, WorkUpdate};
@@ -59,13 +60,34 @@ pub async fn remove_at(ctx: &Ctx, node: &str, task: &str, revision: u64) -> bool
 /// Purges the work key like `kv::Store::purge` (refused by the stream unless the key's
 /// last revision is `expected`, when given), then tells the node with the purge's
 /// revision, which it needs to order the removal against other updates.
+///
+/// A purge is safe to repeat (a repeat of a landed conditional purge is refused as a
+/// wrong sequence), so it rides out a store outage: left in the bucket, the work would
+/// keep running on its old node until the sweep, next to the task's new placement.
 async fn purge(
     ctx: &Ctx,
     node: &str,
     task: &str,
     expected: Option<u64>,
     kill: bool,
-) -> Result<(), async_nats::Error> {
+) -> Result<(), PublishError> {
+    let sequence = crate::store::patience::retry(
+        "work removal",
+        || purge_once(ctx, node, task, expected),
+        |e: &PublishError| e.kind() != PublishErrorKind::WrongLastSequence,
+    )
+    .await?;
+    send(ctx, node, task, sequence, None, kill).await;
+    Ok(())
+}
+
+/// One attempt of [`purge`]; returns the purge's stream sequence.
+async fn purge_once(
+    ctx: &Ctx,
+    node: &str,
+    task: &str,
+    expected: Option<u64>,
+) -> Result<u64, PublishError> {
     let mut headers = HeaderMap::new();
     headers.insert("KV-Operation", "PURGE");
     headers.insert("Nats-Rollup", "sub");
@@ -82,8 +104,7 @@ async fn purge(
         .publish_with_headers(subject, headers, bytes::Bytes::new())
         .await?
         .await?;
-    send(ctx, node, task, ack.sequence, None, kill).await;
-    Ok(())
+    Ok(ack.sequence)
 }
 
 /// Sends the node its work entry again, as stored at `revision` (its first message may

@@ -5,11 +5,31 @@
 //! rather than failing a request or dropping a node's report.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long a write keeps being retried: longer than a JetStream leader election.
 pub const BUDGET: Duration = Duration::from_secs(12);
+
+/// When this process last saw the store fail a write for want of a leader (ms since
+/// the epoch; 0: never). Node heartbeats are not recorded while the store is away, so
+/// the node-loss check counts silence only from after the last such failure.
+static LAST_OUTAGE: AtomicI64 = AtomicI64::new(0);
+
+/// Records that the store just failed a write in a way that passes (see [`retry`]).
+pub fn note_outage() {
+    let now = voiyd_messages::time::millis(&voiyd_messages::time::now());
+    LAST_OUTAGE.fetch_max(now, Ordering::Relaxed);
+}
+
+/// When the store last failed a write that way, if it ever did.
+pub fn last_outage() -> Option<voiyd_messages::Timestamp> {
+    match LAST_OUTAGE.load(Ordering::Relaxed) {
+        0 => None,
+        ms => Some(voiyd_messages::time::from_millis(ms)),
+    }
+}
 
 /// Runs `op` until it succeeds, fails in a way `transient` does not accept, or
 /// [`BUDGET`] has passed; pauses double from 100 ms to 1 s between attempts.
@@ -28,6 +48,7 @@ where
     loop {
         match op().await {
             Err(e) if transient(&e) && start.elapsed() + pause < BUDGET => {
+                note_outage();
                 tracing::debug!(what, error = %e, "store write failed; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
