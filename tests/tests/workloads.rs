@@ -347,7 +347,8 @@ template:
 {extra}  readinessProbe:
     exec: {{command: [test, -f, {probe}]}}
     periodSeconds: 1
-    failureThreshold: 1
+    timeoutSeconds: 3
+    failureThreshold: 3
 "
     )
 }
@@ -372,6 +373,7 @@ async fn rollouts_trust_readiness_on_real_containerd() {
     // three ready tasks.
     c.apply(&set_yaml(&image, "v2", "/tmp/v", ""));
     let mut fewest = u32::MAX;
+    let mut at_fewest = String::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let tasks: Vec<Task> = c.api.list("voiyd.io/set=web").await.unwrap_or_default();
@@ -379,7 +381,14 @@ async fn rollouts_trust_readiness_on_real_containerd() {
             .iter()
             .filter(|t| ready_of(t).is_some_and(|r| r.0 == "True"))
             .count() as u32;
-        fewest = fewest.min(ready);
+        if ready < fewest {
+            fewest = ready;
+            at_fewest = tasks
+                .iter()
+                .map(|t| format!("{} {:?}", voiyd_messages::Resource::name(t), ready_of(t)))
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
         let s = set_of(&c).await;
         let st = s.status.clone().unwrap_or_default();
         let generation = s.meta.as_ref().map_or(0, |m| m.generation);
@@ -403,7 +412,7 @@ async fn rollouts_trust_readiness_on_real_containerd() {
     }
     assert!(
         fewest >= 3,
-        "ready tasks dropped to {fewest} during the rollout"
+        "ready tasks dropped to {fewest} during the rollout: {at_fewest}"
     );
 
     // A template that never becomes ready is rolled back within its deadline, and the
