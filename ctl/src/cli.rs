@@ -136,6 +136,9 @@ pub enum Command {
     Exec(ExecArgs),
     /// Show current CPU and memory use of nodes or tasks.
     Top(TopArgs),
+    /// Upgrade node agents to a new binary, one node (or --parallel N) at a time.
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
     /// Manage the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -633,6 +636,38 @@ pub struct ExecArgs {
     /// The command and its arguments (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+/// `upgrade` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// Store a voiyd-node binary once (JetStream object store, SHA-256 checked) and move
+    /// node agents to it: each fetches it, checks it runs, re-execs itself (containers
+    /// keep running) and must be Ready on it within --timeout. Stops at the first node
+    /// that refuses or does not come back; that node keeps (or gets back) its old binary.
+    Nodes(UpgradeNodesArgs),
+}
+
+/// `upgrade nodes` arguments.
+#[derive(Debug, Args)]
+pub struct UpgradeNodesArgs {
+    /// Nodes to upgrade (default: every node, or those matching -l).
+    pub names: Vec<String>,
+    /// Only nodes matching this label selector.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// The new voiyd-node binary.
+    #[arg(long, value_name = "FILE", required_unless_present = "rollback")]
+    pub binary: Option<std::path::PathBuf>,
+    /// How many nodes at a time.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// How long each node gets to come back Ready on the new binary.
+    #[arg(long, default_value = "120s")]
+    pub timeout: String,
+    /// Put each node back on the binary it ran before its last upgrade.
+    #[arg(long, conflicts_with = "binary")]
+    pub rollback: bool,
 }
 
 /// `top` arguments.

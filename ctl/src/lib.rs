@@ -144,6 +144,9 @@ async fn dispatch(g: &Globals, command: &Command) -> Result<()> {
             Ok(())
         }
         Command::Top(a) => commands::top::run(g, a).await,
+        Command::Upgrade(crate::cli::UpgradeCommand::Nodes(a)) => {
+            commands::upgrade::run(g, a).await
+        }
         Command::Token(c) => commands::token::run(g, c).await,
         Command::Config(_) | Command::Completion { .. } => unreachable!("handled in run"),
     }

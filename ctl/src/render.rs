@@ -79,7 +79,7 @@ impl Row for Node {
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAME", "STATE", "CPU", "MEMORY", "VERSION", "AGE"];
         if wide {
-            h.extend(["RUNTIME", "OS/ARCH", "ADDRESSES", "LABELS"]);
+            h.extend(["RUNTIME", "OS/ARCH", "ADDRESSES", "AGENT", "LABELS"]);
         }
         h
     }
@@ -131,6 +131,8 @@ impl Row for Node {
                 dash(runtime.trim()),
                 dash(&os_arch),
                 dash(&st.addresses.join(",")),
+                // The agent's binary: its SHA-256, short (what `upgrade nodes` moves).
+                dash(&st.agent_digest.chars().take(12).collect::<String>()),
                 labels_cell(self),
             ]);
         }

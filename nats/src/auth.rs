@@ -54,6 +54,8 @@ pub fn node_permissions(node: &str) -> Permissions {
     ));
     // Every cluster name, to answer its tasks' DNS queries.
     publish.extend(own_kv_read(names::BUCKET_NAMES, ">"));
+    // Agent binaries, to upgrade itself.
+    publish.extend(object_store_read(names::OBJECT_STORE_AGENTS));
     let purges = format!("{}.>", names::token(node));
     publish.extend(own_kv_read(names::BUCKET_VOLUME_PURGES, &purges));
     // It removes a purge request once done (a delete marker on its own key).
@@ -86,8 +88,33 @@ fn own_kv_read(bucket: &str, filter: &str) -> Vec<String> {
     ]
 }
 
+/// What reading objects of one object store takes: stream info, the object's metadata
+/// (direct or stream gets) and an ordered consumer of its chunks, with flow control.
+fn object_store_read(store: &str) -> Vec<String> {
+    let stream = format!("OBJ_{store}");
+    vec![
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+        format!("$JS.FC.{stream}.>"),
+    ]
+}
+
+/// What putting objects into one object store takes: reading it, its chunk and
+/// metadata subjects, and purging the chunks of an object put again.
+fn object_store_write(store: &str) -> Vec<String> {
+    let mut v = object_store_read(store);
+    v.push(format!("$O.{store}.>"));
+    v.push(format!("$JS.API.STREAM.PURGE.OBJ_{store}"));
+    v
+}
+
 /// Permissions of an administrator (voiydctl): the API, the events stream and the
-/// interactive node subjects; never the buckets directly.
+/// interactive node subjects; never the buckets directly. The one store it writes is
+/// the agent binaries' (`voiydctl upgrade nodes`), which no decision reads.
 pub fn admin_permissions() -> Permissions {
     let events = names::STREAM_EVENTS;
     Permissions {
@@ -96,6 +123,7 @@ pub fn admin_permissions() -> Permissions {
             "voiyd.node.*.logs.>".to_string(),
             "voiyd.node.*.exec.>".to_string(),
             "voiyd.node.*.stats".to_string(),
+            "voiyd.node.*.upgrade".to_string(),
             "$SRV.>".to_string(),
             "$JS.API.INFO".to_string(),
             format!("$JS.API.STREAM.INFO.{events}"),
@@ -109,7 +137,10 @@ pub fn admin_permissions() -> Permissions {
             format!("$JS.API.CONSUMER.MSG.NEXT.{events}.*"),
             format!("$JS.FC.{events}.>"),
             format!("$JS.ACK.{events}.>"),
-        ],
+        ]
+        .into_iter()
+        .chain(object_store_write(names::OBJECT_STORE_AGENTS))
+        .collect(),
         subscribe: vec!["_INBOX.>".to_string()],
         allow_responses: true,
     }

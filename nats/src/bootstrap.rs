@@ -167,12 +167,36 @@ pub async fn bootstrap(
         })
         .await?;
     }
+    retry("object store", names::OBJECT_STORE_AGENTS, || {
+        agents_store(js, opts.replicas.max(1))
+    })
+    .await?;
     let config = events_config(opts);
     retry("stream", names::STREAM_EVENTS, || {
         js.create_or_update_stream(config.clone())
     })
     .await?;
     retry("bucket", "every bucket", || open(outer)).await
+}
+
+/// Creates the object store of agent binaries unless it exists.
+async fn agents_store(js: &jetstream::Context, replicas: usize) -> Result<(), String> {
+    if js
+        .get_object_store(names::OBJECT_STORE_AGENTS)
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    js.create_object_store(jetstream::object_store::Config {
+        bucket: names::OBJECT_STORE_AGENTS.to_string(),
+        description: Some("voiyd node agent binaries".to_string()),
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 /// KV bucket configs cannot carry a consumer limit, so it is set on the bucket's

@@ -53,6 +53,15 @@ pub const BUCKET_VOLUME_PURGES: &str = "voiyd_volume_purges";
 /// with the addresses the name resolves to. Every node reads it to answer DNS.
 pub const BUCKET_NAMES: &str = "voiyd_names";
 
+/// Object store of node agent binaries (`voiydctl upgrade nodes`), one object per binary,
+/// named by [`agent_object`].
+pub const OBJECT_STORE_AGENTS: &str = "voiyd_agents";
+
+/// Name of the object holding the agent binary with this SHA-256 (hex).
+pub fn agent_object(digest: &str) -> String {
+    format!("voiyd-node-{digest}")
+}
+
 /// Every KV bucket voiyd creates.
 pub const ALL_BUCKETS: &[&str] = &[
     BUCKET_TASKS,
@@ -273,6 +282,10 @@ pub mod node {
     /// Input of one exec session: `voiyd.node.<node>.exec.<task>.<session>`.
     pub fn exec_input(node: &str, task: &str, session: &str) -> String {
         format!("{}.{}", exec(node, task), token(session))
+    }
+    /// Upgrade requests a node answers (`voiydctl upgrade nodes`).
+    pub fn upgrade(node: &str) -> String {
+        format!("{}.upgrade", prefix(node))
     }
     /// Usage requests a node answers (`voiydctl top`).
     pub fn stats(node: &str) -> String {

@@ -22,4 +22,5 @@ pub mod network;
 pub mod runtime;
 pub mod serve;
 pub mod spec;
+pub mod upgrade;
 pub mod volumes;

@@ -129,6 +129,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.runtime == "sim" {
         return run_sim(args, name, labels).await;
     }
+    // Before anything else: an upgrade that keeps failing goes back to the old binary.
+    let agent = voiyd_node::upgrade::Agent::current(&name, &args.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot read the agent's own binary: {e}"))?;
+    voiyd_node::upgrade::check_at_start(&agent);
     let auth = match &args.registry_auth {
         Some(p) => RegistryAuth::load(p)?,
         None => RegistryAuth::anonymous(),
@@ -219,8 +223,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         resync_every: Duration::from_secs(args.resync_every.unwrap_or(10).max(1)),
         capacity: None,
         disconnect_timeout: Duration::from_secs(args.node_timeout),
+        agent_digest: agent.digest.clone(),
     };
-    // Logs, exec, stats and metrics, on a NATS connection of their own.
+    tokio::spawn(voiyd_node::upgrade::settle(agent.clone()));
+    // Logs, exec, stats, metrics, DNS and upgrades, on a NATS connection of their own.
     let _services = voiyd_node::serve::start(voiyd_node::serve::ServicesConfig {
         node: cfg.name.clone(),
         nats: cfg.nats.clone(),
@@ -229,6 +235,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         task_events: rt.task_events(),
         metrics_addr: args.metrics_addr,
         dns,
+        upgrade: Some(agent),
     })
     .await?;
     let shutdown = async {

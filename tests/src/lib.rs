@@ -452,6 +452,8 @@ pub struct NodeAgent {
     /// The node's bridge (tasks' network namespaces are named `<bridge>:<task>`).
     pub bridge: String,
     args: Vec<String>,
+    /// The voiyd-node binary it runs.
+    program: PathBuf,
 }
 
 impl Drop for NodeAgent {
@@ -652,31 +654,43 @@ impl NodeAgent {
             }
         };
         std::fs::create_dir_all(data_dir).unwrap();
-        let proc = Self::spawn(&args, data_dir, 0);
+        // `--upgradable` (the harness's, not the agent's): a copy of the binary of its
+        // own in the data directory, which an upgrade may replace.
+        let program = if extra.contains(&"--upgradable") {
+            let own = data_dir.join("bin").join("voiyd-node");
+            std::fs::create_dir_all(own.parent().unwrap()).unwrap();
+            std::fs::copy(bin("voiyd-node"), &own).expect("copy voiyd-node");
+            own
+        } else {
+            bin("voiyd-node")
+        };
+        args.retain(|a| a != "--upgradable");
+        let proc = Self::spawn(&program, &args, data_dir, 0);
         NodeAgent {
             proc,
             name: name.to_string(),
             data_dir: data_dir.to_path_buf(),
             bridge,
             args,
+            program,
         }
     }
 
-    fn spawn(args: &[String], data_dir: &Path, n: usize) -> Proc {
+    fn spawn(program: &Path, args: &[String], data_dir: &Path, n: usize) -> Proc {
         let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        Proc::spawn(
-            &bin("voiyd-node"),
-            &args,
-            &[],
-            data_dir.join(format!("agent-{n}.log")),
-        )
+        Proc::spawn(program, &args, &[], data_dir.join(format!("agent-{n}.log")))
+    }
+
+    /// The voiyd-node binary this agent runs.
+    pub fn program(&self) -> &Path {
+        &self.program
     }
 
     /// Kills the agent (SIGKILL) and starts it again; `n` numbers its new log file.
     pub fn restart(&mut self, n: usize) {
         let _ = self.proc.child.kill();
         let _ = self.proc.child.wait();
-        self.proc = Self::spawn(&self.args, &self.data_dir, n);
+        self.proc = Self::spawn(&self.program, &self.args, &self.data_dir, n);
     }
 
     /// Lines the task wrote, from the node's log files.

@@ -594,7 +594,7 @@ async fn joined_node_runs_work_end_to_end_under_auth_and_tls() {
         "worker",
         &containerd.0.socket,
         &data,
-        &["--join-token", &token, "--tls-ca", &ca],
+        &["--join-token", &token, "--tls-ca", &ca, "--upgradable"],
     );
     let admin_seed = std::fs::read_to_string(s.admin_seed()).unwrap();
     let cfg = s.ctl_config("admin", Some(admin_seed.trim()));
@@ -702,6 +702,31 @@ async fn joined_node_runs_work_end_to_end_under_auth_and_tls() {
     // Stats through the node's own subjects.
     let out = ok(&["top", "tasks"]);
     assert!(out.contains("web") && out.contains("worker"), "{out}");
+    // Cluster DNS: the node reads every name under its own identity.
+    let out = eventually(Duration::from_secs(10), "web.voiyd resolves", || async {
+        let out = s.ctl(&cfg, &["exec", "web", "--", "nslookup", "web.voiyd"]);
+        (out.status.success() && stdout(&out).contains(&st.ip)).then(|| stdout(&out))
+    })
+    .await;
+    assert!(out.contains(&st.ip), "{out}");
+    // An agent upgrade: the admin stores the binary, the node fetches it under its own
+    // identity and re-execs; the task runs on.
+    let changed = s.dir.path().join("voiyd-node-changed");
+    let mut bytes = std::fs::read(node.program()).unwrap();
+    bytes.extend_from_slice(b"\nchanged\n");
+    std::fs::write(&changed, &bytes).unwrap();
+    let out = ok(&[
+        "upgrade",
+        "nodes",
+        "--binary",
+        changed.to_str().unwrap(),
+        "--timeout",
+        "60s",
+    ]);
+    assert!(out.contains("worker: "), "{out}");
+    let digest = voiyd_node::upgrade::file_digest(&changed).unwrap();
+    let n: Node = api.get("worker").await.unwrap();
+    assert_eq!(n.status.unwrap().agent_digest, digest);
 
     // stop and delete.
     ok(&["stop", "task", "web", "--timeout", "30s"]);

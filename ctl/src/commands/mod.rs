@@ -14,5 +14,6 @@ pub mod rollout;
 pub mod tasks;
 pub mod token;
 pub mod top;
+pub mod upgrade;
 pub mod volumes;
 pub mod watch;

@@ -31,6 +31,7 @@ pub(super) async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runti
             subnet: s.rt.subnet().unwrap_or_default(),
             volumes: s.rt.volumes(&volumes_in_use(&s)),
             session: session.clone(),
+            agent_digest: s.cfg.agent_digest.clone(),
             ..Default::default()
         };
         let report = NodeStatusReport {

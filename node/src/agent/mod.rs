@@ -63,6 +63,8 @@ pub struct AgentConfig {
     /// Fencing: after this long without NATS the node stops the tasks that ask for it
     /// (`onDisconnect: stop`); every other task keeps running through the outage.
     pub disconnect_timeout: Duration,
+    /// SHA-256 (hex) of the agent's binary, reported in heartbeats ("" for simulated nodes).
+    pub agent_digest: String,
 }
 
 /// Why the agent stopped.

@@ -65,6 +65,7 @@ pub async fn run(
             resync_every: cfg.resync_every + Duration::from_millis((i as u64 * 37) % 10_000),
             capacity: Some(cfg.capacity),
             disconnect_timeout: cfg.disconnect_timeout,
+            agent_digest: String::new(),
         };
         let mut rx = stop_rx.clone();
         let rt = Arc::new(SimRuntime::for_node(&acfg.name));

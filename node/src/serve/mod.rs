@@ -31,6 +31,8 @@ pub struct ServicesConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Cluster DNS for the node's tasks; none = off.
     pub dns: Option<crate::dns::serve::DnsConfig>,
+    /// The running agent, which answers upgrade requests; none = not upgradable.
+    pub upgrade: Option<crate::upgrade::Agent>,
 }
 
 /// Running services; dropping this stops them.
@@ -56,6 +58,14 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
     let client = connect(&opts).await?;
     let (_, capacity) = crate::identity::host::host_facts(&cfg.node);
     let mut tasks = Vec::new();
+    if let Some(agent) = cfg.upgrade.clone() {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::upgrade::serve(c, agent).await {
+                tracing::error!(error = %e, "upgrade service stopped");
+            }
+        }));
+    }
     if let Some(dns) = cfg.dns.clone() {
         let names = crate::dns::names::SharedNames::default();
         let js = async_nats::jetstream::new(client.clone());
