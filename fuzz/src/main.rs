@@ -201,6 +201,7 @@ fn targets() -> Vec<Target> {
                         allow_privileged: false,
                         allow_host_paths: false,
                         allow_cap_add: false,
+                        allow_unconfined_seccomp: false,
                     };
                     let _ = strict.admit(&t);
                     if let Some(cfg) = &t.config {

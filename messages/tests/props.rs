@@ -218,6 +218,7 @@ prop_compose! {
             any::<bool>(),
         ),
         sysctls in prop::sample::select(vec![vec![], vec![("kernel.shmmax", "68719476736")]]),
+        seccomp in prop::sample::select(vec!["", "unconfined", r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#]),
     ) -> TaskConfig {
         TaskConfig {
             image,
@@ -258,6 +259,7 @@ prop_compose! {
             ulimits: vec![],
             limits: None,
             pids_limit,
+            seccomp: seccomp.to_string(),
             allow_privilege_escalation,
         }
     }

@@ -137,3 +137,63 @@ config:
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// The default seccomp filter blocks what Docker's blocks (`unshare` for a container
+/// without CAP_SYS_ADMIN); `seccomp: unconfined` lifts it; a profile of the task's own is
+/// applied as given; a profile that is not one is refused at apply in one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn seccomp_default_unconfined_and_own_profiles() {
+    let c = ContainerdCluster::start_with(&[]).await;
+    let _n1 = c.start_node("n1").await;
+    let image = c.registry.image("busybox");
+    let task = |name: &str, seccomp: &str| {
+        format!(
+            "version: task/v1\nmeta: {{name: {name}}}\nconfig:\n  image: {image}\n  args: [sleep, '3600']\n  stopGracePeriod: 1s\n{seccomp}"
+        )
+    };
+    c.apply(&task("confined", ""));
+    c.apply(&task("free", "  seccomp: unconfined\n"));
+    c.apply(&task(
+        "own",
+        "  seccomp: '{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"syscalls\": [{\"names\": [\"mkdir\", \"mkdirat\"], \"action\": \"SCMP_ACT_ERRNO\", \"errnoRet\": 1}]}'\n",
+    ));
+    for t in ["confined", "free", "own"] {
+        running(&c, t).await;
+    }
+    let (code, out) = sh(
+        &c,
+        "confined",
+        "grep Seccomp: /proc/self/status; unshare -U true",
+    );
+    assert!(out.contains("Seccomp:\t2"), "no filter: {out}");
+    assert_ne!(code, 0, "unshare allowed under the default filter: {out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    let (code, out) = sh(
+        &c,
+        "free",
+        "grep Seccomp: /proc/self/status; unshare -U true",
+    );
+    assert!(out.contains("Seccomp:\t0"), "{out}");
+    assert_eq!(code, 0, "unconfined: {out}");
+    // The task's own profile: mkdir blocked, unshare (not listed) allowed.
+    let (code, out) = sh(&c, "own", "mkdir /tmp/d");
+    assert_ne!(code, 0, "{out}");
+    let (code, out) = sh(&c, "own", "unshare -U true && echo ok");
+    assert_eq!((code, out.trim()), (0, "ok"));
+
+    let o = voiydctl(
+        &c.server.url,
+        &["apply", "-f", "-"],
+        Some(&task("bad", "  seccomp: '{not json'\n")),
+        &[],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("seccomp")
+            && err.contains("not an OCI seccomp profile")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}

@@ -62,7 +62,39 @@ pub fn namespaced_sysctl(key: &str, host_network: bool) -> Result<(), String> {
     ))
 }
 
+/// What a task's `seccomp` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seccomp {
+    /// voiyd's default profile (Docker's blocks).
+    Default,
+    /// No filter.
+    Unconfined,
+    /// A profile of the task's own.
+    Profile(oci_spec::runtime::LinuxSeccomp),
+}
+
+/// The value of `seccomp` that turns filtering off.
+pub const SECCOMP_UNCONFINED: &str = "unconfined";
+
+/// Reads a task's `seccomp` value.
+pub fn parse_seccomp(text: &str) -> Result<Seccomp, String> {
+    match text.trim() {
+        "" | "default" => Ok(Seccomp::Default),
+        SECCOMP_UNCONFINED => Ok(Seccomp::Unconfined),
+        json => serde_json::from_str::<oci_spec::runtime::LinuxSeccomp>(json)
+            .map(Seccomp::Profile)
+            .map_err(|e| {
+                format!(
+                    "not an OCI seccomp profile ({e}): give JSON such as {{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": [...]}}, `unconfined`, or nothing for the default"
+                )
+            }),
+    }
+}
+
 pub(super) fn check_hardening(errs: &mut Errors, p: &str, c: &TaskConfig) {
+    if let Err(e) = parse_seccomp(&c.seccomp) {
+        errs.add(format!("{p}seccomp"), e);
+    }
     if !c.hostname.is_empty() {
         let ok = c.hostname.len() <= 63
             && c.hostname.split('.').all(|l| {

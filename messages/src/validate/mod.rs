@@ -23,7 +23,9 @@ mod normalize;
 mod probe;
 
 pub use config::*;
-pub use hardening::{namespaced_sysctl, DEFAULT_PIDS_LIMIT, ULIMITS};
+pub use hardening::{
+    namespaced_sysctl, parse_seccomp, Seccomp, DEFAULT_PIDS_LIMIT, SECCOMP_UNCONFINED, ULIMITS,
+};
 use image::*;
 pub use job::*;
 pub use names::*;

@@ -3,6 +3,7 @@
 //! Kubernetes' command/args rules apply, so images behave as they do elsewhere.
 
 mod mounts;
+pub mod seccomp;
 mod user;
 
 use std::collections::{BTreeSet, HashSet};
@@ -79,6 +80,9 @@ pub enum SpecError {
         /// The value.
         path: String,
     },
+    /// The task's seccomp setting cannot be used.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
     /// Unknown capability name.
     #[error("unknown capability '{0}'; use names like NET_ADMIN or CAP_NET_ADMIN, or ALL")]
     UnknownCapability(String),
@@ -193,6 +197,9 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let env = environment(cfg, input.image, host, &who.home)?;
     let caps = capabilities(cfg)?;
     let mounts = mounts(input)?;
+    let wanted =
+        voiyd_messages::validate::parse_seccomp(&cfg.seccomp).map_err(SpecError::Seccomp)?;
+    let filter = seccomp::filter(privileged, &wanted, &caps).map_err(SpecError::Seccomp)?;
 
     let namespace = |typ: LinuxNamespaceType, path: Option<&String>| {
         let mut ns = LinuxNamespace::default();
@@ -221,6 +228,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     linux
         .set_masked_paths(paths(MASKED_PATHS))
         .set_readonly_paths(paths(READONLY_PATHS))
+        .set_seccomp(filter)
         .set_sysctl((!cfg.sysctls.is_empty()).then(|| {
             cfg.sysctls
                 .iter()

@@ -49,6 +49,9 @@ pub struct SecurityArgs {
     /// Allow added Linux capabilities.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub allow_cap_add: bool,
+    /// Allow tasks without a seccomp filter (`seccomp: unconfined`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub allow_unconfined_seccomp: bool,
 }
 
 impl SecurityArgs {
@@ -94,6 +97,7 @@ impl SecurityArgs {
                 allow_privileged: self.allow_privileged,
                 allow_host_paths: self.allow_host_paths,
                 allow_cap_add: self.allow_cap_add,
+                allow_unconfined_seccomp: self.allow_unconfined_seccomp,
             },
         })
     }

@@ -16,6 +16,8 @@ pub struct Policy {
     pub allow_host_paths: bool,
     /// Added Linux capabilities.
     pub allow_cap_add: bool,
+    /// Tasks without a seccomp filter (`seccomp: unconfined`).
+    pub allow_unconfined_seccomp: bool,
 }
 
 impl Default for Policy {
@@ -24,6 +26,7 @@ impl Default for Policy {
             allow_privileged: true,
             allow_host_paths: true,
             allow_cap_add: true,
+            allow_unconfined_seccomp: true,
         }
     }
 }
@@ -44,6 +47,14 @@ impl Policy {
                     caps.add
                 ));
             }
+        }
+        let unconfined = voiyd_messages::validate::parse_seccomp(&cfg.seccomp)
+            .is_ok_and(|s| s == voiyd_messages::validate::Seccomp::Unconfined);
+        if !self.allow_unconfined_seccomp && unconfined {
+            refused.push(
+                "seccomp: unconfined (the server runs with --allow-unconfined-seccomp=false)"
+                    .to_string(),
+            );
         }
         if !self.allow_host_paths {
             for m in &cfg.mounts {
@@ -105,6 +116,7 @@ mod tests {
             allow_privileged: false,
             allow_host_paths: false,
             allow_cap_add: false,
+            allow_unconfined_seccomp: false,
         };
         let privileged = task(TaskConfig {
             privileged: true,
@@ -135,6 +147,14 @@ mod tests {
             ..Default::default()
         });
         assert!(strict.admit(&bind).unwrap_err().contains("/etc"));
+        let unconfined = task(TaskConfig {
+            seccomp: "unconfined".into(),
+            ..Default::default()
+        });
+        assert!(strict
+            .admit(&unconfined)
+            .unwrap_err()
+            .contains("--allow-unconfined-seccomp=false"));
         // Dropping capabilities, volumes and tmpfs are fine.
         let fine = task(TaskConfig {
             capabilities: Some(Capabilities {
@@ -179,7 +199,7 @@ mod tests {
                 ..Default::default()
             };
             prop_assert!(Policy::default().check_config("t", &cfg).is_ok());
-            let strict = Policy { allow_privileged: false, allow_host_paths: false, allow_cap_add: false };
+            let strict = Policy { allow_privileged: false, allow_host_paths: false, allow_cap_add: false, allow_unconfined_seccomp: true };
             prop_assert_eq!(strict.check_config("t", &cfg).is_err(), privileged || cap || bind);
         }
     }
