@@ -27,6 +27,7 @@ pub mod selector;
 pub mod time;
 pub mod validate;
 mod vocabulary;
+pub mod volume;
 
 pub use pbjson_types::Timestamp;
 pub use resource::{Kind, Resource};

@@ -61,6 +61,8 @@ string_enum! {
         // Decided by servers or node admission, for placement.
         /// No node fits the task.
         Unschedulable,
+        /// The node holding the data of a volume the task mounts is not ready (or gone).
+        VolumeNodeUnavailable,
         /// The node's free CPU is too small for the task.
         OutOfCpu,
         /// The node's free memory is too small for the task.

@@ -146,7 +146,8 @@ impl Volumes {
     /// Every volume present on the node, with the tasks that use it.
     pub fn report(&self, in_use: &BTreeMap<String, Vec<String>>) -> Vec<NodeVolume> {
         let mut out: BTreeMap<String, NodeVolume> = BTreeMap::new();
-        for (kind, dir) in [("host-local", "volumes"), ("template", "templates")] {
+        use voiyd_messages::volume::{HOST_LOCAL, TEMPLATE};
+        for (kind, dir) in [(HOST_LOCAL, "volumes"), (TEMPLATE, "templates")] {
             let Ok(entries) = std::fs::read_dir(self.data_dir.join(dir)) else {
                 continue;
             };

@@ -318,3 +318,117 @@ config:
     let o = voiydctl(&c.server.url, &["apply", "-f", "-"], Some(manifest), &[]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
+
+/// Host-local data stays where it was written: a task that mounts it goes back to that
+/// node. When the node is lost, the task waits (VolumeNodeUnavailable, saying which node)
+/// instead of starting empty on another node, and runs there again, with its data, when
+/// the node returns.
+#[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn a_task_waits_for_the_node_holding_its_data() {
+    let c = Cluster::start().await;
+    let mut a = c.node("keep-a").await;
+    let _b = c.node("keep-b").await;
+    eventually(Duration::from_secs(20), "both nodes ready", || async {
+        let out = stdout(&c.voiydctl(&["get", "nodes"]));
+        (out.matches(" Ready").count() == 2).then_some(())
+    })
+    .await;
+    c.ok(&["create", "volume", "host-local", "db"]);
+    let image = c.registry.image("busybox");
+    c.ok(&[
+        "run",
+        "db",
+        "--image",
+        &image,
+        "-v",
+        "db:/data",
+        "--stop-grace",
+        "1s",
+        "--no-wait",
+        "--",
+        "sh",
+        "-c",
+        "[ -f /data/f ] || echo written-once > /data/f; sleep 3600",
+    ]);
+    let running_on = || async {
+        let t: Task = c.api.get("db").await.ok()?;
+        let st = t.status?;
+        (st.phase == "Running").then_some(st.node)
+    };
+    let first = eventually(Duration::from_secs(60), "db running", running_on).await;
+    // Make the task run on keep-a, whichever node the spread chose first.
+    if first != "keep-a" {
+        c.ok(&["delete", "task", "db", "--force"]);
+        eventually(Duration::from_secs(20), "db gone", || async {
+            c.api.get::<Task>("db").await.is_err().then_some(())
+        })
+        .await;
+        c.ok(&["delete", "volume", "db", "--force", "--purge"]);
+        c.ok(&["create", "volume", "host-local", "db"]);
+        c.ok(&["cordon", "keep-b"]);
+        c.ok(&[
+            "run",
+            "db",
+            "--image",
+            &image,
+            "-v",
+            "db:/data",
+            "--stop-grace",
+            "1s",
+            "--no-wait",
+            "--",
+            "sh",
+            "-c",
+            "[ -f /data/f ] || echo written-once > /data/f; sleep 3600",
+        ]);
+        let on = eventually(Duration::from_secs(60), "db running on keep-a", running_on).await;
+        assert_eq!(on, "keep-a");
+        c.ok(&["uncordon", "keep-b"]);
+    }
+    // The volume's status says its data is on keep-a.
+    eventually(Duration::from_secs(20), "db's data on keep-a", || async {
+        let v: Volume = c.api.get("db").await.ok()?;
+        v.status?.controllers.contains_key("keep-a").then_some(())
+    })
+    .await;
+    assert_eq!(
+        c.ok(&["exec", "db", "--", "cat", "/data/f"]).trim(),
+        "written-once"
+    );
+
+    // keep-a's agent dies: the task waits for it, with the reason, and not on keep-b.
+    a.proc.signal(voiyd_tests::Signal::KILL);
+    let message = eventually(Duration::from_secs(30), "db waiting for keep-a", || async {
+        let t: Task = c.api.get("db").await.ok()?;
+        let st = t.status?;
+        (st.reason == "VolumeNodeUnavailable").then_some(st.message)
+    })
+    .await;
+    assert!(
+        message.contains("volume db") && message.contains("keep-a") && message.contains("NotReady"),
+        "{message}"
+    );
+    let shown = c.ok(&["get", "task", "db"]);
+    assert!(shown.contains("Pending"), "{shown}");
+    // ... and stays so (checked for 3 s: keep-b is Ready and empty all along).
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        let t: Task = c.api.get("db").await.unwrap();
+        let st = t.status.unwrap();
+        assert!(
+            st.node.is_empty() && st.phase == "Pending",
+            "moved without its data: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // keep-a is back: the task runs there again, on the data it wrote.
+    a.restart(1);
+    let on = eventually(Duration::from_secs(60), "db running again", running_on).await;
+    assert_eq!(on, "keep-a");
+    assert_eq!(
+        c.ok(&["exec", "db", "--", "cat", "/data/f"]).trim(),
+        "written-once"
+    );
+}

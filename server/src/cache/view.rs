@@ -12,12 +12,12 @@ use crate::schedule::placement::{self, Candidate, Demand, Strategy, Unplaceable}
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use voiyd_messages::requests::{host_ports, Requests};
-use voiyd_messages::v1::{Node, NodeStatus, Task, TaskStatus};
+use voiyd_messages::v1::{Node, NodeStatus, Task, TaskStatus, VolumeStatus};
 use voiyd_messages::Timestamp;
 use voiyd_nats::names;
 use voiyd_nats::watch::{WatchEvent, Watcher};
@@ -133,6 +133,8 @@ struct State {
     workload_changed: Arc<tokio::sync::Notify>,
     /// Bumped on every change of a task's spec or status (names follow it).
     task_changes: u64,
+    /// Host-local volumes and the nodes that hold their data (from their statuses).
+    volume_data: HashMap<String, BTreeSet<String>>,
 }
 
 impl State {
@@ -149,16 +151,51 @@ impl State {
             retried: None,
             workload_changed: Arc::default(),
             task_changes: self.task_changes,
+            volume_data: self.volume_data.clone(),
         }
     }
 
     /// Chooses a node for task `name` (its spec applied) and charges it there.
     fn choose(&mut self, name: &str) -> Result<String, Unplaceable> {
-        let demand = self
+        let mut demand = self
             .tasks
             .get(name)
             .map(|t| t.demand.clone())
             .unwrap_or_default();
+        // Host-local data stays where it was written: the task goes there.
+        demand.data_on = demand
+            .volumes
+            .iter()
+            .filter_map(|v| Some((v.clone(), self.volume_data.get(v)?.clone())))
+            .filter(|(_, nodes)| !nodes.is_empty())
+            .collect();
+        let placed = self.choose_for(name, &demand);
+        placed.map_err(|mut why| {
+            why.waiting_for_data = demand.data_on.iter().find_map(|(volume, nodes)| {
+                let states: Vec<(String, Option<String>)> = nodes
+                    .iter()
+                    .map(|n| {
+                        let state = self.nodes.get(n).filter(|e| e.registered).map(|e| {
+                            if e.candidate.ready {
+                                "Ready".to_string()
+                            } else if e.phase.is_empty() {
+                                "Unknown".to_string()
+                            } else {
+                                e.phase.clone()
+                            }
+                        });
+                        (n.clone(), state)
+                    })
+                    .collect();
+                placement::waiting_for_data(volume, &states)
+            });
+            why
+        })
+    }
+
+    /// [`State::choose`] once the demand is complete.
+    fn choose_for(&mut self, name: &str, demand: &Demand) -> Result<String, Unplaceable> {
+        let demand = demand.clone();
         let count = self.nodes.len();
         let start = self.next_start % count.max(1);
         // The map's order is stable while no node joins or leaves: rotating the start
@@ -339,6 +376,28 @@ impl State {
             }
         }
         self.settle(name);
+    }
+
+    /// Notes which nodes hold a host-local volume's data; a new holder can be what a
+    /// waiting task needs.
+    fn apply_volume_status(&mut self, name: &str, st: Option<VolumeStatus>) {
+        let holders: BTreeSet<String> = st
+            .map(|st| {
+                st.controllers
+                    .into_iter()
+                    .filter(|(_, c)| c.kind == voiyd_messages::volume::HOST_LOCAL)
+                    .map(|(node, _)| node)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let before = if holders.is_empty() {
+            self.volume_data.remove(name)
+        } else {
+            self.volume_data.insert(name.to_string(), holders.clone())
+        };
+        if before.unwrap_or_default() != holders {
+            self.epoch += 1;
+        }
     }
 
     fn apply_node_spec(&mut self, name: &str, node: Option<Node>) {
@@ -896,6 +955,9 @@ fn apply(
             } else if let Some(rest) = key.strip_prefix("node.") {
                 let st = decoded::<NodeStatus>(value)?;
                 s.apply_node_status(&names::untoken(rest), st, revision);
+            } else if let Some(rest) = key.strip_prefix("volume.") {
+                let st = decoded::<VolumeStatus>(value)?;
+                s.apply_volume_status(&names::untoken(rest), st);
             }
         }
     }

@@ -70,6 +70,11 @@ pub struct Demand {
     pub affinity: Vec<Selector>,
     /// Scoring.
     pub strategy: Strategy,
+    /// Volumes the task mounts.
+    pub volumes: Vec<String>,
+    /// Of those, the host-local ones that hold data somewhere, with the nodes that hold
+    /// it: the task must go to one of them (filled in at placement from the view).
+    pub data_on: Vec<(String, BTreeSet<String>)>,
 }
 
 impl Demand {
@@ -90,6 +95,19 @@ impl Demand {
                 .filter_map(|s| Selector::parse(s).ok())
                 .collect(),
             strategy,
+            volumes: config
+                .mounts
+                .iter()
+                .filter(|m| voiyd_messages::validate::mount_type(m).as_deref() == Some("volume"))
+                .map(|m| {
+                    if m.volume.is_empty() {
+                        m.source.clone()
+                    } else {
+                        m.volume.clone()
+                    }
+                })
+                .collect(),
+            data_on: Vec::new(),
         }
     }
 }
@@ -103,6 +121,8 @@ pub enum Misfit {
     Cordoned,
     /// Labels do not match the selector or affinity.
     SelectorMismatch,
+    /// A host-local volume the task mounts holds its data on another node.
+    VolumeElsewhere,
     /// Not enough free CPU.
     InsufficientCpu,
     /// Not enough free memory.
@@ -118,6 +138,7 @@ impl Misfit {
             Misfit::NotReady => "not ready",
             Misfit::Cordoned => "cordoned",
             Misfit::SelectorMismatch => "node selector mismatch",
+            Misfit::VolumeElsewhere => "volume data on another node",
             Misfit::InsufficientCpu => "insufficient cpu",
             Misfit::InsufficientMemory => "insufficient memory",
             Misfit::PortInUse => "host port in use",
@@ -144,6 +165,12 @@ pub fn fits(d: &Demand, node: &Candidate) -> Result<(), Misfit> {
         || !d.affinity.iter().all(|s| s.matches(&node.labels))
     {
         return Err(Misfit::SelectorMismatch);
+    }
+    if d.data_on
+        .iter()
+        .any(|(_, nodes)| !nodes.contains(&node.name))
+    {
+        return Err(Misfit::VolumeElsewhere);
     }
     if !has_room(
         node.capacity.cpu_millis,
@@ -239,10 +266,44 @@ pub struct Unplaceable {
     pub total: usize,
     /// Reason → how many nodes it excluded.
     pub reasons: BTreeMap<&'static str, usize>,
+    /// Set when the task waits for the node holding a volume's data, saying which.
+    pub waiting_for_data: Option<String>,
+}
+
+impl Unplaceable {
+    /// The reason a task's status gives for it.
+    pub fn reason(&self) -> voiyd_messages::reason::Reason {
+        if self.waiting_for_data.is_some() {
+            voiyd_messages::reason::Reason::VolumeNodeUnavailable
+        } else {
+            voiyd_messages::reason::Reason::Unschedulable
+        }
+    }
+}
+
+/// Why a task whose volume data is on `nodes` waits, when none of them can take tasks:
+/// `(node, its state)` for each, e.g. `data of volume db is on node n1, which is
+/// NotReady`. `None` when one of them is usable (the task waits for room, not data).
+pub fn waiting_for_data(volume: &str, nodes: &[(String, Option<String>)]) -> Option<String> {
+    let held: Vec<String> = nodes
+        .iter()
+        .map(|(n, state)| match state {
+            Some(s) if s == "Ready" => None,
+            Some(s) => Some(format!("{n}, which is {s}")),
+            None => Some(format!("{n}, which was deleted")),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(format!(
+        "data of volume {volume} is on node {}: the task runs there when it is back",
+        held.join(" and node ")
+    ))
 }
 
 impl std::fmt::Display for Unplaceable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(w) = &self.waiting_for_data {
+            return f.write_str(w);
+        }
         if self.total == 0 {
             return f.write_str("0/0 nodes: no node has joined the cluster; start voiyd-node");
         }
@@ -305,8 +366,11 @@ pub fn place_among<'a>(
             }
         }
     }
-    best.map(|(n, _)| (n, total))
-        .ok_or(Unplaceable { total, reasons })
+    best.map(|(n, _)| (n, total)).ok_or(Unplaceable {
+        total,
+        reasons,
+        waiting_for_data: None,
+    })
 }
 
 /// Convenience over [`place`] for a task spec with the default strategy; returns the
@@ -429,6 +493,52 @@ mod tests {
     }
 
     #[test]
+    fn host_local_data_keeps_a_task_on_its_node() {
+        let cfg = TaskConfig {
+            mounts: vec![voiyd_messages::v1::Mount {
+                r#type: "volume".into(),
+                source: "db".into(),
+                destination: "/data".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut d = Demand::of(&cfg, Scoring::Spread);
+        assert_eq!(d.volumes, vec!["db".to_string()]);
+        // No data anywhere yet: any node.
+        let (a, b) = (node("a", true, &[], 5), node("b", true, &[], 0));
+        assert_eq!(place(&d, [&a, &b]).unwrap().name, "b");
+        // Data on a: only a, though b is emptier.
+        d.data_on = vec![("db".into(), ["a".to_string()].into())];
+        assert_eq!(place(&d, [&a, &b]).unwrap().name, "a");
+        let down = node("a", false, &[], 0);
+        let why = place(&d, [&down, &b]).unwrap_err();
+        assert_eq!(
+            why.to_string(),
+            "0/2 nodes available: 1 not ready, 1 volume data on another node"
+        );
+        // Said for people, and as the status's reason, by the view.
+        let w = super::waiting_for_data("db", &[("a".into(), Some("NotReady".into()))]).unwrap();
+        assert_eq!(
+            w,
+            "data of volume db is on node a, which is NotReady: the task runs there when it is back"
+        );
+        assert!(super::waiting_for_data("db", &[("a".into(), Some("Ready".into()))]).is_none());
+        assert!(super::waiting_for_data("db", &[("a".into(), None)])
+            .unwrap()
+            .contains("which was deleted"));
+        let waiting = super::Unplaceable {
+            waiting_for_data: Some(w.clone()),
+            ..why
+        };
+        assert_eq!(waiting.to_string(), w);
+        assert_eq!(
+            waiting.reason(),
+            voiyd_messages::reason::Reason::VolumeNodeUnavailable
+        );
+    }
+
+    #[test]
     fn host_ports_must_be_free_per_protocol() {
         let cfg = TaskConfig {
             port_mappings: vec![PortMapping {
@@ -538,6 +648,8 @@ mod tests {
                     .map(|z| BTreeMap::from([("zone".to_string(), z.to_string())]))
                     .unwrap_or_default(),
                 affinity: vec![],
+                volumes: vec![],
+                data_on: vec![],
                 strategy: if binpack {
                     Scoring::Binpack
                 } else {

@@ -108,15 +108,18 @@ pub async fn sync_fetched(
             }
             Err(why) => {
                 let message = why.to_string();
-                let changed = st.phase != TaskPhase::Pending || st.message != message;
+                let reason = why.reason();
+                let changed = st.phase != TaskPhase::Pending
+                    || st.message != message
+                    || st.reason != reason.as_str();
                 st.phase = TaskPhase::Pending.into();
-                st.reason = Reason::Unschedulable.into();
+                st.reason = reason.into();
                 st.message = message;
                 if changed {
                     st.conditions = crate::schedule::conditions::for_phase(
                         &st.conditions,
                         TaskPhase::Pending.as_str(),
-                        Reason::Unschedulable.as_str(),
+                        reason.as_str(),
                         false,
                         None,
                         voiyd_messages::time::now(),

@@ -93,6 +93,7 @@ pub async fn fold_node_report(
                 location: v.path.clone(),
                 ready: true,
                 in_use_by: v.in_use_by.clone(),
+                kind: v.kind.clone(),
             });
         for _ in 0..5 {
             let cur = status::read_versioned::<VolumeStatus>(&ctx.status.0, "volume", name).await?;
