@@ -145,7 +145,9 @@ config:
 #[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn seccomp_default_unconfined_and_own_profiles() {
     let c = ContainerdCluster::start_with(&[]).await;
-    let _n1 = c.start_node("n1").await;
+    // Its own node name: agents of one test process share a containerd, and a node's
+    // namespace is named after it.
+    let _n = c.start_node("sc1").await;
     let image = c.registry.image("busybox");
     let task = |name: &str, seccomp: &str| {
         format!(

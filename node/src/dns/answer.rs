@@ -1,7 +1,7 @@
 //! What to answer a query with, decided from the cluster's names alone.
 
 use super::names::Names;
-use super::DOMAIN;
+use crate::network::CLUSTER_DOMAIN;
 use std::net::Ipv4Addr;
 
 /// The decision for one question.
@@ -31,7 +31,7 @@ pub enum Wants {
 /// host's search domains may know it); anything else is forwarded.
 pub fn decide(qname: &str, wants: Wants, names: &Names) -> Answer {
     let name = qname.trim_end_matches('.').to_ascii_lowercase();
-    let (label, in_domain) = match name.strip_suffix(DOMAIN) {
+    let (label, in_domain) = match name.strip_suffix(CLUSTER_DOMAIN) {
         Some("") => return no_data_or(wants, Vec::new()),
         Some(rest) if rest.ends_with('.') => (rest.trim_end_matches('.').to_string(), true),
         _ => (name.clone(), false),

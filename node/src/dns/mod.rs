@@ -1,5 +1,6 @@
-//! Cluster DNS on every node: tasks resolve each other's names (`NAME`, `NAME.voiyd`)
-//! and their sets' names through a server the node runs on its bridge's gateway address;
+//! Cluster DNS on every node: tasks resolve each other's names (`NAME`, `NAME.voiyd`,
+//! [`crate::network::CLUSTER_DOMAIN`]) and their sets' names through a server the node
+//! runs on its bridge's gateway address ([`crate::network::gateway`]);
 //! every other name goes to the host's own resolvers, loopback ones included (the node
 //! reaches them from the host's namespace, where a task could not).
 //!
@@ -10,24 +11,11 @@ pub mod answer;
 pub mod names;
 pub mod serve;
 
-use std::net::{Ipv4Addr, SocketAddr};
-
-/// The cluster's DNS domain: `web.voiyd`.
-pub const DOMAIN: &str = "voiyd";
+use std::net::SocketAddr;
 
 /// Time to live of cluster answers, in seconds: short, so that clients that cache
 /// follow changes within a second or so.
 pub const TTL: u32 = 1;
-
-/// The address the node's DNS server answers on for a container subnet: its first
-/// address, which the bridge takes as the tasks' gateway.
-pub fn listen_address(subnet: &str) -> Option<Ipv4Addr> {
-    let (net, len) = subnet.split_once('/')?;
-    let net: Ipv4Addr = net.parse().ok()?;
-    let len: u32 = len.parse().ok().filter(|l| *l <= 30)?;
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    Some(Ipv4Addr::from((u32::from(net) & mask) + 1))
-}
 
 /// The upstream resolvers in a host's `/etc/resolv.conf` (port 53), loopback included.
 pub fn upstreams_of(resolv_conf: &str) -> Vec<SocketAddr> {
@@ -52,20 +40,6 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listens_on_the_first_address_of_the_subnet() {
-        assert_eq!(
-            listen_address("10.69.3.0/24"),
-            Some(Ipv4Addr::new(10, 69, 3, 1))
-        );
-        assert_eq!(
-            listen_address("10.69.3.77/24"),
-            Some(Ipv4Addr::new(10, 69, 3, 1))
-        );
-        assert_eq!(listen_address("10.69.3.0"), None);
-        assert_eq!(listen_address("10.69.3.0/31"), None);
-    }
 
     #[test]
     fn upstreams_keep_loopback_resolvers() {

@@ -41,7 +41,7 @@ pub async fn run(cfg: DnsConfig, names: SharedNames) {
             .network
             .subnet()
             .as_deref()
-            .and_then(super::listen_address)
+            .and_then(crate::network::gateway)
         {
             break SocketAddrV4::new(ip, 53);
         }

@@ -218,7 +218,7 @@ fn cluster_resolv_file(host: &str, dns: &Dns, ip: std::net::Ipv4Addr) -> String 
             .flatten()
             .collect()
     };
-    let mut search = vec![crate::dns::DOMAIN.to_string()];
+    let mut search = vec![super::CLUSTER_DOMAIN.to_string()];
     search.extend(if dns.search.is_empty() {
         words(&["search", "domain"])
     } else {
@@ -310,6 +310,16 @@ mod tests {
         assert!(!ports_clash(&a, &b));
         assert!(host_ports(&[pm("", 0, 80, "")]).is_empty());
         assert_eq!(show_port(&a), "10.0.0.1:1/tcp");
+    }
+
+    #[test]
+    fn the_gateway_is_the_first_address_of_the_subnet() {
+        use super::super::gateway;
+        use std::net::Ipv4Addr;
+        assert_eq!(gateway("10.69.3.0/24"), Some(Ipv4Addr::new(10, 69, 3, 1)));
+        assert_eq!(gateway("10.69.3.77/24"), Some(Ipv4Addr::new(10, 69, 3, 1)));
+        assert_eq!(gateway("10.69.3.0"), None);
+        assert_eq!(gateway("10.69.3.0/31"), None);
     }
 
     #[test]

@@ -84,6 +84,19 @@ pub struct Network {
     lock: tokio::sync::Mutex<()>,
 }
 
+/// The cluster's DNS domain (`web.voiyd`), which tasks search first.
+pub const CLUSTER_DOMAIN: &str = "voiyd";
+
+/// The gateway address of a container subnet: its first address, which the bridge
+/// takes, and where the node answers its tasks' DNS queries.
+pub fn gateway(subnet: &str) -> Option<std::net::Ipv4Addr> {
+    let (net, len) = subnet.split_once('/')?;
+    let net: std::net::Ipv4Addr = net.parse().ok()?;
+    let len: u32 = len.parse().ok().filter(|l| *l <= 30)?;
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Some(std::net::Ipv4Addr::from((u32::from(net) & mask) + 1))
+}
+
 impl Network {
     /// A network manager; tasks can be set up once [`Network::set_subnet`] was called.
     pub fn new(cfg: NetworkConfig) -> Self {
@@ -193,7 +206,7 @@ impl Network {
             .cluster_dns
             .then(|| self.subnet())
             .flatten()
-            .and_then(|s| crate::dns::listen_address(&s));
+            .and_then(|s| gateway(&s));
         write_in_place(
             &resolv,
             conf::resolv_file(&host_resolv, dns, cluster).as_bytes(),
