@@ -29,6 +29,14 @@ pub struct Cli {
     /// How -v writes: text, or JSON lines.
     #[arg(long, value_enum, global = true, default_value_t = voiyd_telemetry::LogFormat::Text)]
     pub log_format: voiyd_telemetry::LogFormat,
+    /// Export this command's trace to an OTLP/HTTP collector (e.g. http://127.0.0.1:4318).
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        global = true,
+        value_name = "URL"
+    )]
+    pub otlp_endpoint: Option<String>,
     /// No colours, even on a terminal (also when NO_COLOR is set).
     #[arg(long, global = true)]
     pub no_color: bool,

@@ -86,7 +86,14 @@ pub fn run(cli: Cli) -> Result<()> {
     } else {
         "off"
     };
-    voiyd_telemetry::init(level, cli.log_format, "off");
+    let mut telemetry = voiyd_telemetry::init(
+        level,
+        cli.log_format,
+        "off",
+        cli.otlp_endpoint.as_deref(),
+        "voiydctl",
+    )
+    .map_err(CtlError::Usage)?;
     match &cli.command {
         // Commands that need no cluster run without an async runtime.
         Command::Config(cmd) => return commands::config::run(&g.config_path, cmd),
@@ -111,7 +118,25 @@ pub fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| CtlError::Other(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(dispatch(&g, &cli.command))
+    // The whole command is one span, the root of its trace (`voiydctl run`, ...).
+    let name = command_name(&cli.command);
+    let span = tracing::info_span!("voiydctl", otel.name = %format!("voiydctl {name}"));
+    let outcome = rt.block_on(tracing::Instrument::instrument(
+        dispatch(&g, &cli.command),
+        span,
+    ));
+    // Spans still buffered go out before the process ends.
+    telemetry.shutdown();
+    outcome
+}
+
+/// The subcommand's name as typed (`run`, `get`, `upgrade`).
+fn command_name(command: &Command) -> String {
+    format!("{command:?}")
+        .split(['(', ' ', '{'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 async fn dispatch(g: &Globals, command: &Command) -> Result<()> {

@@ -200,29 +200,37 @@ impl ApiClient {
         subject: &str,
         body: Bytes,
     ) -> Result<Resp, ApiError> {
-        let request = async_nats::Request::new()
+        let span = tracing::info_span!("call", otel.name = %format!("call {subject}"));
+        let mut request = async_nats::Request::new()
             .payload(body)
             .timeout(Some(self.timeout));
-        let msg = self
-            .client
-            .send_request(subject.to_string(), request)
-            .await
-            .map_err(|e| match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => ApiError::NoServer {
-                    subject: subject.to_string(),
-                },
-                async_nats::RequestErrorKind::TimedOut => ApiError::Timeout {
-                    subject: subject.to_string(),
-                    timeout: self.timeout,
-                },
-                async_nats::RequestErrorKind::MaxPayloadExceeded => ApiError::TooLarge(format!(
-                    "request to {subject} is larger than the NATS server's max_payload"
-                )),
-                _ => ApiError::Transport {
-                    subject: subject.to_string(),
-                    reason: e.to_string(),
-                },
-            })?;
+        // The server's handling joins the caller's trace.
+        if let Some(tp) = span.in_scope(voiyd_telemetry::traceparent) {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(voiyd_telemetry::TRACEPARENT, tp.as_str());
+            request = request.headers(headers);
+        }
+        let msg = tracing::Instrument::instrument(
+            self.client.send_request(subject.to_string(), request),
+            span,
+        )
+        .await
+        .map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => ApiError::NoServer {
+                subject: subject.to_string(),
+            },
+            async_nats::RequestErrorKind::TimedOut => ApiError::Timeout {
+                subject: subject.to_string(),
+                timeout: self.timeout,
+            },
+            async_nats::RequestErrorKind::MaxPayloadExceeded => ApiError::TooLarge(format!(
+                "request to {subject} is larger than the NATS server's max_payload"
+            )),
+            _ => ApiError::Transport {
+                subject: subject.to_string(),
+                reason: e.to_string(),
+            },
+        })?;
         decode_reply(subject, &msg)
     }
 

@@ -102,6 +102,9 @@ struct Args {
     /// Log format: text, or JSON lines for log shippers.
     #[arg(long, value_enum, default_value_t = voiyd_telemetry::LogFormat::Text)]
     log_format: voiyd_telemetry::LogFormat,
+    /// Export traces to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -305,7 +308,20 @@ async fn run_sim(args: Args, name: String, labels: BTreeMap<String, String>) -> 
 async fn main() {
     let cmd = voiyd_nats::flags::with_aliases(Args::command(), voiyd_nats::flags::NODE_ALIASES);
     let args = Args::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
-    voiyd_telemetry::init(&args.log_level, args.log_format, "info");
+    install_crypto_provider();
+    let _telemetry = match voiyd_telemetry::init(
+        &args.log_level,
+        args.log_format,
+        "info",
+        args.otlp_endpoint.as_deref(),
+        "voiyd-node",
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     if let Err(e) = run(args).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -184,6 +184,7 @@ mod tests {
             },
             kill: false,
             volumes,
+            trace_parent: String::new(),
         }
     }
 

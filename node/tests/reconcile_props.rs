@@ -55,6 +55,7 @@ fn desired() -> impl Strategy<Value = Desired> {
             },
             kill,
             volumes: Vec::new(),
+            trace_parent: String::new(),
         })
 }
 

@@ -99,6 +99,9 @@ struct Args {
     /// Log format: text, or JSON lines for log shippers.
     #[arg(long, value_enum, default_value_t = voiyd_telemetry::LogFormat::Text)]
     log_format: voiyd_telemetry::LogFormat,
+    /// Export traces to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// TLS, NATS identities and admission policy.
     #[command(flatten)]
     security: voiyd_server::app::commands::SecurityArgs,
@@ -126,7 +129,20 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    voiyd_telemetry::init(&args.log_level, args.log_format, "info");
+    voiyd_nats::connect::install_crypto_provider();
+    let _telemetry = match voiyd_telemetry::init(
+        &args.log_level,
+        args.log_format,
+        "info",
+        args.otlp_endpoint.as_deref(),
+        "voiyd-server",
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     let nats = args.nats_url.as_ref().map(|urls| {
         let mut o = args.nats_auth.options(urls);
         o.retry_on_initial_connect = true;

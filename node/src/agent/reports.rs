@@ -64,8 +64,15 @@ pub(super) async fn report<R: Runtime>(
     if !force && mem.last_report.as_ref() == Some(&st) {
         return;
     }
+    // A new phase of traced work is a step of its trace.
+    let new_phase = mem.last_report.as_ref().is_none_or(|r| r.phase != st.phase);
+    let span = if new_phase {
+        super::tasks::traced_span(Some(d), &format!("report {}", st.phase))
+    } else {
+        tracing::Span::none()
+    };
     mem.last_report = Some(st.clone());
-    send(s, task, &d.uid, st);
+    span.in_scope(|| send(s, task, &d.uid, st));
 }
 
 /// Queues a status report. Reports leave through [`flush_reports`], latest per task:

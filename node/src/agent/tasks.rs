@@ -222,6 +222,40 @@ pub(super) async fn execute<R: Runtime>(
     let restarts = obs.map(|o| o.restart_count).unwrap_or(0);
     for action in actions {
         tracing::debug!(%task, ?action, "executing");
+        let span = traced_span(desired, action.name());
+        let step =
+            async { execute_one(s, task, desired, obs, action, mem, progress, restarts).await };
+        tracing::Instrument::instrument(step, span).await?;
+    }
+    Ok(())
+}
+
+/// A span for a step of work that was placed in a traced request (`node pull`, `node
+/// start`, `node report`...), in that request's trace; none otherwise.
+pub(super) fn traced_span(desired: Option<&Desired>, step: &str) -> tracing::Span {
+    match desired.filter(|d| !d.trace_parent.is_empty()) {
+        Some(d) => {
+            let span =
+                tracing::info_span!("node", otel.name = %format!("node {step}"), task = %d.task);
+            voiyd_telemetry::continue_from(&span, &d.trace_parent);
+            span
+        }
+        None => tracing::Span::none(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute_one<R: Runtime>(
+    s: &Arc<Shared<R>>,
+    task: &str,
+    desired: Option<&Desired>,
+    obs: Option<&Observed>,
+    action: &Action,
+    mem: &mut Memory,
+    progress: &Arc<Mutex<Option<(u64, u64)>>>,
+    restarts: u32,
+) -> Result<(), RuntimeError> {
+    {
         match *action {
             Action::Pull => {
                 let d = desired.expect("pull only with a desired task");

@@ -358,6 +358,7 @@ mod tests {
             },
             kill: false,
             volumes: Vec::new(),
+            trace_parent: String::new(),
         };
         f(&mut d);
         Some(d)

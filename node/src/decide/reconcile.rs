@@ -76,6 +76,8 @@ pub struct Desired {
     pub kill: bool,
     /// The volumes the task mounts, as the server stored them.
     pub volumes: Vec<voiyd_messages::v1::Volume>,
+    /// W3C traceparent of the placement ("" when untraced): the node's spans join it.
+    pub trace_parent: String,
 }
 
 impl Desired {
@@ -94,6 +96,7 @@ impl Desired {
             config: task.config.clone()?,
             kill: assignment.kill,
             volumes: assignment.volumes.clone(),
+            trace_parent: assignment.trace_parent.clone(),
         })
     }
 
@@ -227,6 +230,22 @@ pub enum Action {
     CountRestart,
     /// Set `restart_count` to 0.
     ResetRestarts,
+}
+
+impl Action {
+    /// A short name, for spans and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Create => "create",
+            Action::Start => "start",
+            Action::Stop { .. } => "stop",
+            Action::Delete => "delete",
+            Action::DeleteTask => "delete task",
+            Action::CountRestart => "count restart",
+            Action::ResetRestarts => "reset restarts",
+        }
+    }
 }
 
 /// What to do now, and when to look again even if no event arrives.
@@ -404,6 +423,7 @@ mod tests {
             },
             kill: false,
             volumes: Vec::new(),
+            trace_parent: String::new(),
         }
     }
 
@@ -794,6 +814,7 @@ mod tests {
             task: Some(task),
             kill: true,
             volumes: Vec::new(),
+            trace_parent: String::new(),
         }
     }
 

@@ -209,6 +209,7 @@ mod tests {
             },
             kill: false,
             volumes: Vec::new(),
+            trace_parent: String::new(),
         }
     }
 

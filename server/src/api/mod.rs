@@ -100,6 +100,20 @@ pub async fn serve(
 }
 
 async fn respond(ctx: &Ctx, kind: &str, verb: &str, req: Request) {
+    // One span per request, in the caller's trace when its headers name one.
+    let span = tracing::info_span!("api", otel.name = %format!("api {kind}.{verb}"));
+    if let Some(tp) = req
+        .message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(voiyd_telemetry::TRACEPARENT))
+    {
+        voiyd_telemetry::continue_from(&span, tp.as_str());
+    }
+    tracing::Instrument::instrument(respond_in_span(ctx, kind, verb, req), span).await
+}
+
+async fn respond_in_span(ctx: &Ctx, kind: &str, verb: &str, req: Request) {
     let started = std::time::Instant::now();
     let body = req.message.payload.clone();
     let result = if body.len() > MAX_REQUEST_BYTES {

@@ -39,6 +39,16 @@ pub async fn sync_fetched(
     kill: bool,
     status_may_exist: bool,
 ) -> Result<Task, ServerError> {
+    let span = tracing::info_span!("place", task = %task.name());
+    tracing::Instrument::instrument(sync_in_span(ctx, task, kill, status_may_exist), span).await
+}
+
+async fn sync_in_span(
+    ctx: &Ctx,
+    task: Task,
+    kill: bool,
+    status_may_exist: bool,
+) -> Result<Task, ServerError> {
     let name = task.name().to_string();
     let mut read_status = status_may_exist;
     for _ in 0..8 {
@@ -154,6 +164,8 @@ async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<u6
         kill,
         // Template volumes travel with the work: nodes cannot read the volume specs.
         volumes: crate::service::mounts::for_task(ctx, task).await?,
+        // The node's work on it joins the trace of the request that placed it.
+        trace_parent: voiyd_telemetry::traceparent().unwrap_or_default(),
     };
     crate::service::work::put(ctx, node, task.name(), a).await
 }

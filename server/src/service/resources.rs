@@ -42,6 +42,7 @@ fn check_version<R: Managed>(r: &mut R) -> Result<(), ServerError> {
 
 /// Validates the resource of a create or update request.
 pub(crate) fn admit_resource<R: Managed>(ctx: &Ctx, mut r: R) -> Result<R, ServerError> {
+    let _span = tracing::info_span!("validate").entered();
     check_version(&mut r)?;
     r.validate().map_err(ServerError::invalid)?;
     admit(ctx, &r)?;
@@ -65,16 +66,18 @@ pub async fn create<R: Managed>(ctx: &Ctx, r: R) -> Result<R, ServerError> {
     meta.updated = Some(now);
     meta.generation = 1;
     meta.resource_version = 0;
-    let stored = R::store(&ctx.cluster)
-        .create(&r)
-        .await
-        .map_err(|e| match e {
-            StoreError::AlreadyExists { .. } => ServerError::conflict(format!(
-                "{} already exists: use `voiydctl apply` to change it, or delete it first",
-                label(R::KIND.singular(), r.name())
-            )),
-            e => e.into(),
-        })?;
+    let stored = tracing::Instrument::instrument(
+        R::store(&ctx.cluster).create(&r),
+        tracing::info_span!("store"),
+    )
+    .await
+    .map_err(|e| match e {
+        StoreError::AlreadyExists { .. } => ServerError::conflict(format!(
+            "{} already exists: use `voiydctl apply` to change it, or delete it first",
+            label(R::KIND.singular(), r.name())
+        )),
+        e => e.into(),
+    })?;
     ctx.events
         .publish(
             R::KIND.singular(),
