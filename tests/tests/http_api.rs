@@ -605,6 +605,52 @@ async fn http_api_with_auth_needs_an_admin_token() {
     );
     assert_eq!(open.bearer("voiyd-api-0000").get("/api/v1/tasks").code, 401);
 
+    // A client certificate the cluster's CA issued to an administrator stands for a
+    // token; a plain client certificate (a node's, say) does not.
+    for (name, admin) in [("alice", true), ("bob", false)] {
+        let mut args = vec![
+            "certs",
+            "issue",
+            name,
+            "--dir",
+            certs.path().to_str().unwrap(),
+        ];
+        if admin {
+            args.push("--admin");
+        }
+        let o = Command::new(bin("voiyd-server"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let with_cert = |name: &str, method: &str, body: Option<&str>| -> (u16, String) {
+        let cert = certs.path().join(format!("{name}.pem"));
+        let key = certs.path().join(format!("{name}-key.pem"));
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-w", "\n%{http_code}", "-X", method, "--cacert"])
+            .arg(&ca)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key);
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        let o = cmd
+            .arg(format!("https://{addr}/api/v1/tasks"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    };
+    assert_eq!(with_cert("alice", "GET", None).0, 200);
+    let (code, body) = with_cert("alice", "POST", Some(&task_json("by-cert", "")));
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = with_cert("bob", "GET", None);
+    assert_eq!(code, 401, "{body}");
+
     // voiydctl with the admin identity issues tokens.
     let seed = std::fs::read_to_string(&seed_file).unwrap();
     let dir = tempfile::tempdir().unwrap();

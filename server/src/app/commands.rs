@@ -142,6 +142,10 @@ pub enum CertsCommand {
         /// A server certificate instead of a client one.
         #[arg(long)]
         server: bool,
+        /// A client certificate that the HTTP API admits as an administrator (no token
+        /// needed over HTTPS).
+        #[arg(long, conflicts_with = "server")]
+        admin: bool,
         /// Names or IP addresses (server certificates).
         #[arg(long = "host")]
         hosts: Vec<String>,
@@ -209,10 +213,15 @@ fn run_inner(cmd: Command) -> anyhow::Result<()> {
             name,
             dir,
             server,
+            admin,
             hosts,
             days: d,
         }) => {
-            let usage = if server { Usage::Server } else { Usage::Client };
+            let usage = match (server, admin) {
+                (true, _) => Usage::Server,
+                (false, true) => Usage::Admin,
+                (false, false) => Usage::Client,
+            };
             let mut names = hosts;
             if names.is_empty() {
                 names.push(name.clone());

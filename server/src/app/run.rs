@@ -241,11 +241,11 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                 link: link.clone(),
             };
             // With TLS for NATS, HTTPS with the same certificate.
-            let tls = cfg
-                .security
-                .tls
-                .as_ref()
-                .map(|t| (t.cert.as_path(), t.key.as_path()));
+            let tls = cfg.security.tls.as_ref().map(|t| crate::http::HttpsFiles {
+                cert: t.cert.as_path(),
+                key: t.key.as_path(),
+                ca: t.ca.as_deref(),
+            });
             Some(crate::http::serve(addr, state, collect, tls).await?.1)
         }
         None => None,

@@ -150,6 +150,15 @@ async fn require_token(
                 .find_map(|kv| kv.strip_prefix("access_token="))
                 .map(|t| t.to_string())
         });
+    // Over HTTPS, a client certificate the cluster's CA issued to an administrator.
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<tls::Peer>>()
+        .and_then(|c| c.0.admin.clone());
+    if let Some(admin) = peer {
+        tracing::debug!(%admin, "HTTP request by an administrator's certificate");
+        return Ok(next.run(req).await);
+    }
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -187,11 +196,11 @@ pub async fn serve(
     addr: SocketAddr,
     state: HttpState,
     collect: voiyd_metrics::Collector,
-    tls: Option<(&std::path::Path, &std::path::Path)>,
+    tls: Option<HttpsFiles<'_>>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ListenError> {
     let bind = |source| ListenError::Bind { addr, source };
     let config = tls
-        .map(|(cert, key)| tls::server_config(cert, key))
+        .map(|f| tls::server_config(f.cert, f.key, f.ca))
         .transpose()?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
     let bound = listener.local_addr().map_err(bind)?;
@@ -203,19 +212,33 @@ pub async fn serve(
     let scheme = if config.is_some() { "https" } else { "http" };
     tracing::info!(addr = %bound, "HTTP API at {scheme}://{bound}/api/v1");
     let task = match config {
-        Some(config) => spawn(tls::TlsListener::new(listener, config).map_err(bind)?, app),
-        None => spawn(listener, app),
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config).map_err(bind)?;
+            // Each request learns who is at the other end (its client certificate).
+            let app = app.into_make_service_with_connect_info::<tls::Peer>();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::warn!(error = %e, "HTTP API stopped");
+                }
+            })
+        }
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "HTTP API stopped");
+            }
+        }),
     };
     Ok((bound, task))
 }
 
-fn spawn<L: axum::serve::Listener>(listener: L, app: Router) -> tokio::task::JoinHandle<()>
-where
-    L::Addr: std::fmt::Debug,
-{
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(error = %e, "HTTP API stopped");
-        }
-    })
+/// The files of the HTTPS listener: the server's certificate chain and key, and the
+/// CA whose client certificates it accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpsFiles<'a> {
+    /// PEM certificate chain.
+    pub cert: &'a std::path::Path,
+    /// PEM private key.
+    pub key: &'a std::path::Path,
+    /// PEM CA certificate(s) for client certificates.
+    pub ca: Option<&'a std::path::Path>,
 }

@@ -59,7 +59,14 @@ pub enum Usage {
     Server,
     /// A NATS client (clientAuth): voiyd-server, nodes, voiydctl under mutual TLS.
     Client,
+    /// A client that the HTTP API takes for an administrator: clientAuth, with the
+    /// organizational unit [`ADMIN_UNIT`] in its subject.
+    Admin,
 }
+
+/// The subject's organizational unit that makes a client certificate an administrator's
+/// on the HTTP API (`certs issue NAME --admin`).
+pub const ADMIN_UNIT: &str = "voiyd-admin";
 
 /// Files `init` or `issue` wrote.
 #[derive(Debug, Clone)]
@@ -145,6 +152,9 @@ pub fn issue(
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     dn.push(DnType::OrganizationName, "voiyd");
+    if usage == Usage::Admin {
+        dn.push(DnType::OrganizationalUnitName, ADMIN_UNIT);
+    }
     params.distinguished_name = dn;
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     params.not_after = time::OffsetDateTime::now_utc() + valid;
@@ -159,7 +169,7 @@ pub fn issue(
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-        Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::Client | Usage::Admin => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate().map_err(|e| generate(name, e))?;
