@@ -99,6 +99,27 @@ template:
         || async { (last_tick(&b.text().await) > seen + 2).then_some(()) },
     )
     .await;
+    // The console: a shell in the container, line by line over a WebSocket.
+    b.click("#console-open").await;
+    b.wait_for_text(&["connected: sh in task talker"], Duration::from_secs(15))
+        .await;
+    let run = |line: &str| {
+        format!(
+            "const i = document.getElementById('console-in'); i.value = {}; document.getElementById('console-form').requestSubmit(); return true",
+            serde_json::to_string(line).unwrap()
+        )
+    };
+    b.script(&run("echo hi-$((6*7)) from $(hostname)")).await;
+    b.wait_for_text(&["hi-42 from talker"], Duration::from_secs(15))
+        .await;
+    b.script(&run("echo oops >&2; exit 3")).await;
+    b.wait_for_text(&["oops", "[exited with code 3]"], Duration::from_secs(15))
+        .await;
+    let err = b
+        .script("return [...document.querySelectorAll('#console-out .stderr')].map(e => e.textContent).join('')")
+        .await;
+    assert!(err.as_str().unwrap_or("").contains("oops"), "{err}");
+
     // The same logs as text over HTTP, the last lines only.
     let o = std::process::Command::new("curl")
         .args([

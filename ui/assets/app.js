@@ -213,9 +213,73 @@ function taskLogs(n) {
     pre.scrollTop = pre.scrollHeight;
   };
   logs.addEventListener('end', () => { logs.close(); });
+  taskConsole(n, extra);
 }
 let logs = null;
-function closeLogs() { if (logs) { logs.close(); logs = null; } }
+function closeLogs() {
+  if (logs) { logs.close(); logs = null; }
+  if (consoleSocket) { consoleSocket.close(); consoleSocket = null; }
+}
+
+/**
+ * The task page's console: a shell in the task's container over a WebSocket, opened on
+ * request. Line by line (no terminal): each line typed goes to the shell's input, its
+ * output comes back as it is written.
+ */
+let consoleSocket = null;
+function taskConsole(n, extra) {
+  const box = document.createElement('div');
+  box.innerHTML = `<h2>Console</h2>
+    <p><button id="console-open">Open a shell</button></p>
+    <pre id="console-out" class="logs console" hidden></pre>
+    <form id="console-form" class="console-form" hidden>
+      <span class="prompt">$</span>
+      <input id="console-in" autocomplete="off" spellcheck="false" placeholder="a command, e.g. ls /" size="60">
+      <button type="submit">Run</button>
+      <button type="button" id="console-kill">Stop (Ctrl-C)</button>
+    </form>`;
+  extra.appendChild(box);
+  const out = box.querySelector('#console-out');
+  const form = box.querySelector('#console-form');
+  const input = box.querySelector('#console-in');
+  const write = (text, cls) => {
+    const span = document.createElement('span');
+    span.className = cls;
+    span.textContent = text;
+    out.appendChild(span);
+    while (out.childNodes.length > 2000) out.removeChild(out.firstChild);
+    out.scrollTop = out.scrollHeight;
+  };
+  box.querySelector('#console-open').onclick = (e) => {
+    e.target.hidden = true;
+    out.hidden = false;
+    form.hidden = false;
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const socket = new WebSocket(scheme + '//' + location.host + withToken(`/api/v1/tasks/${encodeURIComponent(n)}/exec`));
+    consoleSocket = socket;
+    socket.onopen = () => { write('connected: sh in task ' + n + '\n', 'muted'); input.focus(); };
+    socket.onmessage = (m) => {
+      const f = JSON.parse(m.data);
+      if (f.stdout) write(f.stdout, 'stdout');
+      if (f.stderr) write(f.stderr, 'stderr');
+      if (f.exited) {
+        write(f.error ? `[${f.error}]\n` : `[exited with code ${f.code}]\n`, 'muted');
+        input.disabled = true;
+      }
+    };
+    socket.onerror = () => write('[the console connection failed]\n', 'stderr');
+  };
+  form.onsubmit = (e) => {
+    e.preventDefault();
+    if (!consoleSocket || consoleSocket.readyState !== WebSocket.OPEN) return;
+    write('$ ' + input.value + '\n', 'muted');
+    consoleSocket.send(JSON.stringify({ stdin: input.value + '\n' }));
+    input.value = '';
+  };
+  box.querySelector('#console-kill').onclick = () => {
+    if (consoleSocket) consoleSocket.send(JSON.stringify({ kill: true }));
+  };
+}
 
 async function setsPage() {
   const sets = await api('GET', '/sets');

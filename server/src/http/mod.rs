@@ -8,6 +8,7 @@
 //! from `voiydctl token create --admin` (checked against `voiyd_api_tokens`).
 
 mod events;
+mod exec;
 mod logs;
 mod openapi;
 mod resources;
@@ -109,6 +110,7 @@ pub fn router(state: HttpState) -> Router {
                 .delete(resources::delete),
         )
         .route("/api/v1/tasks/{name}/logs", get(logs::logs))
+        .route("/api/v1/tasks/{name}/exec", get(exec::exec))
         .route(
             "/api/v1/tasks/{name}/{action}",
             post(resources::task_action),
