@@ -1222,3 +1222,61 @@ template:
         stderr(&o)
     );
 }
+
+/// A volume's `nodeSelector` holds for the tasks that mount it: they go only to nodes it
+/// matches (on top of their own selector), and wait when none does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_node_selector_places_the_tasks_that_mount_it() {
+    let nats = TestNats::start().await;
+    let server = Server::external(&nats.url()).await;
+    let api = server.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _a = sim_nodes(&nats.url(), "za", 1, dir.path(), &["--labels", "zone=a"]);
+    let _b = sim_nodes(&nats.url(), "zb", 1, dir.path(), &["--labels", "zone=b"]);
+    wait_nodes(&api, 2).await;
+    voiydctl_ok(
+        &server.url,
+        &["apply", "-f", "-"],
+        Some(
+            "version: volume/v1\nmeta: {name: fast}\nconfig:\n  hostLocal: {}\n  nodeSelector: {zone: b}\n",
+        ),
+    );
+    let mounting = |name: &str, zone: Option<&str>| {
+        let mut config = TaskConfig {
+            mounts: vec![voiyd_messages::v1::Mount {
+                name: "data".into(),
+                volume: "fast".into(),
+                destination: "/data".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        if let Some(z) = zone {
+            config.node_selector.insert("zone".into(), z.into());
+        }
+        task(name, config)
+    };
+    // Spread would alternate between the two nodes: every one lands on zb.
+    for i in 0..4 {
+        let st = api
+            .create(&mounting(&format!("m{i}"), None))
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        assert_eq!(st.node, "zb", "m{i}: {st:?}");
+    }
+    // The task's own selector and the volume's cannot both hold: it waits, and says so.
+    let st = api
+        .create(&mounting("clash", Some("a")))
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(st.phase, "Pending");
+    assert!(
+        st.message.contains("node selector mismatch"),
+        "{}",
+        st.message
+    );
+}

@@ -99,13 +99,8 @@ impl Demand {
                 .mounts
                 .iter()
                 .filter(|m| voiyd_messages::validate::mount_type(m).as_deref() == Some("volume"))
-                .map(|m| {
-                    if m.volume.is_empty() {
-                        m.source.clone()
-                    } else {
-                        m.volume.clone()
-                    }
-                })
+                .map(|m| m.volume.clone())
+                .filter(|v| !v.is_empty())
                 .collect(),
             data_on: Vec::new(),
         }
@@ -496,8 +491,7 @@ mod tests {
     fn host_local_data_keeps_a_task_on_its_node() {
         let cfg = TaskConfig {
             mounts: vec![voiyd_messages::v1::Mount {
-                r#type: "volume".into(),
-                source: "db".into(),
+                volume: "db".into(),
                 destination: "/data".into(),
                 ..Default::default()
             }],

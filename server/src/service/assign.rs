@@ -73,7 +73,8 @@ async fn sync_in_span(
                 "the scheduler is still reading the cluster state: retry",
             ));
         }
-        match ctx.view.reserve(&task) {
+        let placed_as = with_volume_selectors(ctx, &task).await?;
+        match ctx.view.reserve(&placed_as) {
             Ok(node) => {
                 st.node = node.clone();
                 st.phase = TaskPhase::Scheduled.into();
@@ -155,6 +156,24 @@ async fn sync_in_span(
     Err(ServerError::conflict(format!(
         "task {name} is being changed by others too often: retry"
     )))
+}
+
+/// `task` as placement sees it: the node selectors of the volumes it mounts added to its
+/// own, as affinity expressions that must all hold (a volume's `nodeSelector` says which
+/// nodes may hold its data; a task asking for other nodes then fits none).
+async fn with_volume_selectors(ctx: &Ctx, task: &Task) -> Result<Task, ServerError> {
+    if crate::service::mounts::mounted(task).is_empty() {
+        return Ok(task.clone());
+    }
+    let mut t = task.clone();
+    if let Some(config) = t.config.as_mut() {
+        for v in crate::service::mounts::for_task(ctx, task).await? {
+            for (k, val) in v.config.map(|c| c.node_selector).unwrap_or_default() {
+                config.node_affinity.push(format!("{k} in ({val})"));
+            }
+        }
+    }
+    Ok(t)
 }
 
 /// Writes `task`'s work on `node`; returns the entry's revision.
