@@ -65,6 +65,22 @@ struct Args {
     /// (repeatable; default: the host's /etc/resolv.conf, loopback resolvers included).
     #[arg(long = "dns-upstream", value_name = "ADDR", value_delimiter = ',')]
     dns_upstreams: Vec<String>,
+    /// Remove unused images when the filesystem holding containerd's data (--containerd-root)
+    /// is fuller than this percentage...
+    #[arg(long, default_value_t = 85.0, value_name = "PERCENT")]
+    image_gc_high: f64,
+    /// ... until it is below this one (oldest images first; never one a container uses).
+    #[arg(long, default_value_t = 80.0, value_name = "PERCENT")]
+    image_gc_low: f64,
+    /// Images pulled more recently than this are kept (a task's container may not exist yet).
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    image_gc_min_age: String,
+    /// Seconds between two checks of the disk.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    image_gc_every: u64,
+    /// Where containerd keeps its data (its `root`), for image garbage collection.
+    #[arg(long, default_value = "/var/lib/containerd", value_name = "DIR")]
+    containerd_root: PathBuf,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101); off when not given.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -186,7 +202,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let gc = image_gc(&args)?;
     let cd = Containerd::connect(&args.containerd_socket, &args.namespace).await?;
+    tokio::spawn(voiyd_node::image::gc::run(cd.clone(), gc));
     let rt = ContainerdRuntime::new(
         cd,
         ContainerdConfig {
@@ -261,6 +279,25 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Image garbage collection, from the flags.
+fn image_gc(args: &Args) -> anyhow::Result<voiyd_node::image::gc::GcConfig> {
+    let (high, low) = (args.image_gc_high, args.image_gc_low);
+    if !(0.0..=100.0).contains(&high) || !(0.0..=100.0).contains(&low) || low > high {
+        anyhow::bail!(
+            "--image-gc-high {high} and --image-gc-low {low}: give percentages with low <= high, e.g. 85 and 80"
+        );
+    }
+    let min_age = voiyd_messages::time::parse_duration(&args.image_gc_min_age)
+        .map_err(|e| anyhow::anyhow!("--image-gc-min-age: {e}"))?;
+    Ok(voiyd_node::image::gc::GcConfig {
+        high,
+        low,
+        path: args.containerd_root.clone(),
+        every: Duration::from_secs(args.image_gc_every.max(1)),
+        min_age,
+    })
 }
 
 /// How to reach NATS, from the flags.

@@ -1,6 +1,7 @@
 //! Container images on the node: references, registry access, pulling and unpacking into containerd.
 
 pub mod auth;
+pub mod gc;
 pub mod oci;
 pub mod pull;
 pub mod registry;

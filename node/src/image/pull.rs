@@ -425,14 +425,15 @@ pub async fn image_config_in(
     })
 }
 
-/// Removes an image name from containerd (its content and snapshots become collectable).
-/// Returns false when there was no such image.
+/// Removes an image name from containerd and waits for its garbage collection, so the
+/// space of content no other image shares is free on return. Returns false when there
+/// was no such image.
 pub async fn remove_image(cd: &Containerd, name: &str) -> Result<bool, PullError> {
     match cd
         .images()
         .delete(cd.request(DeleteImageRequest {
             name: name.to_string(),
-            sync: false,
+            sync: true,
             target: None,
         }))
         .await
@@ -679,8 +680,11 @@ enum StreamError {
 struct ContentWriter<'a> {
     cd: &'a Containerd,
     tx: futures::channel::mpsc::Sender<WriteContentRequest>,
-    rx: containerd_client::tonic::codec::Streaming<
-        containerd_client::services::v1::WriteContentResponse,
+    /// The server's replies; none when the content existed before the write opened.
+    rx: Option<
+        containerd_client::tonic::codec::Streaming<
+            containerd_client::services::v1::WriteContentResponse,
+        >,
     >,
     reference: String,
     desc: Blob,
@@ -711,12 +715,16 @@ impl<'a> ContentWriter<'a> {
             })
             .await;
         let op = format!("write content {}", desc.digest);
-        let mut stream = cd
-            .content()
-            .write(lease.request(rx))
-            .await
-            .map_err(|s| cd.map_status(&op, s))?
-            .into_inner();
+        let opened = cd.content().write(lease.request(rx)).await;
+        // Another pull (an image sharing this layer) committed it first: nothing to write.
+        if let Err(s) = &opened {
+            if s.code() == Code::AlreadyExists {
+                return Ok(ContentWriter::already_there(
+                    cd, tx, desc, reference, labels,
+                ));
+            }
+        }
+        let mut stream = opened.map_err(|s| cd.map_status(&op, s))?.into_inner();
         let mut exists = false;
         let offset = match stream.next().await {
             Some(Ok(r)) => r.offset,
@@ -736,7 +744,7 @@ impl<'a> ContentWriter<'a> {
         Ok(ContentWriter {
             cd,
             tx,
-            rx: stream,
+            rx: Some(stream),
             reference,
             desc: desc.clone(),
             labels,
@@ -745,12 +753,35 @@ impl<'a> ContentWriter<'a> {
         })
     }
 
+    /// A writer for content that is there already: every write and the commit are no-ops.
+    fn already_there(
+        cd: &'a Containerd,
+        tx: futures::channel::mpsc::Sender<WriteContentRequest>,
+        desc: &Blob,
+        reference: String,
+        labels: HashMap<String, String>,
+    ) -> ContentWriter<'a> {
+        ContentWriter {
+            cd,
+            tx,
+            rx: None,
+            reference,
+            desc: desc.clone(),
+            labels,
+            offset: 0,
+            exists: true,
+        }
+    }
+
     async fn roundtrip(&mut self, req: WriteContentRequest) -> Result<(), ContainerdError> {
         let op = format!("write content {}", self.desc.digest);
         if self.tx.send(req).await.is_err() {
             // The server ended the stream; its status is in the response stream.
         }
-        match self.rx.next().await {
+        let Some(rx) = self.rx.as_mut() else {
+            return Ok(());
+        };
+        match rx.next().await {
             Some(Ok(_)) => Ok(()),
             Some(Err(s)) if s.code() == Code::AlreadyExists => {
                 self.exists = true;
