@@ -3,7 +3,7 @@
 
 Usage: scripts/build-test-images.py OUTDIR
 
-Writes OUTDIR/busybox.tar, OUTDIR/multi.tar and OUTDIR/healthy.tar (OCI image layouts in tar files, as
+Writes OUTDIR/busybox.tar, OUTDIR/multi.tar, OUTDIR/healthy.tar and OUTDIR/multiarch.tar (OCI image layouts in tar files, as
 `skopeo copy oci-archive:...` reads them). Only Python's standard library is used and every
 timestamp, owner and compression header is fixed, so the same busybox binary always gives the
 same digests. Requires a static busybox (Debian: apt-get install busybox-static).
@@ -16,6 +16,8 @@ multi:test    three layers: the busybox layer (shared), a layer adding user `app
               and APP_MODE, ExposedPorts 8080/tcp.
 healthy:test  the busybox layer, Cmd sleep 3600, and a Docker HEALTHCHECK (CMD-SHELL
               `test -f /tmp/healthy`, every second, one retry).
+multiarch:test  an image index of two platforms (this machine's and a foreign one), each
+              the busybox layer with Env PICKED=native or PICKED=foreign.
 """
 
 import gzip
@@ -130,7 +132,7 @@ def content_layer():
     return layer
 
 
-def image(layers, config):
+def image(layers, config, arch=None):
     """Returns the blobs of an OCI image and its manifest descriptor."""
     blobs = {}
     layer_descs, diff_ids = [], []
@@ -142,7 +144,7 @@ def image(layers, config):
         layer_descs.append({"mediaType": MEDIA_LAYER, "digest": sha256(gz), "size": len(gz)})
     cfg = {
         "created": EPOCH,
-        "architecture": go_arch(),
+        "architecture": arch or go_arch(),
         "os": "linux",
         "config": config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
@@ -228,6 +230,22 @@ def main():
         },
     )
     write_archive(os.path.join(outdir, "healthy.tar"), blobs, desc)
+
+    # A multi-platform index, as Docker Hub serves most images: this machine's platform and
+    # a foreign one, each saying which it is (a node must pick its own).
+    foreign = "s390x" if go_arch() != "s390x" else "ppc64le"
+    blobs = {}
+    entries = []
+    for arch, picked in [(foreign, "foreign"), (go_arch(), "native")]:
+        b, d = image([base], {"Env": [path_env, f"PICKED={picked}"], "Cmd": ["sh"]}, arch)
+        blobs.update(b)
+        entries.append({"mediaType": MEDIA_MANIFEST, "digest": d["digest"], "size": d["size"],
+                        "platform": {"architecture": arch, "os": "linux"}})
+    index = canonical({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": entries})
+    blobs[sha256(index)] = index
+    write_archive(os.path.join(outdir, "multiarch.tar"), blobs,
+                  {"mediaType": MEDIA_INDEX, "digest": sha256(index), "size": len(index),
+                   "annotations": {"org.opencontainers.image.ref.name": "test"}})
 
 
 if __name__ == "__main__":

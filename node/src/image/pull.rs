@@ -694,13 +694,54 @@ struct ContentWriter<'a> {
     exists: bool,
 }
 
+/// Why a content write could not open.
+enum Opening {
+    /// Another writer holds the blob's ref (a concurrent pull of an image sharing it).
+    Locked(ContainerdError),
+    /// Anything else.
+    Failed(ContainerdError),
+}
+
+/// How long a pull waits for another pull writing the same blob.
+const LOCKED_WAIT: Duration = Duration::from_secs(60);
+
 impl<'a> ContentWriter<'a> {
+    /// Opens a write of `desc`; while another pull writes the same blob, waits for it (it
+    /// commits, and this write then finds the content there).
     async fn open(
         cd: &'a Containerd,
         lease: &Lease,
         desc: &Blob,
         labels: HashMap<String, String>,
     ) -> Result<ContentWriter<'a>, ContainerdError> {
+        let started = std::time::Instant::now();
+        loop {
+            match Self::open_once(cd, lease, desc, labels.clone()).await {
+                Ok(w) => return Ok(w),
+                Err(Opening::Locked(_)) if started.elapsed() < LOCKED_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(Opening::Locked(e)) | Err(Opening::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn open_once(
+        cd: &'a Containerd,
+        lease: &Lease,
+        desc: &Blob,
+        labels: HashMap<String, String>,
+    ) -> Result<ContentWriter<'a>, Opening> {
+        let op = format!("write content {}", desc.digest);
+        let failed = |s: containerd_client::tonic::Status| {
+            let locked = s.code() == Code::Unavailable && s.message().contains("locked");
+            let e = cd.map_status(&op, s);
+            if locked {
+                Opening::Locked(e)
+            } else {
+                Opening::Failed(e)
+            }
+        };
         let (mut tx, rx) = futures::channel::mpsc::channel(2);
         let reference = format!("voiyd-{}", desc.digest.replace(':', "-"));
         // The stat message opens the writer; it must be queued before the call so the server
@@ -714,7 +755,6 @@ impl<'a> ContentWriter<'a> {
                 ..Default::default()
             })
             .await;
-        let op = format!("write content {}", desc.digest);
         let opened = cd.content().write(lease.request(rx)).await;
         // Another pull (an image sharing this layer) committed it first: nothing to write.
         if let Err(s) = &opened {
@@ -724,7 +764,7 @@ impl<'a> ContentWriter<'a> {
                 ));
             }
         }
-        let mut stream = opened.map_err(|s| cd.map_status(&op, s))?.into_inner();
+        let mut stream = opened.map_err(failed)?.into_inner();
         let mut exists = false;
         let offset = match stream.next().await {
             Some(Ok(r)) => r.offset,
@@ -732,12 +772,12 @@ impl<'a> ContentWriter<'a> {
                 exists = true;
                 0
             }
-            Some(Err(s)) => return Err(cd.map_status(&op, s)),
+            Some(Err(s)) => return Err(failed(s)),
             None => {
-                return Err(ContainerdError::rpc(
-                    op,
+                return Err(Opening::Failed(ContainerdError::rpc(
+                    op.clone(),
                     containerd_client::tonic::Status::unknown("write stream closed"),
-                ))
+                )))
             }
         };
         let _ = offset; // a previous partial write is overwritten from offset 0
