@@ -36,17 +36,13 @@ pub struct DnsConfig {
 /// Serves cluster DNS for the life of the node: waits for the node's subnet, then
 /// answers on its gateway address.
 pub async fn run(cfg: DnsConfig, names: SharedNames) {
-    let addr = loop {
-        if let Some(ip) = cfg
-            .network
-            .subnet()
-            .as_deref()
-            .and_then(crate::network::gateway)
-        {
-            break SocketAddrV4::new(ip, 53);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // As soon as the subnet is known: its first task may ask at once.
+    let subnet = cfg.network.wait_subnet().await;
+    let Some(ip) = crate::network::gateway(&subnet) else {
+        tracing::error!(%subnet, "no gateway address in the node's subnet: no cluster DNS");
+        return;
     };
+    let addr = SocketAddrV4::new(ip, 53);
     let upstreams = Arc::new(cfg.upstreams);
     let (udp, tcp) = match (bind_udp(addr), bind_tcp(addr)) {
         (Ok(u), Ok(t)) => (u, t),

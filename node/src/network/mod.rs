@@ -81,6 +81,8 @@ struct TaskNet {
 pub struct Network {
     cfg: NetworkConfig,
     subnet: RwLock<Option<String>>,
+    /// Tells [`Network::wait_subnet`] the subnet is known.
+    subnet_known: tokio::sync::watch::Sender<bool>,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -103,6 +105,7 @@ impl Network {
         Network {
             cfg,
             subnet: RwLock::new(None),
+            subnet_known: tokio::sync::watch::channel(false).0,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -122,12 +125,26 @@ impl Network {
             if let Err(e) = std::fs::write(&path, format!("{list:#}\n")) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the conflist");
             }
+            self.subnet_known.send_replace(true);
         }
     }
 
     /// The subnet, once known.
     pub fn subnet(&self) -> Option<String> {
         self.subnet.read().expect("subnet lock").clone()
+    }
+
+    /// Waits until the subnet is known (at once if it is), and returns it.
+    pub async fn wait_subnet(&self) -> String {
+        let mut known = self.subnet_known.subscribe();
+        loop {
+            if let Some(s) = self.subnet() {
+                return s;
+            }
+            if known.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     fn ipam_dir(&self) -> String {
