@@ -346,19 +346,13 @@ async fn main() {
     let cmd = voiyd_nats::flags::with_aliases(Args::command(), voiyd_nats::flags::NODE_ALIASES);
     let args = Args::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     install_crypto_provider();
-    let _telemetry = match voiyd_telemetry::init(
+    let _telemetry = voiyd_telemetry::init_or_exit(
         &args.log_level,
         args.log_format,
         "info",
         args.otlp_endpoint.as_deref(),
         "voiyd-node",
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    );
     if let Err(e) = run(args).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -130,19 +130,13 @@ async fn main() {
         }
     };
     voiyd_nats::connect::install_crypto_provider();
-    let _telemetry = match voiyd_telemetry::init(
+    let _telemetry = voiyd_telemetry::init_or_exit(
         &args.log_level,
         args.log_format,
         "info",
         args.otlp_endpoint.as_deref(),
         "voiyd-server",
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    );
     let nats = args.nats_url.as_ref().map(|urls| {
         let mut o = args.nats_auth.options(urls);
         o.retry_on_initial_connect = true;

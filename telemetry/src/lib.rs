@@ -101,6 +101,21 @@ pub fn init(
     Ok(telemetry)
 }
 
+/// [`init`] for a program's `main`: a bad `--otlp-endpoint` ends the program with its
+/// one-line error and exit code 2.
+pub fn init_or_exit(
+    level: &str,
+    format: LogFormat,
+    fallback: &str,
+    otlp: Option<&str>,
+    service: &'static str,
+) -> Telemetry {
+    init(level, format, fallback, otlp, service).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    })
+}
+
 /// The OTLP/HTTP exporter's address: `URL` as given when it names a path, else with
 /// the traces path (`/v1/traces`) added, as OTLP's base endpoint works.
 pub fn traces_url(endpoint: &str) -> String {

@@ -112,15 +112,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, names: SharedNames, upstreams: Arc<Vec<
         let query = buf[..n].to_vec();
         let (sock, names, upstreams) = (sock.clone(), names.clone(), upstreams.clone());
         tokio::spawn(async move {
-            let local = local_reply(&query, &names.read().expect("names lock"), true);
-            let reply = match local {
-                Some(r) => Some(r),
-                None => match forward_udp(&query, &upstreams).await {
-                    Some(r) => Some(r),
-                    None => failure(&query),
-                },
-            };
-            if let Some(r) = reply {
+            if let Some(r) = reply(&query, &names, &upstreams, Transport::Udp).await {
                 let _ = sock.send_to(&r, peer).await;
             }
         });
@@ -150,19 +142,41 @@ async fn tcp_connection(
             Ok(Ok(q)) => q,
             _ => return Ok(()),
         };
-        let local = local_reply(&query, &names.read().expect("names lock"), false);
-        let reply = match local {
-            Some(r) => Some(r),
-            None => match forward_tcp(&query, &upstreams).await {
-                Some(r) => Some(r),
-                None => failure(&query),
-            },
-        };
-        match reply {
+        match reply(&query, &names, &upstreams, Transport::Tcp).await {
             Some(r) => write_framed(&mut conn, &r).await?,
             None => return Ok(()),
         }
     }
+}
+
+/// How a query came, and so how it is relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The reply to one query: the cluster's answer, else the upstreams', else SERVFAIL
+/// (`None`: the query does not even parse).
+async fn reply(
+    query: &[u8],
+    names: &SharedNames,
+    upstreams: &[SocketAddr],
+    how: Transport,
+) -> Option<Vec<u8>> {
+    let local = local_reply(
+        query,
+        &names.read().expect("names lock"),
+        how == Transport::Udp,
+    );
+    if local.is_some() {
+        return local;
+    }
+    let relayed = match how {
+        Transport::Udp => forward_udp(query, upstreams).await,
+        Transport::Tcp => forward_tcp(query, upstreams).await,
+    };
+    relayed.or_else(|| failure(query))
 }
 
 async fn read_framed(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
