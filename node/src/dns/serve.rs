@@ -47,7 +47,9 @@ pub async fn run(cfg: DnsConfig, names: SharedNames) {
     let (udp, tcp) = match (bind_udp(addr), bind_tcp(addr)) {
         (Ok(u), Ok(t)) => (u, t),
         (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(%addr, error = %e, "cannot serve cluster DNS: tasks will not resolve cluster names");
+            // Tasks then get the host's resolvers, as with --cluster-dns false.
+            cfg.network.no_cluster_dns();
+            tracing::error!(%addr, error = %e, "cannot serve cluster DNS (another DNS server on port 53?): tasks get the host's resolvers and no cluster names");
             return;
         }
     };

@@ -83,6 +83,8 @@ pub struct Network {
     subnet: RwLock<Option<String>>,
     /// Tells [`Network::wait_subnet`] the subnet is known.
     subnet_known: tokio::sync::watch::Sender<bool>,
+    /// Cluster DNS is on and its server could listen (tasks' resolv.conf names it).
+    cluster_dns: std::sync::atomic::AtomicBool,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -102,10 +104,12 @@ pub fn gateway(subnet: &str) -> Option<std::net::Ipv4Addr> {
 impl Network {
     /// A network manager; tasks can be set up once [`Network::set_subnet`] was called.
     pub fn new(cfg: NetworkConfig) -> Self {
+        let cluster_dns = cfg.cluster_dns;
         Network {
             cfg,
             subnet: RwLock::new(None),
             subnet_known: tokio::sync::watch::channel(false).0,
+            cluster_dns: std::sync::atomic::AtomicBool::new(cluster_dns),
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -132,6 +136,13 @@ impl Network {
     /// The subnet, once known.
     pub fn subnet(&self) -> Option<String> {
         self.subnet.read().expect("subnet lock").clone()
+    }
+
+    /// Gives tasks planned from now on the host's resolvers instead of the node's (its
+    /// DNS server could not listen).
+    pub fn no_cluster_dns(&self) {
+        self.cluster_dns
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits until the subnet is known (at once if it is), and returns it.
@@ -219,8 +230,8 @@ impl Network {
             .map_err(|e| io("hosts file", e))?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let cluster = self
-            .cfg
             .cluster_dns
+            .load(std::sync::atomic::Ordering::Relaxed)
             .then(|| self.subnet())
             .flatten()
             .and_then(|s| gateway(&s));
