@@ -600,7 +600,7 @@ pub struct CreateServerArgs {
 }
 
 /// `logs` arguments.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
     /// TASK, task/NAME or set/NAME.
     pub target: Option<String>,

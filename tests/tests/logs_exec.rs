@@ -589,3 +589,49 @@ async fn exec_tty_follows_window_resizes() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `logs -f set/NAME` follows the set's replicas as they come: one scaled in after the
+/// follow started is followed from its first line, prefixed with its name.
+#[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn set_logs_follow_replicas_scaled_in_later() {
+    let c = Cluster::start().await;
+    let _n = c.node("lf1", &[]);
+    let image = c.registry.image("busybox");
+    c.apply(&format!(
+        "version: containerset/v1\nmeta: {{name: chatty}}\nreplicas: 1\ntemplate:\n  image: {image}\n  args: [sh, -c, 'i=0; while true; do echo line-$HOSTNAME-$i; i=$((i+1)); sleep 0.3; done']\n  stopGracePeriod: 1s\n"
+    ));
+    c.wait_phase("chatty-0", "Running").await;
+    let (mut follower, lines) = c.follower(&["logs", "-f", "set/chatty", "--tail", "1"]);
+    eventually(
+        Duration::from_secs(20),
+        "the first replica's lines",
+        || async {
+            let got = lines.lock().unwrap().clone();
+            got.iter()
+                .any(|l| l.starts_with("[chatty-0] line-chatty-0-"))
+                .then_some(())
+        },
+    )
+    .await;
+    c.ok(&["scale", "set", "chatty", "--replicas", "2"]);
+    c.wait_phase("chatty-1", "Running").await;
+    let got = eventually(
+        Duration::from_secs(20),
+        "the new replica's lines",
+        || async {
+            let got = lines.lock().unwrap().clone();
+            got.iter()
+                .any(|l| l.starts_with("[chatty-1] line-chatty-1-"))
+                .then_some(got)
+        },
+    )
+    .await;
+    // From its first line on.
+    assert!(
+        got.iter().any(|l| l == "[chatty-1] line-chatty-1-0"),
+        "{got:?}"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+}

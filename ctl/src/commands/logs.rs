@@ -150,9 +150,19 @@ pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
     };
     let session = connection::session(globals).await?;
     let tasks = targets(&session.api, args).await?;
-    let merged = tasks.len() > 1 || args.selector.is_some() || args.prefix;
+    // A set's, a job's or a selector's tasks: prefixed, and (with -f) followed as they come.
+    let group = args.selector.is_some()
+        || args
+            .target
+            .as_deref()
+            .and_then(|t| t.split_once('/'))
+            .is_some_and(|(kind, _)| !matches!(kind, "task" | "tasks"));
+    let merged = tasks.len() > 1 || group || args.prefix;
     let nats = session.api.nats().clone();
     let mut opened = Vec::new();
+    // What is being followed, by task name and uid (a replaced replica has a new uid).
+    let mut seen: std::collections::HashSet<(String, String)> =
+        tasks.iter().map(identity).collect();
     for t in &tasks {
         let name = t.meta().map(|m| m.name.clone()).unwrap_or_default();
         let node = match node_of(t) {
@@ -207,14 +217,37 @@ pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
     }
     // Follow: print each stream's lines as they come, until interrupted.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Result<LogChunk>)>(64);
-    for (task, mut s) in opened {
-        let tx = tx.clone();
+    for (task, s) in opened {
+        relay(task, s, tx.clone());
+    }
+    // A set's, a job's or a selector's tasks come and go: look for new ones every second
+    // and follow them from their first line.
+    if group {
+        let (api, req, tx) = (session.api.clone(), req.clone(), tx.clone());
+        let (args, timeout) = (args.clone(), globals.api_timeout);
         tokio::spawn(async move {
             loop {
-                let r = s.next::<LogChunk>().await.map_err(stream_err);
-                let stop = r.as_ref().map(|c| c.end).unwrap_or(true);
-                if tx.send((task.clone(), r)).await.is_err() || stop {
-                    return;
+                tokio::time::sleep(NEW_TASKS_EVERY).await;
+                let Ok(now) = targets(&api, &args).await else {
+                    continue;
+                };
+                for t in now {
+                    let id = identity(&t);
+                    let Ok(node) = node_of(&t) else { continue };
+                    if seen.contains(&id) {
+                        continue;
+                    }
+                    let whole = LogRequest {
+                        tail: None,
+                        since: None,
+                        ..req.clone()
+                    };
+                    if let Ok(s) =
+                        ClientStream::open_logs(api.nats(), &node, &id.0, &whole, timeout).await
+                    {
+                        seen.insert(id.clone());
+                        relay(id.0, s, tx.clone());
+                    }
                 }
             }
         });
@@ -245,6 +278,33 @@ pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// How often a follow of several tasks looks for new ones.
+const NEW_TASKS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A task's name and uid.
+fn identity(t: &Task) -> (String, String) {
+    t.meta()
+        .map(|m| (m.name.clone(), m.uid.clone()))
+        .unwrap_or_default()
+}
+
+/// Sends one stream's chunks to the printer until it ends.
+fn relay(
+    task: String,
+    mut s: ClientStream,
+    tx: tokio::sync::mpsc::Sender<(String, Result<LogChunk>)>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let r = s.next::<LogChunk>().await.map_err(stream_err);
+            let stop = r.as_ref().map(|c| c.end).unwrap_or(true);
+            if tx.send((task.clone(), r)).await.is_err() || stop {
+                return;
+            }
+        }
+    });
 }
 
 #[cfg(test)]
