@@ -50,7 +50,11 @@ async fn sync_in_span(
     status_may_exist: bool,
 ) -> Result<Task, ServerError> {
     let name = task.name().to_string();
+    // The volumes it mounts, read once: their selectors constrain placement, and template
+    // volumes travel with the work.
+    let volumes = crate::service::mounts::for_task(ctx, &task).await?;
     let mut read_status = status_may_exist;
+    let mut placed_as = None;
     for _ in 0..8 {
         let (mut st, rev) = if read_status {
             match status::read_versioned::<TaskStatus>(&ctx.status.0, "task", &name).await? {
@@ -62,7 +66,7 @@ async fn sync_in_span(
         };
         read_status = true;
         if !st.node.is_empty() {
-            let written = write_work(ctx, &st.node, &task, kill).await?;
+            let written = write_work(ctx, &st.node, &task, kill, &volumes).await?;
             confirm_work(ctx, &st.node, &name, written).await?;
             let mut t = task;
             t.set_status(Some(st));
@@ -73,8 +77,8 @@ async fn sync_in_span(
                 "the scheduler is still reading the cluster state: retry",
             ));
         }
-        let placed_as = with_volume_selectors(ctx, &task).await?;
-        match ctx.view.reserve(&placed_as) {
+        let placed_as = placed_as.get_or_insert_with(|| with_volume_selectors(&task, &volumes));
+        match ctx.view.reserve(placed_as) {
             Ok(node) => {
                 st.node = node.clone();
                 st.phase = TaskPhase::Scheduled.into();
@@ -100,7 +104,7 @@ async fn sync_in_span(
                     // Just placed with CAS: only a failover move within this instant
                     // could make the write stale, so the create path skips the re-read
                     // (the stale-work sweep removes such work later).
-                    write_work(ctx, &node, &task, kill).await?;
+                    write_work(ctx, &node, &task, kill, &volumes).await?;
                     ctx.events
                         .publish(
                             "task",
@@ -161,28 +165,31 @@ async fn sync_in_span(
 /// `task` as placement sees it: the node selectors of the volumes it mounts added to its
 /// own, as affinity expressions that must all hold (a volume's `nodeSelector` says which
 /// nodes may hold its data; a task asking for other nodes then fits none).
-async fn with_volume_selectors(ctx: &Ctx, task: &Task) -> Result<Task, ServerError> {
-    if crate::service::mounts::mounted(task).is_empty() {
-        return Ok(task.clone());
-    }
+fn with_volume_selectors(task: &Task, volumes: &[voiyd_messages::v1::Volume]) -> Task {
     let mut t = task.clone();
     if let Some(config) = t.config.as_mut() {
-        for v in crate::service::mounts::for_task(ctx, task).await? {
-            for (k, val) in v.config.map(|c| c.node_selector).unwrap_or_default() {
+        for v in volumes {
+            for (k, val) in v.config.iter().flat_map(|c| &c.node_selector) {
                 config.node_affinity.push(format!("{k} in ({val})"));
             }
         }
     }
-    Ok(t)
+    t
 }
 
-/// Writes `task`'s work on `node`; returns the entry's revision.
-async fn write_work(ctx: &Ctx, node: &str, task: &Task, kill: bool) -> Result<u64, ServerError> {
+/// Writes `task`'s work on `node` with the volumes it mounts; returns the entry's revision.
+async fn write_work(
+    ctx: &Ctx,
+    node: &str,
+    task: &Task,
+    kill: bool,
+    volumes: &[voiyd_messages::v1::Volume],
+) -> Result<u64, ServerError> {
     let a = Assignment {
         task: Some(task.clone()),
         kill,
         // Template volumes travel with the work: nodes cannot read the volume specs.
-        volumes: crate::service::mounts::for_task(ctx, task).await?,
+        volumes: volumes.to_vec(),
         // The node's work on it joins the trace of the request that placed it.
         trace_parent: voiyd_telemetry::traceparent().unwrap_or_default(),
     };
