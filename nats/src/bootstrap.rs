@@ -24,6 +24,13 @@ pub struct BootstrapOptions {
     pub events_max_msgs: i64,
     /// Most bytes of events kept.
     pub events_max_bytes: i64,
+    /// How long stored task output is kept.
+    pub logs_max_age: Duration,
+    /// Most bytes of stored task output, all tasks together (the oldest goes first).
+    pub logs_max_bytes: i64,
+    /// Most batches kept per task and node (a batch is at most 32 KiB of lines, see
+    /// `docs/logs.md`); older batches of that task go first.
+    pub logs_per_task: i64,
     /// Lifetime of a lease that is not renewed.
     pub lease_ttl: Duration,
     /// Most consumers on each bucket's and the events stream. Every node keeps a
@@ -39,6 +46,9 @@ impl Default for BootstrapOptions {
             events_max_age: Duration::from_secs(7 * 24 * 3600),
             events_max_msgs: 1_000_000,
             events_max_bytes: 1 << 30,
+            logs_max_age: Duration::from_secs(7 * 24 * 3600),
+            logs_max_bytes: 1 << 30,
+            logs_per_task: 1_000,
             lease_ttl: Duration::from_secs(10),
             max_consumers: 100_000,
         }
@@ -143,7 +153,26 @@ fn events_config(opts: &BootstrapOptions) -> stream::Config {
     }
 }
 
-/// Creates or updates every bucket and the events stream, then opens them.
+fn logs_config(opts: &BootstrapOptions) -> stream::Config {
+    stream::Config {
+        name: names::STREAM_LOGS.to_string(),
+        description: Some("voiyd task output".to_string()),
+        subjects: vec![names::LOGS_SUBJECTS.to_string()],
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_age: opts.logs_max_age,
+        max_bytes: opts.logs_max_bytes,
+        max_messages_per_subject: opts.logs_per_task,
+        // A batch is at most 32 KiB of lines plus one 16 KiB line and framing.
+        max_message_size: 256 * 1024,
+        storage: stream::StorageType::File,
+        num_replicas: opts.replicas.max(1),
+        max_consumers: opts.max_consumers,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates every bucket and the events and logs streams, then opens them.
 pub async fn bootstrap(
     js: &jetstream::Context,
     opts: &BootstrapOptions,
@@ -173,6 +202,11 @@ pub async fn bootstrap(
     .await?;
     let config = events_config(opts);
     retry("stream", names::STREAM_EVENTS, || {
+        js.create_or_update_stream(config.clone())
+    })
+    .await?;
+    let config = logs_config(opts);
+    retry("stream", names::STREAM_LOGS, || {
         js.create_or_update_stream(config.clone())
     })
     .await?;

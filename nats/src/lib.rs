@@ -14,6 +14,7 @@ pub mod events;
 pub mod flags;
 pub mod jwt;
 pub mod link;
+pub mod logs;
 pub mod metrics;
 pub mod names;
 pub mod snapshot;

@@ -85,6 +85,35 @@ pub const STREAM_EVENTS: &str = "VOIYD_EVENTS";
 /// Subjects captured by [`STREAM_EVENTS`].
 pub const EVENTS_SUBJECTS: &str = "voiyd.events.>";
 
+/// The logs stream: batches of task output ([`LogRecord`](voiyd_messages::v1::LogRecord))
+/// that nodes ship as they capture it, so logs outlive tasks and nodes.
+pub const STREAM_LOGS: &str = "VOIYD_LOGS";
+/// Subjects captured by [`STREAM_LOGS`].
+pub const LOGS_SUBJECTS: &str = "voiyd.logs.>";
+
+/// Subject of one task's stored output from one node: `voiyd.logs.<node>.<task>` (node
+/// first, so a node's permissions can name its own token).
+pub fn logs_subject(node: &str, task: &str) -> String {
+    format!("voiyd.logs.{}.{}", token(node), token(task))
+}
+
+/// Filter for one task's stored output from every node: `voiyd.logs.*.<task>`.
+pub fn logs_filter(task: &str) -> String {
+    format!("voiyd.logs.*.{}", token(task))
+}
+
+/// Every subject one node may store output on: `voiyd.logs.<node>.*`.
+pub fn node_logs(node: &str) -> String {
+    format!("voiyd.logs.{}.*", token(node))
+}
+
+/// The node a [`logs_subject`] belongs to.
+pub fn node_of_logs_subject(subject: &str) -> Option<String> {
+    let rest = subject.strip_prefix("voiyd.logs.")?;
+    let (node, task) = rest.split_once('.')?;
+    (!node.is_empty() && !task.is_empty() && !task.contains('.')).then(|| untoken(node))
+}
+
 /// Encodes a resource name as one subject token or key token.
 pub fn token(name: &str) -> String {
     name.replace('.', "=2E")
@@ -343,6 +372,11 @@ mod tests {
             Some("web.a")
         );
         assert_eq!(node::exec_input("n1", "t", "s1"), "voiyd.node.n1.exec.t.s1");
+        assert_eq!(logs_subject("n.1", "web.a"), "voiyd.logs.n=2E1.web=2Ea");
+        assert_eq!(
+            node_of_logs_subject(&logs_subject("n.1", "web.a")).as_deref(),
+            Some("n.1")
+        );
         assert_eq!(
             event_subject("task", "a.b", "created"),
             "voiyd.events.task.a=2Eb.created"

@@ -205,6 +205,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let gc = image_gc(&args)?;
     let cd = Containerd::connect(&args.containerd_socket, &args.namespace).await?;
     tokio::spawn(voiyd_node::image::gc::run(cd.clone(), gc));
+    let (shipper, logs_outbox) = voiyd_node::logs::ship::channel(&name);
     let rt = ContainerdRuntime::new(
         cd,
         ContainerdConfig {
@@ -217,6 +218,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             cgroup_parent: format!("/voiyd/{}", args.namespace),
             rotation: Rotation::default(),
             network: Some(network),
+            shipper: Some(shipper),
         },
     );
     rt.reattach().await?;
@@ -257,6 +259,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics_addr: args.metrics_addr,
         dns,
         upgrade: Some(agent),
+        logs_outbox: Some(logs_outbox),
     })
     .await?;
     let shutdown = async {

@@ -635,3 +635,111 @@ async fn set_logs_follow_replicas_scaled_in_later() {
     let _ = follower.kill();
     let _ = follower.wait();
 }
+
+/// The lines of `out` that start with `prefix`.
+fn marked<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+#[tokio::test]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn logs_outlive_deleted_tasks_dead_nodes_and_restarts() {
+    let c = Cluster::start().await;
+    let node = c.node("ls1", &[]);
+    let image = c.registry.image("busybox");
+    let run = |task: &str, restart: &str, script: &str| {
+        c.ok(&[
+            "run",
+            task,
+            "--image",
+            &image,
+            "--restart",
+            restart,
+            "--no-wait",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+    };
+    run("ls-gone", "never", "echo gone-marker; echo gone-err >&2");
+    run(
+        "ls-crash",
+        "on-failure",
+        "echo boot-$RANDOM$RANDOM; sleep 1; exit 3",
+    );
+    run("ls-live", "always", "echo live-marker; sleep 3600");
+
+    // A deleted task's output is still there, from the logs stream.
+    c.wait_phase("ls-gone", "Succeeded").await;
+    eventually(
+        Duration::from_secs(10),
+        "ls-gone's output stored",
+        || async { (c.ok(&["logs", "ls-gone"]).contains("gone-marker")).then_some(()) },
+    )
+    .await;
+    c.ok(&["delete", "task", "ls-gone"]);
+    let (code, out, err) = c.ctl(&["logs", "ls-gone"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "gone-marker");
+    assert!(err.contains("gone-err"), "{err}");
+    assert!(err.contains("does not exist any more"), "{err}");
+    let (_, out, _) = c.ctl(&["logs", "ls-gone", "--stdout", "--timestamps"]);
+    assert!(out.trim().ends_with(" gone-marker"), "{out}");
+    // A name that never ran is still an error.
+    let (code, _, err) = c.ctl(&["logs", "ls-never-was"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not found"), "{err}");
+
+    // --previous: the run before the latest. Read the whole log before and after, and
+    // accept the answer only when no restart came in between.
+    eventually(
+        Duration::from_secs(60),
+        "ls-crash restarted twice",
+        || async {
+            let t: Task = c.api.get("ls-crash").await.ok()?;
+            (t.status?.restart_count >= 2).then_some(())
+        },
+    )
+    .await;
+    let (code, _, err) = c.ctl(&["logs", "ls-live", "--previous"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no previous run"), "{err}");
+    // Stopped, its runs are final; the stream may lag its output by a flush (250 ms).
+    c.ok(&["stop", "task", "ls-crash"]);
+    c.wait_phase("ls-crash", "Stopped").await;
+    let local = c.ok(&["logs", "ls-crash"]);
+    let boots = marked(&local, "boot-");
+    assert!(boots.len() >= 3, "{local}");
+    eventually(
+        Duration::from_secs(10),
+        "--previous shows the run before the latest",
+        || async {
+            let previous = c.ok(&["logs", "ls-crash", "--previous"]);
+            (marked(&previous, "boot-") == [boots[boots.len() - 2]]).then_some(())
+        },
+    )
+    .await;
+
+    // A node that is down: its tasks' output comes from the stream.
+    c.wait_phase("ls-live", "Running").await;
+    eventually(Duration::from_secs(10), "ls-live's output", || async {
+        (c.ok(&["logs", "ls-live"]).contains("live-marker")).then_some(())
+    })
+    .await;
+    node.proc.signal(Signal::KILL);
+    let (code, out, err) = c.ctl(&["logs", "ls-live"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "live-marker");
+    assert!(
+        err.contains("showing the output the cluster stored"),
+        "{err}"
+    );
+    // And the stream holds no plain-text copy outside voiyd.logs.<node>.<task>.
+    let nats = async_nats::connect(&c.server.url).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let mut stream = js.get_stream("VOIYD_LOGS").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.subjects, ["voiyd.logs.>"]);
+    assert_eq!(info.config.max_messages_per_subject, 1000);
+}

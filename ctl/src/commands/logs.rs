@@ -1,6 +1,7 @@
 //! `logs TASK | set/NAME | -l SELECTOR`: a task's output, streamed from the node that
 //! runs (or ran) it through that node's own subject. Several tasks are merged, each
-//! line prefixed with its task.
+//! line prefixed with its task. When the task is gone or its node does not answer, and
+//! with `--previous`, the lines come from the logs stream the nodes ship to.
 
 use crate::cli::LogsArgs;
 use crate::connection::{self, Globals};
@@ -9,7 +10,7 @@ use crate::timefmt::parse_duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 use voiyd_messages::v1::{LogChunk, LogLine, LogRequest, Task};
 use voiyd_messages::Resource;
-use voiyd_nats::api::ApiClient;
+use voiyd_nats::api::{ApiClient, ApiError};
 use voiyd_nats::stream::{ClientStream, StreamError};
 
 /// Label that marks the tasks of a container set.
@@ -149,7 +150,29 @@ pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
         deliver_to: String::new(),
     };
     let session = connection::session(globals).await?;
-    let tasks = targets(&session.api, args).await?;
+    let store = Stored {
+        js: async_nats::jetstream::new(session.api.nats().clone()),
+        timeout: globals.api_timeout.max(std::time::Duration::from_secs(10)),
+        req: req.clone(),
+    };
+    let tasks = match targets(&session.api, args).await {
+        Ok(tasks) => tasks,
+        // A deleted task: what the cluster stored of it.
+        Err(CtlError::Api(ApiError::NotFound(message))) if single_task(args).is_some() => {
+            let name = single_task(args).unwrap_or_default();
+            let lines = store.lines(name, args.previous).await?;
+            if lines.is_empty() {
+                return Err(CtlError::Api(ApiError::NotFound(message)));
+            }
+            eprintln!("task {name} does not exist any more: showing the output the cluster stored");
+            let merged = args.prefix;
+            for l in &lines {
+                print_line(merged.then_some(name), l, args.timestamps);
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     // A set's, a job's or a selector's tasks: prefixed, and (with -f) followed as they come.
     let group = args.selector.is_some()
         || args
@@ -158,45 +181,60 @@ pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
             .and_then(|t| t.split_once('/'))
             .is_some_and(|(kind, _)| !matches!(kind, "task" | "tasks"));
     let merged = tasks.len() > 1 || group || args.prefix;
+    if args.previous {
+        let mut all: Vec<(String, LogLine)> = Vec::new();
+        for t in &tasks {
+            let name = t.meta().map(|m| m.name.clone()).unwrap_or_default();
+            match store.lines(&name, true).await {
+                Ok(lines) => all.extend(lines.into_iter().map(|l| (name.clone(), l))),
+                Err(e) if merged => eprintln!("warning: {e}"),
+                Err(e) => return Err(e),
+            }
+        }
+        all.sort_by_key(|(_, l)| key(l));
+        for (task, l) in &all {
+            print_line(merged.then_some(task), l, args.timestamps);
+        }
+        return Ok(());
+    }
     let nats = session.api.nats().clone();
     let mut opened = Vec::new();
+    // Lines of tasks whose node could not serve them, from the logs stream.
+    let mut stored: Vec<(String, LogLine)> = Vec::new();
     // What is being followed, by task name and uid (a replaced replica has a new uid).
     let mut seen: std::collections::HashSet<(String, String)> =
         tasks.iter().map(identity).collect();
     for t in &tasks {
         let name = t.meta().map(|m| m.name.clone()).unwrap_or_default();
-        let node = match node_of(t) {
-            Ok(n) => n,
-            Err(e) if merged => {
-                eprintln!("warning: {e}");
-                continue;
-            }
-            Err(e) => return Err(e),
+        let live = match node_of(t) {
+            Ok(node) => ClientStream::open_logs(&nats, &node, &name, &req, globals.api_timeout)
+                .await
+                .map_err(stream_err),
+            Err(e) => Err(e),
         };
-        match ClientStream::open_logs(&nats, &node, &name, &req, globals.api_timeout)
-            .await
-            .map_err(stream_err)
-        {
+        match live {
             Ok(s) => opened.push((name, s)),
-            Err(e) if merged => eprintln!("warning: logs of {name}: {e}"),
-            Err(e) => return Err(e),
+            Err(e) => {
+                // The node is down, cut off, or no longer has the task: the stream may.
+                let lines = store.lines(&name, false).await.unwrap_or_default();
+                if !lines.is_empty() {
+                    eprintln!("warning: {name}: {e}; showing the output the cluster stored");
+                    stored.extend(lines.into_iter().map(|l| (name.clone(), l)));
+                } else if merged {
+                    eprintln!("warning: logs of {name}: {e}");
+                } else {
+                    return Err(e);
+                }
+            }
         }
     }
-    if opened.is_empty() {
+    if opened.is_empty() && stored.is_empty() {
         return Err(CtlError::Other("no logs could be read".into()));
     }
-    let show = |task: &str, l: &LogLine| {
-        let text = format_line(merged.then_some(task), l, args.timestamps);
-        if l.stream == "stderr" {
-            use std::io::Write;
-            let _ = std::io::stderr().write_all(text.as_bytes());
-        } else {
-            crate::emit(&text);
-        }
-    };
+    let show = |task: &str, l: &LogLine| print_line(merged.then_some(task), l, args.timestamps);
     if !args.follow {
         // History only: read every stream to its end, then print merged by time.
-        let mut all: Vec<(String, LogLine)> = Vec::new();
+        let mut all: Vec<(String, LogLine)> = stored;
         for (task, mut s) in opened {
             loop {
                 let chunk: LogChunk = s.next().await.map_err(stream_err)?;
@@ -215,7 +253,12 @@ pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
         }
         return Ok(());
     }
-    // Follow: print each stream's lines as they come, until interrupted.
+    // Follow: what was stored of unreachable tasks first, then each live stream's lines
+    // as they come, until interrupted.
+    stored.sort_by_key(|(_, l)| key(l));
+    for (task, l) in &stored {
+        show(task, l);
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Result<LogChunk>)>(64);
     for (task, s) in opened {
         relay(task, s, tx.clone());
@@ -280,6 +323,75 @@ pub async fn run(globals: &Globals, args: &LogsArgs) -> Result<()> {
     }
 }
 
+/// Prints one line: stderr lines to stderr.
+fn print_line(task: Option<&str>, l: &LogLine, timestamps: bool) {
+    let text = format_line(task, l, timestamps);
+    if l.stream == "stderr" {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    } else {
+        crate::emit(&text);
+    }
+}
+
+/// The task a `logs TASK` (or `task/NAME`) invocation names, if it names one task.
+fn single_task(args: &LogsArgs) -> Option<&str> {
+    if args.selector.is_some() {
+        return None;
+    }
+    match args.target.as_deref()?.split_once('/') {
+        None => args.target.as_deref(),
+        Some(("task" | "tasks", name)) => Some(name),
+        Some(_) => None,
+    }
+}
+
+/// Reads tasks' output from the logs stream, filtered as the request asks.
+struct Stored {
+    js: async_nats::jetstream::Context,
+    timeout: std::time::Duration,
+    req: LogRequest,
+}
+
+impl Stored {
+    /// The stored lines of `task`: every run, or with `previous` the run before the
+    /// latest (an error when there is none).
+    async fn lines(&self, task: &str, previous: bool) -> Result<Vec<LogLine>> {
+        let batches = voiyd_nats::logs::history(&self.js, task, self.timeout)
+            .await
+            .map_err(|e| CtlError::Other(e.to_string()))?;
+        let mut runs = voiyd_nats::logs::runs(batches);
+        let lines = if previous {
+            if runs.len() < 2 {
+                return Err(CtlError::Other(format!(
+                    "task {task} has no previous run in the stored logs: it has not restarted (or its earlier output has expired)"
+                )));
+            }
+            runs.remove(runs.len() - 2).lines
+        } else {
+            voiyd_nats::logs::all_lines(runs)
+        };
+        Ok(select(lines, &self.req))
+    }
+}
+
+/// Applies a request's stream, `since` and `tail` to stored lines (oldest first).
+fn select(lines: Vec<LogLine>, req: &LogRequest) -> Vec<LogLine> {
+    let since = req.since.as_ref().map(|t| (t.seconds, t.nanos));
+    let mut kept: Vec<LogLine> = lines
+        .into_iter()
+        .filter(|l| req.stream.is_empty() || l.stream == req.stream)
+        .filter(|l| since.is_none_or(|s| key(l) >= s))
+        .collect();
+    if let Some(n) = req.tail {
+        let n = n as usize;
+        if kept.len() > n {
+            kept.drain(..kept.len() - n);
+        }
+    }
+    kept
+}
+
 /// How often a follow of several tasks looks for new ones.
 const NEW_TASKS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -321,6 +433,38 @@ mod tests {
         assert!(parse_since("yesterday", now)
             .unwrap_err()
             .contains("--since"));
+    }
+
+    #[test]
+    fn stored_lines_take_stream_since_and_tail() {
+        let l = |secs: i64, stream: &str, text: &str| LogLine {
+            time: Some(pbjson_types::Timestamp {
+                seconds: secs,
+                nanos: 0,
+            }),
+            stream: stream.into(),
+            text: text.into(),
+        };
+        let lines = vec![
+            l(1, "stdout", "a"),
+            l(2, "stderr", "b"),
+            l(3, "stdout", "c"),
+            l(4, "stdout", "d"),
+        ];
+        let texts = |v: Vec<LogLine>| v.into_iter().map(|l| l.text).collect::<Vec<_>>();
+        let mut req = LogRequest {
+            stream: "stdout".into(),
+            tail: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(texts(select(lines.clone(), &req)), ["c", "d"]);
+        req.tail = None;
+        req.since = Some(pbjson_types::Timestamp {
+            seconds: 3,
+            nanos: 0,
+        });
+        req.stream.clear();
+        assert_eq!(texts(select(lines, &req)), ["c", "d"]);
     }
 
     #[test]

@@ -98,6 +98,7 @@ async fn run_to_completion(
         stdout: false,
         stderr: false,
         prefix: false,
+        previous: false,
     };
     if let Err(e) = crate::commands::logs::run(globals, &logs).await {
         eprintln!("voiydctl: cannot read the output of task {name}: {e}");

@@ -56,6 +56,8 @@ pub struct ContainerdConfig {
     pub rotation: Rotation,
     /// The task network; without one each task gets an empty network namespace.
     pub network: Option<std::sync::Arc<Network>>,
+    /// Where task output goes besides the local files (the cluster's logs stream).
+    pub shipper: Option<logs::ship::Shipper>,
 }
 
 /// Runs tasks as containerd containers in one namespace.
@@ -317,22 +319,34 @@ impl ContainerdRuntime {
         let paths = self.paths(task);
         logs::prepare(&paths)
             .map_err(|e| RuntimeError::new(Reason::StartFailed, format!("log FIFOs: {e}")))?;
-        let cap = Capture::start(&paths, self.cfg.rotation)
+        let ship = self.cfg.shipper.as_ref().map(|shipper| logs::ShipTo {
+            shipper: shipper.clone(),
+            task: task.to_string(),
+        });
+        let cap = Capture::start(&paths, self.cfg.rotation, ship)
             .await
             .map_err(|e| RuntimeError::new(Reason::StartFailed, format!("log capture: {e}")))?;
         caps.insert(task.to_string(), cap);
         Ok(())
     }
 
+    /// Tags a task's captured output from now on with its run's process id.
+    async fn set_run(&self, task: &str, pid: u32) {
+        if let Some(cap) = self.captures.lock().await.get(task) {
+            cap.set_run(pid);
+        }
+    }
+
     /// Re-attaches log capture to tasks that survived an agent restart.
     pub async fn reattach(&self) -> Result<(), RuntimeError> {
         let procs = self.processes().await?;
         for c in self.containers().await? {
-            if procs
+            if let Some(p) = procs
                 .get(&c.id)
-                .is_some_and(|p| p.status == ProcStatus::Running as i32)
+                .filter(|p| p.status == ProcStatus::Running as i32)
             {
                 self.ensure_capture(&c.id).await?;
+                self.set_run(&c.id, p.pid).await;
                 tracing::info!(task = %c.id, "re-attached to the output of a running task");
             }
         }
@@ -585,6 +599,7 @@ impl Runtime for ContainerdRuntime {
             .await
             .map_err(cd_err(Reason::StartFailed, "create task"))?
             .into_inner();
+        self.set_run(task, created.pid).await;
         let start = StartRequest {
             container_id: task.to_string(),
             exec_id: String::new(),

@@ -466,6 +466,7 @@ mod tests {
                 max_bytes: 300,
                 keep: 5,
             },
+            None,
         )
         .await
         .unwrap();

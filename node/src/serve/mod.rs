@@ -15,7 +15,7 @@ use voiyd_metrics as metrics;
 use voiyd_nats::connect::{connect, ConnectOptions};
 
 /// What the services need.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServicesConfig {
     /// Node name.
     pub node: String,
@@ -33,6 +33,8 @@ pub struct ServicesConfig {
     pub dns: Option<crate::dns::serve::DnsConfig>,
     /// The running agent, which answers upgrade requests; none = not upgradable.
     pub upgrade: Option<crate::upgrade::Agent>,
+    /// Task output waiting for the logs stream; none = output stays on the node.
+    pub logs_outbox: Option<crate::logs::ship::Outbox>,
 }
 
 /// Running services; dropping this stops them.
@@ -65,6 +67,10 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
                 tracing::error!(error = %e, "upgrade service stopped");
             }
         }));
+    }
+    if let Some(outbox) = cfg.logs_outbox {
+        let js = async_nats::jetstream::new(client.clone());
+        tasks.push(tokio::spawn(outbox.run(js)));
     }
     if let Some(dns) = cfg.dns.clone() {
         let names = crate::dns::names::SharedNames::default();

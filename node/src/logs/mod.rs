@@ -6,10 +6,14 @@
 //! `<logs>/<task>/current.log` as `<RFC 3339 time> <stdout|stderr> <line>`, rotating by size.
 //! The FIFOs are opened read-write so that a reader never sees end-of-file while the
 //! shim is not attached (at start, or across an agent restart), which is also how an
-//! agent restart re-attaches to a running task's output.
+//! agent restart re-attaches to a running task's output. With a [`ship::Shipper`] the
+//! lines also go to the cluster's logs stream, tagged with the run's process id.
+
+pub mod ship;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
@@ -124,10 +128,10 @@ impl LogFile {
         })
     }
 
-    async fn write_line(&mut self, stream: &str, line: &[u8]) -> io::Result<()> {
+    async fn write_line(&mut self, time: SystemTime, stream: &str, line: &[u8]) -> io::Result<()> {
         use tokio::io::AsyncWriteExt;
         let mut rec = Vec::with_capacity(line.len() + 48);
-        rec.extend_from_slice(rfc3339_nanos(SystemTime::now()).as_bytes());
+        rec.extend_from_slice(rfc3339_nanos(time).as_bytes());
         rec.push(b' ');
         rec.extend_from_slice(stream.as_bytes());
         rec.push(b' ');
@@ -168,26 +172,53 @@ impl LogFile {
 pub struct Capture {
     stop: watch::Sender<bool>,
     readers: Vec<tokio::task::JoinHandle<()>>,
+    pid: Arc<AtomicU32>,
+}
+
+/// Where captured lines go besides the local file.
+#[derive(Debug, Clone)]
+pub struct ShipTo {
+    /// The node's shipper.
+    pub shipper: ship::Shipper,
+    /// The task the lines belong to.
+    pub task: String,
+}
+
+/// What one reader of a FIFO writes to.
+struct Sink {
+    file: Arc<Mutex<LogFile>>,
+    ship: Option<ShipTo>,
+    pid: Arc<AtomicU32>,
 }
 
 impl Capture {
     /// Starts reading both FIFOs of `paths` (which [`prepare`] created).
-    pub async fn start(paths: &TaskPaths, rotation: Rotation) -> io::Result<Capture> {
+    pub async fn start(
+        paths: &TaskPaths,
+        rotation: Rotation,
+        ship: Option<ShipTo>,
+    ) -> io::Result<Capture> {
         let file = Arc::new(Mutex::new(LogFile::open(&paths.log_dir, rotation).await?));
         let (stop, stopped) = watch::channel(false);
+        let pid = Arc::new(AtomicU32::new(0));
         let mut readers = Vec::new();
         for (stream, path) in [("stdout", paths.stdout()), ("stderr", paths.stderr())] {
             let rx = tokio::net::unix::pipe::OpenOptions::new()
                 .read_write(true)
                 .open_receiver(&path)?;
-            readers.push(tokio::spawn(read_stream(
-                rx,
-                stream,
-                file.clone(),
-                stopped.clone(),
-            )));
+            let sink = Sink {
+                file: file.clone(),
+                ship: ship.clone(),
+                pid: pid.clone(),
+            };
+            readers.push(tokio::spawn(read_stream(rx, stream, sink, stopped.clone())));
         }
-        Ok(Capture { stop, readers })
+        Ok(Capture { stop, readers, pid })
+    }
+
+    /// Tags the lines read from now on with this run's process id.
+    pub fn set_run(&self, pid: u32) {
+        self.pid.store(pid, Ordering::Relaxed);
     }
 
     /// Drains what the task wrote (until the pipes stay empty briefly), then stops.
@@ -210,7 +241,7 @@ impl Drop for Capture {
 async fn read_stream(
     mut rx: tokio::net::unix::pipe::Receiver,
     stream: &'static str,
-    file: Arc<Mutex<LogFile>>,
+    sink: Sink,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
@@ -244,28 +275,41 @@ async fn read_stream(
             lines.push(pending.drain(..MAX_LINE).collect());
         }
         if !lines.is_empty() {
-            write_lines(&file, stream, &lines).await;
+            write_lines(&sink, stream, lines).await;
         }
     }
     // The last line of a task that exits without a newline is still a line.
     if !pending.is_empty() {
-        write_lines(&file, stream, &[pending]).await;
+        write_lines(&sink, stream, vec![pending]).await;
     }
 }
 
 /// Appends lines and flushes them: a tokio file's write only hands the bytes to a
 /// blocking thread, so without the flush the last write of a stream may not be in the
-/// file yet when the capture reports finished (or when `logs -f` reads it).
-async fn write_lines(file: &Mutex<LogFile>, stream: &str, lines: &[Vec<u8>]) {
+/// file yet when the capture reports finished (or when `logs -f` reads it). Then hands
+/// them to the shipper.
+async fn write_lines(sink: &Sink, stream: &'static str, lines: Vec<Vec<u8>>) {
     use tokio::io::AsyncWriteExt;
-    let mut f = file.lock().await;
-    for l in lines {
-        if let Err(e) = f.write_line(stream, l).await {
-            tracing::warn!(stream, error = %e, "cannot write log line");
+    let time = SystemTime::now();
+    {
+        let mut f = sink.file.lock().await;
+        for l in &lines {
+            if let Err(e) = f.write_line(time, stream, l).await {
+                tracing::warn!(stream, error = %e, "cannot write log line");
+            }
+        }
+        if let Err(e) = f.file.flush().await {
+            tracing::warn!(stream, error = %e, "cannot flush log file");
         }
     }
-    if let Err(e) = f.file.flush().await {
-        tracing::warn!(stream, error = %e, "cannot flush log file");
+    if let Some(s) = &sink.ship {
+        s.shipper.send(ship::Lines {
+            task: s.task.clone(),
+            pid: sink.pid.load(Ordering::Relaxed),
+            stream,
+            time,
+            lines,
+        });
     }
 }
 
@@ -330,6 +374,7 @@ mod tests {
                 max_bytes: 400,
                 keep: 2,
             },
+            None,
         )
         .await
         .unwrap();
