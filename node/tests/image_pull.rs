@@ -234,3 +234,61 @@ async fn basic_auth_registry_needs_credentials_from_the_auth_file() {
         .await
         .unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn token_auth_registry_is_pulled_through_the_bearer_flow() {
+    init();
+    let ctd = TestContainerd::start();
+    let reg = TestRegistry::start_with_token_auth("bob", "t0ken-pass");
+    let cd = ctd.connect().await.unwrap();
+    let reference = reg.image("busybox");
+    let (issued_at_start, refused_at_start) = reg.token_stats();
+
+    // Anonymous: the token server refuses, and the error says what to do.
+    let err = pull(&cd, &reference, &opts(PullPolicy::Always), |_| {})
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("the token service refused"), "{text}");
+    assert!(
+        text.ends_with(&format!(
+            "add credentials for {} to the registry auth file",
+            reg.host
+        )),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.json");
+    let with = |user: &str, pass: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"auths":{{"{}":{{"username":"{user}","password":"{pass}"}}}}}}"#,
+                reg.host
+            ),
+        )
+        .unwrap();
+        PullOptions {
+            auth: RegistryAuth::load(&file).unwrap(),
+            ..opts(PullPolicy::Always)
+        }
+    };
+    let err = pull(&cd, &reference, &with("bob", "wrong"), |_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&reg.host), "{err}");
+    let (issued, refused) = reg.token_stats();
+    assert_eq!(issued, issued_at_start, "no token for bad credentials");
+    assert!(refused >= refused_at_start + 2, "{refused}");
+
+    let img = pull(&cd, &reference, &with("bob", "t0ken-pass"), |_| {})
+        .await
+        .unwrap();
+    assert!(snapshot_exists(&cd, "overlayfs", &img.chain_id)
+        .await
+        .unwrap());
+    let (issued, _) = reg.token_stats();
+    assert!(issued > issued_at_start, "the pull went through a token");
+}

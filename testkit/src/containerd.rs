@@ -200,8 +200,10 @@ pub struct TestRegistry {
     pub host: String,
     /// The registry's PID (0 after [`TestRegistry::stop`]).
     pub pid: i32,
-    /// Basic-auth credentials the registry requires, if any.
+    /// Credentials the registry requires (basic auth, or for tokens), if any.
     pub credentials: Option<(String, String)>,
+    /// The token server of a registry requiring bearer tokens: `127.0.0.1:PORT` and PID.
+    pub token_server: Option<(String, i32)>,
     /// Storage, config and log; removed on drop.
     pub dir: tempfile::TempDir,
 }
@@ -209,15 +211,37 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts an anonymous registry and pushes the test images.
     pub fn start() -> Self {
-        Self::start_inner(None)
+        Self::start_inner(None, false)
     }
 
     /// Starts a registry requiring HTTP basic auth (htpasswd) and pushes the test images.
     pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
-        Self::start_inner(Some((user.to_string(), password.to_string())))
+        Self::start_inner(Some((user.to_string(), password.to_string())), false)
     }
 
-    fn start_inner(credentials: Option<(String, String)>) -> Self {
+    /// Starts a registry requiring bearer tokens, as Docker Hub does: a token server
+    /// (`scripts/start-token-server.sh`) hands them out for these credentials.
+    pub fn start_with_token_auth(user: &str, password: &str) -> Self {
+        Self::start_inner(Some((user.to_string(), password.to_string())), true)
+    }
+
+    /// Tokens the token server issued and requests it refused so far.
+    pub fn token_stats(&self) -> (u64, u64) {
+        let (addr, _) = self.token_server.as_ref().expect("a token-auth registry");
+        let body = http_get(addr, "/stats");
+        let number = |key: &str| -> u64 {
+            let rest = body.split(&format!("\"{key}\":")).nth(1).unwrap_or("");
+            rest.trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap_or_else(|_| panic!("no {key} in {body}"))
+        };
+        (number("tokens_issued"), number("refused"))
+    }
+
+    fn start_inner(credentials: Option<(String, String)>, tokens: bool) -> Self {
         let images = test_images_dir();
         let dir = tempfile::Builder::new()
             .prefix("voiyd-reg-")
@@ -225,16 +249,34 @@ impl TestRegistry {
             .expect("create temp dir for registry");
         let port = free_port().to_string();
         let dir_s = dir.path().to_str().expect("utf-8 temp dir");
+        let mut token_server = None;
+        let (service, issuer) = ("voiyd-test-registry", "voiyd-test-tokens");
+        let token_port = free_port().to_string();
+        let token_dir = format!("{dir_s}/tokens");
+        let realm = format!("http://127.0.0.1:{token_port}/token");
+        let root_cert = format!("{token_dir}/token-ca.pem");
         let mut args = vec![port.as_str(), dir_s];
-        if let Some((u, p)) = &credentials {
-            args.push(u);
-            args.push(p);
+        match &credentials {
+            Some((u, p)) if tokens => {
+                let pid = parse_pid(
+                    &run_script(
+                        "start-token-server.sh",
+                        &[&token_port, &token_dir, u, p, service, issuer],
+                    ),
+                    "start-token-server.sh",
+                );
+                token_server = Some((format!("127.0.0.1:{token_port}"), pid));
+                args.extend(["--token", &realm, service, issuer, &root_cert]);
+            }
+            Some((u, p)) => args.extend([u.as_str(), p.as_str()]),
+            None => {}
         }
         let pid = parse_pid(&run_script("start-registry.sh", &args), "start-registry.sh");
         let mut reg = Self {
             host: format!("127.0.0.1:{port}"),
             pid,
             credentials,
+            token_server,
             dir,
         };
         let images_s = images.to_str().expect("utf-8 images dir");
@@ -263,5 +305,22 @@ impl TestRegistry {
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         stop_pid(self.pid, Duration::from_secs(5));
+        if let Some((_, pid)) = self.token_server {
+            stop_pid(pid, Duration::from_secs(5));
+        }
     }
+}
+
+/// The body of a plain-HTTP GET on loopback (test servers only).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read response");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
