@@ -188,9 +188,17 @@ pub struct CreateArgs {
         required_unless_present = "what"
     )]
     pub files: Vec<String>,
-    /// `volume host-local NAME` or `volume template NAME FILE` (FILE `-` reads stdin).
+    /// `volume host-local NAME`, `volume template NAME FILE` (FILE `-` reads stdin) or
+    /// `secret NAME` (with --from-literal and --from-file).
     #[arg(value_name = "WHAT", conflicts_with = "files")]
     pub what: Vec<String>,
+    /// For a secret: a value KEY=VALUE; repeatable.
+    #[arg(long = "from-literal", value_name = "KEY=VALUE")]
+    pub from_literal: Vec<String>,
+    /// For a secret: a file's content as a value, KEY=PATH or PATH (the key is the file
+    /// name); repeatable.
+    #[arg(long = "from-file", value_name = "[KEY=]PATH")]
+    pub from_file: Vec<String>,
     /// For a host-local volume: only nodes with this label KEY=VALUE; repeatable.
     #[arg(long = "node-selector", value_name = "KEY=VALUE")]
     pub node_selector: Vec<String>,

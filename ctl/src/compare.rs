@@ -23,6 +23,7 @@ pub fn strip_any(r: &mut AnyResource) {
         AnyResource::ContainerSet(x) => strip_managed(x),
         AnyResource::Lease(x) => strip_managed(x),
         AnyResource::Job(x) => strip_managed(x),
+        AnyResource::Secret(x) => strip_managed(x),
     }
 }
 

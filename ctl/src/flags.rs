@@ -109,6 +109,7 @@ pub fn parse_volume(text: &str) -> Result<Mount, String> {
             volume: String::new(),
             source: source.to_string(),
             options,
+            secret: String::new(),
         }
     } else {
         Mount {
@@ -118,6 +119,7 @@ pub fn parse_volume(text: &str) -> Result<Mount, String> {
             volume: source.to_string(),
             source: String::new(),
             options,
+            secret: String::new(),
         }
     })
 }
@@ -128,6 +130,7 @@ pub fn parse_env(text: &str) -> Result<EnvVar, String> {
         Some((name, value)) if !name.is_empty() => Ok(EnvVar {
             name: name.to_string(),
             value: value.to_string(),
+            value_from: None,
         }),
         _ => Err(format!(
             "invalid environment variable `{text}`: use NAME=VALUE, e.g. -e LOG_LEVEL=debug"

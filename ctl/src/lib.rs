@@ -144,6 +144,9 @@ async fn dispatch(g: &Globals, command: &Command) -> Result<()> {
         Command::Apply(a) if a.dry_run => commands::plan::dry_run(g, &a.files).await,
         Command::Apply(a) => commands::apply::apply(g, &a.files).await,
         Command::Diff(a) => commands::plan::diff(g, a).await,
+        Command::Create(a) if a.what.first().is_some_and(|w| w == "secret") => {
+            commands::secrets::create(g, a).await
+        }
         Command::Create(a) if !a.what.is_empty() => commands::volumes::create(g, a).await,
         Command::Create(a) => commands::apply::create(g, &a.files).await,
         Command::Get(a) => commands::get::run(g, a).await,

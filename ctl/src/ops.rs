@@ -2,7 +2,7 @@
 
 use crate::error::{CtlError, Result};
 use voiyd_messages::manifest::AnyResource;
-use voiyd_messages::v1::{ContainerSet, DeleteRequest, Job, Lease, Node, Task, Volume};
+use voiyd_messages::v1::{ContainerSet, DeleteRequest, Job, Lease, Node, Secret, Task, Volume};
 use voiyd_messages::Kind;
 use voiyd_nats::api::{ApiClient, ApiError};
 
@@ -10,7 +10,7 @@ use voiyd_nats::api::{ApiClient, ApiError};
 pub fn parse_kind(text: &str) -> Result<Kind> {
     Kind::parse(text).ok_or_else(|| {
         CtlError::Usage(format!(
-            "unknown kind `{text}`: use task, node, volume, set or lease (singular or plural)"
+            "unknown kind `{text}`: use task, node, volume, set, job, secret or lease (singular or plural)"
         ))
     })
 }
@@ -27,6 +27,7 @@ pub async fn get_any(api: &ApiClient, kind: Kind, name: &str) -> Result<Option<A
             .map(AnyResource::ContainerSet),
         Kind::Lease => api.get::<Lease>(name).await.map(AnyResource::Lease),
         Kind::Job => api.get::<Job>(name).await.map(AnyResource::Job),
+        Kind::Secret => api.get::<Secret>(name).await.map(AnyResource::Secret),
     };
     match r {
         Ok(r) => Ok(Some(r)),
@@ -50,6 +51,7 @@ pub async fn create_any(api: &ApiClient, r: &AnyResource) -> Result<AnyResource,
         AnyResource::Volume(x) => AnyResource::Volume(api.create(x).await?),
         AnyResource::ContainerSet(x) => AnyResource::ContainerSet(api.create(x).await?),
         AnyResource::Job(x) => AnyResource::Job(api.create(x).await?),
+        AnyResource::Secret(x) => AnyResource::Secret(api.create(x).await?),
         AnyResource::Lease(_) => return Err(ApiError::Invalid(read_only(Kind::Lease).to_string())),
     })
 }
@@ -62,6 +64,7 @@ pub async fn update_any(api: &ApiClient, r: &AnyResource) -> Result<AnyResource,
         AnyResource::Volume(x) => AnyResource::Volume(api.update(x).await?),
         AnyResource::ContainerSet(x) => AnyResource::ContainerSet(api.update(x).await?),
         AnyResource::Job(x) => AnyResource::Job(api.update(x).await?),
+        AnyResource::Secret(x) => AnyResource::Secret(api.update(x).await?),
         AnyResource::Lease(_) => return Err(ApiError::Invalid(read_only(Kind::Lease).to_string())),
     })
 }
@@ -107,6 +110,7 @@ pub fn resource_version(r: &AnyResource) -> u64 {
         AnyResource::ContainerSet(x) => rv(x),
         AnyResource::Lease(x) => rv(x),
         AnyResource::Job(x) => rv(x),
+        AnyResource::Secret(x) => rv(x),
     }
 }
 
@@ -120,6 +124,7 @@ pub fn set_resource_version(r: &mut AnyResource, v: u64) {
         AnyResource::ContainerSet(x) => x.meta_mut().resource_version = v,
         AnyResource::Lease(x) => x.meta_mut().resource_version = v,
         AnyResource::Job(x) => x.meta_mut().resource_version = v,
+        AnyResource::Secret(x) => x.meta_mut().resource_version = v,
     }
 }
 

@@ -6,7 +6,7 @@ use crate::cli::Output;
 use crate::table;
 use crate::timefmt::{age_of, relative};
 use voiyd_messages::manifest;
-use voiyd_messages::v1::{ContainerSet, Event, Job, Lease, Node, Task, Volume};
+use voiyd_messages::v1::{ContainerSet, Event, Job, Lease, Node, Secret, Task, Volume};
 use voiyd_messages::Resource;
 
 /// A resource that has a row in a `get` table.
@@ -173,6 +173,28 @@ impl Row for Volume {
             dash(ty),
             dash(&nodes),
             dash(&users.join(",")),
+            age_of(created, now),
+        ];
+        if wide {
+            r.push(labels_cell(self));
+        }
+        r
+    }
+}
+
+impl Row for Secret {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAME", "KEYS", "AGE"];
+        if wide {
+            h.push("LABELS");
+        }
+        h
+    }
+    fn row(&self, now: i64, wide: bool) -> Vec<String> {
+        let created = self.meta.as_ref().and_then(|m| m.created.as_ref());
+        let mut r = vec![
+            self.name().to_string(),
+            dash(&self.keys.join(",")),
             age_of(created, now),
         ];
         if wide {

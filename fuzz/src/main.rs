@@ -119,6 +119,7 @@ fn sample_task() -> Task {
             envvars: vec![EnvVar {
                 name: "MODE".into(),
                 value: "demo".into(),
+                ..Default::default()
             }],
             mounts: vec![
                 Mount {

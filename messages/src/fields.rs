@@ -4,7 +4,7 @@
 //! fields (see [`Fields::FIELDS`]); the empty selector matches everything. Servers apply
 //! it after joining the spec with its status, so `phase` and `node` are the observed ones.
 
-use crate::v1::{ContainerSet, Job, Lease, Node, Task, Volume};
+use crate::v1::{ContainerSet, Job, Lease, Node, Secret, Task, Volume};
 use std::fmt;
 
 /// Why a field selector could not be parsed or does not fit the kind.
@@ -174,6 +174,13 @@ impl Fields for Job {
     }
 }
 
+impl Fields for Secret {
+    const FIELDS: &'static [&'static str] = &["name"];
+    fn field(&self, field: &str) -> Option<String> {
+        (field == "name").then(|| name_of(&self.meta))
+    }
+}
+
 impl Fields for Lease {
     const FIELDS: &'static [&'static str] = &["name", "task", "holder"];
     fn field(&self, field: &str) -> Option<String> {
@@ -236,5 +243,6 @@ mod tests {
         check::<Volume>();
         check::<ContainerSet>();
         check::<Lease>();
+        check::<Secret>();
     }
 }

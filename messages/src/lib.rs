@@ -23,6 +23,7 @@ pub mod requests;
 pub mod resource;
 pub mod schedule;
 pub mod schema;
+pub mod secret;
 pub mod selector;
 pub mod time;
 pub mod validate;

@@ -2,7 +2,7 @@
 //! fields, exactly as the Go voiyd writes them (lowerCamel or snake_case field names).
 
 use crate::resource::{Kind, Resource};
-use crate::v1::{ContainerSet, Job, Lease, Node, Task, Volume};
+use crate::v1::{ContainerSet, Job, Lease, Node, Secret, Task, Volume};
 use serde::Serialize;
 
 /// Largest manifest accepted, in bytes.
@@ -21,14 +21,14 @@ pub enum ManifestError {
     },
     /// The document has no `version`.
     #[error(
-        "document {doc}: missing `version` (one of task/v1, node/v1, volume/v1, containerset/v1)"
+        "document {doc}: missing `version` (one of task/v1, node/v1, volume/v1, containerset/v1, job/v1, secret/v1)"
     )]
     MissingVersion {
         /// 1-based document index.
         doc: usize,
     },
     /// The `version` names no known kind.
-    #[error("document {doc}: unknown version `{version}` (use task/v1, node/v1, volume/v1 or containerset/v1)")]
+    #[error("document {doc}: unknown version `{version}` (use task/v1, node/v1, volume/v1, containerset/v1, job/v1 or secret/v1)")]
     UnknownVersion {
         /// 1-based document index.
         doc: usize,
@@ -74,6 +74,8 @@ pub enum AnyResource {
     Lease(Lease),
     /// `job/v1`
     Job(Job),
+    /// `secret/v1`
+    Secret(Secret),
 }
 
 impl AnyResource {
@@ -86,6 +88,7 @@ impl AnyResource {
             AnyResource::ContainerSet(_) => Kind::ContainerSet,
             AnyResource::Lease(_) => Kind::Lease,
             AnyResource::Job(_) => Kind::Job,
+            AnyResource::Secret(_) => Kind::Secret,
         }
     }
 
@@ -98,6 +101,7 @@ impl AnyResource {
             AnyResource::ContainerSet(r) => r.name(),
             AnyResource::Lease(r) => r.name(),
             AnyResource::Job(r) => r.name(),
+            AnyResource::Secret(r) => r.name(),
         }
     }
 }
@@ -169,6 +173,7 @@ fn parse_value(doc: usize, value: yaml_serde::Value) -> Result<AnyResource, Mani
         }
         Kind::Lease => AnyResource::Lease(yaml_serde::from_str(&text).map_err(field)?),
         Kind::Job => AnyResource::Job(yaml_serde::from_str(&text).map_err(field)?),
+        Kind::Secret => AnyResource::Secret(yaml_serde::from_str(&text).map_err(field)?),
     })
 }
 

@@ -1,6 +1,8 @@
 //! The [`Resource`] trait: what every stored kind (task, node, volume, set, lease) shares.
 
-use crate::v1::{ContainerSet, Job, Lease, Meta, Node, Task, TaskConfig, TaskStatus, Volume};
+use crate::v1::{
+    ContainerSet, Job, Lease, Meta, Node, Secret, Task, TaskConfig, TaskStatus, Volume,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The kinds of resource voiyd stores.
@@ -18,17 +20,20 @@ pub enum Kind {
     Lease,
     /// Tasks run to completion, once or on a schedule.
     Job,
+    /// Confidential values tasks read.
+    Secret,
 }
 
 impl Kind {
     /// Every kind, in display order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Task,
         Kind::Node,
         Kind::Volume,
         Kind::ContainerSet,
         Kind::Lease,
         Kind::Job,
+        Kind::Secret,
     ];
 
     /// Singular lower-case name, used in event subjects and status keys (`task`).
@@ -40,6 +45,7 @@ impl Kind {
             Kind::ContainerSet => "set",
             Kind::Lease => "lease",
             Kind::Job => "job",
+            Kind::Secret => "secret",
         }
     }
 
@@ -52,6 +58,7 @@ impl Kind {
             Kind::ContainerSet => "sets",
             Kind::Lease => "leases",
             Kind::Job => "jobs",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -64,6 +71,7 @@ impl Kind {
             Kind::ContainerSet => "containerset/v1",
             Kind::Lease => "lease/v1",
             Kind::Job => "job/v1",
+            Kind::Secret => "secret/v1",
         }
     }
 
@@ -76,6 +84,7 @@ impl Kind {
             "set" | "sets" | "containerset" | "containersets" | "cs" => Kind::ContainerSet,
             "lease" | "leases" => Kind::Lease,
             "job" | "jobs" | "cronjob" | "cronjobs" | "cj" => Kind::Job,
+            "secret" | "secrets" => Kind::Secret,
             _ => return None,
         })
     }
@@ -156,6 +165,7 @@ resource!(Volume, Kind::Volume, |r| { r.status = None });
 resource!(ContainerSet, Kind::ContainerSet, |r| { r.status = None });
 resource!(Lease, Kind::Lease, |_r| {});
 resource!(Job, Kind::Job, |r| { r.status = None });
+resource!(Secret, Kind::Secret, |_r| {});
 
 impl Task {
     /// A task named `name` that runs `config` (version `task/v1`, no labels, no status):

@@ -91,6 +91,7 @@ fn env_vars() -> impl Strategy<Value = Vec<EnvVar>> {
             .map(|(name, value)| EnvVar {
                 name,
                 value: value.replace('\0', ""),
+                value_from: None,
             })
             .collect()
     })
@@ -149,6 +150,7 @@ fn mounts() -> impl Strategy<Value = Vec<Mount>> {
                 volume,
                 source,
                 options,
+                secret: String::new(),
             })
             .collect()
     })
@@ -261,6 +263,7 @@ prop_compose! {
             pids_limit,
             seccomp: seccomp.to_string(),
             allow_privilege_escalation,
+            image_pull_secret: String::new(),
         }
     }
 }
@@ -482,7 +485,7 @@ proptest! {
             config: Some(TaskConfig {
                 image: s(4),
                 args: vec![s(5)],
-                envvars: vec![EnvVar { name: s(6), value: s(7) }, EnvVar { name: s(6), value: s(7) }],
+                envvars: vec![EnvVar { name: s(6), value: s(7), value_from: None }, EnvVar { name: s(6), value: s(7), value_from: None }],
                 mounts: vec![Mount {
                     name: s(8),
                     destination: s(9),
@@ -490,6 +493,7 @@ proptest! {
                     volume: s(11),
                     source: s(12),
                     options: vec![s(13)],
+                    secret: String::new(),
                 }],
                 port_mappings: vec![
                     PortMapping { name: s(14), host_port: numbers[0], target_port: numbers[1], protocol: s(15), host_ip: s(16) },

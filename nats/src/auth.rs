@@ -56,6 +56,8 @@ pub fn node_permissions(node: &str) -> Permissions {
     ));
     // Every cluster name, to answer its tasks' DNS queries.
     publish.extend(own_kv_read(names::BUCKET_NAMES, ">"));
+    // Secrets' keys and revisions (values are encrypted), to update its tasks' files.
+    publish.extend(own_kv_read(names::BUCKET_SECRETS, ">"));
     // Agent binaries, to upgrade itself.
     publish.extend(object_store_read(names::OBJECT_STORE_AGENTS));
     let purges = format!("{}.>", names::token(node));

@@ -8,7 +8,7 @@ use crate::names;
 use crate::store::{RawKv, Store};
 use async_nats::jetstream::{self, kv, stream};
 use std::time::Duration;
-use voiyd_messages::v1::{ContainerSet, Job, Node, Task, Volume};
+use voiyd_messages::v1::{ContainerSet, Job, Node, SealedSecret, Task, Volume};
 
 /// Attempts per bucket or stream: a concurrent creator can make one attempt fail.
 const ATTEMPTS: usize = 3;
@@ -113,6 +113,8 @@ pub struct Cluster {
     pub subnets: kv::Store,
     /// Cluster names (what nodes answer DNS from).
     pub names: kv::Store,
+    /// Secrets, encrypted by the servers ([`SealedSecret`] records).
+    pub secrets: crate::store::TypedKv<SealedSecret>,
     /// The events stream.
     pub events: stream::Stream,
 }
@@ -346,6 +348,7 @@ pub async fn open(js: &jetstream::Context) -> Result<Cluster, BootstrapError> {
         leases: bucket(names::BUCKET_LEASES).await?,
         subnets: bucket(names::BUCKET_SUBNETS).await?,
         names: bucket(names::BUCKET_NAMES).await?,
+        secrets: RawKv::new(bucket(names::BUCKET_SECRETS).await?, "secret").typed(),
         events,
     })
 }

@@ -53,6 +53,11 @@ pub const BUCKET_VOLUME_PURGES: &str = "voiyd_volume_purges";
 /// with the addresses the name resolves to. Every node reads it to answer DNS.
 pub const BUCKET_NAMES: &str = "voiyd_names";
 
+/// Bucket of secrets, keyed by name: [`SealedSecret`](voiyd_messages::v1::SealedSecret)
+/// records whose values the servers encrypted. Nodes may read it (keys and ciphertext
+/// only) to notice updates; they get values sealed to their own key on request.
+pub const BUCKET_SECRETS: &str = "voiyd_secrets";
+
 /// Object store of node agent binaries (`voiydctl upgrade nodes`), one object per binary,
 /// named by [`agent_object`].
 pub const OBJECT_STORE_AGENTS: &str = "voiyd_agents";
@@ -75,6 +80,7 @@ pub const ALL_BUCKETS: &[&str] = &[
     BUCKET_SUBNETS,
     BUCKET_VOLUME_PURGES,
     BUCKET_NAMES,
+    BUCKET_SECRETS,
     BUCKET_JOIN_TOKENS,
     BUCKET_API_TOKENS,
     BUCKET_CREDENTIALS,
@@ -316,6 +322,10 @@ pub mod node {
     pub fn upgrade(node: &str) -> String {
         format!("{}.upgrade", prefix(node))
     }
+    /// Secret requests from a node (`SecretRequest`, node → servers).
+    pub fn secrets(node: &str) -> String {
+        format!("{}.secrets", prefix(node))
+    }
     /// Usage requests a node answers (`voiydctl top`).
     pub fn stats(node: &str) -> String {
         format!("{}.stats", prefix(node))
@@ -333,6 +343,8 @@ pub mod node {
     pub const ALL_EVENTS: &str = "voiyd.node.*.events";
     /// Wildcard servers subscribe to for all nodes' status reports.
     pub const ALL_STATUS: &str = "voiyd.node.*.status";
+    /// Wildcard servers subscribe to for all nodes' secret requests.
+    pub const ALL_SECRETS: &str = "voiyd.node.*.secrets";
     /// Wildcard servers subscribe to for all nodes' heartbeats.
     pub const ALL_HEARTBEATS: &str = "voiyd.node.*.heartbeat";
     /// Extracts the node name from a `voiyd.node.<node>.…` subject.

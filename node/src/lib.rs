@@ -5,6 +5,7 @@
 //! - [`identity`], [`logs`], [`containerd`]: who the node is and what its host has;
 //!   task log files; the containerd client, its event stream and usage statistics.
 //! - [`image`], [`network`]: image pulls into containerd; CNI networking.
+//! - [`secrets`]: secrets fetched for the node's tasks, opened with its own key.
 //! - [`spec`], [`volumes`]: the OCI runtime spec of a task; its volumes on disk.
 //! - [`runtime`]: the runtime trait and its implementations (containerd, sim).
 //! - [`serve`]: what the node answers on its own subjects (logs, exec, stats).
@@ -20,6 +21,7 @@ pub mod image;
 pub mod logs;
 pub mod network;
 pub mod runtime;
+pub mod secrets;
 pub mod serve;
 pub mod spec;
 pub mod upgrade;

@@ -206,6 +206,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cd = Containerd::connect(&args.containerd_socket, &args.namespace).await?;
     tokio::spawn(voiyd_node::image::gc::run(cd.clone(), gc));
     let (shipper, logs_outbox) = voiyd_node::logs::ship::channel(&name);
+    let secrets = std::sync::Arc::new(voiyd_node::secrets::Secrets::new(&name, &args.data_dir));
     let rt = ContainerdRuntime::new(
         cd,
         ContainerdConfig {
@@ -219,6 +220,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rotation: Rotation::default(),
             network: Some(network),
             shipper: Some(shipper),
+            secrets: Some(secrets.clone()),
         },
     );
     rt.reattach().await?;
@@ -247,6 +249,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         capacity: None,
         disconnect_timeout: Duration::from_secs(args.node_timeout),
         agent_digest: agent.digest.clone(),
+        xkey: secrets.public_key(),
     };
     tokio::spawn(voiyd_node::upgrade::settle(agent.clone()));
     // Logs, exec, stats, metrics, DNS and upgrades, on a NATS connection of their own.
@@ -260,6 +263,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dns,
         upgrade: Some(agent),
         logs_outbox: Some(logs_outbox),
+        secrets: Some(secrets),
     })
     .await?;
     let shutdown = async {

@@ -85,6 +85,15 @@ impl Volumes {
             let (source, kind) = match kind.as_str() {
                 "bind" => (m.source.clone(), MountKind::Bind),
                 "tmpfs" => (String::new(), MountKind::Tmpfs),
+                "secret" => {
+                    // Written by [`crate::secrets::Secrets::materialize`] before this.
+                    let dir = crate::secrets::mount_dir(&self.data_dir, &desired.task, &m.secret);
+                    options.retain(|o| o != "rw");
+                    if !options.iter().any(|o| o == "ro") {
+                        options.push("ro".into());
+                    }
+                    (dir.to_string_lossy().into_owned(), MountKind::Bind)
+                }
                 _ => match template_of(desired, &m.volume) {
                     Some((file, data)) => {
                         let path = self.write_template(&m.volume, &file, &data)?;

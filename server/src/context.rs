@@ -41,6 +41,8 @@ pub struct CtxParts {
     pub view: crate::cache::view::View,
     /// Cluster-wide admission policy (privileged, host paths, added capabilities).
     pub policy: crate::security::policy::Policy,
+    /// The keys secrets are encrypted with at rest.
+    pub keyring: std::sync::Arc<crate::security::keyring::Keyring>,
     /// NATS identities, when this server owns an embedded NATS with `--auth`.
     pub auth: Option<std::sync::Arc<crate::security::identities::AuthManager>>,
 }

@@ -18,6 +18,11 @@ struct Args {
     /// Directory for the embedded NATS config and JetStream store.
     #[arg(long, default_value = "/var/lib/voiyd/server", env = "VOIYD_DATA_DIR")]
     data_dir: PathBuf,
+    /// The keys secrets are encrypted with at rest, one base64 key per line, the first
+    /// encrypting (made with one key when missing; every server of a cluster needs the
+    /// same file). Default: DATA_DIR/secrets.keys.
+    #[arg(long, env = "VOIYD_SECRETS_KEY_FILE", value_name = "FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// Client address of the embedded NATS; nodes and voiydctl connect here.
     #[arg(long, default_value = "127.0.0.1:4222")]
     nats_listen: SocketAddr,
@@ -162,6 +167,10 @@ async fn main() {
             .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-")
     });
     let cfg = voiyd_server::ServerConfig {
+        secrets_key_file: args
+            .secrets_key_file
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("secrets.keys")),
         data_dir: args.data_dir,
         nats_listen: args.nats_listen,
         nats,

@@ -491,6 +491,15 @@ impl Drop for NodeAgent {
         {
             remove_forward_rules(&subnet);
         }
+        // The tmpfs the agent mounts for secrets outlives it; the data dir goes with the test.
+        let secrets = self.data_dir.join("secrets");
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        if mounts.contains(&format!(" {} ", secrets.display())) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&secrets)
+                .output();
+        }
     }
 }
 

@@ -32,6 +32,7 @@ const NODE: &[(&str, u8)] = &[
     ("upgrade", 1),
     ("image", 2),
     ("network", 2),
+    ("secrets", 2),
     ("dns", 3),
     ("spec", 3),
     ("volumes", 4),

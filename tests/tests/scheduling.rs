@@ -1143,6 +1143,7 @@ async fn spec_changes_that_no_longer_fit_move_the_task() {
     t.config.as_mut().unwrap().envvars = vec![voiyd_messages::v1::EnvVar {
         name: "A".into(),
         value: "1".into(),
+        ..Default::default()
     }];
     t.status = None;
     api.update(&t).await.unwrap();

@@ -73,10 +73,10 @@ async fn apply_one(api: &ApiClient, desired: &AnyResource) -> Result<Outcome> {
     )))
 }
 
-/// Puts volumes first (keeping the order otherwise): the server refuses a task or set
-/// that mounts a volume which does not exist yet, even one defined later in the file.
+/// Puts volumes and secrets first (keeping the order otherwise): the server refuses a
+/// task or set that uses one which does not exist yet, even one defined later in the file.
 pub fn volumes_first(docs: &mut [AnyResource]) {
-    docs.sort_by_key(|d| !matches!(d, AnyResource::Volume(_)));
+    docs.sort_by_key(|d| !matches!(d, AnyResource::Volume(_) | AnyResource::Secret(_)));
 }
 
 /// `apply -f FILE...`: creates or updates every resource, printing one line each.

@@ -8,7 +8,7 @@ use crate::error::{CtlError, Result};
 use crate::render::{render_resources, Row};
 use crate::timefmt::now_secs;
 use voiyd_messages::fields::FieldSelector;
-use voiyd_messages::v1::{ContainerSet, Job, Lease, ListRequest, Node, Task, Volume};
+use voiyd_messages::v1::{ContainerSet, Job, Lease, ListRequest, Node, Secret, Task, Volume};
 use voiyd_messages::Kind;
 use voiyd_nats::api::ApiError;
 
@@ -85,6 +85,7 @@ pub async fn run(globals: &Globals, args: &GetArgs) -> Result<()> {
         Kind::ContainerSet => show::<ContainerSet>(&session, args, &req, watching).await,
         Kind::Lease => show::<Lease>(&session, args, &req, watching).await,
         Kind::Job => show::<Job>(&session, args, &req, watching).await,
+        Kind::Secret => show::<Secret>(&session, args, &req, watching).await,
     }
 }
 

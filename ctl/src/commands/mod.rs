@@ -11,6 +11,7 @@ pub mod logs;
 pub mod patch;
 pub mod plan;
 pub mod rollout;
+pub mod secrets;
 pub mod tasks;
 pub mod token;
 pub mod top;

@@ -60,6 +60,11 @@ async fn patch_any(api: &ApiClient, kind: Kind, name: &str, patch: &Value) -> Re
         Kind::ContainerSet => api.patch::<ContainerSet>(name, &p, 0).await.map(drop),
         Kind::Job => api.patch::<Job>(name, &p, 0).await.map(drop),
         Kind::Lease => return ops::ensure_writable(kind),
+        Kind::Secret => {
+            return Err(CtlError::Usage(
+                "secrets are not patched (their values are never read back): apply the whole secret, or create it again".into(),
+            ))
+        }
     };
     r.map_err(|e| match e {
         ApiError::NotFound(_) => CtlError::Other(format!(

@@ -26,6 +26,7 @@ fn user_json(r: &AnyResource) -> serde_json::Value {
         AnyResource::ContainerSet(x) => serde_json::to_value(x),
         AnyResource::Lease(x) => serde_json::to_value(x),
         AnyResource::Job(x) => serde_json::to_value(x),
+        AnyResource::Secret(x) => serde_json::to_value(x),
     };
     v.unwrap_or(serde_json::Value::Null)
 }
@@ -108,6 +109,17 @@ async fn plan_one(api: &ApiClient, doc: &AnyResource) -> Result<PlanReply> {
         AnyResource::ContainerSet(x) => api.call(kind.plural(), "plan", x).await,
         AnyResource::Job(x) => api.call(kind.plural(), "plan", x).await,
         AnyResource::Lease(x) => api.call(kind.plural(), "plan", x).await,
+        AnyResource::Secret(x) => {
+            // Values are never read back: applying a secret always replaces them.
+            let exists = api
+                .get::<voiyd_messages::v1::Secret>(voiyd_messages::Resource::name(x))
+                .await
+                .is_ok();
+            Ok(PlanReply {
+                action: if exists { "update" } else { "create" }.into(),
+                ..Default::default()
+            })
+        }
     };
     Ok(reply?)
 }

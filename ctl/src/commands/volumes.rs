@@ -111,6 +111,8 @@ mod tests {
             what: what.iter().map(|s| s.to_string()).collect(),
             node_selector: sel.iter().map(|s| s.to_string()).collect(),
             labels: vec![],
+            from_literal: vec![],
+            from_file: vec![],
         }
     }
 

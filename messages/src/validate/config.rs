@@ -49,6 +49,8 @@ pub fn mount_type(m: &Mount) -> Option<String> {
         Some(m.r#type.to_ascii_lowercase())
     } else if !m.volume.is_empty() {
         Some("volume".into())
+    } else if !m.secret.is_empty() {
+        Some("secret".into())
     } else if !m.source.is_empty() {
         Some("bind".into())
     } else {
@@ -143,6 +145,32 @@ pub(super) fn check_config(errs: &mut Errors, p: &str, c: &TaskConfig) {
                 "contains a NUL byte, which an environment variable cannot hold",
             );
         }
+        if let Some(from) = &e.value_from {
+            if !e.value.is_empty() {
+                errs.add(format!("{path}.value"), "give value or valueFrom, not both");
+            }
+            if from.secret.is_empty() {
+                errs.add(
+                    format!("{path}.valueFrom.secret"),
+                    "required: the name of a secret",
+                );
+            } else {
+                errs.check(
+                    format!("{path}.valueFrom.secret"),
+                    check_name(&from.secret, MAX_NAME_LEN),
+                );
+            }
+            errs.check(
+                format!("{path}.valueFrom.key"),
+                super::secret::check_key(&from.key),
+            );
+        }
+    }
+    if !c.image_pull_secret.is_empty() {
+        errs.check(
+            format!("{p}imagePullSecret"),
+            check_name(&c.image_pull_secret, MAX_NAME_LEN),
+        );
     }
 
     check_ports(errs, p, &c.port_mappings);
@@ -333,8 +361,18 @@ pub(super) fn check_mounts(errs: &mut Errors, p: &str, mounts: &[Mount]) {
         match ty.as_deref() {
             None => errs.add(
                 format!("{path}.type"),
-                "cannot tell the mount type: set `volume` (a voiyd volume), `source` (a host path to bind) or type: tmpfs",
+                "cannot tell the mount type: set `volume` (a voiyd volume), `secret` (a voiyd secret), `source` (a host path to bind) or type: tmpfs",
             ),
+            Some("secret") => {
+                if m.secret.is_empty() {
+                    errs.add(format!("{path}.secret"), "required for a secret mount: the name of a voiyd secret");
+                } else {
+                    errs.check(format!("{path}.secret"), check_name(&m.secret, MAX_NAME_LEN));
+                }
+                if !m.source.is_empty() || !m.volume.is_empty() {
+                    errs.add(format!("{path}.type"), "a secret mount takes neither source nor volume: remove them");
+                }
+            }
             Some("volume") => {
                 if m.volume.is_empty() {
                     errs.add(format!("{path}.volume"), "required for a volume mount: the name of a voiyd volume");
@@ -356,13 +394,13 @@ pub(super) fn check_mounts(errs: &mut Errors, p: &str, mounts: &[Mount]) {
                 }
             }
             Some("tmpfs") => {
-                if !m.source.is_empty() || !m.volume.is_empty() {
+                if !m.source.is_empty() || !m.volume.is_empty() || !m.secret.is_empty() {
                     errs.add(format!("{path}.type"), "a tmpfs mount takes neither source nor volume: remove them");
                 }
             }
             Some(_) => errs.add(
                 format!("{path}.type"),
-                format!("{} is not a mount type: use volume, bind or tmpfs", shown(&m.r#type)),
+                format!("{} is not a mount type: use volume, secret, bind or tmpfs", shown(&m.r#type)),
             ),
         }
         let is_tmpfs = ty.as_deref() == Some("tmpfs");

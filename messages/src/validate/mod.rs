@@ -21,6 +21,7 @@ mod job;
 mod names;
 mod normalize;
 mod probe;
+mod secret;
 
 pub use config::*;
 pub use hardening::{
@@ -31,6 +32,7 @@ pub use job::*;
 pub use names::*;
 pub use normalize::*;
 pub use probe::{MAX_PROBE_SECONDS, MAX_PROBE_THRESHOLD};
+pub use secret::*;
 
 /// Longest resource name (tasks, volumes, sets).
 pub const MAX_NAME_LEN: usize = 63;
@@ -317,6 +319,7 @@ pub fn validate_any(resource: &AnyResource) -> Result<(), ValidationError> {
         AnyResource::ContainerSet(s) => validate_container_set(s),
         AnyResource::Lease(l) => validate_lease(l),
         AnyResource::Job(j) => validate_job(j),
+        AnyResource::Secret(s) => validate_secret(s),
     }
 }
 
@@ -683,6 +686,7 @@ mod tests {
         let env = |n: &str| EnvVar {
             name: n.into(),
             value: "v".into(),
+            ..Default::default()
         };
         let mut c = image("x");
         c.envvars = vec![env("A"), env("_b1"), env("PATH")];
@@ -805,6 +809,7 @@ mod tests {
             volume: volume.into(),
             source: source.into(),
             options: options.iter().map(|s| s.to_string()).collect(),
+            secret: String::new(),
         }
     }
 

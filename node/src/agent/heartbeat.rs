@@ -32,6 +32,7 @@ pub(super) async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runti
             volumes: s.rt.volumes(&volumes_in_use(&s)),
             session: session.clone(),
             agent_digest: s.cfg.agent_digest.clone(),
+            xkey: s.cfg.xkey.clone(),
             ..Default::default()
         };
         let report = NodeStatusReport {

@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub disconnect_timeout: Duration,
     /// SHA-256 (hex) of the agent's binary, reported in heartbeats ("" for simulated nodes).
     pub agent_digest: String,
+    /// The public xkey servers seal this node's secrets to (empty: no secrets here).
+    pub xkey: String,
 }
 
 /// Why the agent stopped.

@@ -66,6 +66,7 @@ pub async fn run(
             capacity: Some(cfg.capacity),
             disconnect_timeout: cfg.disconnect_timeout,
             agent_digest: String::new(),
+            xkey: String::new(),
         };
         let mut rx = stop_rx.clone();
         let rt = Arc::new(SimRuntime::for_node(&acfg.name));

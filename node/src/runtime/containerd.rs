@@ -58,6 +58,8 @@ pub struct ContainerdConfig {
     pub network: Option<std::sync::Arc<Network>>,
     /// Where task output goes besides the local files (the cluster's logs stream).
     pub shipper: Option<logs::ship::Shipper>,
+    /// Secrets of the node's tasks; none = tasks that use secrets fail to start.
+    pub secrets: Option<std::sync::Arc<crate::secrets::Secrets>>,
 }
 
 /// Runs tasks as containerd containers in one namespace.
@@ -330,6 +332,15 @@ impl ContainerdRuntime {
         Ok(())
     }
 
+    fn secrets(&self) -> Result<&crate::secrets::Secrets, RuntimeError> {
+        self.cfg.secrets.as_deref().ok_or_else(|| {
+            RuntimeError::new(
+                Reason::CreateFailed,
+                "this node does not handle secrets (no NATS connection for them)",
+            )
+        })
+    }
+
     /// Tags a task's captured output from now on with its run's process id.
     async fn set_run(&self, task: &str, pid: u32) {
         if let Some(cap) = self.captures.lock().await.get(task) {
@@ -483,6 +494,20 @@ impl Runtime for ContainerdRuntime {
         let mut opts = self.cfg.pull.clone();
         opts.policy = PullPolicy::resolve(&desired.config.pull_policy, &reference)
             .map_err(|e| RuntimeError::new(Reason::PullFailed, e.to_string()))?;
+        if !desired.config.image_pull_secret.is_empty() {
+            let (registry, username, password) = self
+                .secrets()?
+                .pull_credentials(desired)
+                .await
+                .map_err(|e| RuntimeError::new(Reason::PullFailed, e))?
+                .unwrap_or_default();
+            let host = if registry.is_empty() {
+                reference.registry().to_string()
+            } else {
+                registry
+            };
+            opts.auth.insert(&host, &username, &password);
+        }
         pull(&self.cd, &desired.config.image, &opts, |p| {
             progress(p.bytes_done, p.bytes_total)
         })
@@ -492,6 +517,17 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn create(&self, desired: &Desired) -> Result<(), RuntimeError> {
+        let materialized;
+        let desired = if voiyd_messages::secret::used_by(&desired.config).is_empty() {
+            desired
+        } else {
+            materialized = self
+                .secrets()?
+                .materialize(desired)
+                .await
+                .map_err(|e| RuntimeError::new(Reason::CreateFailed, e))?;
+            &materialized
+        };
         let task = desired.task.as_str();
         // A leftover of an interrupted attempt is replaced.
         self.remove_container(task).await?;
@@ -660,6 +696,9 @@ impl Runtime for ContainerdRuntime {
             cap.finish().await;
         }
         logs::remove(&self.paths(task), false);
+        if let Some(s) = &self.cfg.secrets {
+            s.remove(task);
+        }
         Ok(())
     }
 

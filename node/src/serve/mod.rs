@@ -33,6 +33,8 @@ pub struct ServicesConfig {
     pub dns: Option<crate::dns::serve::DnsConfig>,
     /// The running agent, which answers upgrade requests; none = not upgradable.
     pub upgrade: Option<crate::upgrade::Agent>,
+    /// Secrets of the node's tasks: fetched over this connection, files kept current.
+    pub secrets: Option<std::sync::Arc<crate::secrets::Secrets>>,
     /// Task output waiting for the logs stream; none = output stays on the node.
     pub logs_outbox: Option<crate::logs::ship::Outbox>,
 }
@@ -67,6 +69,11 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
                 tracing::error!(error = %e, "upgrade service stopped");
             }
         }));
+    }
+    if let Some(secrets) = cfg.secrets.clone() {
+        secrets.connected(client.clone());
+        let js = async_nats::jetstream::new(client.clone());
+        tasks.push(tokio::spawn(secrets.follow(js)));
     }
     if let Some(outbox) = cfg.logs_outbox {
         let js = async_nats::jetstream::new(client.clone());

@@ -571,10 +571,12 @@ mod tests {
                 EnvVar {
                     name: "B".into(),
                     value: "task".into(),
+                    ..Default::default()
                 },
                 EnvVar {
                     name: "C".into(),
                     value: "new=with=equals".into(),
+                    ..Default::default()
                 },
             ],
             ..Default::default()
@@ -606,6 +608,7 @@ mod tests {
             envvars: vec![EnvVar {
                 name: "PATH".into(),
                 value: "/x".into(),
+                ..Default::default()
             }],
             ..Default::default()
         };
@@ -620,6 +623,7 @@ mod tests {
             envvars: vec![EnvVar {
                 name: "".into(),
                 value: "v".into(),
+                ..Default::default()
             }],
             ..Default::default()
         };

@@ -19,6 +19,11 @@ pub async fn list(ctx: &Ctx, kind: &str, body: Bytes) -> Result<Vec<Bytes>, Serv
         "volumes" => managed::<Volume>(ctx, body, limit).await,
         "sets" => managed::<ContainerSet>(ctx, body, limit).await,
         "jobs" => managed::<Job>(ctx, body, limit).await,
+        "secrets" => {
+            let req = ListRequest::decode(body)?;
+            let items = crate::service::secrets::list(ctx, &req).await?;
+            Ok(chunks::split(&items, limit))
+        }
         "leases" => {
             let req = ListRequest::decode(body)?;
             let (labels, fields) = resources::selectors::<voiyd_messages::v1::Lease>(&req)?;

@@ -7,7 +7,7 @@ mod lists;
 use crate::context::Ctx;
 use crate::error::ServerError;
 use crate::service::resources::{self, Change};
-use crate::service::{leases, nodes, tasks, tokens, volumes};
+use crate::service::{leases, nodes, secrets, tasks, tokens, volumes};
 use crate::store::managed::Managed;
 use async_nats::service::{Request, ServiceExt};
 use bytes::Bytes;
@@ -39,6 +39,9 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
     }
     for verb in ["start", "stop", "kill"] {
         r.push((Kind::Task.plural(), verb));
+    }
+    for verb in ["create", "get", "list", "update", "delete"] {
+        r.push((Kind::Secret.plural(), verb));
     }
     r.push((Kind::Lease.plural(), "get"));
     r.push((Kind::Lease.plural(), "list"));
@@ -234,6 +237,15 @@ pub(crate) async fn handle(
         },
         "sets" => crud::<ContainerSet>(ctx, verb, body).await,
         "jobs" => crud::<Job>(ctx, verb, body).await,
+        "secrets" => match verb {
+            "create" => secrets::create(ctx, decode(body)?).await.map(encode),
+            "get" => secrets::get(ctx, &decode(body)?).await.map(encode),
+            "update" => secrets::update(ctx, decode(body)?).await.map(encode),
+            "delete" => secrets::delete(ctx, &decode(body)?).await.map(encode),
+            _ => Err(ServerError::invalid(format!(
+                "unknown verb `{verb}` for secrets: create, get, list, update, delete"
+            ))),
+        },
         "leases" if verb == "get" => leases::get(ctx, &decode(body)?).await.map(encode),
         _ => Err(ServerError::invalid(format!("unknown API kind `{kind}`"))),
     }

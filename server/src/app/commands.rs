@@ -112,9 +112,24 @@ pub enum Command {
     /// NATS authorization.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// The keys secrets are encrypted with.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Snapshot every voiyd bucket and the events stream into a new directory (restore
     /// with `voiyd-server --restore-from DIR` on a cluster without state).
     Backup(crate::app::backup::BackupArgs),
+}
+
+/// `voiyd-server secrets …`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SecretsCommand {
+    /// Put a new key first in the key file: after a restart the servers encrypt with it
+    /// and re-encrypt every secret; the old keys stay in the file to read old records.
+    NewKey {
+        /// The key file (the servers' --secrets-key-file).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// `voiyd-server certs …`.
@@ -251,6 +266,13 @@ fn run_inner(cmd: Command) -> anyhow::Result<()> {
             ),
             &auth::join_permissions(),
         ),
+        Command::Secrets(SecretsCommand::NewKey { file }) => {
+            crate::security::keyring::add_key(&file)?;
+            println!(
+                "added a new first key to {}: copy the file to every voiyd-server and restart them",
+                file.display()
+            );
+        }
         Command::Auth(AuthCommand::PrintNatsConfig { auth_secret }) => {
             let keys = voiyd_nats::callout::AuthKeys::derive(&auth_secret)?;
             print!("{}", keys.render_nats_config());

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Address of the HTTP API; none = off.
     pub http_addr: Option<SocketAddr>,
+    /// The keys secrets are encrypted with (created with one key when missing).
+    pub secrets_key_file: PathBuf,
 }
 
 /// Security settings of a server (see docs/security.md).
@@ -179,6 +181,10 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         status: StatusKv(status_kv),
         work,
         policy: cfg.security.policy,
+        keyring: Arc::new(
+            crate::security::keyring::Keyring::load_or_create(&cfg.secrets_key_file)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
         auth: auth.clone(),
     });
     let callout_task = match &auth {
@@ -223,6 +229,19 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let repair_task = tokio::spawn(placer::repair_loop(ctx.clone()));
     let workloads_task = tokio::spawn(upkeep::run_workloads(ctx.clone(), link.clone()));
     let names_task = tokio::spawn(crate::controllers::names::run(ctx.clone(), link.clone()));
+    let secrets_task = tokio::spawn(crate::service::secrets::serve_nodes(ctx.clone()));
+    {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            match crate::service::secrets::reencrypt(&ctx).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(secrets = n, "re-encrypted secrets under the newest key"),
+                Err(e) => {
+                    tracing::warn!(error = %e.message(), "cannot re-encrypt secrets under the newest key")
+                }
+            }
+        });
+    }
     let collect: voiyd_metrics::Collector = {
         let (c, x) = (client.clone(), ctx.clone());
         Arc::new(move || {
@@ -266,6 +285,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     repair_task.abort();
     workloads_task.abort();
     names_task.abort();
+    secrets_task.abort();
     for t in [&_metrics, &_http].into_iter().flatten() {
         t.abort();
     }

@@ -55,6 +55,9 @@ macro_rules! for_kind {
             Kind::Lease => Err(HttpError::bad_request(
                 "leases are read-only: GET /api/v1/leases or /api/v1/leases/NAME",
             )),
+            Kind::Secret => Err(HttpError::bad_request(
+                "secrets are managed with voiydctl (create secret, get secrets, delete secret), not over HTTP",
+            )),
         }
     };
 }

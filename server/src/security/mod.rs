@@ -4,4 +4,5 @@
 pub mod callout;
 pub mod certs;
 pub mod identities;
+pub mod keyring;
 pub mod policy;

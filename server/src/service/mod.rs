@@ -9,6 +9,7 @@ pub mod mounts;
 pub mod nodes;
 pub mod plan;
 pub mod resources;
+pub mod secrets;
 pub mod sets;
 pub mod tasks;
 pub mod tokens;

@@ -44,6 +44,7 @@ pub async fn require_mounted(
     let Some(config) = config else {
         return Ok(());
     };
+    crate::service::secrets::require_used(ctx, config).await?;
     let store = Volume::store(&ctx.cluster);
     for name in volumes_in(config) {
         if store.get(&name).await?.is_none() {
