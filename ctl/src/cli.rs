@@ -199,6 +199,10 @@ pub struct CreateArgs {
     /// name); repeatable.
     #[arg(long = "from-file", value_name = "[KEY=]PATH")]
     pub from_file: Vec<String>,
+    /// For a host-local volume: when every node holding its data is gone, its tasks may
+    /// start on another node with an empty directory instead of waiting.
+    #[arg(long)]
+    pub recreate: bool,
     /// For a host-local volume: only nodes with this label KEY=VALUE; repeatable.
     #[arg(long = "node-selector", value_name = "KEY=VALUE")]
     pub node_selector: Vec<String>,

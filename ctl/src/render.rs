@@ -155,10 +155,19 @@ impl Row for Volume {
             Some(c) if c.template.is_some() => "template",
             _ => "",
         };
+        // Where the data lives, and how much of it: `n1 (12.5Mi)`.
         let nodes = self
             .status
             .as_ref()
-            .map(|s| s.controllers.keys().cloned().collect::<Vec<_>>().join(","))
+            .map(|s| {
+                s.controllers
+                    .iter()
+                    .map(|(node, c)| {
+                        format!("{node} ({})", crate::commands::top::bytes(c.size_bytes))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default();
         let mut users: Vec<String> = self
             .status

@@ -16,6 +16,62 @@ pub struct Volumes {
     data_dir: PathBuf,
 }
 
+/// How often a volume's size is measured again: walking a large one is not free, and
+/// every new size is a status write.
+const MEASURE_SMALL_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const MEASURE_LARGE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Volumes with at least this many entries are large.
+const LARGE: u64 = 1_000;
+
+/// Volume sizes as last measured, by path: (when, bytes, how long that holds).
+#[derive(Debug, Default)]
+pub struct Sizes(
+    std::sync::Mutex<BTreeMap<PathBuf, (std::time::Instant, u64, std::time::Duration)>>,
+);
+
+impl Sizes {
+    /// The size of the files under `path`, measured again once the last measure is
+    /// older than [`MEASURE_SMALL_EVERY`] (small volumes) or [`MEASURE_LARGE_EVERY`].
+    pub fn of(&self, path: &Path) -> u64 {
+        let mut known = self.0.lock().expect("sizes lock");
+        if let Some((at, size, holds)) = known.get(path) {
+            if at.elapsed() < *holds {
+                return *size;
+            }
+        }
+        let (size, entries) = du(path);
+        let holds = if entries >= LARGE {
+            MEASURE_LARGE_EVERY
+        } else {
+            MEASURE_SMALL_EVERY
+        };
+        known.insert(path.to_path_buf(), (std::time::Instant::now(), size, holds));
+        size
+    }
+}
+
+/// Bytes of the regular files under `path` (symbolic links are not followed), and the
+/// number of entries walked.
+pub fn du(path: &Path) -> (u64, u64) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return (0, 0);
+    };
+    if meta.is_file() {
+        return (meta.len(), 1);
+    }
+    if !meta.is_dir() {
+        return (0, 1);
+    }
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries.flatten().fold((0, 1), |(b, n), e| {
+                let (b2, n2) = du(&e.path());
+                (b + b2, n + n2)
+            })
+        })
+        .unwrap_or((0, 1))
+}
+
 /// The volume mounts of a task: (volume name, destination, options).
 pub fn volume_mounts(config: &TaskConfig) -> Vec<(&str, &str, &[String])> {
     config
@@ -153,7 +209,7 @@ impl Volumes {
     }
 
     /// Every volume present on the node, with the tasks that use it.
-    pub fn report(&self, in_use: &BTreeMap<String, Vec<String>>) -> Vec<NodeVolume> {
+    pub fn report(&self, in_use: &BTreeMap<String, Vec<String>>, sizes: &Sizes) -> Vec<NodeVolume> {
         let mut out: BTreeMap<String, NodeVolume> = BTreeMap::new();
         use voiyd_messages::volume::{HOST_LOCAL, TEMPLATE};
         for (kind, dir) in [(HOST_LOCAL, "volumes"), (TEMPLATE, "templates")] {
@@ -168,6 +224,7 @@ impl Volumes {
                         path: e.path().to_string_lossy().into_owned(),
                         in_use_by: in_use.get(&name).cloned().unwrap_or_default(),
                         kind: kind.to_string(),
+                        size_bytes: sizes.of(&e.path()),
                         name,
                     },
                 );
@@ -259,14 +316,17 @@ mod tests {
 
         let use_map = in_use([&d, &desired("db", vec![vol_mount("data", "/d")], vec![])]);
         assert_eq!(use_map["data"], vec!["db".to_string(), "web".to_string()]);
-        let report = v.report(&use_map);
+        std::fs::write(v.host_local_dir("data").join("f"), [0u8; 1000]).unwrap();
+        let report = v.report(&use_map, &Sizes::default());
         assert_eq!(report.len(), 2);
         assert_eq!(report[1].name, "data");
         assert_eq!(report[1].kind, "host-local");
+        assert_eq!(report[1].size_bytes, 1000);
+        assert_eq!(report[0].size_bytes, 4, "a=2\n");
 
         v.purge("data").unwrap();
         v.purge("conf").unwrap();
         v.purge("never-there").unwrap();
-        assert!(v.report(&use_map).is_empty());
+        assert!(v.report(&use_map, &Sizes::default()).is_empty());
     }
 }

@@ -203,7 +203,7 @@ async fn volumes_sets_and_events() {
             ..Default::default()
         }),
         config: Some(VolumeConfig {
-            host_local: Some(HostLocal {}),
+            host_local: Some(HostLocal::default()),
             ..Default::default()
         }),
         status: None,

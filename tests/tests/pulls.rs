@@ -50,3 +50,55 @@ async fn schema2_zstd_and_multi_platform_images_run() {
         assert_eq!(out.trim(), want, "{task}");
     }
 }
+
+/// A task names its own pull secret: the node pulls through the registry's token flow
+/// with those credentials, and a task without it fails with a reason that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn a_task_pulls_with_its_own_pull_secret() {
+    let c = ContainerdCluster::start_with(&[]).await;
+    let _n = c.start_node("pull2").await;
+    let private = voiyd_testkit::containerd::TestRegistry::start_with_token_auth("carol", "pw-9d2");
+    let image = private.image("busybox");
+    let task = |name: &str, secret: &str| {
+        format!(
+            "version: task/v1\nmeta: {{name: {name}}}\nconfig:\n  image: {image}\n  args: [echo, pulled]\n  restartPolicy: never\n  imagePullSecret: '{secret}'\n"
+        )
+    };
+    c.ok(&[
+        "create",
+        "secret",
+        "regcred",
+        "--from-literal",
+        "username=carol",
+        "--from-literal",
+        "password=pw-9d2",
+    ]);
+    let (issued_before, _) = private.token_stats();
+    c.apply(&task("with-secret", "regcred"));
+    c.apply(&task("without", ""));
+    let phase = |name: &'static str| {
+        let api = c.api.clone();
+        async move {
+            let t: Task = api.get(name).await.ok()?;
+            let st = t.status?;
+            matches!(st.phase.as_str(), "Succeeded" | "Failed")
+                .then(|| (st.phase, st.reason, st.message))
+        }
+    };
+    let (p, reason, message) = eventually(Duration::from_secs(60), "with-secret done", || {
+        phase("with-secret")
+    })
+    .await;
+    assert_eq!(p, "Succeeded", "{reason}: {message}");
+    assert_eq!(
+        stdout(&c.voiydctl(&["logs", "with-secret"])).trim(),
+        "pulled"
+    );
+    assert!(private.token_stats().0 > issued_before);
+    let (p, reason, message) =
+        eventually(Duration::from_secs(60), "without done", || phase("without")).await;
+    assert_eq!(p, "Failed");
+    assert_eq!(reason, "PullFailed");
+    assert!(message.contains("the token service refused"), "{message}");
+}

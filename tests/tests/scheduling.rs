@@ -1280,4 +1280,18 @@ async fn a_volume_node_selector_places_the_tasks_that_mount_it() {
         "{}",
         st.message
     );
+    // A volume whose selector matches no node is refused at once, in one line.
+    let out = voiyd_tests::voiydctl(
+        &server.url,
+        &["apply", "-f", "-"],
+        Some("version: volume/v1\nmeta: {name: nowhere}\nconfig:\n  hostLocal: {}\n  nodeSelector: {zone: c}\n"),
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = voiyd_tests::stderr(&out);
+    assert!(
+        err.contains("volume nowhere: no node matches its nodeSelector zone=c: label a node first"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

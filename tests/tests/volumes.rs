@@ -88,14 +88,19 @@ async fn host_local_data_outlives_tasks_and_deletes_are_guarded() {
     let v: Volume = eventually(Duration::from_secs(20), "volume status", || async {
         let v: Volume = c.api.get("data").await.ok()?;
         let n = v.status.as_ref()?.controllers.get("vol1")?.clone();
-        n.in_use_by.contains(&"reader".to_string()).then_some(v)
+        (n.in_use_by.contains(&"reader".to_string()) && n.size_bytes == 8).then_some(v)
     })
     .await;
     let st = &v.status.unwrap().controllers["vol1"];
     assert!(st.location.ends_with("volumes/data"), "{}", st.location);
+    // Where the data lives and how much: "kept-42\n" is 8 bytes.
+    assert_eq!(st.size_bytes, 8);
     let table = c.ok(&["get", "volumes"]);
     assert!(
-        table.contains("data") && table.contains("host-local") && table.contains("reader"),
+        table.contains("data")
+            && table.contains("host-local")
+            && table.contains("reader")
+            && table.contains("vol1 (8)"),
         "{table}"
     );
 
@@ -335,30 +340,43 @@ async fn a_task_waits_for_the_node_holding_its_data() {
     })
     .await;
     c.ok(&["create", "volume", "host-local", "db"]);
+    // A cache may start over elsewhere.
+    c.ok(&["create", "volume", "host-local", "cache", "--recreate"]);
     let image = c.registry.image("busybox");
-    // Written on keep-a: keep-b is cordoned while the task first starts.
+    // Written on keep-a: keep-b is cordoned while the tasks first start.
     c.ok(&["cordon", "keep-b"]);
-    c.ok(&[
-        "run",
-        "db",
-        "--image",
-        &image,
-        "-v",
-        "db:/data",
-        "--stop-grace",
-        "1s",
-        "--no-wait",
-        "--",
-        "sh",
-        "-c",
-        "[ -f /data/f ] || echo written-once > /data/f; sleep 3600",
-    ]);
-    let running_on = || async {
-        let t: Task = c.api.get("db").await.ok()?;
-        let st = t.status?;
-        (st.phase == "Running").then_some(st.node)
+    for (task, volume) in [("db", "db:/data"), ("cache", "cache:/data")] {
+        c.ok(&[
+            "run",
+            task,
+            "--image",
+            &image,
+            "-v",
+            volume,
+            "--stop-grace",
+            "1s",
+            "--no-wait",
+            "--",
+            "sh",
+            "-c",
+            "[ -f /data/f ] || echo written-once > /data/f; sleep 3600",
+        ]);
+    }
+    let running = |task: &'static str| {
+        let api = c.api.clone();
+        async move {
+            let t: Task = api.get(task).await.ok()?;
+            let st = t.status?;
+            (st.phase == "Running").then_some(st.node)
+        }
     };
+    let running_on = || running("db");
     let on = eventually(Duration::from_secs(60), "db running", running_on).await;
+    assert_eq!(on, "keep-a");
+    let on = eventually(Duration::from_secs(60), "cache running", || {
+        running("cache")
+    })
+    .await;
     assert_eq!(on, "keep-a");
     c.ok(&["uncordon", "keep-b"]);
     // The volume's status says its data is on keep-a.
@@ -386,6 +404,14 @@ async fn a_task_waits_for_the_node_holding_its_data() {
     );
     let shown = c.ok(&["get", "task", "db"]);
     assert!(shown.contains("Pending"), "{shown}");
+    // The recreatable cache starts over on keep-b, empty.
+    let on = eventually(
+        Duration::from_secs(60),
+        "cache running elsewhere",
+        || async { running("cache").await.filter(|n| n == "keep-b") },
+    )
+    .await;
+    assert_eq!(on, "keep-b");
     // ... and stays so (checked for 3 s: keep-b is Ready and empty all along).
     let until = std::time::Instant::now() + Duration::from_secs(3);
     while std::time::Instant::now() < until {

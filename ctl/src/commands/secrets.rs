@@ -102,6 +102,7 @@ mod tests {
             what: what.iter().map(|s| s.to_string()).collect(),
             node_selector: vec![],
             labels: vec![],
+            recreate: false,
             from_literal: literal.iter().map(|s| s.to_string()).collect(),
             from_file: file.iter().map(|s| s.to_string()).collect(),
         }

@@ -29,7 +29,9 @@ pub fn volume_from_args(args: &CreateArgs) -> Result<Volume> {
     };
     let name = match (kind, rest) {
         ("host-local" | "hostlocal", [name]) => {
-            config.host_local = Some(HostLocal {});
+            config.host_local = Some(HostLocal {
+                recreate: args.recreate,
+            });
             *name
         }
         ("template", [name, file]) => {
@@ -48,8 +50,10 @@ pub fn volume_from_args(args: &CreateArgs) -> Result<Volume> {
                 .map(|f| f.to_string_lossy().into_owned())
                 .filter(|f| *f != "-")
                 .unwrap_or_else(|| (*name).to_string());
-            if !args.node_selector.is_empty() {
-                return Err(usage("--node-selector is for host-local volumes"));
+            if !args.node_selector.is_empty() || args.recreate {
+                return Err(usage(
+                    "--node-selector and --recreate are for host-local volumes",
+                ));
             }
             config.template = Some(Template {
                 name: file_name,
@@ -111,6 +115,7 @@ mod tests {
             what: what.iter().map(|s| s.to_string()).collect(),
             node_selector: sel.iter().map(|s| s.to_string()).collect(),
             labels: vec![],
+            recreate: false,
             from_literal: vec![],
             from_file: vec![],
         }

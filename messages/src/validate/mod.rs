@@ -1128,7 +1128,7 @@ mod tests {
             status: None,
         };
         let local = VolumeConfig {
-            host_local: Some(HostLocal {}),
+            host_local: Some(HostLocal::default()),
             ..Default::default()
         };
         assert!(validate_volume(&vol(Some(local.clone()))).is_ok());
@@ -1145,7 +1145,7 @@ mod tests {
         assert!(msg(vol(None)).contains("volume data: config: required"));
         assert!(msg(vol(Some(VolumeConfig::default()))).contains("no volume source"));
         let mut both = tmpl("f", String::new());
-        both.host_local = Some(HostLocal {});
+        both.host_local = Some(HostLocal::default());
         assert!(msg(vol(Some(both))).contains("both hostLocal and template are set"));
         for bad in ["", ".", "..", "a/b", "a\0"] {
             assert!(

@@ -69,6 +69,7 @@ pub struct ContainerdRuntime {
     captures: Mutex<HashMap<String, Capture>>,
     exits: broadcast::Sender<String>,
     events: TaskEvents,
+    sizes: crate::volumes::Sizes,
 }
 
 fn cd_err<'a>(
@@ -95,6 +96,7 @@ impl ContainerdRuntime {
             captures: Mutex::new(HashMap::new()),
             exits,
             events,
+            sizes: Default::default(),
         })
     }
 
@@ -776,7 +778,7 @@ impl Runtime for ContainerdRuntime {
         &self,
         in_use: &std::collections::BTreeMap<String, Vec<String>>,
     ) -> Vec<voiyd_messages::v1::NodeVolume> {
-        Volumes::new(&self.cfg.data_dir).report(in_use)
+        Volumes::new(&self.cfg.data_dir).report(in_use, &self.sizes)
     }
 }
 

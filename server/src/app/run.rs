@@ -168,6 +168,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             tasks: cluster.tasks.kv().raw().inner().clone(),
             nodes: cluster.nodes.kv().raw().inner().clone(),
             status: status_kv.clone(),
+            volumes: cluster.volumes.kv().raw().inner().clone(),
         },
         cfg.placement,
         link.clone(),

@@ -12,12 +12,12 @@ use crate::schedule::placement::{self, Candidate, Demand, Strategy, Unplaceable}
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use prost::Message;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use voiyd_messages::requests::{host_ports, Requests};
-use voiyd_messages::v1::{Node, NodeStatus, Task, TaskStatus, VolumeStatus};
+use voiyd_messages::v1::{Node, NodeStatus, Task, TaskStatus, Volume, VolumeStatus};
 use voiyd_messages::Timestamp;
 use voiyd_nats::names;
 use voiyd_nats::watch::{WatchEvent, Watcher};
@@ -135,6 +135,9 @@ struct State {
     task_changes: u64,
     /// Host-local volumes and the nodes that hold their data (from their statuses).
     volume_data: HashMap<String, BTreeSet<String>>,
+    /// Host-local volumes that may start empty elsewhere when their data's nodes are
+    /// gone (`hostLocal: {recreate: true}`).
+    recreatable: HashSet<String>,
 }
 
 impl State {
@@ -152,6 +155,7 @@ impl State {
             workload_changed: Arc::default(),
             task_changes: self.task_changes,
             volume_data: self.volume_data.clone(),
+            recreatable: self.recreatable.clone(),
         }
     }
 
@@ -162,12 +166,21 @@ impl State {
             .get(name)
             .map(|t| t.demand.clone())
             .unwrap_or_default();
-        // Host-local data stays where it was written: the task goes there.
+        // Host-local data stays where it was written: the task goes there (unless the
+        // volume may be recreated and none of those nodes is Ready).
         demand.data_on = demand
             .volumes
             .iter()
             .filter_map(|v| Some((v.clone(), self.volume_data.get(v)?.clone())))
             .filter(|(_, nodes)| !nodes.is_empty())
+            .filter(|(v, nodes)| {
+                !self.recreatable.contains(v)
+                    || nodes.iter().any(|n| {
+                        self.nodes
+                            .get(n)
+                            .is_some_and(|e| e.registered && e.candidate.ready)
+                    })
+            })
             .collect();
         let placed = self.choose_for(name, &demand);
         placed.map_err(|mut why| {
@@ -378,6 +391,21 @@ impl State {
         self.settle(name);
     }
 
+    /// Notes whether a volume may be recreated elsewhere.
+    fn apply_volume_spec(&mut self, name: &str, spec: Option<Volume>) {
+        let recreate = spec
+            .and_then(|v| v.config?.host_local)
+            .is_some_and(|h| h.recreate);
+        let changed = if recreate {
+            self.recreatable.insert(name.to_string())
+        } else {
+            self.recreatable.remove(name)
+        };
+        if changed {
+            self.epoch += 1;
+        }
+    }
+
     /// Notes which nodes hold a host-local volume's data; a new holder can be what a
     /// waiting task needs.
     fn apply_volume_status(&mut self, name: &str, st: Option<VolumeStatus>) {
@@ -493,6 +521,8 @@ pub struct Buckets {
     pub nodes: kv::Store,
     /// `voiyd_status`.
     pub status: kv::Store,
+    /// `voiyd_volumes`.
+    pub volumes: kv::Store,
 }
 
 impl View {
@@ -510,6 +540,7 @@ impl View {
             (buckets.tasks, Which::Tasks),
             (buckets.nodes, Which::Nodes),
             (buckets.status, Which::Status),
+            (buckets.volumes, Which::Volumes),
         ] {
             let state = state.clone();
             let caught_up = caught_up.clone();
@@ -520,7 +551,7 @@ impl View {
                 let mut on_current = || {
                     if !counted {
                         counted = true;
-                        if caught_up.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 3 {
+                        if caught_up.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 4 {
                             let _ = tx.send(true);
                         }
                     }
@@ -881,6 +912,7 @@ enum Which {
     Tasks,
     Nodes,
     Status,
+    Volumes,
 }
 
 impl Which {
@@ -889,6 +921,7 @@ impl Which {
             Which::Tasks => "task",
             Which::Nodes => "node",
             Which::Status => "status",
+            Which::Volumes => "volume",
         }
     }
 }
@@ -948,6 +981,7 @@ fn apply(
     match which {
         Which::Tasks => s.apply_task_spec(&names::untoken(key), decoded::<Task>(value)?),
         Which::Nodes => s.apply_node_spec(&names::untoken(key), decoded::<Node>(value)?),
+        Which::Volumes => s.apply_volume_spec(&names::untoken(key), decoded::<Volume>(value)?),
         Which::Status => {
             if let Some(rest) = key.strip_prefix("task.") {
                 let st = decoded::<TaskStatus>(value)?;

@@ -27,13 +27,17 @@ pub fn volumes_in(config: &TaskConfig) -> Vec<String> {
     out
 }
 
-/// Refuses a task or container set whose config mounts a volume that does not exist:
-/// the node would otherwise create an empty host-local directory nobody asked for.
-/// Other kinds pass.
+/// Refuses a task or container set whose config mounts a volume that does not exist
+/// (the node would otherwise create an empty host-local directory nobody asked for) or
+/// uses a secret or key that does not exist, and a volume whose node selector matches
+/// no node. Other kinds pass.
 pub async fn require_mounted(
     ctx: &Ctx,
     resource: &(dyn Any + Send + Sync),
 ) -> Result<(), ServerError> {
+    if let Some(v) = resource.downcast_ref::<Volume>() {
+        return require_selectable(ctx, v).await;
+    }
     let config = if let Some(t) = resource.downcast_ref::<Task>() {
         t.config.as_ref()
     } else if let Some(s) = resource.downcast_ref::<ContainerSet>() {
@@ -52,6 +56,33 @@ pub async fn require_mounted(
         }
     }
     Ok(())
+}
+
+/// Refuses a volume whose node selector matches no node: its tasks could never run.
+async fn require_selectable(ctx: &Ctx, volume: &Volume) -> Result<(), ServerError> {
+    let Some(selector) = volume
+        .config
+        .as_ref()
+        .map(|c| &c.node_selector)
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(());
+    };
+    let nodes = voiyd_messages::v1::Node::store(&ctx.cluster).list().await?;
+    let matches = |n: &voiyd_messages::v1::Node| {
+        let labels = n.labels();
+        selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    if nodes.iter().any(matches) {
+        return Ok(());
+    }
+    let wanted: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Err(ServerError::invalid(format!(
+        "volume {}: no node matches its nodeSelector {}: label a node first (voiydctl label node NAME {}) or change the selector",
+        volume.name(),
+        wanted.join(","),
+        wanted.join(" ")
+    )))
 }
 
 /// The one-line error for a mount of a volume that does not exist.

@@ -94,6 +94,7 @@ pub async fn fold_node_report(
                 ready: true,
                 in_use_by: v.in_use_by.clone(),
                 kind: v.kind.clone(),
+                size_bytes: v.size_bytes,
             });
         for _ in 0..5 {
             let cur = status::read_versioned::<VolumeStatus>(&ctx.status.0, "volume", name).await?;
