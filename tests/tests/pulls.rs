@@ -101,4 +101,17 @@ async fn a_task_pulls_with_its_own_pull_secret() {
     assert_eq!(p, "Failed");
     assert_eq!(reason, "PullFailed");
     assert!(message.contains("the token service refused"), "{message}");
+    // A set's template names it the same way: every replica pulls with it.
+    c.apply(&format!(
+        "version: containerset/v1\nmeta: {{name: privset}}\nreplicas: 2\ntemplate:\n  image: {image}\n  args: [sleep, '3600']\n  stopGracePeriod: 1s\n  imagePullSecret: regcred\n"
+    ));
+    for replica in ["privset-0", "privset-1"] {
+        eventually(Duration::from_secs(60), replica, || async {
+            let t: Task = c.api.get(replica).await.ok()?;
+            let st = t.status?;
+            assert_ne!(st.phase, "Failed", "{}: {}", st.reason, st.message);
+            (st.phase == "Running").then_some(())
+        })
+        .await;
+    }
 }

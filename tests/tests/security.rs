@@ -1016,3 +1016,56 @@ async fn secrets_reach_only_their_task_on_their_node() {
     drop(node_b);
     drop(node_a);
 }
+
+/// Key rotation: a new first key in the servers' key file, a restart, and every secret
+/// is stored under it (re-encryption had to decrypt with the old key); the old key can
+/// then leave the file.
+#[tokio::test]
+async fn a_new_secrets_key_re_encrypts_every_secret() {
+    let mut server = voiyd_tests::Server::embedded().await;
+    for name in ["rot1", "rot2"] {
+        voiyd_tests::voiydctl_ok(
+            &server.url,
+            &["create", "secret", name, "--from-literal", "k=v"],
+            None,
+        );
+    }
+    let url = server.url.clone();
+    let key_ids = || async {
+        let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+        let kv = js.get_key_value(names::BUCKET_SECRETS).await.unwrap();
+        let mut ids = Vec::new();
+        for name in ["rot1", "rot2"] {
+            let bytes = kv.get(name).await.unwrap().unwrap();
+            ids.push(
+                voiyd_messages::v1::SealedSecret::decode(bytes)
+                    .unwrap()
+                    .key_id,
+            );
+        }
+        ids
+    };
+    let before = key_ids().await;
+    assert_eq!(before[0], before[1]);
+    let file = server.data_dir().join("secrets.keys");
+    let out = std::process::Command::new(bin("voiyd-server"))
+        .args(["secrets", "new-key", "--file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 2);
+    server.restart().await;
+    let after = eventually(Duration::from_secs(20), "secrets re-encrypted", || async {
+        let ids = key_ids().await;
+        ids.iter().all(|id| *id != before[0]).then_some(ids)
+    })
+    .await;
+    assert_eq!(after[0], after[1]);
+    // Only the new key left: the server starts and reads every secret.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.lines().next().unwrap()).unwrap();
+    server.restart().await;
+    let out = voiyd_tests::voiydctl_ok(&server.url, &["get", "secrets"], None);
+    assert!(out.contains("rot1") && out.contains("rot2"), "{out}");
+    assert!(!server.proc.log_text().contains("cannot re-encrypt"));
+}
