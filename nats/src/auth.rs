@@ -56,6 +56,8 @@ pub fn node_permissions(node: &str) -> Permissions {
     ));
     // Every cluster name, to answer its tasks' DNS queries.
     publish.extend(own_kv_read(names::BUCKET_NAMES, ">"));
+    // The mesh: every node's subnet, key and endpoints.
+    publish.extend(own_kv_read(names::BUCKET_MESH, ">"));
     // Secrets' keys and revisions (values are encrypted), to update its tasks' files.
     publish.extend(own_kv_read(names::BUCKET_SECRETS, ">"));
     // Agent binaries, to upgrade itself.

@@ -113,6 +113,8 @@ pub struct Cluster {
     pub subnets: kv::Store,
     /// Cluster names (what nodes answer DNS from).
     pub names: kv::Store,
+    /// The node mesh (peers by node).
+    pub mesh: kv::Store,
     /// Secrets, encrypted by the servers ([`SealedSecret`] records).
     pub secrets: crate::store::TypedKv<SealedSecret>,
     /// The events stream.
@@ -176,6 +178,15 @@ fn logs_config(opts: &BootstrapOptions) -> stream::Config {
 
 /// Creates or updates every bucket and the events and logs streams, then opens them.
 pub async fn bootstrap(
+    js: &jetstream::Context,
+    opts: &BootstrapOptions,
+) -> Result<Cluster, BootstrapError> {
+    // On the heap: the state of every create and open is large, and callers (tests
+    // join several) keep it on their stack otherwise.
+    Box::pin(bootstrap_all(js, opts)).await
+}
+
+async fn bootstrap_all(
     js: &jetstream::Context,
     opts: &BootstrapOptions,
 ) -> Result<Cluster, BootstrapError> {
@@ -319,6 +330,10 @@ fn is_transient(error: &str) -> bool {
 /// Binds to the existing buckets and stream; fails with [`BootstrapError::Missing`]
 /// if bootstrap has not run against this NATS.
 pub async fn open(js: &jetstream::Context) -> Result<Cluster, BootstrapError> {
+    Box::pin(open_all(js)).await
+}
+
+async fn open_all(js: &jetstream::Context) -> Result<Cluster, BootstrapError> {
     let bucket = |name: &'static str| async move {
         match js.get_key_value(name).await {
             Ok(kv) => Ok(kv),
@@ -348,6 +363,7 @@ pub async fn open(js: &jetstream::Context) -> Result<Cluster, BootstrapError> {
         leases: bucket(names::BUCKET_LEASES).await?,
         subnets: bucket(names::BUCKET_SUBNETS).await?,
         names: bucket(names::BUCKET_NAMES).await?,
+        mesh: bucket(names::BUCKET_MESH).await?,
         secrets: RawKv::new(bucket(names::BUCKET_SECRETS).await?, "secret").typed(),
         events,
     })

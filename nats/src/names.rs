@@ -53,6 +53,11 @@ pub const BUCKET_VOLUME_PURGES: &str = "voiyd_volume_purges";
 /// with the addresses the name resolves to. Every node reads it to answer DNS.
 pub const BUCKET_NAMES: &str = "voiyd_names";
 
+/// Bucket of the node mesh, keyed by node: a [`MeshPeer`](voiyd_messages::v1::MeshPeer)
+/// per node that joined it (subnet, WireGuard key, endpoints), derived by the servers
+/// from heartbeats. Every node in the mesh reads all of it.
+pub const BUCKET_MESH: &str = "voiyd_mesh";
+
 /// Bucket of secrets, keyed by name: [`SealedSecret`](voiyd_messages::v1::SealedSecret)
 /// records whose values the servers encrypted. Nodes may read it (keys and ciphertext
 /// only) to notice updates; they get values sealed to their own key on request.
@@ -81,6 +86,7 @@ pub const ALL_BUCKETS: &[&str] = &[
     BUCKET_VOLUME_PURGES,
     BUCKET_NAMES,
     BUCKET_SECRETS,
+    BUCKET_MESH,
     BUCKET_JOIN_TOKENS,
     BUCKET_API_TOKENS,
     BUCKET_CREDENTIALS,

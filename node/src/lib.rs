@@ -5,6 +5,7 @@
 //! - [`identity`], [`logs`], [`containerd`]: who the node is and what its host has;
 //!   task log files; the containerd client, its event stream and usage statistics.
 //! - [`image`], [`network`]: image pulls into containerd; CNI networking.
+//! - [`mesh`]: encrypted tunnels to the other nodes' subnets (userspace WireGuard).
 //! - [`secrets`]: secrets fetched for the node's tasks, opened with its own key.
 //! - [`spec`], [`volumes`]: the OCI runtime spec of a task; its volumes on disk.
 //! - [`runtime`]: the runtime trait and its implementations (containerd, sim).
@@ -19,6 +20,7 @@ pub mod dns;
 pub mod identity;
 pub mod image;
 pub mod logs;
+pub mod mesh;
 pub mod network;
 pub mod runtime;
 pub mod secrets;

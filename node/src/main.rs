@@ -65,6 +65,17 @@ struct Args {
     /// (repeatable; default: the host's /etc/resolv.conf, loopback resolvers included).
     #[arg(long = "dns-upstream", value_name = "ADDR", value_delimiter = ',')]
     dns_upstreams: Vec<String>,
+    /// Join the node mesh: other nodes reach this node's tasks through an encrypted
+    /// tunnel (userspace WireGuard) sent to this address, `IP` or `IP:PORT` (default
+    /// port: --mesh-port). The address other nodes can reach; behind NAT, the public one.
+    #[arg(long, value_name = "IP[:PORT]")]
+    mesh_endpoint: Option<String>,
+    /// UDP port of the mesh device.
+    #[arg(long, default_value_t = 51820)]
+    mesh_port: u16,
+    /// Name of the mesh device (at most 15 characters).
+    #[arg(long, default_value = "voiyd-mesh")]
+    mesh_interface: String,
     /// Remove unused images when the filesystem holding containerd's data (--containerd-root)
     /// is fuller than this percentage...
     #[arg(long, default_value_t = 85.0, value_name = "PERCENT")]
@@ -181,6 +192,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             cluster_dns: args.cluster_dns,
         },
     ));
+    let mesh = match &args.mesh_endpoint {
+        Some(endpoint) => {
+            let endpoint = if endpoint.parse::<std::net::SocketAddr>().is_ok() {
+                endpoint.clone()
+            } else if endpoint.parse::<std::net::IpAddr>().is_ok() {
+                format!("{endpoint}:{}", args.mesh_port)
+            } else {
+                anyhow::bail!("--mesh-endpoint `{endpoint}`: give IP or IP:PORT, e.g. 192.0.2.10 or 192.0.2.10:51820");
+            };
+            let cfg = voiyd_node::mesh::MeshConfig {
+                endpoint,
+                port: args.mesh_port,
+                interface: args.mesh_interface.clone(),
+            };
+            Some(voiyd_node::mesh::Mesh::start(cfg, network.clone())?)
+        }
+        None => None,
+    };
     let dns = if args.cluster_dns {
         let mut upstreams = args
             .dns_upstreams
@@ -250,6 +279,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         disconnect_timeout: Duration::from_secs(args.node_timeout),
         agent_digest: agent.digest.clone(),
         xkey: secrets.public_key(),
+        mesh: mesh.as_ref().map(|m| m.status()),
     };
     tokio::spawn(voiyd_node::upgrade::settle(agent.clone()));
     // Logs, exec, stats, metrics, DNS and upgrades, on a NATS connection of their own.
@@ -264,6 +294,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         upgrade: Some(agent),
         logs_outbox: Some(logs_outbox),
         secrets: Some(secrets),
+        mesh,
     })
     .await?;
     let shutdown = async {

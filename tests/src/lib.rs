@@ -81,6 +81,7 @@ fn newest_source(program: &str) -> Option<std::time::SystemTime> {
 pub use voiyd_testkit::kill;
 
 pub mod browser;
+pub mod hosts;
 
 /// Polls `check` until it returns `Some`, or panics after `deadline` with `what`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
@@ -674,6 +675,25 @@ impl NodeAgent {
             bin("voiyd-node")
         };
         args.retain(|a| a != "--upgradable");
+        // `--netns NAME` (the harness's): the agent runs in that network namespace.
+        if let Some(i) = args.iter().position(|a| a == "--netns") {
+            let netns = args[i + 1].clone();
+            args.drain(i..i + 2);
+            // nsenter, not `ip netns exec`: that also gives the agent a mount namespace
+            // of its own, where the task namespaces it makes would be invisible to runc.
+            let mut wrapped = vec![
+                format!("--net=/run/netns/{netns}"),
+                "--".to_string(),
+                program.to_string_lossy().into_owned(),
+            ];
+            wrapped.append(&mut args);
+            args = wrapped;
+        }
+        let program = if args.first().is_some_and(|a| a.starts_with("--net=")) {
+            PathBuf::from("nsenter")
+        } else {
+            program
+        };
         let proc = Self::spawn(&program, &args, data_dir, 0);
         NodeAgent {
             proc,

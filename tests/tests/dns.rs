@@ -128,9 +128,18 @@ async fn tasks_resolve_tasks_and_sets_by_name() {
     assert!(server.ends_with(".1"), "not the gateway: {resolv}");
 
     // A task by name, bare and in the domain; a set by name: its replicas.
+    // Names follow the API within moments (the servers derive them, nodes watch them):
+    // the first answers are waited for, not assumed.
     for name in ["db", "db.voiyd"] {
-        let (ok, out) = lookup(&c, name);
-        assert!(ok, "{name}: {out}");
+        let out = eventually(
+            Duration::from_secs(15),
+            &format!("{name} resolves"),
+            || async {
+                let (ok, out) = lookup(&c, name);
+                (ok && addresses(&out) == vec![db.clone()]).then_some(out)
+            },
+        )
+        .await;
         assert_eq!(addresses(&out), vec![db.clone()], "{name}: {out}");
     }
     let (ok, out) = lookup(&c, "web.voiyd");

@@ -34,6 +34,7 @@ const NODE: &[(&str, u8)] = &[
     ("network", 2),
     ("secrets", 2),
     ("dns", 3),
+    ("mesh", 3),
     ("spec", 3),
     ("volumes", 4),
     ("runtime", 5),

@@ -33,6 +33,7 @@ pub(super) async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runti
             session: session.clone(),
             agent_digest: s.cfg.agent_digest.clone(),
             xkey: s.cfg.xkey.clone(),
+            mesh: s.cfg.mesh.clone(),
             ..Default::default()
         };
         let report = NodeStatusReport {

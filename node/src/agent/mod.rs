@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub agent_digest: String,
     /// The public xkey servers seal this node's secrets to (empty: no secrets here).
     pub xkey: String,
+    /// This node's end of the mesh, when it joined one.
+    pub mesh: Option<voiyd_messages::v1::MeshStatus>,
 }
 
 /// Why the agent stopped.

@@ -67,6 +67,7 @@ pub async fn run(
             disconnect_timeout: cfg.disconnect_timeout,
             agent_digest: String::new(),
             xkey: String::new(),
+            mesh: None,
         };
         let mut rx = stop_rx.clone();
         let rt = Arc::new(SimRuntime::for_node(&acfg.name));

@@ -35,6 +35,8 @@ pub struct ServicesConfig {
     pub upgrade: Option<crate::upgrade::Agent>,
     /// Secrets of the node's tasks: fetched over this connection, files kept current.
     pub secrets: Option<std::sync::Arc<crate::secrets::Secrets>>,
+    /// The node mesh, kept current from `voiyd_mesh`; none = not in a mesh.
+    pub mesh: Option<std::sync::Arc<crate::mesh::Mesh>>,
     /// Task output waiting for the logs stream; none = output stays on the node.
     pub logs_outbox: Option<crate::logs::ship::Outbox>,
 }
@@ -74,6 +76,10 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
         secrets.connected(client.clone());
         let js = async_nats::jetstream::new(client.clone());
         tasks.push(tokio::spawn(secrets.follow(js)));
+    }
+    if let Some(mesh) = cfg.mesh.clone() {
+        let js = async_nats::jetstream::new(client.clone());
+        tasks.push(tokio::spawn(mesh.follow(js, cfg.node.clone())));
     }
     if let Some(outbox) = cfg.logs_outbox {
         let js = async_nats::jetstream::new(client.clone());

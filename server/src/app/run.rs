@@ -230,6 +230,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let repair_task = tokio::spawn(placer::repair_loop(ctx.clone()));
     let workloads_task = tokio::spawn(upkeep::run_workloads(ctx.clone(), link.clone()));
     let names_task = tokio::spawn(crate::controllers::names::run(ctx.clone(), link.clone()));
+    let mesh_task = tokio::spawn(crate::controllers::mesh::run(ctx.clone(), link.clone()));
     let secrets_task = tokio::spawn(crate::service::secrets::serve_nodes(ctx.clone()));
     {
         let ctx = ctx.clone();
@@ -286,6 +287,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     repair_task.abort();
     workloads_task.abort();
     names_task.abort();
+    mesh_task.abort();
     secrets_task.abort();
     for t in [&_metrics, &_http].into_iter().flatten() {
         t.abort();

@@ -693,6 +693,16 @@ impl View {
         s.node_statuses.get(node).cloned()
     }
 
+    /// The statuses of every registered node, by name.
+    pub fn node_statuses(&self) -> Vec<(String, NodeStatus)> {
+        let s = self.state.read().expect("view lock");
+        s.node_statuses
+            .iter()
+            .filter(|(name, _)| s.nodes.get(*name).is_some_and(|n| n.registered))
+            .map(|(name, (st, _))| (name.clone(), st.clone()))
+            .collect()
+    }
+
     /// The newest status of a task this view has seen, with its revision.
     pub fn task_status(&self, task: &str) -> Option<(TaskStatus, u64)> {
         let s = self.state.read().expect("view lock");

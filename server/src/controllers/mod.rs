@@ -2,8 +2,10 @@
 //! difference (trigger, decide with [`crate::schedule`], store through
 //! [`crate::service`]). Every server runs them; CAS writes keep them from fighting.
 
+pub mod derived;
 pub mod failover;
 pub mod jobs;
+pub mod mesh;
 pub mod names;
 pub mod placer;
 pub mod sets;

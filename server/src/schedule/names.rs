@@ -43,34 +43,6 @@ pub fn records(tasks: impl IntoIterator<Item = Addressable>) -> BTreeMap<String,
     out
 }
 
-/// What turns `stored` into `wanted`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
-    /// Keys to write, with their addresses.
-    pub put: Vec<(String, Vec<String>)>,
-    /// Keys to remove.
-    pub delete: Vec<String>,
-}
-
-/// The writes that make the bucket (`stored`) say `wanted`.
-pub fn changes(
-    stored: &BTreeMap<String, Vec<String>>,
-    wanted: &BTreeMap<String, Vec<String>>,
-) -> Changes {
-    Changes {
-        put: wanted
-            .iter()
-            .filter(|(k, v)| stored.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        delete: stored
-            .keys()
-            .filter(|k| !wanted.contains_key(*k))
-            .cloned()
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,30 +88,5 @@ mod tests {
     fn a_set_without_ready_replicas_has_no_record() {
         let r = records([task("web-0", Some("web"), "10.69.1.7", true, false)]);
         assert!(!r.contains_key("set.web"));
-    }
-
-    #[test]
-    fn changes_write_only_the_difference() {
-        let stored = records([
-            task("a", None, "10.0.0.1", true, true),
-            task("b", None, "10.0.0.2", true, true),
-        ]);
-        let wanted = records([
-            task("a", None, "10.0.0.1", true, true),
-            task("b", None, "10.0.0.3", true, true),
-            task("c", None, "10.0.0.4", true, true),
-        ]);
-        let c = changes(&stored, &wanted);
-        assert_eq!(
-            c.put,
-            vec![
-                ("task.b".to_string(), vec!["10.0.0.3".to_string()]),
-                ("task.c".to_string(), vec!["10.0.0.4".to_string()]),
-            ]
-        );
-        assert!(c.delete.is_empty());
-        let c = changes(&wanted, &stored);
-        assert_eq!(c.delete, vec!["task.c".to_string()]);
-        assert!(changes(&wanted, &wanted) == Changes::default());
     }
 }

@@ -1,0 +1,374 @@
+//! The node mesh: an encrypted tunnel from this node to every other node's container
+//! subnet, so tasks on different nodes reach each other by their own addresses.
+//!
+//! WireGuard in userspace (boringtun on a TUN device: hosts without the kernel module
+//! work the same), one peer per other node from `voiyd_mesh`, its subnet as the peer's
+//! allowed IPs and routed through the device. The key pair is new at every agent start
+//! (the servers publish it within a second); peers keep the tunnel alive every 25 s, so
+//! a node behind NAT that dials out stays reachable. Traffic between node subnets is not
+//! masqueraded: a task sees the real address of a task on another node.
+//!
+//! The device is configured over WireGuard's text protocol (UAPI) on a socket pair
+//! handed to boringtun, so nothing is left in `/var/run/wireguard`; the device goes
+//! away with the process, and its routes with it.
+
+use crate::network::Network;
+use base64::Engine as _;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::IntoRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use voiyd_messages::v1::{MeshPeer, MeshStatus};
+use voiyd_nats::names;
+
+/// Keepalive interval: keeps NAT mappings open for nodes that only dial out.
+const KEEPALIVE_SECS: u32 = 25;
+/// Tunnel MTU: the usual Ethernet 1500 less WireGuard's 80 bytes of IPv6 headroom.
+const MTU: u32 = 1420;
+/// Comment on every firewall rule the mesh adds, to find them again.
+const RULE_COMMENT: &str = "voiyd-mesh";
+
+/// How the node joins the mesh.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// The address other nodes send to, `ip:port`.
+    pub endpoint: String,
+    /// UDP port the device listens on.
+    pub port: u16,
+    /// Name of the TUN device.
+    pub interface: String,
+}
+
+/// Why the mesh could not start or change.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The WireGuard device could not be made (no /dev/net/tun, no CAP_NET_ADMIN).
+    #[error("cannot create the mesh device {interface}: {reason} (the agent needs root and /dev/net/tun)")]
+    Device {
+        /// The device name.
+        interface: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The device refused a setting.
+    #[error("mesh device {0}: {1}")]
+    Config(String, String),
+    /// A command (`ip`, `iptables`) failed.
+    #[error("{0}")]
+    Command(String),
+}
+
+/// The running mesh of this node.
+pub struct Mesh {
+    cfg: MeshConfig,
+    public_key: String,
+    uapi: Mutex<BufReader<UnixStream>>,
+    _device: Mutex<boringtun::device::DeviceHandle>,
+    network: Arc<Network>,
+    /// The own subnet the peers were configured with, and the peers, by node.
+    applied: Mutex<(String, BTreeMap<String, MeshPeer>)>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("cfg", &self.cfg)
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mesh {
+    /// Creates the device with a fresh key pair, listening on the configured port.
+    pub fn start(cfg: MeshConfig, network: Arc<Network>) -> Result<Arc<Mesh>, MeshError> {
+        let mut seed = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+            .map_err(|_| MeshError::Command("no system randomness".into()))?;
+        let secret = boringtun::x25519::StaticSecret::from(seed);
+        let public = boringtun::x25519::PublicKey::from(&secret);
+        let (ours, theirs) = UnixStream::pair().map_err(|e| MeshError::Device {
+            interface: cfg.interface.clone(),
+            reason: e.to_string(),
+        })?;
+        let device = boringtun::device::DeviceHandle::new(
+            &cfg.interface,
+            boringtun::device::DeviceConfig {
+                // One event loop: the UAPI `listen_port` below re-binds the device's
+                // sockets from inside the loop, which boringtun does safely only while no
+                // other loop thread is polling them.
+                n_threads: 1,
+                use_connected_socket: false,
+                use_multi_queue: false,
+                uapi_fd: theirs.into_raw_fd(),
+            },
+        )
+        .map_err(|e| MeshError::Device {
+            interface: cfg.interface.clone(),
+            reason: format!("{e:?}"),
+        })?;
+        ours.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let mesh = Mesh {
+            public_key: base64::engine::general_purpose::STANDARD.encode(public.as_bytes()),
+            uapi: Mutex::new(BufReader::new(ours)),
+            _device: Mutex::new(device),
+            network,
+            applied: Mutex::new((String::new(), BTreeMap::new())),
+            cfg,
+        };
+        mesh.set(&[
+            ("private_key", hex(secret.to_bytes())),
+            ("listen_port", mesh.cfg.port.to_string()),
+        ])?;
+        let dev = mesh.cfg.interface.clone();
+        run("ip", &["link", "set", &dev, "mtu", &MTU.to_string(), "up"])?;
+        // Traffic from the tunnel to the node's tasks and back is forwarded (hosts whose
+        // FORWARD policy is DROP, as Docker leaves it, would drop it).
+        for (i, o) in [(dev.as_str(), "!lo"), ("!lo", dev.as_str())] {
+            let mut args = vec!["-w", "-I", "FORWARD"];
+            args.extend(flag_if("-i", i));
+            args.extend(flag_if("-o", o));
+            args.extend(["-m", "comment", "--comment", RULE_COMMENT, "-j", "ACCEPT"]);
+            ensure_rule("filter", &args)?;
+        }
+        tracing::info!(interface = %dev, port = mesh.cfg.port, endpoint = %mesh.cfg.endpoint, "mesh device up");
+        Ok(Arc::new(mesh))
+    }
+
+    /// What the heartbeat publishes.
+    pub fn status(&self) -> MeshStatus {
+        MeshStatus {
+            public_key: self.public_key.clone(),
+            endpoints: vec![self.cfg.endpoint.clone()],
+        }
+    }
+
+    /// One UAPI `set` command.
+    fn set(&self, lines: &[(&str, String)]) -> Result<(), MeshError> {
+        let mut text = String::from("set=1\n");
+        for (k, v) in lines {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        text.push('\n');
+        let mut conn = self.uapi.lock().expect("uapi lock");
+        let fail = |e: std::io::Error| MeshError::Config(self.cfg.interface.clone(), e.to_string());
+        conn.get_mut().write_all(text.as_bytes()).map_err(fail)?;
+        let mut answer = String::new();
+        loop {
+            let mut line = String::new();
+            if conn.read_line(&mut line).map_err(fail)? == 0 {
+                break;
+            }
+            if line.trim().is_empty() {
+                break;
+            }
+            answer.push_str(&line);
+        }
+        match answer.trim() {
+            "errno=0" => Ok(()),
+            other => Err(MeshError::Config(
+                self.cfg.interface.clone(),
+                format!(
+                    "refused {:?}: {other}",
+                    lines.iter().map(|l| l.0).collect::<Vec<_>>()
+                ),
+            )),
+        }
+    }
+
+    /// Makes the device's peers, routes and rules match `peers` (every node of the
+    /// mesh, this one included, which is skipped).
+    pub fn apply(&self, node: &str, peers: &BTreeMap<String, MeshPeer>) {
+        let own = self.network.subnet().unwrap_or_default();
+        let wanted: BTreeMap<String, MeshPeer> = peers
+            .values()
+            .filter(|p| p.node != node && p.subnet != own && !p.subnet.is_empty())
+            .map(|p| (p.node.clone(), p.clone()))
+            .collect();
+        let mut guard = self.applied.lock().expect("mesh lock");
+        let (applied_own, applied) = &mut *guard;
+        if *applied_own != own {
+            // The subnet arrived (or changed): every peer's rules are made again.
+            for old in applied.values() {
+                self.remove_peer(old, applied_own);
+            }
+            applied.clear();
+            *applied_own = own.clone();
+        }
+        for (name, old) in applied.clone() {
+            if wanted.get(&name) != Some(&old) {
+                self.remove_peer(&old, &own);
+                applied.remove(&name);
+            }
+        }
+        for (name, p) in wanted {
+            if applied.contains_key(&name) {
+                continue;
+            }
+            match self.add_peer(&p, &own) {
+                Ok(()) => {
+                    tracing::info!(peer = %name, subnet = %p.subnet, endpoint = ?p.endpoints.first(), "mesh peer added");
+                    applied.insert(name, p);
+                }
+                Err(e) => tracing::warn!(peer = %name, error = %e, "cannot add mesh peer"),
+            }
+        }
+    }
+
+    fn add_peer(&self, p: &MeshPeer, own: &str) -> Result<(), MeshError> {
+        let key = key_hex(&p.public_key)
+            .ok_or_else(|| MeshError::Config(p.node.clone(), "bad public key".into()))?;
+        let mut lines = vec![
+            ("public_key", key),
+            ("replace_allowed_ips", "true".to_string()),
+            ("allowed_ip", p.subnet.clone()),
+            ("persistent_keepalive_interval", KEEPALIVE_SECS.to_string()),
+        ];
+        if let Some(e) = p.endpoints.first() {
+            lines.push(("endpoint", e.clone()));
+        }
+        self.set(&lines)?;
+        run(
+            "ip",
+            &["route", "replace", &p.subnet, "dev", &self.cfg.interface],
+        )?;
+        if !own.is_empty() {
+            // Before the CNI masquerade rules: the peer sees the task's own address.
+            ensure_rule("nat", &nat_exempt(own, &p.subnet))?;
+        }
+        Ok(())
+    }
+
+    fn remove_peer(&self, p: &MeshPeer, own: &str) {
+        if let Some(key) = key_hex(&p.public_key) {
+            let _ = self.set(&[("public_key", key), ("remove", "true".to_string())]);
+        }
+        let _ = run(
+            "ip",
+            &["route", "del", &p.subnet, "dev", &self.cfg.interface],
+        );
+        if !own.is_empty() {
+            let mut args = nat_exempt(own, &p.subnet);
+            args[1] = "-D";
+            let _ = run("iptables", &args);
+        }
+        tracing::info!(peer = %p.node, subnet = %p.subnet, "mesh peer removed");
+    }
+
+    /// Follows `voiyd_mesh` until the connection closes, keeping the peers current.
+    pub async fn follow(self: Arc<Self>, js: async_nats::jetstream::Context, node: String) {
+        use futures::StreamExt;
+        use voiyd_nats::watch::{WatchEvent, Watcher};
+        let mut peers: BTreeMap<String, MeshPeer> = BTreeMap::new();
+        let mut current = false;
+        let mut events = Watcher::new(js, names::BUCKET_MESH, ">", "mesh peer").typed::<MeshPeer>();
+        loop {
+            // Apply on every change, and every 5 s (this node may learn its subnet late).
+            let next = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+            match next {
+                Ok(None) => return,
+                Ok(Some(WatchEvent::Put { key, value, .. })) => {
+                    peers.insert(key, value);
+                }
+                Ok(Some(WatchEvent::Delete { key, .. })) => {
+                    peers.remove(&key);
+                }
+                Ok(Some(WatchEvent::Invalid { .. })) => {}
+                Ok(Some(WatchEvent::Current)) => current = true,
+                // Now and then: the node's own subnet may have arrived since.
+                Err(_) => {}
+            }
+            if current {
+                let (this, peers, node) = (self.clone(), peers.clone(), node.clone());
+                let _ = tokio::task::spawn_blocking(move || this.apply(&node, &peers)).await;
+            }
+        }
+    }
+}
+
+/// `-A` rule arguments (the caller picks the verb) that keep traffic from this node's
+/// subnet to a peer's un-masqueraded.
+fn nat_exempt<'a>(own: &'a str, peer: &'a str) -> Vec<&'a str> {
+    vec![
+        "-w",
+        "-I",
+        "POSTROUTING",
+        "-s",
+        own,
+        "-d",
+        peer,
+        "-m",
+        "comment",
+        "--comment",
+        RULE_COMMENT,
+        "-j",
+        "RETURN",
+    ]
+}
+
+/// `["-i", "dev"]`, `["!", "-i", "dev"]` for `!dev`.
+fn flag_if<'a>(flag: &'a str, dev: &'a str) -> Vec<&'a str> {
+    match dev.strip_prefix('!') {
+        Some(d) => vec!["!", flag, d],
+        None => vec![flag, dev],
+    }
+}
+
+/// Inserts an iptables rule unless it is there (`-C` first).
+fn ensure_rule(table: &str, insert: &[&str]) -> Result<(), MeshError> {
+    let mut check: Vec<&str> = vec!["-t", table];
+    check.extend(insert.iter().map(|a| if *a == "-I" { "-C" } else { a }));
+    if run("iptables", &check).is_ok() {
+        return Ok(());
+    }
+    let mut args: Vec<&str> = vec!["-t", table];
+    args.extend_from_slice(insert);
+    run("iptables", &args)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), MeshError> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| MeshError::Command(format!("{program}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(MeshError::Command(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn hex(bytes: [u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A base64 WireGuard key as the hex UAPI wants.
+fn key_hex(b64: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let arr: [u8; 32] = bytes.try_into().ok()?;
+    Some(hex(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_rules_are_spelled_as_wireguard_and_iptables_want() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode([0xabu8; 32]);
+        assert_eq!(key_hex(&b64).unwrap(), "ab".repeat(32));
+        assert!(key_hex("short").is_none());
+        assert_eq!(flag_if("-i", "!lo"), ["!", "-i", "lo"]);
+        assert_eq!(flag_if("-o", "wg0"), ["-o", "wg0"]);
+        let r = nat_exempt("10.69.1.0/24", "10.69.2.0/24");
+        assert_eq!(
+            r[2..7],
+            ["POSTROUTING", "-s", "10.69.1.0/24", "-d", "10.69.2.0/24"]
+        );
+    }
+}

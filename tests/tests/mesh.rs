@@ -1,0 +1,212 @@
+//! The node mesh on real kernel networking: two node agents, each in a network namespace
+//! of its own standing in for a host (a veth to an underlay bridge in another namespace),
+//! each with its own containerd namespace and bridge. Tasks on different hosts reach
+//! each other by address and by name through the userspace WireGuard tunnel; nothing
+//! crosses the underlay in clear; a deleted node's peer and routes go everywhere.
+
+use std::time::Duration;
+use voiyd_messages::v1::{MeshPeer, Node, Task};
+use voiyd_tests::hosts::{in_netns, Underlay};
+use voiyd_tests::{eventually, stdout, ContainerdCluster};
+
+/// A capture that stops when dropped, the test failing or not.
+struct Capture(std::process::Child);
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // SIGTERM: tcpdump writes out what it holds.
+        voiyd_tests::kill(self.0.id(), voiyd_tests::Signal::TERM);
+        let _ = self.0.wait();
+    }
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// The routes of a host for `subnet`.
+fn routes(netns: &str, subnet: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", netns, "route", "show", subnet])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn tasks_on_two_hosts_talk_through_the_encrypted_mesh() {
+    let c = ContainerdCluster::start_with(&[]).await;
+    let u = Underlay::new(2);
+    u.forward_loopback(port_of(&c.server.url));
+    u.forward_loopback(port_of(&c.registry.host));
+    let (ha, hb) = (u.hosts[0].clone(), u.hosts[1].clone());
+    let _a = c.agent(
+        "mesh-a",
+        &[
+            "--netns",
+            &ha.netns,
+            "--mesh-endpoint",
+            &ha.addr,
+            "--labels",
+            "host=a",
+        ],
+    );
+    let _b = c.agent(
+        "mesh-b",
+        &[
+            "--netns",
+            &hb.netns,
+            "--mesh-endpoint",
+            &hb.addr,
+            "--labels",
+            "host=b",
+        ],
+    );
+    // Both registered with their mesh keys: the servers publish both peers.
+    let subnet_of = |name: &'static str| {
+        let api = c.api.clone();
+        async move {
+            let n: Node = api.get(name).await.ok()?;
+            let st = n.status?;
+            (st.phase == "Ready" && st.mesh.is_some() && !st.subnet.is_empty()).then_some(st.subnet)
+        }
+    };
+    let subnet_a = eventually(Duration::from_secs(30), "mesh-a Ready", || {
+        subnet_of("mesh-a")
+    })
+    .await;
+    let subnet_b = eventually(Duration::from_secs(30), "mesh-b Ready", || {
+        subnet_of("mesh-b")
+    })
+    .await;
+    assert_ne!(subnet_a, subnet_b);
+    let nats = async_nats::connect(&c.server.url).await.unwrap();
+    let kv = async_nats::jetstream::new(nats)
+        .get_key_value(voiyd_nats::names::BUCKET_MESH)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "both peers in voiyd_mesh",
+        || async {
+            let a = kv.get("mesh-a").await.ok()??;
+            let b = kv.get("mesh-b").await.ok()??;
+            let (a, b) = (
+                <MeshPeer as prost::Message>::decode(a).ok()?,
+                <MeshPeer as prost::Message>::decode(b).ok()?,
+            );
+            (a.subnet == subnet_a && b.subnet == subnet_b).then_some(())
+        },
+    )
+    .await;
+    // Each host routes the other's subnet through its mesh device.
+    eventually(
+        Duration::from_secs(15),
+        "routes through the mesh",
+        || async {
+            (routes(&ha.netns, &subnet_b).contains("voiyd-mesh")
+                && routes(&hb.netns, &subnet_a).contains("voiyd-mesh"))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // A web server on b that answers with a known payload and the client's address.
+    let payload = format!("mesh-payload-{}", std::process::id());
+    let image = c.registry.image("busybox");
+    c.apply(&format!(
+        "version: task/v1\nmeta: {{name: web}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: b}}\n  stopGracePeriod: 1s\n  args: [sh, -c, 'mkdir -p /www/cgi-bin && echo {payload} > /www/index.html && printf \"#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \\$REMOTE_ADDR\\n\" > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www']\n"
+    ));
+    c.apply(&format!(
+        "version: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: a}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
+    ));
+    let ip_of = |name: &'static str| {
+        let api = c.api.clone();
+        async move {
+            let t: Task = api.get(name).await.ok()?;
+            let st = t.status?;
+            assert_ne!(st.phase, "Failed", "{name}: {} {}", st.reason, st.message);
+            (st.phase == "Running" && !st.ip.is_empty()).then_some((st.node, st.ip))
+        }
+    };
+    let (node, web_ip) = eventually(Duration::from_secs(60), "web Running", || ip_of("web")).await;
+    assert_eq!(node, "mesh-b");
+    let (node, client_ip) = eventually(Duration::from_secs(60), "client Running", || {
+        ip_of("client")
+    })
+    .await;
+    assert_eq!(node, "mesh-a");
+
+    // Capture the underlay while the client fetches, by address and by name.
+    let pcap = c.dir.path().join("underlay.pcap");
+    let capture = Capture(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", u.netns))
+            .args(["tcpdump", "-i", "br0", "-U", "-w"])
+            .arg(&pcap)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump (scripts/install-deps.sh installs it)"),
+    );
+    // tcpdump writes the file's header once it captures.
+    eventually(Duration::from_secs(10), "capture running", || async {
+        (std::fs::metadata(&pcap).ok()?.len() >= 24).then_some(())
+    })
+    .await;
+    let fetch = |url: String| {
+        let out = c.voiydctl(&["exec", "client", "--", "wget", "-q", "-O", "-", &url]);
+        stdout(&out)
+    };
+    let by_ip = eventually(Duration::from_secs(20), "web by address", || async {
+        let out = fetch(format!("http://{web_ip}:8080/"));
+        out.contains(&payload).then_some(out)
+    })
+    .await;
+    assert_eq!(by_ip.trim(), payload);
+    let by_name = eventually(Duration::from_secs(20), "web by name", || async {
+        let out = fetch("http://web:8080/".to_string());
+        out.contains(&payload).then_some(out)
+    })
+    .await;
+    assert_eq!(by_name.trim(), payload);
+    // Not masqueraded: the server sees the client's own address.
+    let seen = fetch(format!("http://{web_ip}:8080/cgi-bin/ip"));
+    // (busybox httpd listens on IPv6 and writes IPv4 peers mapped: [::ffff:a.b.c.d])
+    let seen = seen
+        .trim()
+        .trim_start_matches("[::ffff:")
+        .trim_end_matches(']');
+    assert_eq!(seen, client_ip, "the address web saw");
+    let captured = eventually(
+        Duration::from_secs(10),
+        "the capture saw the traffic",
+        || async {
+            let bytes = std::fs::read(&pcap).ok()?;
+            (bytes.len() > 2_000).then_some(bytes)
+        },
+    )
+    .await;
+    drop(capture);
+    assert!(
+        !captured
+            .windows(payload.len())
+            .any(|w| w == payload.as_bytes()),
+        "the payload crossed the underlay in clear"
+    );
+
+    // A deleted node leaves the mesh: its peer entry and a's route to it go.
+    c.ok(&["delete", "node", "mesh-b"]);
+    eventually(
+        Duration::from_secs(15),
+        "mesh-b's peer and route gone",
+        || async {
+            (kv.get("mesh-b").await.ok()?.is_none()
+                && !routes(&ha.netns, &subnet_b).contains("voiyd-mesh"))
+            .then_some(())
+        },
+    )
+    .await;
+    assert!(in_netns(&ha.netns, "ip", &["link", "show", "voiyd-mesh"]));
+}
