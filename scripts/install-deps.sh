@@ -15,9 +15,10 @@ set -euo pipefail
 NATS_SERVER_VERSION=2.15.1
 PKGS=(containerd runc containernetworking-plugins protobuf-compiler docker-registry skopeo
       busybox-static iptables iproute2 python3-venv apache2-utils ca-certificates curl openssl)
-# `--test`: also what only the tests use (a headless browser for the dashboard's tests).
+# `--test`: also what only the tests use (a headless browser for the dashboard's tests,
+# tcpdump to show the mesh carries nothing in clear, nsenter to run agents in namespaces).
 if [[ "${1:-}" == --test ]]; then
-  PKGS+=(chromium chromium-driver)
+  PKGS+=(chromium chromium-driver tcpdump util-linux)
 fi
 
 missing=()
