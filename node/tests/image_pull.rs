@@ -177,6 +177,20 @@ async fn errors_carry_the_registry_reason_or_connection_failure() {
     );
 }
 
+/// Pull options whose registry auth file (written under `dir`) holds `user`/`pass` for `host`.
+fn with_credentials(dir: &std::path::Path, host: &str, user: &str, pass: &str) -> PullOptions {
+    let file = dir.join("auth.json");
+    std::fs::write(
+        &file,
+        format!(r#"{{"auths":{{"{host}":{{"username":"{user}","password":"{pass}"}}}}}}"#),
+    )
+    .unwrap();
+    PullOptions {
+        auth: RegistryAuth::load(&file).unwrap(),
+        ..opts(PullPolicy::Always)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn basic_auth_registry_needs_credentials_from_the_auth_file() {
@@ -200,23 +214,7 @@ async fn basic_auth_registry_needs_credentials_from_the_auth_file() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("auth.json");
-    let write = |user: &str, pass: &str| {
-        std::fs::write(
-            &file,
-            format!(
-                r#"{{"auths":{{"{}":{{"username":"{user}","password":"{pass}"}}}}}}"#,
-                reg.host
-            ),
-        )
-        .unwrap();
-    };
-
-    write("alice", "wrong");
-    let o = PullOptions {
-        auth: RegistryAuth::load(&file).unwrap(),
-        ..opts(PullPolicy::Always)
-    };
+    let o = with_credentials(dir.path(), &reg.host, "alice", "wrong");
     let err = pull(&cd, &reference, &o, |_| {}).await.unwrap_err();
     assert!(
         err.to_string()
@@ -224,11 +222,7 @@ async fn basic_auth_registry_needs_credentials_from_the_auth_file() {
         "{err}"
     );
 
-    write("alice", "s3cret");
-    let o = PullOptions {
-        auth: RegistryAuth::load(&file).unwrap(),
-        ..opts(PullPolicy::Always)
-    };
+    let o = with_credentials(dir.path(), &reg.host, "alice", "s3cret");
     let img = pull(&cd, &reference, &o, |_| {}).await.unwrap();
     assert!(snapshot_exists(&cd, "overlayfs", &img.chain_id)
         .await
@@ -260,21 +254,7 @@ async fn token_auth_registry_is_pulled_through_the_bearer_flow() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("auth.json");
-    let with = |user: &str, pass: &str| {
-        std::fs::write(
-            &file,
-            format!(
-                r#"{{"auths":{{"{}":{{"username":"{user}","password":"{pass}"}}}}}}"#,
-                reg.host
-            ),
-        )
-        .unwrap();
-        PullOptions {
-            auth: RegistryAuth::load(&file).unwrap(),
-            ..opts(PullPolicy::Always)
-        }
-    };
+    let with = |user: &str, pass: &str| with_credentials(dir.path(), &reg.host, user, pass);
     let err = pull(&cd, &reference, &with("bob", "wrong"), |_| {})
         .await
         .unwrap_err();
