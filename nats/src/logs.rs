@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use prost::Message;
 use std::time::Duration;
-use voiyd_messages::v1::{LogLine, LogRecord};
+use voiyd_messages::v1::{LogLine, LogRecord, LogRequest};
 
 /// Why stored logs could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +133,23 @@ pub fn all_lines(runs: Vec<Run>) -> Vec<LogLine> {
     lines
 }
 
+/// Applies a request's stream, `since` and `tail` to stored lines (oldest first).
+pub fn select(lines: Vec<LogLine>, req: &LogRequest) -> Vec<LogLine> {
+    let since = req.since.as_ref().map(|t| (t.seconds, t.nanos));
+    let mut kept: Vec<LogLine> = lines
+        .into_iter()
+        .filter(|l| req.stream.is_empty() || l.stream == req.stream)
+        .filter(|l| since.is_none_or(|s| time_key(l) >= s))
+        .collect();
+    if let Some(n) = req.tail {
+        let n = n as usize;
+        if kept.len() > n {
+            kept.drain(..kept.len() - n);
+        }
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +183,35 @@ mod tests {
         assert_eq!(texts, ["a7-1", "a7-2"]);
         let all: Vec<String> = all_lines(got).into_iter().map(|l| l.text).collect();
         assert_eq!(all, ["a7-1", "a7-2", "a9-1", "b7-1"]);
+    }
+
+    #[test]
+    fn stored_lines_take_stream_since_and_tail() {
+        let l = |secs: i64, stream: &str, text: &str| LogLine {
+            time: Some(voiyd_messages::time::from_system(
+                std::time::UNIX_EPOCH + Duration::from_secs(secs as u64),
+            )),
+            stream: stream.into(),
+            text: text.into(),
+        };
+        let lines = vec![
+            l(1, "stdout", "a"),
+            l(2, "stderr", "b"),
+            l(3, "stdout", "c"),
+            l(4, "stdout", "d"),
+        ];
+        let texts = |v: Vec<LogLine>| v.into_iter().map(|l| l.text).collect::<Vec<_>>();
+        let mut req = LogRequest {
+            stream: "stdout".into(),
+            tail: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(texts(select(lines.clone(), &req)), ["c", "d"]);
+        req.tail = None;
+        req.since = Some(voiyd_messages::time::from_system(
+            std::time::UNIX_EPOCH + Duration::from_secs(3),
+        ));
+        req.stream.clear();
+        assert_eq!(texts(select(lines, &req)), ["c", "d"]);
     }
 }

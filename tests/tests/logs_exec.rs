@@ -14,6 +14,7 @@ use voiyd_tests::{bin, eventually, stderr, stdout, voiydctl, ContainerdCluster, 
 struct Cluster {
     inner: ContainerdCluster,
     server_metrics: String,
+    server_http: String,
 }
 
 impl std::ops::Deref for Cluster {
@@ -26,10 +27,18 @@ impl std::ops::Deref for Cluster {
 impl Cluster {
     async fn start() -> Cluster {
         let server_metrics = format!("127.0.0.1:{}", free_port());
-        let inner = ContainerdCluster::start_with(&["--metrics-addr", &server_metrics]).await;
+        let server_http = format!("127.0.0.1:{}", free_port());
+        let inner = ContainerdCluster::start_with(&[
+            "--metrics-addr",
+            &server_metrics,
+            "--http-addr",
+            &server_http,
+        ])
+        .await;
         Cluster {
             inner,
             server_metrics,
+            server_http,
         }
     }
 
@@ -642,6 +651,19 @@ async fn set_logs_follow_replicas_scaled_in_later() {
     let _ = follower.wait();
 }
 
+/// A whole HTTP/1.1 response to a GET (the connection closes after it).
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// The lines of `out` that start with `prefix`.
 fn marked<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
     out.lines().filter(|l| l.starts_with(prefix)).collect()
@@ -692,6 +714,14 @@ async fn logs_outlive_deleted_tasks_dead_nodes_and_restarts() {
     assert!(err.contains("does not exist any more"), "{err}");
     let (_, out, _) = c.ctl(&["logs", "ls-gone", "--stdout", "--timestamps"]);
     assert!(out.trim().ends_with(" gone-marker"), "{out}");
+    // The HTTP API too, marked as stored.
+    let reply = http_get(&c.server_http, "/api/v1/tasks/ls-gone/logs?stream=stdout");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.to_lowercase().contains("x-voiyd-logs: stored"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("\r\n\r\ngone-marker\n"), "{reply}");
     // A name that never ran is still an error.
     let (code, _, err) = c.ctl(&["logs", "ls-never-was"]);
     assert_ne!(code, 0);

@@ -371,25 +371,8 @@ impl Stored {
         } else {
             voiyd_nats::logs::all_lines(runs)
         };
-        Ok(select(lines, &self.req))
+        Ok(voiyd_nats::logs::select(lines, &self.req))
     }
-}
-
-/// Applies a request's stream, `since` and `tail` to stored lines (oldest first).
-fn select(lines: Vec<LogLine>, req: &LogRequest) -> Vec<LogLine> {
-    let since = req.since.as_ref().map(|t| (t.seconds, t.nanos));
-    let mut kept: Vec<LogLine> = lines
-        .into_iter()
-        .filter(|l| req.stream.is_empty() || l.stream == req.stream)
-        .filter(|l| since.is_none_or(|s| key(l) >= s))
-        .collect();
-    if let Some(n) = req.tail {
-        let n = n as usize;
-        if kept.len() > n {
-            kept.drain(..kept.len() - n);
-        }
-    }
-    kept
 }
 
 /// How often a follow of several tasks looks for new ones.
@@ -433,38 +416,6 @@ mod tests {
         assert!(parse_since("yesterday", now)
             .unwrap_err()
             .contains("--since"));
-    }
-
-    #[test]
-    fn stored_lines_take_stream_since_and_tail() {
-        let l = |secs: i64, stream: &str, text: &str| LogLine {
-            time: Some(pbjson_types::Timestamp {
-                seconds: secs,
-                nanos: 0,
-            }),
-            stream: stream.into(),
-            text: text.into(),
-        };
-        let lines = vec![
-            l(1, "stdout", "a"),
-            l(2, "stderr", "b"),
-            l(3, "stdout", "c"),
-            l(4, "stdout", "d"),
-        ];
-        let texts = |v: Vec<LogLine>| v.into_iter().map(|l| l.text).collect::<Vec<_>>();
-        let mut req = LogRequest {
-            stream: "stdout".into(),
-            tail: Some(2),
-            ..Default::default()
-        };
-        assert_eq!(texts(select(lines.clone(), &req)), ["c", "d"]);
-        req.tail = None;
-        req.since = Some(pbjson_types::Timestamp {
-            seconds: 3,
-            nanos: 0,
-        });
-        req.stream.clear();
-        assert_eq!(texts(select(lines, &req)), ["c", "d"]);
     }
 
     #[test]

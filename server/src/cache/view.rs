@@ -693,11 +693,12 @@ impl View {
         s.node_statuses.get(node).cloned()
     }
 
-    /// The statuses of every registered node, by name.
-    pub fn node_statuses(&self) -> Vec<(String, NodeStatus)> {
+    /// The statuses of the registered nodes that joined the mesh, by name.
+    pub fn mesh_members(&self) -> Vec<(String, NodeStatus)> {
         let s = self.state.read().expect("view lock");
         s.node_statuses
             .iter()
+            .filter(|(_, (st, _))| st.mesh.is_some())
             .filter(|(name, _)| s.nodes.get(*name).is_some_and(|n| n.registered))
             .map(|(name, (st, _))| (name.clone(), st.clone()))
             .collect()

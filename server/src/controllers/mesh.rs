@@ -17,11 +17,11 @@ pub async fn run(ctx: Ctx, link: voiyd_nats::Link) {
             kv,
             kind: "mesh peer",
             every: Duration::from_millis(500),
-            // Heartbeats change statuses all the time: compare on every tick (a few
-            // hundred bytes per node).
+            // Heartbeats change statuses all the time: compare on every tick (only the
+            // nodes that joined the mesh are read).
             version: |_| None,
             wanted: |ctx| {
-                crate::schedule::mesh::peers(ctx.view.node_statuses())
+                crate::schedule::mesh::peers(ctx.view.mesh_members())
                     .into_iter()
                     .map(|(k, p)| (k, p.encode_to_vec().into()))
                     .collect()

@@ -2,7 +2,9 @@
 //! NATS (as `voiydctl logs` does): plain text, or with `?follow=true` (or
 //! `Accept: text/event-stream`) Server-Sent Events that go on as the task writes. Query:
 //! `tail=N`, `stream=stdout|stderr`, `follow`. Each SSE message's data is one line as
-//! JSON (`{"time", "stream", "text"}`); an `end` event closes the stream.
+//! JSON (`{"time", "stream", "text"}`); an `end` event closes the stream. Without
+//! `follow`, a deleted task's output, or that of a task whose node does not answer,
+//! comes from the logs stream (header `x-voiyd-logs: stored`).
 
 use super::{HttpError, HttpState};
 use crate::service::resources;
@@ -47,18 +49,6 @@ pub async fn logs(
             )))
         }
     };
-    let task: Task = resources::get(&st.ctx, &GetRequest { name: name.clone() }).await?;
-    let node = task
-        .status
-        .as_ref()
-        .map(|s| s.node.clone())
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            HttpError::new(
-                StatusCode::CONFLICT,
-                format!("task {name} has not run on any node yet, so it has no logs"),
-            )
-        })?;
     let req = LogRequest {
         follow,
         tail,
@@ -66,9 +56,47 @@ pub async fn logs(
         stream,
         deliver_to: String::new(),
     };
-    let mut logs = ClientStream::open_logs(&st.ctx.client, &node, &name, &req, OPEN_TIMEOUT)
-        .await
-        .map_err(unreachable_node)?;
+    let opened = async {
+        let task: Task = resources::get(&st.ctx, &GetRequest { name: name.clone() }).await?;
+        let node = task
+            .status
+            .as_ref()
+            .map(|s| s.node.clone())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                HttpError::new(
+                    StatusCode::CONFLICT,
+                    format!("task {name} has not run on any node yet, so it has no logs"),
+                )
+            })?;
+        ClientStream::open_logs(&st.ctx.client, &node, &name, &req, OPEN_TIMEOUT)
+            .await
+            .map_err(unreachable_node)
+    };
+    let mut logs = match opened.await {
+        Ok(logs) => logs,
+        // Gone, or its node does not answer: what the cluster stored, if anything.
+        Err(e) if !follow => {
+            let lines = voiyd_nats::logs::history(&st.ctx.cluster.js, &name, OPEN_TIMEOUT)
+                .await
+                .map(|b| voiyd_nats::logs::all_lines(voiyd_nats::logs::runs(b)))
+                .unwrap_or_default();
+            let lines = voiyd_nats::logs::select(lines, &req);
+            if lines.is_empty() {
+                return Err(e);
+            }
+            let text: String = lines.iter().map(|l| format!("{}\n", l.text)).collect();
+            return Ok((
+                [
+                    (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                    (header::HeaderName::from_static("x-voiyd-logs"), "stored"),
+                ],
+                text,
+            )
+                .into_response());
+        }
+        Err(e) => return Err(e),
+    };
     if !follow {
         let mut text = String::new();
         loop {
