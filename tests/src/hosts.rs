@@ -119,6 +119,38 @@ impl Drop for Underlay {
     }
 }
 
+/// One node agent per host of `u`, in the mesh (its endpoint the host's underlay
+/// address), named `<prefix>-a`, `<prefix>-b`, … and labelled `host=a`, `host=b`, …; the
+/// cluster's NATS and registry are forwarded into every host first.
+pub fn mesh_agents(
+    c: &crate::ContainerdCluster,
+    u: &Underlay,
+    prefix: &str,
+) -> Vec<crate::NodeAgent> {
+    let port = |addr: &str| -> u16 { addr.rsplit(':').next().unwrap().parse().unwrap() };
+    u.forward_loopback(port(&c.server.url));
+    u.forward_loopback(port(&c.registry.host));
+    u.hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let letter = char::from(b'a' + i as u8);
+            let label = format!("host={letter}");
+            c.agent(
+                &format!("{prefix}-{letter}"),
+                &[
+                    "--netns",
+                    &h.netns,
+                    "--mesh-endpoint",
+                    &h.addr,
+                    "--labels",
+                    &label,
+                ],
+            )
+        })
+        .collect()
+}
+
 /// Listens on `127.0.0.1:port` inside `netns` and relays each connection to the same
 /// address in this (the test's) namespace. A socket belongs to the namespace it was
 /// made in: the thread enters `netns` only to make the listener.

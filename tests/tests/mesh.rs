@@ -20,10 +20,6 @@ impl Drop for Capture {
     }
 }
 
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 /// The routes of a host for `subnet`.
 fn routes(netns: &str, subnet: &str) -> String {
     let out = std::process::Command::new("ip")
@@ -38,31 +34,8 @@ fn routes(netns: &str, subnet: &str) -> String {
 async fn tasks_on_two_hosts_talk_through_the_encrypted_mesh() {
     let c = ContainerdCluster::start_with(&[]).await;
     let u = Underlay::new(2);
-    u.forward_loopback(port_of(&c.server.url));
-    u.forward_loopback(port_of(&c.registry.host));
+    let _agents = voiyd_tests::hosts::mesh_agents(&c, &u, "mesh");
     let (ha, hb) = (u.hosts[0].clone(), u.hosts[1].clone());
-    let _a = c.agent(
-        "mesh-a",
-        &[
-            "--netns",
-            &ha.netns,
-            "--mesh-endpoint",
-            &ha.addr,
-            "--labels",
-            "host=a",
-        ],
-    );
-    let _b = c.agent(
-        "mesh-b",
-        &[
-            "--netns",
-            &hb.netns,
-            "--mesh-endpoint",
-            &hb.addr,
-            "--labels",
-            "host=b",
-        ],
-    );
     // Both registered with their mesh keys: the servers publish both peers.
     let subnet_of = |name: &'static str| {
         let api = c.api.clone();

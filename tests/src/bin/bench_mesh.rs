@@ -19,10 +19,6 @@ use voiyd_tests::{eventually, stderr, ContainerdCluster};
 const MIB: usize = 512;
 const RUNS: usize = 3;
 
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 /// MB/s from the `elapsed START END` line the stream script prints (seconds of
 /// /proc/uptime, which busybox shells can read: their `date` has no sub-seconds).
 fn rate(out: &str) -> f64 {
@@ -59,31 +55,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() {
     let c = ContainerdCluster::start_with(&[]).await;
     let u = Underlay::new(2);
-    u.forward_loopback(port_of(&c.server.url));
-    u.forward_loopback(port_of(&c.registry.host));
-    let (ha, hb) = (u.hosts[0].clone(), u.hosts[1].clone());
-    let _a = c.agent(
-        "bench-a",
-        &[
-            "--netns",
-            &ha.netns,
-            "--mesh-endpoint",
-            &ha.addr,
-            "--labels",
-            "host=a",
-        ],
-    );
-    let _b = c.agent(
-        "bench-b",
-        &[
-            "--netns",
-            &hb.netns,
-            "--mesh-endpoint",
-            &hb.addr,
-            "--labels",
-            "host=b",
-        ],
-    );
+    let _agents = voiyd_tests::hosts::mesh_agents(&c, &u, "bench");
+    let hb = u.hosts[1].clone();
     let image = c.registry.image("busybox");
     let task = |name: &str, host: &str, script: &str| {
         c.apply(&format!(
