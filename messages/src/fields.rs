@@ -7,6 +7,16 @@
 use crate::v1::{ContainerSet, Job, Lease, Node, Secret, Task, Volume};
 use std::fmt;
 
+/// A list request's label and field selectors, parsed for the kind `R`; the error is one
+/// line naming what is wrong.
+pub fn list_selectors<R: Fields>(
+    req: &crate::v1::ListRequest,
+) -> Result<(crate::selector::Selector, FieldSelector), String> {
+    let labels = crate::selector::Selector::parse(&req.selector).map_err(|e| e.to_string())?;
+    let fields = FieldSelector::parse(&req.field_selector, R::FIELDS).map_err(|e| e.to_string())?;
+    Ok((labels, fields))
+}
+
 /// Why a field selector could not be parsed or does not fit the kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad field selector `{part}`: {problem}")]

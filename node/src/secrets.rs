@@ -107,14 +107,32 @@ impl Secrets {
     /// The task as it runs here: environment values taken from its secrets, secret
     /// mounts written. Tasks that use no secret come back unchanged.
     pub async fn materialize(&self, desired: &Desired) -> Result<Desired, String> {
-        let used = voiyd_messages::secret::used_by(&desired.config);
+        // What the container itself reads (the pull secret was used by the pull).
+        let mut used: Vec<&str> = desired
+            .config
+            .envvars
+            .iter()
+            .filter_map(|e| e.value_from.as_ref().map(|f| f.secret.as_str()))
+            .chain(
+                desired
+                    .config
+                    .mounts
+                    .iter()
+                    .filter(|m| {
+                        voiyd_messages::validate::mount_type(m).as_deref() == Some("secret")
+                    })
+                    .map(|m| m.secret.as_str()),
+            )
+            .collect();
+        used.sort_unstable();
+        used.dedup();
         if used.is_empty() {
             return Ok(desired.clone());
         }
         let mut fetched: BTreeMap<String, Values> = BTreeMap::new();
-        for name in used.keys() {
+        for name in used {
             let (values, _) = self.fetch(&desired.task, name).await?;
-            fetched.insert(name.clone(), values);
+            fetched.insert(name.to_string(), values);
         }
         let mut out = desired.clone();
         for e in &mut out.config.envvars {

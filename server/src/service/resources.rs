@@ -138,10 +138,7 @@ pub async fn list<R: Managed>(ctx: &Ctx, req: &ListRequest) -> Result<Vec<R>, Se
 
 /// The label and field selectors of a list request, or why they do not parse.
 pub fn selectors<R: Resource>(req: &ListRequest) -> Result<(Selector, FieldSelector), ServerError> {
-    let labels = Selector::parse(&req.selector).map_err(|e| ServerError::invalid(e.to_string()))?;
-    let fields = FieldSelector::parse(&req.field_selector, R::FIELDS)
-        .map_err(|e| ServerError::invalid(e.to_string()))?;
-    Ok((labels, fields))
+    voiyd_messages::fields::list_selectors::<R>(req).map_err(ServerError::invalid)
 }
 
 /// Replaces the spec. A non-zero `meta.resource_version` must be the stored one.

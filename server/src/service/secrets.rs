@@ -179,14 +179,8 @@ pub async fn get(ctx: &Ctx, req: &GetRequest) -> Result<Secret, ServerError> {
 
 /// `secrets.list`: every secret matching the selectors, by name.
 pub async fn list(ctx: &Ctx, req: &ListRequest) -> Result<Vec<Secret>, ServerError> {
-    // (Not `resources::selectors`: resources checks mounts, which check secrets.)
-    let labels = voiyd_messages::selector::Selector::parse(&req.selector)
-        .map_err(|e| ServerError::invalid(e.to_string()))?;
-    let fields = voiyd_messages::fields::FieldSelector::parse(
-        &req.field_selector,
-        <Secret as voiyd_messages::fields::Fields>::FIELDS,
-    )
-    .map_err(|e| ServerError::invalid(e.to_string()))?;
+    let (labels, fields) =
+        voiyd_messages::fields::list_selectors::<Secret>(req).map_err(ServerError::invalid)?;
     let mut out = Vec::new();
     for (_, sealed, revision) in ctx.cluster.secrets.entries(">").await? {
         let s = shown(sealed, revision);
