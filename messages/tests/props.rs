@@ -526,6 +526,9 @@ proptest! {
             strategy: None,
             placement: s(8),
             mode: s(10),
+            vip: replicas.is_some_and(|r| r % 2 == 0),
+            network: s(11),
+            allow_from: t.meta.as_ref().map(|m| m.labels.clone()).unwrap_or_default(),
             status: None,
         };
         if let Err(e) = voiyd_messages::validate::validate_container_set(&set) {

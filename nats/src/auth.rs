@@ -58,6 +58,8 @@ pub fn node_permissions(node: &str) -> Permissions {
     publish.extend(own_kv_read(names::BUCKET_NAMES, ">"));
     // The mesh: every node's subnet, key and endpoints.
     publish.extend(own_kv_read(names::BUCKET_MESH, ">"));
+    // Every set's virtual IP, backends and isolation, to make its forwarding rules.
+    publish.extend(own_kv_read(names::BUCKET_SERVICES, ">"));
     // Secrets' keys and revisions (values are encrypted), to update its tasks' files.
     publish.extend(own_kv_read(names::BUCKET_SECRETS, ">"));
     // Agent binaries, to upgrade itself.

@@ -115,6 +115,8 @@ pub struct Cluster {
     pub names: kv::Store,
     /// The node mesh (peers by node).
     pub mesh: kv::Store,
+    /// Set services (virtual IPs, published ports, isolation), by set.
+    pub services: kv::Store,
     /// Secrets, encrypted by the servers ([`SealedSecret`] records).
     pub secrets: crate::store::TypedKv<SealedSecret>,
     /// The events stream.
@@ -364,6 +366,7 @@ async fn open_all(js: &jetstream::Context) -> Result<Cluster, BootstrapError> {
         subnets: bucket(names::BUCKET_SUBNETS).await?,
         names: bucket(names::BUCKET_NAMES).await?,
         mesh: bucket(names::BUCKET_MESH).await?,
+        services: bucket(names::BUCKET_SERVICES).await?,
         secrets: RawKv::new(bucket(names::BUCKET_SECRETS).await?, "secret").typed(),
         events,
     })

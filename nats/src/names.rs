@@ -58,6 +58,12 @@ pub const BUCKET_NAMES: &str = "voiyd_names";
 /// from heartbeats. Every node in the mesh reads all of it.
 pub const BUCKET_MESH: &str = "voiyd_mesh";
 
+/// Bucket of set services, keyed by set: a [`ServiceRecord`](voiyd_messages::v1::ServiceRecord)
+/// for each set with a virtual IP, published ports or isolation (backends, members,
+/// allowed sources), derived by the servers. Every node reads all of it and makes its
+/// forwarding and filtering rules from it.
+pub const BUCKET_SERVICES: &str = "voiyd_services";
+
 /// Bucket of secrets, keyed by name: [`SealedSecret`](voiyd_messages::v1::SealedSecret)
 /// records whose values the servers encrypted. Nodes may read it (keys and ciphertext
 /// only) to notice updates; they get values sealed to their own key on request.
@@ -87,6 +93,7 @@ pub const ALL_BUCKETS: &[&str] = &[
     BUCKET_NAMES,
     BUCKET_SECRETS,
     BUCKET_MESH,
+    BUCKET_SERVICES,
     BUCKET_JOIN_TOKENS,
     BUCKET_API_TOKENS,
     BUCKET_CREDENTIALS,

@@ -6,6 +6,7 @@
 //!   task log files; the containerd client, its event stream and usage statistics.
 //! - [`image`], [`network`]: image pulls into containerd; CNI networking.
 //! - [`mesh`]: encrypted tunnels to the other nodes' subnets (userspace WireGuard).
+//! - [`traffic`]: sets' virtual IPs, published ports on every node, isolation (iptables).
 //! - [`secrets`]: secrets fetched for the node's tasks, opened with its own key.
 //! - [`spec`], [`volumes`]: the OCI runtime spec of a task; its volumes on disk.
 //! - [`runtime`]: the runtime trait and its implementations (containerd, sim).
@@ -26,5 +27,6 @@ pub mod runtime;
 pub mod secrets;
 pub mod serve;
 pub mod spec;
+pub mod traffic;
 pub mod upgrade;
 pub mod volumes;

@@ -210,6 +210,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let traffic = voiyd_node::traffic::Traffic::new(
+        network.clone(),
+        mesh.as_ref().map(|_| args.mesh_interface.clone()),
+    );
     let dns = if args.cluster_dns {
         let mut upstreams = args
             .dns_upstreams
@@ -294,7 +298,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         upgrade: Some(agent),
         logs_outbox: Some(logs_outbox),
         secrets: Some(secrets),
-        mesh,
+        mesh: mesh.clone(),
+        traffic: Some(traffic.clone()),
     })
     .await?;
     let shutdown = async {
@@ -306,7 +311,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         tracing::info!("stopping the agent; containers keep running");
     };
-    agent::run(cfg, rt, shutdown).await?;
+    let result = agent::run(cfg, rt, shutdown).await;
+    // Containers keep running, but nothing routes to them through this agent's rules
+    // any more: they go with it (a crashed agent's are replaced when it starts again).
+    drop(_services);
+    traffic.remove();
+    if let Some(mesh) = &mesh {
+        mesh.remove_rules();
+    }
+    result?;
     Ok(())
 }
 

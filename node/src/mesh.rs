@@ -69,6 +69,8 @@ pub struct Mesh {
     network: Arc<Network>,
     /// The own subnet the peers were configured with, and the peers, by node.
     applied: Mutex<(String, BTreeMap<String, MeshPeer>)>,
+    /// Peer subnets routed without the node's own source address (not there yet).
+    unsourced: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -115,6 +117,7 @@ impl Mesh {
             _device: Mutex::new(device),
             network,
             applied: Mutex::new((String::new(), BTreeMap::new())),
+            unsourced: Mutex::new(Default::default()),
             cfg,
         };
         mesh.set(&[
@@ -204,6 +207,16 @@ impl Mesh {
         }
         for (name, p) in wanted {
             if applied.contains_key(&name) {
+                // The bridge (and so the node's own gateway address) may have appeared
+                // since the route was made without it.
+                if self
+                    .unsourced
+                    .lock()
+                    .expect("mesh lock")
+                    .contains(&p.subnet)
+                {
+                    self.route(&p.subnet, &own);
+                }
                 continue;
             }
             match self.add_peer(&p, &own) {
@@ -229,15 +242,34 @@ impl Mesh {
             lines.push(("endpoint", e.clone()));
         }
         self.set(&lines)?;
-        run(
-            "ip",
-            &["route", "replace", &p.subnet, "dev", &self.cfg.interface],
-        )?;
+        self.route(&p.subnet, own);
         if !own.is_empty() {
             // Before the CNI masquerade rules: the peer sees the task's own address.
             ensure_rule("nat", &nat_exempt(own, &p.subnet))?;
         }
         Ok(())
+    }
+
+    /// Routes `subnet` through the device, with the node's gateway address as the
+    /// source of what the node itself sends there (its rejections of isolated traffic,
+    /// its own connections): the peer admits only sources of this node's subnet. Before
+    /// the bridge holds that address the route goes without it, and is made again later.
+    fn route(&self, subnet: &str, own: &str) {
+        let dev = self.cfg.interface.as_str();
+        let gw = crate::network::gateway(own).map(|g| g.to_string());
+        let mut unsourced = self.unsourced.lock().expect("mesh lock");
+        if let Some(gw) = &gw {
+            if run("ip", &["route", "replace", subnet, "dev", dev, "src", gw]).is_ok() {
+                unsourced.remove(subnet);
+                return;
+            }
+        }
+        match run("ip", &["route", "replace", subnet, "dev", dev]) {
+            Ok(()) => {
+                unsourced.insert(subnet.to_string());
+            }
+            Err(e) => tracing::warn!(%subnet, error = %e, "cannot route through the mesh"),
+        }
     }
 
     fn remove_peer(&self, p: &MeshPeer, own: &str) {
@@ -249,11 +281,31 @@ impl Mesh {
             &["route", "del", &p.subnet, "dev", &self.cfg.interface],
         );
         if !own.is_empty() {
-            let mut args = nat_exempt(own, &p.subnet);
-            args[1] = "-D";
+            let mut args = vec!["-t", "nat"];
+            args.extend(nat_exempt(own, &p.subnet));
+            args[3] = "-D";
             let _ = run("iptables", &args);
         }
         tracing::info!(peer = %p.node, subnet = %p.subnet, "mesh peer removed");
+    }
+
+    /// Removes the peers' routes and every firewall rule the mesh added (the agent
+    /// stops; the device goes with the process).
+    pub fn remove_rules(&self) {
+        let mut guard = self.applied.lock().expect("mesh lock");
+        let (own, applied) = &mut *guard;
+        for p in applied.values() {
+            self.remove_peer(p, own);
+        }
+        applied.clear();
+        let dev = self.cfg.interface.clone();
+        for (i, o) in [(dev.as_str(), "!lo"), ("!lo", dev.as_str())] {
+            let mut args = vec!["-w", "-D", "FORWARD"];
+            args.extend(flag_if("-i", i));
+            args.extend(flag_if("-o", o));
+            args.extend(["-m", "comment", "--comment", RULE_COMMENT, "-j", "ACCEPT"]);
+            let _ = run("iptables", &args);
+        }
     }
 
     /// Follows `voiyd_mesh` until the connection closes, keeping the peers current.

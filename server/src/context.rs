@@ -37,6 +37,11 @@ pub struct CtxParts {
     pub work: async_nats::jetstream::kv::Store,
     /// Container subnet allocation.
     pub subnets: crate::store::subnets::Subnets,
+    /// Sets' virtual IP allocation.
+    pub vips: crate::store::subnets::Subnets,
+    /// What the set controller last read of every set's networking (for the services
+    /// and names controllers, which read no bucket of sets themselves).
+    pub set_networks: crate::cache::sets::SetNetworks,
     /// The scheduler's in-memory view of nodes and tasks.
     pub view: crate::cache::view::View,
     /// Cluster-wide admission policy (privileged, host paths, added capabilities).

@@ -90,6 +90,10 @@ struct Args {
     /// Prefix length of each node's container subnet.
     #[arg(long, default_value_t = 24)]
     node_subnet_prefix: u8,
+    /// Network that sets' virtual IPs (`vip: true`) are allocated from; must not overlap
+    /// --cluster-cidr.
+    #[arg(long, default_value = "10.68.0.0/16")]
+    vip_cidr: String,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100); off when not given.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -188,6 +192,7 @@ async fn main() {
         id: format!("{host}-{}", std::process::id()),
         cluster_cidr: args.cluster_cidr,
         node_subnet_prefix: args.node_subnet_prefix,
+        vip_cidr: args.vip_cidr,
         auth_secret: args.security.auth_secret.clone(),
         restore_from: args.restore_from.clone(),
         security,

@@ -35,6 +35,7 @@ const NODE: &[(&str, u8)] = &[
     ("secrets", 2),
     ("dns", 3),
     ("mesh", 3),
+    ("traffic", 3),
     ("spec", 3),
     ("volumes", 4),
     ("runtime", 5),

@@ -711,7 +711,7 @@ fn set(name: &str, replicas: u32, args: &[&str], strategy: RolloutStrategy) -> C
         strategy: Some(strategy),
         placement: String::new(),
         mode: String::new(),
-        status: None,
+        ..Default::default()
     }
 }
 

@@ -294,7 +294,34 @@ pub fn validate_container_set(set: &ContainerSet) -> Result<(), ValidationError>
         "placement",
         check_one_of(&set.placement, &["spread", "binpack"], "placement"),
     );
+    check_set_network(&mut errs, set);
     errs.finish(Kind::ContainerSet.singular(), set.name())
+}
+
+/// A set's `vip`, `network` (open|isolated) and `allowFrom` (labels, only with isolated;
+/// neither a virtual IP nor isolation with host networking, whose tasks have no address of
+/// their own).
+fn check_set_network(errs: &mut Errors, set: &ContainerSet) {
+    errs.check(
+        "network",
+        check_one_of(&set.network, &["open", "isolated"], "network"),
+    );
+    let isolated = set.network.eq_ignore_ascii_case("isolated");
+    if !set.allow_from.is_empty() && !isolated {
+        errs.add(
+            "allowFrom",
+            "only with network: isolated (an open set admits every task already)",
+        );
+    }
+    check_label_map(errs, "allowFrom", &set.allow_from);
+    if set.template.as_ref().is_some_and(|t| t.host_network) {
+        if set.vip {
+            errs.add("vip", "not with template.hostNetwork: host-network tasks have no address of their own to balance across");
+        }
+        if isolated {
+            errs.add("network", "isolated is not possible with template.hostNetwork: the tasks share the node's network");
+        }
+    }
 }
 
 /// Validates a lease: header, the task name and the holder (a node name) when set.
@@ -1214,9 +1241,25 @@ mod tests {
             strategy: None,
             placement: placement.into(),
             mode: String::new(),
-            status: None,
+            ..Default::default()
         };
         assert!(validate_container_set(&set(Some(image("x")), Some(10_000), "binpack")).is_ok());
+        let mut net = set(Some(image("x")), None, "");
+        net.vip = true;
+        net.network = "isolated".into();
+        net.allow_from = [("role".to_string(), "client".to_string())].into();
+        assert!(validate_container_set(&net).is_ok());
+        net.network = "open".into();
+        let e = validate_container_set(&net).unwrap_err().to_string();
+        assert!(e.contains("allowFrom: only with network: isolated"), "{e}");
+        net.network = "private".into();
+        net.allow_from.clear();
+        let e = validate_container_set(&net).unwrap_err().to_string();
+        assert!(e.contains("network: "), "{e}");
+        net.network = String::new();
+        net.template.as_mut().unwrap().host_network = true;
+        let e = validate_container_set(&net).unwrap_err().to_string();
+        assert!(e.contains("vip: not with template.hostNetwork"), "{e}");
         let mut global = set(Some(image("x")), Some(3), "");
         global.mode = "global".into();
         let e = validate_container_set(&global).unwrap_err().to_string();

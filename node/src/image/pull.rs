@@ -254,6 +254,9 @@ where
         for (layer, diff_id) in layers.iter().zip(diff_ids) {
             let labels =
                 HashMap::from([("containerd.io/uncompressed".to_string(), diff_id.clone())]);
+            // One writer per blob in this agent: a concurrent pull of an image sharing
+            // it waits here and then finds it written.
+            let _writing = blob_guard(&layer.digest).await;
             if content_exists(&lease, cd, &layer.digest).await? {
                 tracker.add(layer.size.max(0) as u64);
                 continue;
@@ -611,6 +614,25 @@ async fn read_content(cd: &Containerd, digest: &str) -> Result<Vec<u8>, Containe
     Ok(out)
 }
 
+/// Holds the right to write blob `digest` in this process. containerd locks a write by
+/// its ref, and two pulls of images sharing a blob would otherwise collide part-way
+/// through a write ("ref … locked"), after the open that waits for the lock succeeded.
+async fn blob_guard(digest: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    static WRITING: std::sync::OnceLock<
+        std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let lock = {
+        let mut all = WRITING
+            .get_or_init(Default::default)
+            .lock()
+            .expect("blob locks");
+        // Forget blobs no one writes any more.
+        all.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+        all.entry(digest.to_string()).or_default().clone()
+    };
+    lock.lock_owned().await
+}
+
 /// Writes an in-memory blob unless present.
 async fn write_small<F: Fn(PullProgress)>(
     cd: &Containerd,
@@ -620,6 +642,7 @@ async fn write_small<F: Fn(PullProgress)>(
     labels: HashMap<String, String>,
     tracker: &mut Tracker<'_, F>,
 ) -> Result<(), BlobError> {
+    let _writing = blob_guard(&desc.digest).await;
     if content_exists(lease, cd, &desc.digest).await? {
         tracker.add(data.len() as u64);
         return Ok(());

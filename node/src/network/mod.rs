@@ -133,6 +133,11 @@ impl Network {
         }
     }
 
+    /// The node's bridge.
+    pub fn bridge(&self) -> &str {
+        &self.cfg.bridge
+    }
+
     /// The subnet, once known.
     pub fn subnet(&self) -> Option<String> {
         self.subnet.read().expect("subnet lock").clone()

@@ -37,6 +37,8 @@ pub struct ServicesConfig {
     pub secrets: Option<std::sync::Arc<crate::secrets::Secrets>>,
     /// The node mesh, kept current from `voiyd_mesh`; none = not in a mesh.
     pub mesh: Option<std::sync::Arc<crate::mesh::Mesh>>,
+    /// Sets' virtual IPs, ports and isolation, kept current from `voiyd_services`.
+    pub traffic: Option<std::sync::Arc<crate::traffic::Traffic>>,
     /// Task output waiting for the logs stream; none = output stays on the node.
     pub logs_outbox: Option<crate::logs::ship::Outbox>,
 }
@@ -80,6 +82,10 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
     if let Some(mesh) = cfg.mesh.clone() {
         let js = async_nats::jetstream::new(client.clone());
         tasks.push(tokio::spawn(mesh.follow(js, cfg.node.clone())));
+    }
+    if let Some(traffic) = cfg.traffic.clone() {
+        let js = async_nats::jetstream::new(client.clone());
+        tasks.push(tokio::spawn(traffic.follow(js)));
     }
     if let Some(outbox) = cfg.logs_outbox {
         let js = async_nats::jetstream::new(client.clone());

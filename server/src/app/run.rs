@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub cluster_cidr: String,
     /// Prefix length of each node's subnet (24: 254 tasks per node).
     pub node_subnet_prefix: u8,
+    /// Network sets' virtual IPs are taken from, e.g. `10.68.0.0/16`.
+    pub vip_cidr: String,
     /// Placement strategy for tasks that do not choose one.
     pub placement: crate::schedule::placement::Strategy,
     /// TLS, NATS identities and admission policy.
@@ -162,6 +164,14 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         cfg.node_subnet_prefix,
     )
     .map_err(anyhow::Error::msg)?;
+    let vips = crate::store::subnets::Subnets::addresses(
+        cluster.subnets.clone(),
+        cfg.vip_cidr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--vip-cidr: {e}"))?,
+        cluster_cidr,
+    )
+    .map_err(anyhow::Error::msg)?;
     failover::set_lease_ttl(cfg.bootstrap.lease_ttl);
     let view = crate::cache::view::View::start(
         crate::cache::view::Buckets {
@@ -176,6 +186,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let ctx = Ctx::new(CtxParts {
         client: client.clone(),
         subnets,
+        vips,
+        set_networks: Default::default(),
         view,
         cluster,
         events: Events::new(js.clone(), cfg.id.clone()),
@@ -231,6 +243,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let workloads_task = tokio::spawn(upkeep::run_workloads(ctx.clone(), link.clone()));
     let names_task = tokio::spawn(crate::controllers::names::run(ctx.clone(), link.clone()));
     let mesh_task = tokio::spawn(crate::controllers::mesh::run(ctx.clone(), link.clone()));
+    let services_task = tokio::spawn(crate::controllers::services::run(ctx.clone(), link.clone()));
     let secrets_task = tokio::spawn(crate::service::secrets::serve_nodes(ctx.clone()));
     {
         let ctx = ctx.clone();
@@ -288,6 +301,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     workloads_task.abort();
     names_task.abort();
     mesh_task.abort();
+    services_task.abort();
     secrets_task.abort();
     for t in [&_metrics, &_http].into_iter().flatten() {
         t.abort();

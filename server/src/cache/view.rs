@@ -882,6 +882,7 @@ impl View {
                     ip: st.ip.clone(),
                     running: st.phase == voiyd_messages::phase::TaskPhase::Running,
                     ready: t.ready_since().is_some(),
+                    labels: t.labels.clone(),
                 })
             })
             .collect()

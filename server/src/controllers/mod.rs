@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod mesh;
 pub mod names;
 pub mod placer;
+pub mod services;
 pub mod sets;
 pub mod sweep;
 pub mod upkeep;

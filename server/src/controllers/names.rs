@@ -1,5 +1,5 @@
 //! Keeps `voiyd_names` saying what the cluster's names resolve to
-//! ([`crate::schedule::names::records`]), whenever a task changes.
+//! ([`crate::schedule::names::records`]), whenever a task or a set's virtual IP changes.
 
 use crate::context::Ctx;
 use crate::controllers::derived::{self, Derived};
@@ -18,9 +18,16 @@ pub async fn run(ctx: Ctx, link: voiyd_nats::Link) {
             kind: "name",
             // Names follow within this.
             every: Duration::from_millis(200),
-            version: |ctx| Some(ctx.view.task_changes()),
+            version: |ctx| Some(crate::controllers::services::version(ctx)),
             wanted: |ctx| {
-                crate::schedule::names::records(ctx.view.addressables())
+                let vips = ctx
+                    .set_networks
+                    .get()
+                    .into_iter()
+                    .filter(|(_, n)| !n.vip.is_empty())
+                    .map(|(set, n)| (set, n.vip))
+                    .collect();
+                crate::schedule::names::records(ctx.view.addressables(), &vips)
                     .into_iter()
                     .map(|(k, ips)| (k, NameRecord { ips }.encode_to_vec().into()))
                     .collect()

@@ -12,6 +12,7 @@
 //! Every server runs the controller; creates fail when the name is taken and deletes and
 //! status writes are CAS, so they never fight. The decision itself ([`plan`]) is pure.
 
+use crate::cache::sets::SetNetwork;
 use crate::cache::view::TaskEntry;
 use crate::context::Ctx;
 use crate::error::ServerError;
@@ -23,6 +24,9 @@ use crate::service::sets::{global_nodes, members, set_task};
 use crate::service::{resources, tasks};
 use crate::store::managed::Managed;
 use crate::store::status;
+use crate::store::subnets::Subnets;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use voiyd_messages::condition::ConditionType;
 use voiyd_messages::event::EventType;
 use voiyd_messages::reason::Reason;
@@ -40,12 +44,25 @@ pub async fn reconcile_all(ctx: &Ctx) {
         }
     };
     let mut by_set = ctx.view.tasks_by_label(SET_LABEL);
+    let mut networks = BTreeMap::new();
     for set in sets {
         let tasks = by_set.remove(set.name()).unwrap_or_default();
-        if let Err(e) = reconcile(ctx, &set, &tasks).await {
-            tracing::warn!(set = set.name(), error = %e.message(), "set not reconciled");
-        }
+        let vip = match reconcile(ctx, &set, &tasks).await {
+            Ok(vip) => vip,
+            Err(e) => {
+                tracing::warn!(set = set.name(), error = %e.message(), "set not reconciled");
+                // Keep what was known: a failed pass must not take the set's VIP away.
+                ctx.set_networks
+                    .get()
+                    .remove(set.name())
+                    .map(|n| n.vip)
+                    .unwrap_or_default()
+            }
+        };
+        networks.insert(set.name().to_string(), network_of(&set, vip));
     }
+    release_vips(ctx, &networks).await;
+    ctx.set_networks.replace(networks);
     // What is left belongs to deleted sets.
     for (set, tasks) in by_set {
         for (task, _) in tasks {
@@ -67,7 +84,7 @@ async fn reconcile(
     ctx: &Ctx,
     set: &ContainerSet,
     tasks: &[(String, TaskEntry)],
-) -> Result<(), ServerError> {
+) -> Result<String, ServerError> {
     let now = voiyd_messages::time::now();
     let template = set.template.clone().unwrap_or_default();
     let hash = template_hash(&template);
@@ -259,9 +276,70 @@ async fn reconcile(
         // The rollout is over: later failures are the replicas' own, never a rollback.
         st.rollout_started = None;
     }
+    let owner = Subnets::vip_owner(set.name());
+    if set.vip && st.vip.is_empty() {
+        // Allocation is idempotent per owner: a retry after a lost race finds the claim.
+        let block = ctx.vips.ensure(&owner).await?;
+        st.vip = Subnets::address(&block).to_string();
+    } else if !set.vip && !st.vip.is_empty() {
+        ctx.vips.release(&owner).await?;
+        st.vip.clear();
+    }
+    let vip = st.vip.clone();
     if st != prev {
         // A lost race means another server just wrote it: the next pass catches up.
         status::write(&ctx.status.0, "set", set.name(), &st, rev).await?;
     }
-    Ok(())
+    Ok(vip)
+}
+
+/// A set's networking as the services and names controllers see it.
+fn network_of(set: &ContainerSet, vip: String) -> SetNetwork {
+    SetNetwork {
+        vip,
+        ports: set
+            .template
+            .as_ref()
+            .map(|t| t.port_mappings.clone())
+            .unwrap_or_default(),
+        isolated: set.network.eq_ignore_ascii_case("isolated"),
+        allow_from: set.allow_from.clone(),
+    }
+}
+
+/// How many passes go between two sweeps of virtual IP claims whose set is gone
+/// (a server that stopped between deleting a set and releasing its address).
+const VIP_SWEEP_PASSES: u64 = 120;
+
+/// Releases the virtual IPs of sets that left since the last pass, and every
+/// [`VIP_SWEEP_PASSES`] passes those of any set that no longer exists.
+async fn release_vips(ctx: &Ctx, now: &BTreeMap<String, SetNetwork>) {
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+    let mut gone: Vec<String> = ctx
+        .set_networks
+        .get()
+        .into_iter()
+        .filter(|(name, n)| !n.vip.is_empty() && !now.contains_key(name))
+        .map(|(name, _)| Subnets::vip_owner(&name))
+        .collect();
+    if PASSES
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(VIP_SWEEP_PASSES)
+    {
+        match ctx.vips.owners().await {
+            Ok(owners) => gone.extend(owners.into_iter().filter(|o| {
+                o.strip_prefix("vip=")
+                    .is_some_and(|set| !now.contains_key(set))
+            })),
+            Err(e) => tracing::debug!(error = %e.message(), "cannot list virtual IPs"),
+        }
+    }
+    gone.sort();
+    gone.dedup();
+    for owner in gone {
+        match ctx.vips.release(&owner).await {
+            Ok(()) => tracing::info!(%owner, "virtual IP released"),
+            Err(e) => tracing::warn!(%owner, error = %e.message(), "cannot release a virtual IP"),
+        }
+    }
 }

@@ -7,5 +7,6 @@ pub mod liveness;
 pub mod mesh;
 pub mod names;
 pub mod placement;
+pub mod services;
 pub mod sets;
 pub mod sweep;

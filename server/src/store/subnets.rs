@@ -110,6 +110,8 @@ pub struct Subnets {
     kv: kv::Store,
     cluster: Cidr,
     prefix: u8,
+    /// What a block is, in logs and errors ("container subnet", "virtual IP").
+    what: &'static str,
 }
 
 impl Subnets {
@@ -125,7 +127,42 @@ impl Subnets {
             kv,
             cluster,
             prefix,
+            what: "container subnet",
         })
+    }
+
+    /// Allocates single addresses of `range` in `kv` (sets' virtual IPs), owned by
+    /// `vip=<set>` (no node name holds `=`), so that no owner is ever mistaken for a node. The range must not
+    /// overlap `cluster` (the node subnets).
+    pub fn addresses(kv: kv::Store, range: Cidr, cluster: Cidr) -> Result<Self, String> {
+        let overlap = range.base & mask(range.len.min(cluster.len))
+            == cluster.base & mask(range.len.min(cluster.len));
+        if overlap {
+            return Err(format!(
+                "the virtual IP range {range} overlaps the cluster CIDR {cluster}: choose another --vip-cidr"
+            ));
+        }
+        if range.len > 30 {
+            return Err(format!(
+                "the virtual IP range {range} is too small: use a prefix of 30 or less"
+            ));
+        }
+        Ok(Subnets {
+            kv,
+            cluster: range,
+            prefix: 32,
+            what: "virtual IP",
+        })
+    }
+
+    /// The owner a set's virtual IP is claimed for.
+    pub fn vip_owner(set: &str) -> String {
+        format!("vip={set}")
+    }
+
+    /// The address part of a block (`10.68.0.5/32` -> `10.68.0.5`).
+    pub fn address(block: &str) -> &str {
+        block.split_once('/').map_or(block, |(a, _)| a)
     }
 
     /// The subnet of `node`, allocating one if it has none.
@@ -145,14 +182,21 @@ impl Subnets {
             }
             taken.insert(cidr);
         }
+        if self.prefix == 32 {
+            // Single addresses: not the range's network address.
+            taken.insert(Cidr {
+                base: self.cluster.base,
+                len: 32,
+            });
+        }
         // A claim without its node key: an earlier attempt stopped half-way.
         let chosen = match mine {
             Some(c) => c,
             None => loop {
                 let Some(c) = allocate(self.cluster, self.prefix, &taken) else {
                     return Err(ServerError::unavailable(format!(
-                        "no free /{} left in the cluster CIDR {}: delete unused nodes or use a larger --cluster-cidr",
-                        self.prefix, self.cluster
+                        "no free {} left in {}: delete unused ones or use a larger range (--cluster-cidr, --vip-cidr)",
+                        self.what, self.cluster
                     )));
                 };
                 match self
@@ -176,7 +220,7 @@ impl Subnets {
             .put(&node_key, subnet.clone().into())
             .await
             .map_err(internal)?;
-        tracing::info!(%node, %subnet, "allocated a container subnet");
+        tracing::info!(owner = %node, %subnet, what = self.what, "allocated");
         Ok(subnet)
     }
 
@@ -195,6 +239,18 @@ impl Subnets {
             .await
             .map_err(internal)?;
         Ok(())
+    }
+
+    /// The owners of the claims in this allocator's range.
+    pub async fn owners(&self) -> Result<Vec<String>, ServerError> {
+        let range = self.cluster;
+        Ok(self
+            .claims()
+            .await?
+            .into_iter()
+            .filter(|(c, _)| c.base & mask(range.len) == range.base)
+            .map(|(_, owner)| owner)
+            .collect())
     }
 
     /// Every claimed subnet with its owner.
