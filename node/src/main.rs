@@ -283,7 +283,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         disconnect_timeout: Duration::from_secs(args.node_timeout),
         agent_digest: agent.digest.clone(),
         xkey: secrets.public_key(),
-        mesh: mesh.as_ref().map(|m| m.status()),
+        mesh: mesh.clone(),
     };
     tokio::spawn(voiyd_node::upgrade::settle(agent.clone()));
     // Logs, exec, stats, metrics, DNS and upgrades, on a NATS connection of their own.

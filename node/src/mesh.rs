@@ -27,6 +27,11 @@ use voiyd_nats::names;
 const KEEPALIVE_SECS: u32 = 25;
 /// Tunnel MTU: the usual Ethernet 1500 less WireGuard's 80 bytes of IPv6 headroom.
 const MTU: u32 = 1420;
+/// A peer without a handshake this long after it was configured is reported unreachable.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
+/// A handshake older than this no longer shows the path works (WireGuard renews a session
+/// every two minutes while it carries traffic or keepalives).
+const HANDSHAKE_FRESH: Duration = Duration::from_secs(180);
 /// Comment on every firewall rule the mesh adds, to find them again.
 const RULE_COMMENT: &str = "voiyd-mesh";
 
@@ -60,6 +65,50 @@ pub enum MeshError {
     Command(String),
 }
 
+/// One peer as the device has it.
+#[derive(Debug, Clone)]
+struct Applied {
+    /// As published (without its relays, which are its own business).
+    peer: MeshPeer,
+    /// Its allowed IPs: its subnet and those it relays to, or only its gateway while it
+    /// is itself reached through a relay.
+    allowed: Vec<String>,
+    /// Since when it is configured.
+    since: std::time::Instant,
+}
+
+/// The allowed IPs of every other peer, by node, as this node's relays (`via` of its
+/// own record) make them: a peer reached through a relay keeps only its gateway address
+/// (the direct path is still tried with it), and the relay takes the peer's subnet.
+fn allowed_ips(node: &str, peers: &BTreeMap<String, MeshPeer>) -> BTreeMap<String, Vec<String>> {
+    let via = peers
+        .values()
+        .find(|p| p.node == node)
+        .map(|p| p.via.clone())
+        .unwrap_or_default();
+    let others: Vec<&MeshPeer> = peers.values().filter(|p| p.node != node).collect();
+    others
+        .iter()
+        .map(|p| {
+            let allowed = if via.contains_key(&p.node) {
+                crate::network::gateway(&p.subnet)
+                    .map(|g| vec![format!("{g}/32")])
+                    .unwrap_or_default()
+            } else {
+                let mut a = vec![p.subnet.clone()];
+                a.extend(
+                    others
+                        .iter()
+                        .filter(|q| via.get(&q.node) == Some(&p.node))
+                        .map(|q| q.subnet.clone()),
+                );
+                a
+            };
+            (p.node.clone(), allowed)
+        })
+        .collect()
+}
+
 /// The running mesh of this node.
 pub struct Mesh {
     cfg: MeshConfig,
@@ -68,7 +117,7 @@ pub struct Mesh {
     _device: Mutex<boringtun::device::DeviceHandle>,
     network: Arc<Network>,
     /// The own subnet the peers were configured with, and the peers, by node.
-    applied: Mutex<(String, BTreeMap<String, MeshPeer>)>,
+    applied: Mutex<(String, BTreeMap<String, Applied>)>,
     /// Peer subnets routed without the node's own source address (not there yet).
     unsourced: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -139,12 +188,72 @@ impl Mesh {
         Ok(Arc::new(mesh))
     }
 
-    /// What the heartbeat publishes.
+    /// What the heartbeat publishes, with the peers this node has not reached directly
+    /// (each is nudged to try again).
     pub fn status(&self) -> MeshStatus {
         MeshStatus {
             public_key: self.public_key.clone(),
             endpoints: vec![self.cfg.endpoint.clone()],
+            unreachable: self.unreachable(),
         }
+    }
+
+    /// Peers configured for [`UNREACHABLE_AFTER`] without a handshake in the last
+    /// [`HANDSHAKE_FRESH`]. A datagram to each one's gateway (a route through the tunnel
+    /// that always leads to the peer itself, relayed or not) makes the device try a
+    /// handshake now, so that a path that opens again is seen within a heartbeat or two.
+    fn unreachable(&self) -> Vec<String> {
+        let handshakes = match self.handshakes() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the mesh device");
+                return Vec::new();
+            }
+        };
+        let guard = self.applied.lock().expect("mesh lock");
+        let mut out = Vec::new();
+        for (node, a) in &guard.1 {
+            let (p, since) = (&a.peer, a.since);
+            let Some(key) = key_hex(&p.public_key) else {
+                continue;
+            };
+            let fresh = handshakes
+                .get(&key)
+                .is_some_and(|ago| *ago < HANDSHAKE_FRESH.as_secs());
+            if !fresh {
+                if let Some(gw) = crate::network::gateway(&p.subnet) {
+                    nudge(gw);
+                }
+                if since.elapsed() >= UNREACHABLE_AFTER {
+                    out.push(node.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Seconds since the last handshake of every peer that had one, by hex public key
+    /// (boringtun reports the age, not the time, under `last_handshake_time_sec`).
+    fn handshakes(&self) -> Result<BTreeMap<String, u64>, MeshError> {
+        let mut conn = self.uapi.lock().expect("uapi lock");
+        let fail = |e: std::io::Error| MeshError::Config(self.cfg.interface.clone(), e.to_string());
+        conn.get_mut().write_all(b"get=1\n\n").map_err(fail)?;
+        let mut out = BTreeMap::new();
+        let mut key = String::new();
+        loop {
+            let mut line = String::new();
+            if conn.read_line(&mut line).map_err(fail)? == 0 || line.trim().is_empty() {
+                break;
+            }
+            match line.trim().split_once('=') {
+                Some(("public_key", k)) => key = k.to_string(),
+                Some(("last_handshake_time_sec", t)) => {
+                    out.insert(key.clone(), t.parse().unwrap_or(0));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// One UAPI `set` command.
@@ -184,29 +293,46 @@ impl Mesh {
     /// mesh, this one included, which is skipped).
     pub fn apply(&self, node: &str, peers: &BTreeMap<String, MeshPeer>) {
         let own = self.network.subnet().unwrap_or_default();
+        let mut allowed = allowed_ips(node, peers);
         let wanted: BTreeMap<String, MeshPeer> = peers
             .values()
             .filter(|p| p.node != node && p.subnet != own && !p.subnet.is_empty())
-            .map(|p| (p.node.clone(), p.clone()))
+            .map(|p| {
+                let mut p = p.clone();
+                p.via.clear();
+                (p.node.clone(), p)
+            })
             .collect();
         let mut guard = self.applied.lock().expect("mesh lock");
         let (applied_own, applied) = &mut *guard;
         if *applied_own != own {
             // The subnet arrived (or changed): every peer's rules are made again.
             for old in applied.values() {
-                self.remove_peer(old, applied_own);
+                self.remove_peer(&old.peer, applied_own);
             }
             applied.clear();
             *applied_own = own.clone();
         }
         for (name, old) in applied.clone() {
-            if wanted.get(&name) != Some(&old) {
-                self.remove_peer(&old, &own);
+            if wanted.get(&name) != Some(&old.peer) {
+                self.remove_peer(&old.peer, &own);
                 applied.remove(&name);
             }
         }
         for (name, p) in wanted {
-            if applied.contains_key(&name) {
+            let ips = allowed.remove(&name).unwrap_or_default();
+            if let Some(a) = applied.get_mut(&name) {
+                if a.allowed != ips {
+                    match self.set_allowed(&p, &ips) {
+                        Ok(()) => {
+                            tracing::info!(peer = %name, allowed = ?ips, "mesh peer re-routed");
+                            a.allowed = ips;
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer = %name, error = %e, "cannot re-route mesh peer")
+                        }
+                    }
+                }
                 // The bridge (and so the node's own gateway address) may have appeared
                 // since the route was made without it.
                 if self
@@ -219,29 +345,34 @@ impl Mesh {
                 }
                 continue;
             }
-            match self.add_peer(&p, &own) {
+            match self.add_peer(&p, &ips, &own) {
                 Ok(()) => {
-                    tracing::info!(peer = %name, subnet = %p.subnet, endpoint = ?p.endpoints.first(), "mesh peer added");
-                    applied.insert(name, p);
+                    tracing::info!(peer = %name, subnet = %p.subnet, allowed = ?ips, endpoint = ?p.endpoints.first(), "mesh peer added");
+                    applied.insert(
+                        name,
+                        Applied {
+                            peer: p,
+                            allowed: ips,
+                            since: std::time::Instant::now(),
+                        },
+                    );
                 }
                 Err(e) => tracing::warn!(peer = %name, error = %e, "cannot add mesh peer"),
             }
         }
     }
 
-    fn add_peer(&self, p: &MeshPeer, own: &str) -> Result<(), MeshError> {
+    /// Replaces a configured peer's allowed IPs. boringtun 0.7 cannot change a peer in
+    /// place (it panics), so the peer is removed and added again: its session restarts.
+    fn set_allowed(&self, p: &MeshPeer, ips: &[String]) -> Result<(), MeshError> {
         let key = key_hex(&p.public_key)
             .ok_or_else(|| MeshError::Config(p.node.clone(), "bad public key".into()))?;
-        let mut lines = vec![
-            ("public_key", key),
-            ("replace_allowed_ips", "true".to_string()),
-            ("allowed_ip", p.subnet.clone()),
-            ("persistent_keepalive_interval", KEEPALIVE_SECS.to_string()),
-        ];
-        if let Some(e) = p.endpoints.first() {
-            lines.push(("endpoint", e.clone()));
-        }
-        self.set(&lines)?;
+        self.set(&[("public_key", key), ("remove", "true".to_string())])?;
+        self.set(&peer_lines(p, ips)?)
+    }
+
+    fn add_peer(&self, p: &MeshPeer, allowed: &[String], own: &str) -> Result<(), MeshError> {
+        self.set(&peer_lines(p, allowed)?)?;
         self.route(&p.subnet, own);
         if !own.is_empty() {
             // Before the CNI masquerade rules: the peer sees the task's own address.
@@ -294,8 +425,8 @@ impl Mesh {
     pub fn remove_rules(&self) {
         let mut guard = self.applied.lock().expect("mesh lock");
         let (own, applied) = &mut *guard;
-        for p in applied.values() {
-            self.remove_peer(p, own);
+        for a in applied.values() {
+            self.remove_peer(&a.peer, own);
         }
         applied.clear();
         let dev = self.cfg.interface.clone();
@@ -336,6 +467,30 @@ impl Mesh {
                 let _ = tokio::task::spawn_blocking(move || this.apply(&node, &peers)).await;
             }
         }
+    }
+}
+
+/// The UAPI lines that add peer `p` with these allowed IPs.
+fn peer_lines(p: &MeshPeer, allowed: &[String]) -> Result<Vec<(&'static str, String)>, MeshError> {
+    let key = key_hex(&p.public_key)
+        .ok_or_else(|| MeshError::Config(p.node.clone(), "bad public key".into()))?;
+    let mut lines = vec![
+        ("public_key", key),
+        ("replace_allowed_ips", "true".to_string()),
+    ];
+    lines.extend(allowed.iter().map(|ip| ("allowed_ip", ip.clone())));
+    lines.push(("persistent_keepalive_interval", KEEPALIVE_SECS.to_string()));
+    if let Some(e) = p.endpoints.first() {
+        lines.push(("endpoint", e.clone()));
+    }
+    Ok(lines)
+}
+
+/// Sends one empty datagram to `gw` (port 9, discard): routed into the tunnel, it makes
+/// the device start a handshake with the peer that owns the address.
+fn nudge(gw: std::net::Ipv4Addr) {
+    if let Ok(sock) = std::net::UdpSocket::bind(("0.0.0.0", 0)) {
+        let _ = sock.send_to(&[], (gw, 9));
     }
 }
 
@@ -422,5 +577,30 @@ mod tests {
             r[2..7],
             ["POSTROUTING", "-s", "10.69.1.0/24", "-d", "10.69.2.0/24"]
         );
+    }
+
+    #[test]
+    fn a_relayed_peer_keeps_only_its_gateway_and_the_relay_takes_its_subnet() {
+        let peer = |node: &str, subnet: &str, via: &[(&str, &str)]| MeshPeer {
+            node: node.into(),
+            subnet: subnet.into(),
+            via: via.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            ..Default::default()
+        };
+        let peers: BTreeMap<String, MeshPeer> = [
+            peer("a", "10.69.1.0/24", &[("b", "c")]),
+            peer("b", "10.69.2.0/24", &[("a", "c")]),
+            peer("c", "10.69.3.0/24", &[]),
+        ]
+        .into_iter()
+        .map(|p| (p.node.clone(), p))
+        .collect();
+        let a = allowed_ips("a", &peers);
+        assert_eq!(a["b"], ["10.69.2.1/32"]);
+        assert_eq!(a["c"], ["10.69.3.0/24", "10.69.2.0/24"]);
+        // The relay itself routes plainly.
+        let c = allowed_ips("c", &peers);
+        assert_eq!(c["a"], ["10.69.1.0/24"]);
+        assert_eq!(c["b"], ["10.69.2.0/24"]);
     }
 }

@@ -183,3 +183,116 @@ async fn tasks_on_two_hosts_talk_through_the_encrypted_mesh() {
     .await;
     assert!(in_netns(&ha.netns, "ip", &["link", "show", "voiyd-mesh"]));
 }
+
+/// `iptables` in a host's namespace.
+fn host_iptables(netns: &str, args: &[&str]) {
+    assert!(
+        in_netns(netns, "iptables", args),
+        "iptables {args:?} in {netns}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn two_hosts_that_cannot_reach_each_other_talk_through_a_third() {
+    let c = ContainerdCluster::start_with(&[]).await;
+    let u = Underlay::new(3);
+    let (ha, hb) = (u.hosts[0].clone(), u.hosts[1].clone());
+    // A firewall between a and b: no UDP either way (NATS reaches both through loopback).
+    host_iptables(
+        &ha.netns,
+        &["-I", "INPUT", "-s", &hb.addr, "-p", "udp", "-j", "DROP"],
+    );
+    host_iptables(
+        &ha.netns,
+        &["-I", "OUTPUT", "-d", &hb.addr, "-p", "udp", "-j", "DROP"],
+    );
+    let _agents = voiyd_tests::hosts::mesh_agents(&c, &u, "relay");
+    let image = c.registry.image("busybox");
+    c.apply(&format!(
+        "version: task/v1\nmeta: {{name: web}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: b}}\n  stopGracePeriod: 1s\n  args: [sh, -c, 'mkdir -p /www/cgi-bin && echo relayed > /www/index.html && printf \"#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \\$REMOTE_ADDR\\n\" > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www']\n---\nversion: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: a}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
+    ));
+    let ip_of = |name: &'static str| {
+        let api = c.api.clone();
+        async move {
+            let t: Task = api.get(name).await.ok()?;
+            let st = t.status?;
+            assert_ne!(st.phase, "Failed", "{name}: {} {}", st.reason, st.message);
+            (st.phase == "Running" && !st.ip.is_empty()).then_some(st.ip)
+        }
+    };
+    let web_ip = eventually(Duration::from_secs(60), "web Running", || ip_of("web")).await;
+    let client_ip = eventually(Duration::from_secs(60), "client Running", || {
+        ip_of("client")
+    })
+    .await;
+    // The servers see a and b report each other unreachable and route them through c.
+    let nats = async_nats::connect(&c.server.url).await.unwrap();
+    let kv = async_nats::jetstream::new(nats)
+        .get_key_value(voiyd_nats::names::BUCKET_MESH)
+        .await
+        .unwrap();
+    let via = |node: &'static str| {
+        let kv = kv.clone();
+        async move {
+            let p = kv.get(node).await.ok()??;
+            Some(<MeshPeer as prost::Message>::decode(p).ok()?.via)
+        }
+    };
+    eventually(
+        Duration::from_secs(40),
+        "a and b relayed through c",
+        || async {
+            let (a, b) = (via("relay-a").await?, via("relay-b").await?);
+            (a.get("relay-b").map(String::as_str) == Some("relay-c")
+                && b.get("relay-a").map(String::as_str) == Some("relay-c"))
+            .then_some(())
+        },
+    )
+    .await;
+    let fetch = |url: String| {
+        let out = c.voiydctl(&[
+            "exec",
+            "client",
+            "--",
+            "sh",
+            "-c",
+            &format!("timeout 3 wget -q -O - {url}"),
+        ]);
+        stdout(&out)
+    };
+    let got = eventually(Duration::from_secs(20), "web through the relay", || async {
+        let out = fetch(format!("http://{web_ip}:8080/"));
+        out.contains("relayed").then_some(out)
+    })
+    .await;
+    assert_eq!(got.trim(), "relayed");
+    // Relayed, not masqueraded either.
+    let seen = fetch(format!("http://{web_ip}:8080/cgi-bin/ip"));
+    let seen = seen
+        .trim()
+        .trim_start_matches("[::ffff:")
+        .trim_end_matches(']');
+    assert_eq!(seen, client_ip, "the address web saw through the relay");
+
+    // The firewall goes: the pair finds its direct path again and the relay is dropped.
+    host_iptables(
+        &ha.netns,
+        &["-D", "INPUT", "-s", &hb.addr, "-p", "udp", "-j", "DROP"],
+    );
+    host_iptables(
+        &ha.netns,
+        &["-D", "OUTPUT", "-d", &hb.addr, "-p", "udp", "-j", "DROP"],
+    );
+    eventually(Duration::from_secs(60), "a and b direct again", || async {
+        let (a, b) = (via("relay-a").await?, via("relay-b").await?);
+        (a.is_empty() && b.is_empty()).then_some(())
+    })
+    .await;
+    let got = eventually(Duration::from_secs(20), "web directly", || async {
+        let out = fetch(format!("http://{web_ip}:8080/"));
+        out.contains("relayed").then_some(out)
+    })
+    .await;
+    assert_eq!(got.trim(), "relayed");
+}

@@ -33,7 +33,7 @@ pub(super) async fn heartbeats<R: Runtime>(s: Arc<Shared<R>>, info: crate::runti
             session: session.clone(),
             agent_digest: s.cfg.agent_digest.clone(),
             xkey: s.cfg.xkey.clone(),
-            mesh: s.cfg.mesh.clone(),
+            mesh: s.cfg.mesh.as_ref().map(|m| m.status()),
             ..Default::default()
         };
         let report = NodeStatusReport {

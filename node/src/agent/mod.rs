@@ -67,8 +67,9 @@ pub struct AgentConfig {
     pub agent_digest: String,
     /// The public xkey servers seal this node's secrets to (empty: no secrets here).
     pub xkey: String,
-    /// This node's end of the mesh, when it joined one.
-    pub mesh: Option<voiyd_messages::v1::MeshStatus>,
+    /// This node's end of the mesh, when it joined one (heartbeats report its key,
+    /// endpoints and the peers it cannot reach).
+    pub mesh: Option<std::sync::Arc<crate::mesh::Mesh>>,
 }
 
 /// Why the agent stopped.

@@ -2,34 +2,82 @@
 //! node that reported a mesh key, an endpoint and a container subnet.
 
 use std::collections::BTreeMap;
-use voiyd_messages::v1::{MeshPeer, NodeStatus};
+use voiyd_messages::v1::{MeshPeer, MeshStatus, NodeStatus};
 
-/// The peers the nodes' statuses describe, by node name (key in `voiyd_mesh`).
+/// The peers the nodes' statuses describe, by node name (key in `voiyd_mesh`), each with
+/// the relays it uses ([`relays`]).
 pub fn peers(nodes: impl IntoIterator<Item = (String, NodeStatus)>) -> BTreeMap<String, MeshPeer> {
-    nodes
+    let members: Vec<(String, NodeStatus, MeshStatus)> = nodes
         .into_iter()
         .filter_map(|(node, st)| {
-            let mesh = st.mesh?;
+            let mesh = st.mesh.clone()?;
             if mesh.public_key.is_empty() || mesh.endpoints.is_empty() || st.subnet.is_empty() {
                 return None;
             }
-            Some((
+            Some((node, st, mesh))
+        })
+        .collect();
+    let mut via = relays(
+        members
+            .iter()
+            .map(|(node, _, mesh)| (node.as_str(), mesh.unreachable.as_slice())),
+    );
+    members
+        .into_iter()
+        .map(|(node, st, mesh)| {
+            (
                 voiyd_nats::names::spec_key(&node),
                 MeshPeer {
+                    via: via.remove(&node).unwrap_or_default(),
                     node,
                     subnet: st.subnet,
                     public_key: mesh.public_key,
                     endpoints: mesh.endpoints,
                 },
-            ))
+            )
         })
         .collect()
+}
+
+/// Which node relays for which pair: two members of which either reports the other
+/// unreachable go through the first member (by name) that both reach and that reaches
+/// both, in both directions (the relay forwards each way, and each end must accept the
+/// other's subnet from it). A pair no third member serves stays without a relay. Result:
+/// node -> (other node -> relay).
+pub fn relays<'a>(
+    members: impl IntoIterator<Item = (&'a str, &'a [String])>,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let members: BTreeMap<&str, &[String]> = members.into_iter().collect();
+    let cut = |a: &str, b: &str| {
+        members.get(a).is_some_and(|u| u.iter().any(|n| n == b))
+            || members.get(b).is_some_and(|u| u.iter().any(|n| n == a))
+    };
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let names: Vec<&str> = members.keys().copied().collect();
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            if !cut(a, b) {
+                continue;
+            }
+            let relay = names
+                .iter()
+                .find(|r| *r != a && *r != b && !cut(a, r) && !cut(b, r));
+            if let Some(r) = relay {
+                out.entry(a.to_string())
+                    .or_default()
+                    .insert(b.to_string(), r.to_string());
+                out.entry(b.to_string())
+                    .or_default()
+                    .insert(a.to_string(), r.to_string());
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use voiyd_messages::v1::MeshStatus;
 
     fn status(subnet: &str, key: &str, endpoint: &str) -> NodeStatus {
         NodeStatus {
@@ -40,6 +88,7 @@ mod tests {
                     .then(|| endpoint.to_string())
                     .into_iter()
                     .collect(),
+                ..Default::default()
             }),
             ..Default::default()
         }
@@ -64,5 +113,27 @@ mod tests {
         assert_eq!(keys, ["a", "e=2Ex"]);
         assert_eq!(p["a"].subnet, "10.69.1.0/24");
         assert_eq!(p["e=2Ex"].node, "e.x");
+    }
+
+    #[test]
+    fn a_cut_pair_goes_through_a_node_both_reach_both_ways() {
+        let un = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let (a, b, c, d) = (un(&["b"]), un(&[]), un(&["d"]), un(&["c"]));
+        // a cannot reach b (b does not know yet); c and d cannot reach each other.
+        let r = relays([
+            ("a", a.as_slice()),
+            ("b", b.as_slice()),
+            ("c", c.as_slice()),
+            ("d", d.as_slice()),
+        ]);
+        assert_eq!(r["a"]["b"], "c");
+        assert_eq!(r["b"]["a"], "c");
+        // c-d: a is the first that reaches both.
+        assert_eq!(r["c"]["d"], "a");
+        assert_eq!(r["d"]["c"], "a");
+        assert_eq!(r["a"].len(), 1);
+        // Two nodes alone: no one to relay.
+        let r = relays([("a", a.as_slice()), ("b", b.as_slice())]);
+        assert!(r.is_empty());
     }
 }
