@@ -8,8 +8,17 @@ use voiyd_messages::phase::TaskPhase;
 use voiyd_messages::v1::Task;
 use voiyd_nats::api::{ApiClient, ApiError};
 
-/// How often the task is read while waiting.
+/// Longest pause between two reads of the task while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// First pause: a container usually runs within a few hundred milliseconds, and a read
+/// costs the servers well under one; the pause grows by half each time up to
+/// [`POLL_INTERVAL`], so a wait is seen within a few percent of when it ends.
+const FIRST_POLL: Duration = Duration::from_millis(10);
+
+/// The pause after `prev`.
+fn next_poll(prev: Duration) -> Duration {
+    (prev + prev / 2).min(POLL_INTERVAL)
+}
 
 /// Restarts after which a task that is not running is said to crash-loop: waiting for
 /// it to run stops there instead of at the timeout.
@@ -232,6 +241,7 @@ pub async fn wait_task_showing(
     let mut progress = Progress::new();
     progress.quiet = !show;
     let mut state: String = TaskPhase::Pending.into();
+    let mut pause = FIRST_POLL;
     loop {
         let verdict = match api.get::<Task>(name).await {
             Ok(t) => assess(goal, name, Some(&t), min_generation),
@@ -266,7 +276,7 @@ pub async fn wait_task_showing(
                 state = s;
             }
         }
-        if Instant::now() + POLL_INTERVAL > deadline {
+        if Instant::now() + pause > deadline {
             progress.finish();
             let within = format_duration(timeout);
             return Err(CtlError::Wait(match goal {
@@ -277,6 +287,26 @@ pub async fn wait_task_showing(
                 ),
             }));
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::time::sleep(pause).await;
+        pause = next_poll(pause);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_start_fast_and_settle_at_the_interval() {
+        let mut p = FIRST_POLL;
+        let mut waited = Duration::ZERO;
+        let mut polls = 0;
+        while waited < Duration::from_secs(1) {
+            waited += p;
+            p = next_poll(p);
+            polls += 1;
+        }
+        assert!(polls >= 8, "{polls} reads in the first second");
+        assert_eq!(p, POLL_INTERVAL);
     }
 }

@@ -584,7 +584,10 @@ mod tests {
         let peer = |node: &str, subnet: &str, via: &[(&str, &str)]| MeshPeer {
             node: node.into(),
             subnet: subnet.into(),
-            via: via.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            via: via
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
             ..Default::default()
         };
         let peers: BTreeMap<String, MeshPeer> = [

@@ -12,9 +12,9 @@ pub mod conf;
 use conf::HostPort;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use voiyd_messages::reason::Reason;
 use voiyd_messages::v1::PortMapping;
 
@@ -86,6 +86,8 @@ pub struct Network {
     /// Cluster DNS is on and its server could listen (tasks' resolv.conf names it).
     cluster_dns: std::sync::atomic::AtomicBool,
     lock: tokio::sync::Mutex<()>,
+    /// Set-ups whose plugins are running in the background, by task ([`Network::begin`]).
+    pending: std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<Result<String, NetError>>>>,
 }
 
 /// The cluster's DNS domain (`web.voiyd`), which tasks search first.
@@ -111,6 +113,7 @@ impl Network {
             subnet_known: tokio::sync::watch::channel(false).0,
             cluster_dns: std::sync::atomic::AtomicBool::new(cluster_dns),
             lock: tokio::sync::Mutex::new(()),
+            pending: Default::default(),
         }
     }
 
@@ -261,12 +264,32 @@ impl Network {
             .unwrap_or_default()
     }
 
-    /// Sets the task's network up (replacing what an earlier run left) and returns its IP.
+    /// Sets the task's network up (replacing what an earlier run left) and returns its IP:
+    /// [`Network::begin`] then [`Network::finish`].
+    pub async fn setup(self: &Arc<Self>, task: &str) -> Result<String, NetError> {
+        self.begin(task).await?;
+        self.finish(task).await
+    }
+
+    /// Starts setting the task's network up: replaces what an earlier run left, checks
+    /// its host ports and makes its namespace (so a container can be created to join it)
+    /// before returning; the CNI plugins then run in the background while the caller
+    /// creates the container and its task, and [`Network::finish`] waits for them. The
+    /// plugins are most of a start's cost (four executions), which this takes off the
+    /// critical path. Nothing happens when a set-up was begun already.
     ///
     /// One task's steps are serialized by its agent worker; the lock only makes the
     /// host-port check and the reservation that follows (the saved state) atomic across
     /// tasks, so set-ups of different tasks run in parallel.
-    pub async fn setup(&self, task: &str) -> Result<String, NetError> {
+    pub async fn begin(self: &Arc<Self>, task: &str) -> Result<(), NetError> {
+        if self
+            .pending
+            .lock()
+            .expect("pending lock")
+            .contains_key(task)
+        {
+            return Ok(());
+        }
         self.teardown_inner(task).await;
         let Some(subnet) = self.subnet() else {
             return Err(NetError::new(
@@ -276,11 +299,9 @@ impl Network {
         };
         let ports = self.planned_ports(task);
         let wanted = conf::host_ports(&ports);
-        let id = self.id(task);
-        let netns = self.netns_path(task);
-        let mut state = TaskNet {
+        let state = TaskNet {
             netns: self.netns_name(task),
-            container_id: id.clone(),
+            container_id: self.id(task),
             conflist: conf::conflist(&self.cfg.bridge, &subnet, &self.ipam_dir()),
             ports: conf::port_mappings(&ports),
             host_ports: wanted,
@@ -294,6 +315,30 @@ impl Network {
             // Saved before any plugin runs: a crash in between still leaves enough to undo.
             self.save(task, &state)?;
         }
+        let (this, name) = (self.clone(), task.to_string());
+        let plugins = tokio::spawn(async move { this.run_plugins(&name, state).await });
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(task.to_string(), plugins);
+        Ok(())
+    }
+
+    /// Waits for the set-up [`Network::begin`] started (starting one if none was) and
+    /// returns the task's IP.
+    pub async fn finish(self: &Arc<Self>, task: &str) -> Result<String, NetError> {
+        let pending = self.pending.lock().expect("pending lock").remove(task);
+        match pending {
+            Some(plugins) => plugins
+                .await
+                .map_err(|e| failed(format!("network set-up stopped: {e}")))?,
+            None => Box::pin(self.setup(task)).await,
+        }
+    }
+
+    /// The CNI chain of a begun set-up, then the hosts file with the address.
+    async fn run_plugins(&self, task: &str, mut state: TaskNet) -> Result<String, NetError> {
+        let (id, netns) = (state.container_id.clone(), self.netns_path(task));
         self.exec("ADD", &id, &netns, &conf::loopback()).await?;
         let mut prev: Option<Value> = None;
         let count = state.conflist["plugins"].as_array().map_or(0, |p| p.len());
@@ -414,6 +459,11 @@ impl Network {
     }
 
     async fn teardown_inner(&self, task: &str) {
+        // A set-up still running finishes first: its plugins and these must not cross.
+        let pending = self.pending.lock().expect("pending lock").remove(task);
+        if let Some(plugins) = pending {
+            let _ = plugins.await;
+        }
         let netns = self.netns_path(task);
         if let Some(state) = self.load(task) {
             let count = state.conflist["plugins"].as_array().map_or(0, |p| p.len());

@@ -539,6 +539,16 @@ impl Runtime for ContainerdRuntime {
             .create_lease(Duration::from_secs(600))
             .await
             .map_err(|e| RuntimeError::new(Reason::CreateFailed, e.to_string()))?;
+        let (netns_path, hosts_path, resolv_path) = self.network_for(desired).await?;
+        if let Some(n) = self.cfg.network.as_ref().filter(|_| netns_path.is_some()) {
+            if !desired.config.stopped {
+                // The network is made while the snapshot and the container are: the start
+                // that follows finds it (nearly) ready. A failure here is met again there.
+                if let Err(e) = n.begin(task).await {
+                    tracing::debug!(%task, error = %e.message, "network not begun at create");
+                }
+            }
+        }
         let prep = PrepareSnapshotRequest {
             snapshotter: self.cfg.pull.snapshotter.clone(),
             key: task.to_string(),
@@ -553,7 +563,6 @@ impl Runtime for ContainerdRuntime {
             .map_err(cd_err(Reason::CreateFailed, "prepare snapshot"))?
             .into_inner()
             .mounts;
-        let (netns_path, hosts_path, resolv_path) = self.network_for(desired).await?;
         let input = SpecInput {
             task_name: task,
             config: &desired.config,
@@ -614,11 +623,16 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn start(&self, task: &str) -> Result<u32, RuntimeError> {
-        // A task left in the container (exited, or created by an interrupted start) goes first.
-        self.delete_task(task).await?;
+        // A task left in the container (exited, or created by an interrupted start) goes
+        // first. Its network needs no tear-down here: beginning a set-up replaces what an
+        // earlier run left, and keeps the one begun when the container was created.
+        self.delete_process(task).await?;
         self.ensure_capture(task).await?;
-        if let Some(n) = self.cfg.network.as_ref().filter(|n| n.has_plan(task)) {
-            n.setup(task)
+        let net = self.cfg.network.as_ref().filter(|n| n.has_plan(task));
+        if let Some(n) = net {
+            // The namespace exists when this returns; its plugins run while the task is
+            // created below (they may have started already, when the container was).
+            n.begin(task)
                 .await
                 .map_err(|e| RuntimeError::new(e.reason, e.message))?;
         }
@@ -630,13 +644,26 @@ impl Runtime for ContainerdRuntime {
             stderr: paths.stderr().to_string_lossy().into_owned(),
             ..Default::default()
         };
-        let created = self
-            .cd
-            .tasks()
-            .create(self.cd.request(req))
-            .await
-            .map_err(cd_err(Reason::StartFailed, "create task"))?
-            .into_inner();
+        let create = async {
+            self.cd
+                .tasks()
+                .create(self.cd.request(req))
+                .await
+                .map_err(cd_err(Reason::StartFailed, "create task"))
+        };
+        let network = async {
+            match net {
+                Some(n) => n.finish(task).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (created, network) = tokio::join!(create, network);
+        let created = created?.into_inner();
+        if let Err(e) = network {
+            // The process never ran: nothing of it is left for a retry to trip over.
+            let _ = self.delete_task(task).await;
+            return Err(RuntimeError::new(e.reason, e.message));
+        }
         self.set_run(task, created.pid).await;
         let start = StartRequest {
             container_id: task.to_string(),

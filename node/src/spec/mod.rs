@@ -439,21 +439,27 @@ fn resources(cfg: &TaskConfig) -> Result<LinuxResources, SpecError> {
         memory.set_limit(Some(i64::try_from(limit).unwrap_or(i64::MAX)));
         res.set_memory(Some(memory));
     }
-    let quota = non_empty(&lim.cpu).or(non_empty(&req.cpu));
-    if let Some(cpu) = quota {
-        let millis = cpu_of(cpu)?;
-        let weight = match non_empty(&req.cpu) {
-            Some(r) => cpu_of(r)?,
-            None => millis,
-        };
-        // Kubernetes' conversion: shares = millicores * 1024 / 1000 (at least 2).
-        let shares = (weight.saturating_mul(1024) / 1000).max(2);
+    // CPU is compressible: the request sets the weight only, and a quota comes from an
+    // explicit limit (as in Kubernetes, and Nomad without cpu_hard_limit). A quota made
+    // from the request throttled every burst, container start included: runc's init runs
+    // in the task's cgroup, and at 100m it waited out most of a 100 ms period.
+    let limit = non_empty(&lim.cpu).map(cpu_of).transpose()?;
+    let weight = match non_empty(&req.cpu) {
+        Some(r) => Some(cpu_of(r)?),
+        None => limit,
+    };
+    if weight.is_some() || limit.is_some() {
         let mut c = LinuxCpu::default();
-        c.set_quota(Some(
-            i64::try_from(millis.saturating_mul(CPU_PERIOD_US / 1000)).unwrap_or(i64::MAX),
-        ))
-        .set_period(Some(CPU_PERIOD_US))
-        .set_shares(Some(shares));
+        if let Some(w) = weight {
+            // Kubernetes' conversion: shares = millicores * 1024 / 1000 (at least 2).
+            c.set_shares(Some((w.saturating_mul(1024) / 1000).max(2)));
+        }
+        if let Some(millis) = limit {
+            c.set_quota(Some(
+                i64::try_from(millis.saturating_mul(CPU_PERIOD_US / 1000)).unwrap_or(i64::MAX),
+            ))
+            .set_period(Some(CPU_PERIOD_US));
+        }
         res.set_cpu(Some(c));
     }
     Ok(res)
@@ -1108,17 +1114,20 @@ mod tests {
         };
         let r = &spec(&cfg)["linux"]["resources"];
         assert_eq!(r["memory"]["limit"], 268_435_456u64);
-        assert_eq!(r["cpu"]["period"], 100_000);
-        assert_eq!(r["cpu"]["quota"], 50_000);
+        // A request weighs; it does not cap.
+        assert_eq!(r["cpu"]["shares"], 512);
+        assert!(r["cpu"].get("quota").is_none(), "{r}");
         let cfg = TaskConfig {
-            resources: Some(Resources {
+            limits: Some(Resources {
                 cpu: "1.5".into(),
                 memory: String::new(),
             }),
             ..Default::default()
         };
         let r = &spec(&cfg)["linux"]["resources"];
+        assert_eq!(r["cpu"]["period"], 100_000);
         assert_eq!(r["cpu"]["quota"], 150_000);
+        assert_eq!(r["cpu"]["shares"], 1536);
         assert!(r.get("memory").is_none());
         assert!(spec(&TaskConfig::default())["linux"]["resources"]
             .get("cpu")
