@@ -4,7 +4,7 @@
 //! WireGuard in userspace (boringtun on a TUN device: hosts without the kernel module
 //! work the same), one peer per other node from `voiyd_mesh`, its subnet as the peer's
 //! allowed IPs and routed through the device. The key pair is new at every agent start
-//! (the servers publish it within a second); peers keep the tunnel alive every 25 s, so
+//! (the servers publish it within a second); peers keep the tunnel alive every 10 s, so
 //! a node behind NAT that dials out stays reachable. Traffic between node subnets is not
 //! masqueraded: a task sees the real address of a task on another node.
 //!
@@ -23,15 +23,16 @@ use std::time::Duration;
 use voiyd_messages::v1::{MeshPeer, MeshStatus};
 use voiyd_nats::names;
 
-/// Keepalive interval: keeps NAT mappings open for nodes that only dial out.
-const KEEPALIVE_SECS: u32 = 25;
+/// Keepalive interval: keeps NAT mappings open for nodes that only dial out, and shows
+/// each peer that the path works.
+const KEEPALIVE_SECS: u32 = 10;
 /// Tunnel MTU: the usual Ethernet 1500 less WireGuard's 80 bytes of IPv6 headroom.
 const MTU: u32 = 1420;
-/// A peer without a handshake this long after it was configured is reported unreachable.
+/// A peer not heard from this long after it was first configured is reported unreachable.
 const UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
-/// A handshake older than this no longer shows the path works (WireGuard renews a session
-/// every two minutes while it carries traffic or keepalives).
-const HANDSHAKE_FRESH: Duration = Duration::from_secs(180);
+/// A peer heard from (data received directly) this long ago no longer counts as
+/// reachable: its heartbeats' datagrams would have arrived since.
+const SILENT_AFTER: Duration = Duration::from_secs(25);
 /// Comment on every firewall rule the mesh adds, to find them again.
 const RULE_COMMENT: &str = "voiyd-mesh";
 
@@ -65,6 +66,17 @@ pub enum MeshError {
     Command(String),
 }
 
+/// What was last heard from a peer (by its key, so across re-adds).
+#[derive(Debug, Clone)]
+struct Heard {
+    /// When it was first configured.
+    first: std::time::Instant,
+    /// Its received-bytes counter at the last look.
+    rx: u64,
+    /// When the counter last grew.
+    alive: Option<std::time::Instant>,
+}
+
 /// One peer as the device has it.
 #[derive(Debug, Clone)]
 struct Applied {
@@ -73,8 +85,6 @@ struct Applied {
     /// Its allowed IPs: its subnet and those it relays to, or only its gateway while it
     /// is itself reached through a relay.
     allowed: Vec<String>,
-    /// Since when it is configured.
-    since: std::time::Instant,
 }
 
 /// The allowed IPs of every other peer, by node, as this node's relays (`via` of its
@@ -118,6 +128,8 @@ pub struct Mesh {
     network: Arc<Network>,
     /// The own subnet the peers were configured with, and the peers, by node.
     applied: Mutex<(String, BTreeMap<String, Applied>)>,
+    /// What was heard from each peer, by hex key.
+    heard: Mutex<BTreeMap<String, Heard>>,
     /// Peer subnets routed without the node's own source address (not there yet).
     unsourced: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -167,6 +179,7 @@ impl Mesh {
             network,
             applied: Mutex::new((String::new(), BTreeMap::new())),
             unsourced: Mutex::new(Default::default()),
+            heard: Mutex::new(BTreeMap::new()),
             cfg,
         };
         mesh.set(&[
@@ -188,8 +201,8 @@ impl Mesh {
         Ok(Arc::new(mesh))
     }
 
-    /// What the heartbeat publishes, with the peers this node has not reached directly
-    /// (each is nudged to try again).
+    /// What the heartbeat publishes, with the peers this node has not heard from directly
+    /// (every peer is sent a datagram, so that each hears from this node at every heartbeat).
     pub fn status(&self) -> MeshStatus {
         MeshStatus {
             public_key: self.public_key.clone(),
@@ -203,38 +216,55 @@ impl Mesh {
     /// that always leads to the peer itself, relayed or not) makes the device try a
     /// handshake now, so that a path that opens again is seen within a heartbeat or two.
     fn unreachable(&self) -> Vec<String> {
-        let handshakes = match self.handshakes() {
-            Ok(h) => h,
+        let received = match self.received() {
+            Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the mesh device");
                 return Vec::new();
             }
         };
         let guard = self.applied.lock().expect("mesh lock");
+        let mut heard = self.heard.lock().expect("mesh lock");
+        let now = std::time::Instant::now();
+        let keys: Vec<String> = guard
+            .1
+            .values()
+            .filter_map(|a| key_hex(&a.peer.public_key))
+            .collect();
+        heard.retain(|k, _| keys.contains(k));
         let mut out = Vec::new();
         for (node, a) in &guard.1 {
-            let (p, since) = (&a.peer, a.since);
-            let Some(key) = key_hex(&p.public_key) else {
+            let Some(key) = key_hex(&a.peer.public_key) else {
                 continue;
             };
-            let fresh = handshakes
-                .get(&key)
-                .is_some_and(|ago| *ago < HANDSHAKE_FRESH.as_secs());
-            if !fresh {
-                if let Some(gw) = crate::network::gateway(&p.subnet) {
-                    nudge(gw);
-                }
-                if since.elapsed() >= UNREACHABLE_AFTER {
-                    out.push(node.clone());
-                }
+            let rx = received.get(&key).copied().unwrap_or(0);
+            let h = heard.entry(key).or_insert(Heard {
+                first: now,
+                rx,
+                alive: None,
+            });
+            // More bytes than last time is a sign of life; fewer, a counter that restarted
+            // with the peer (re-added for a relay change), which is no sign either way.
+            if rx > h.rx {
+                h.alive = Some(now);
+            }
+            h.rx = rx;
+            // Every peer gets a datagram: it is what the peer hears from this node (WireGuard
+            // keepalives carry no data, and its byte counters count only data), and one to a
+            // peer without a session makes the device try a handshake now.
+            if let Some(gw) = crate::network::gateway(&a.peer.subnet) {
+                nudge(gw);
+            }
+            let alive = h.alive.is_some_and(|t| t.elapsed() < SILENT_AFTER);
+            if !alive && h.first.elapsed() >= UNREACHABLE_AFTER {
+                out.push(node.clone());
             }
         }
         out
     }
 
-    /// Seconds since the last handshake of every peer that had one, by hex public key
-    /// (boringtun reports the age, not the time, under `last_handshake_time_sec`).
-    fn handshakes(&self) -> Result<BTreeMap<String, u64>, MeshError> {
+    /// Bytes received from every peer, by hex public key.
+    fn received(&self) -> Result<BTreeMap<String, u64>, MeshError> {
         let mut conn = self.uapi.lock().expect("uapi lock");
         let fail = |e: std::io::Error| MeshError::Config(self.cfg.interface.clone(), e.to_string());
         conn.get_mut().write_all(b"get=1\n\n").map_err(fail)?;
@@ -247,8 +277,8 @@ impl Mesh {
             }
             match line.trim().split_once('=') {
                 Some(("public_key", k)) => key = k.to_string(),
-                Some(("last_handshake_time_sec", t)) => {
-                    out.insert(key.clone(), t.parse().unwrap_or(0));
+                Some(("rx_bytes", n)) => {
+                    out.insert(key.clone(), n.parse().unwrap_or(0));
                 }
                 _ => {}
             }
@@ -353,7 +383,6 @@ impl Mesh {
                         Applied {
                             peer: p,
                             allowed: ips,
-                            since: std::time::Instant::now(),
                         },
                     );
                 }
@@ -486,11 +515,12 @@ fn peer_lines(p: &MeshPeer, allowed: &[String]) -> Result<Vec<(&'static str, Str
     Ok(lines)
 }
 
-/// Sends one empty datagram to `gw` (port 9, discard): routed into the tunnel, it makes
-/// the device start a handshake with the peer that owns the address.
+/// Sends one byte to `gw` (port 9, discard), through the tunnel to the peer that owns
+/// the address: the peer counts it as heard from this node (or, without a session, the
+/// device starts a handshake first).
 fn nudge(gw: std::net::Ipv4Addr) {
     if let Ok(sock) = std::net::UdpSocket::bind(("0.0.0.0", 0)) {
-        let _ = sock.send_to(&[], (gw, 9));
+        let _ = sock.send_to(b"v", (gw, 9));
     }
 }
 

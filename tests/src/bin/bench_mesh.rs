@@ -1,12 +1,14 @@
-//! Node mesh benchmark. Two node agents, each in a network namespace standing in for a
-//! host (veth to an underlay bridge), in the mesh. Prints, measured in the same run:
-//! - task to task on one node (through the node's bridge): the floor;
-//! - task to task across the two nodes (through the userspace WireGuard tunnel).
-//!
-//! Not yet: host to host on the bare underlay.
+//! Node mesh benchmark. Three node agents, each in a network namespace standing in for a
+//! host (veth to an underlay bridge), in the mesh. Prints, measured in the same run, the
+//! throughput and round-trip time of:
+//! - host to host on the bare underlay (no tunnel): the floor of the wire;
+//! - task to task on one node (through the node's bridge): the floor of a task's path;
+//! - task to task across two nodes (through the userspace WireGuard tunnel);
+//! - the same once UDP between those two hosts is dropped, through the third (relayed).
 //!
 //! Each stream sends `MIB` MiB with busybox `dd | nc`, timed in the sending shell (from
-//! before dd starts until nc has handed the last byte to the socket).
+//! before dd starts until nc has handed the last byte to the socket); round trips are
+//! busybox `ping` averages.
 //!
 //! Usage: `cargo build --release --bins && VOIYD_BIN_DIR=target/release
 //! target/release/bench_mesh` (root; real containerd).
@@ -22,6 +24,7 @@ const RUNS: usize = 3;
 /// MB/s from the `elapsed START END` line the stream script prints (seconds of
 /// /proc/uptime, which busybox shells can read: their `date` has no sub-seconds).
 fn rate(out: &str) -> f64 {
+    assert!(out.contains("rc=0"), "the stream failed: {out}");
     let line = out
         .lines()
         .find(|l| l.starts_with("elapsed "))
@@ -54,7 +57,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let c = ContainerdCluster::start_with(&[]).await;
-    let u = Underlay::new(2);
+    let u = Underlay::new(3);
     let _agents = voiyd_tests::hosts::mesh_agents(&c, &u, "bench");
     let hb = u.hosts[1].clone();
     let image = c.registry.image("busybox");
@@ -99,23 +102,140 @@ async fn main() {
         );
         std::thread::sleep(Duration::from_secs(secs));
     }
-    let mut near = Vec::new();
-    let mut far = Vec::new();
+    // The wire itself: a sink on host b's own address, a sender in host a's namespace.
+    let ha = u.hosts[0].clone();
+    let _host_sink = Child(
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &hb.netns, "busybox", "nc", "-ll", "-p", "9100", "-e",
+            ])
+            .args(["sh", "-c", "cat > /dev/null"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("busybox nc on host b"),
+    );
+    // The same busybox tools as in the tasks (the host's own nc differs), first in PATH.
+    let applets = tempfile::tempdir().expect("a directory for busybox applets");
+    let installed = std::process::Command::new("busybox")
+        .args(["--install", "-s"])
+        .arg(applets.path())
+        .status()
+        .expect("busybox --install");
+    assert!(installed.success(), "busybox --install -s");
+    // (set in the shell: `ip` itself must stay iproute2's)
+    let path = format!("export PATH={}:$PATH; ", applets.path().display());
+    let in_host_a = |script: &str| {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &ha.netns, "timeout", "120", "busybox", "sh", "-c"])
+            .arg(format!("{path}{script}"))
+            .output()
+            .expect("a shell on host a");
+        format!("{}{}", voiyd_tests::stdout(&o), stderr(&o))
+    };
+    eventually(Duration::from_secs(10), "host b's sink", || async {
+        let out = in_host_a(&format!(
+            "echo x | busybox nc {} 9100 && echo sent",
+            hb.addr
+        ));
+        out.contains("sent").then_some(())
+    })
+    .await;
+
+    let (mut wire, mut near, mut far) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
+        wire.push(stream(&in_host_a, &hb.addr, 9100));
         near.push(stream(&in_near, &sink_ip, 9000));
         far.push(stream(&in_far, &sink_ip, 9000));
     }
-    println!("throughput, {MIB} MiB per stream, median of {RUNS} (MB/s):");
-    let (n, m) = (median(near.clone()), median(far.clone()));
-    println!("  task to task, one node (floor)    {n:8.1}   {near:.1?}");
+    let rtt = |run: &dyn Fn(&str) -> String, target: &str| ping(run, target);
+    let (rtt_wire, rtt_near, rtt_far) = (
+        rtt(&in_host_a, &hb.addr),
+        rtt(&in_near, &sink_ip),
+        rtt(&in_far, &sink_ip),
+    );
+
+    // Relayed: UDP between hosts a and b dropped, so a reaches b through c.
+    let drop_udp = |verb: &str| {
+        for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+            assert!(voiyd_tests::hosts::in_netns(
+                &ha.netns,
+                "iptables",
+                &[verb, chain, dir, &hb.addr, "-p", "udp", "-j", "DROP"],
+            ));
+        }
+    };
+    drop_udp("-I");
+    eventually(Duration::from_secs(60), "a relayed to b", || async {
+        let nats = async_nats::connect(&c.server.url).await.ok()?;
+        let kv = async_nats::jetstream::new(nats)
+            .get_key_value(voiyd_nats::names::BUCKET_MESH)
+            .await
+            .ok()?;
+        let p = kv.get("bench-a").await.ok()??;
+        let p = <voiyd_messages::v1::MeshPeer as prost::Message>::decode(p).ok()?;
+        (p.via.get("bench-b").map(String::as_str) == Some("bench-c")).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "far reaches sink through c",
+        || async {
+            let out = in_far(&format!("echo x | nc {sink_ip} 9000 && echo sent"));
+            out.contains("sent").then_some(())
+        },
+    )
+    .await;
+    let mut relayed = Vec::new();
+    for _ in 0..RUNS {
+        relayed.push(stream(&in_far, &sink_ip, 9000));
+    }
+    let rtt_relayed = rtt(&in_far, &sink_ip);
+    drop_udp("-D");
+
+    println!("throughput, {MIB} MiB per stream, median of {RUNS} (MB/s), and ping average:");
+    let (w, n, m, r) = (
+        median(wire.clone()),
+        median(near.clone()),
+        median(far.clone()),
+        median(relayed.clone()),
+    );
+    println!("  host to host, bare underlay       {w:8.1}   {wire:.1?}   rtt {rtt_wire:.3} ms");
+    println!("  task to task, one node (floor)    {n:8.1}   {near:.1?}   rtt {rtt_near:.3} ms");
     println!(
-        "  task to task, across the mesh     {m:8.1}   {far:.1?}  = {:.2}x the floor",
-        m / n
+        "  task to task, across the mesh     {m:8.1}   {far:.1?}   rtt {rtt_far:.3} ms  = {:.2}x the one-node floor, {:.2}x the wire",
+        m / n,
+        m / w
+    );
+    println!(
+        "  task to task, relayed by a third  {r:8.1}   {relayed:.1?}   rtt {rtt_relayed:.3} ms  = {:.2}x direct",
+        r / m
     );
 }
 
-/// Runs `script` with sh in task `task`: its stdout and stderr.
+/// A helper process, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Average round trip of 50 pings to `target` (ms), from busybox's summary line.
+fn ping(run: &dyn Fn(&str) -> String, target: &str) -> f64 {
+    let out = run(&format!("ping -c 50 -i 0.02 -q {target}"));
+    eprintln!("ping {target}: {}", out.lines().last().unwrap_or(""));
+    out.lines()
+        .find_map(|l| l.split("min/avg/max = ").nth(1))
+        .and_then(|v| v.split('/').nth(1))
+        .and_then(|avg| avg.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no round-trip summary from ping: {out}"))
+}
+
+/// Runs `script` with sh in task `task` (at most 120 s): its stdout and stderr.
 fn exec_in(c: &ContainerdCluster, task: &str, script: &str) -> String {
-    let o = c.voiydctl(&["exec", task, "--", "sh", "-c", script]);
+    let o = c.voiydctl(&["exec", task, "--", "timeout", "120", "sh", "-c", script]);
     format!("{}{}", voiyd_tests::stdout(&o), stderr(&o))
 }
