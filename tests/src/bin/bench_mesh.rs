@@ -85,13 +85,6 @@ async fn main() {
     eventually(Duration::from_secs(60), "far", || ip("far")).await;
     let in_near = |script: &str| exec_in(&c, "near", script);
     let in_far = |script: &str| exec_in(&c, "far", script);
-    // The tunnel is up once one connection went through.
-    eventually(Duration::from_secs(30), "far reaches sink", || async {
-        let out = in_far(&format!("echo x | nc {sink_ip} 9000 && echo sent"));
-        out.contains("sent").then_some(())
-    })
-    .await;
-
     if let Some(secs) = std::env::var("BENCH_PAUSE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -102,6 +95,13 @@ async fn main() {
         );
         std::thread::sleep(Duration::from_secs(secs));
     }
+    // The tunnel is up once one connection went through.
+    eventually(Duration::from_secs(30), "far reaches sink", || async {
+        let out = in_far(&format!("echo x | nc {sink_ip} 9000 && echo sent"));
+        out.contains("sent").then_some(())
+    })
+    .await;
+
     // The wire itself: a sink on host b's own address, a sender in host a's namespace.
     let ha = u.hosts[0].clone();
     let _host_sink = Child(
