@@ -127,7 +127,9 @@ async fn main() {
     let path = format!("export PATH={}:$PATH; ", applets.path().display());
     let in_host_a = |script: &str| {
         let o = std::process::Command::new("ip")
-            .args(["netns", "exec", &ha.netns, "timeout", "120", "busybox", "sh", "-c"])
+            .args([
+                "netns", "exec", &ha.netns, "timeout", "120", "busybox", "sh", "-c",
+            ])
             .arg(format!("{path}{script}"))
             .output()
             .expect("a shell on host a");
