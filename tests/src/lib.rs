@@ -83,6 +83,15 @@ pub use voiyd_testkit::kill;
 pub mod browser;
 pub mod hosts;
 
+/// The node and address of task `name` once it is Running with an address (`None`
+/// before); fails the test, with the reason, when the task failed.
+pub async fn running_task(api: &ApiClient, name: &str) -> Option<(String, String)> {
+    let t: voiyd_messages::v1::Task = api.get(name).await.ok()?;
+    let st = t.status?;
+    assert_ne!(st.phase, "Failed", "{name}: {} {}", st.reason, st.message);
+    (st.phase == "Running" && !st.ip.is_empty()).then_some((st.node, st.ip))
+}
+
 /// Polls `check` until it returns `Some`, or panics after `deadline` with `what`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where

@@ -5,7 +5,7 @@
 //! crosses the underlay in clear; a deleted node's peer and routes go everywhere.
 
 use std::time::Duration;
-use voiyd_messages::v1::{MeshPeer, Node, Task};
+use voiyd_messages::v1::{MeshPeer, Node};
 use voiyd_tests::hosts::{in_netns, Underlay};
 use voiyd_tests::{eventually, stdout, ContainerdCluster};
 
@@ -94,15 +94,7 @@ async fn tasks_on_two_hosts_talk_through_the_encrypted_mesh() {
     c.apply(&format!(
         "version: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: a}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
     ));
-    let ip_of = |name: &'static str| {
-        let api = c.api.clone();
-        async move {
-            let t: Task = api.get(name).await.ok()?;
-            let st = t.status?;
-            assert_ne!(st.phase, "Failed", "{name}: {} {}", st.reason, st.message);
-            (st.phase == "Running" && !st.ip.is_empty()).then_some((st.node, st.ip))
-        }
-    };
+    let ip_of = |name: &'static str| voiyd_tests::running_task(&c.api, name);
     let (node, web_ip) = eventually(Duration::from_secs(60), "web Running", || ip_of("web")).await;
     assert_eq!(node, "mesh-b");
     let (node, client_ip) = eventually(Duration::from_secs(60), "client Running", || {
@@ -212,14 +204,9 @@ async fn two_hosts_that_cannot_reach_each_other_talk_through_a_third() {
     c.apply(&format!(
         "version: task/v1\nmeta: {{name: web}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: b}}\n  stopGracePeriod: 1s\n  args: [sh, -c, 'mkdir -p /www/cgi-bin && echo relayed > /www/index.html && printf \"#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \\$REMOTE_ADDR\\n\" > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www']\n---\nversion: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: a}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
     ));
-    let ip_of = |name: &'static str| {
-        let api = c.api.clone();
-        async move {
-            let t: Task = api.get(name).await.ok()?;
-            let st = t.status?;
-            assert_ne!(st.phase, "Failed", "{name}: {} {}", st.reason, st.message);
-            (st.phase == "Running" && !st.ip.is_empty()).then_some(st.ip)
-        }
+    let api = &c.api;
+    let ip_of = |name: &'static str| async move {
+        voiyd_tests::running_task(api, name).await.map(|(_, ip)| ip)
     };
     let web_ip = eventually(Duration::from_secs(60), "web Running", || ip_of("web")).await;
     let client_ip = eventually(Duration::from_secs(60), "client Running", || {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use voiyd_messages::v1::{ContainerSet, Node, Task};
+use voiyd_messages::v1::{ContainerSet, Node};
 use voiyd_tests::hosts::Underlay;
 use voiyd_tests::{eventually, stdout, ContainerdCluster};
 
@@ -55,14 +55,11 @@ async fn a_set_answers_by_virtual_ip_from_every_host_and_isolation_keeps_others_
     let webs: BTreeSet<String> = ["web-svc-a", "web-svc-b", "web-svc-c"]
         .map(String::from)
         .into();
-    let running = |name: String| {
-        let api = c.api.clone();
-        async move {
-            let t: Task = api.get(&name).await.ok()?;
-            let st = t.status?;
-            assert_ne!(st.phase, "Failed", "{name}: {} {}", st.reason, st.message);
-            (st.phase == "Running" && !st.ip.is_empty()).then_some(st.ip)
-        }
+    let api = &c.api;
+    let running = |name: String| async move {
+        voiyd_tests::running_task(api, &name)
+            .await
+            .map(|(_, ip)| ip)
     };
     for t in webs.iter().cloned().chain(
         [
