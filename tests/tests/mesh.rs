@@ -283,3 +283,96 @@ async fn two_hosts_that_cannot_reach_each_other_talk_through_a_third() {
     .await;
     assert_eq!(got.trim(), "relayed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn a_host_that_only_dials_out_is_reached_through_its_own_tunnel() {
+    let c = ContainerdCluster::start_with(&[]).await;
+    let u = Underlay::new(2);
+    let (ha, hb) = (u.hosts[0].clone(), u.hosts[1].clone());
+    // Host a behind a stateful firewall, as behind NAT: nothing new comes in over UDP,
+    // only answers to what a sent. Its agent dials out; b never reaches a first.
+    host_iptables(
+        &ha.netns,
+        &[
+            "-I",
+            "INPUT",
+            "-p",
+            "udp",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "DROP",
+        ],
+    );
+    let _agents = voiyd_tests::hosts::mesh_agents(&c, &u, "nat");
+    let image = c.registry.image("busybox");
+    c.apply(&format!(
+        "version: task/v1\nmeta: {{name: web}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: a}}\n  stopGracePeriod: 1s\n  args: [sh, -c, 'mkdir -p /www && echo behind-nat > /www/index.html && exec httpd -f -p 8080 -h /www']\n---\nversion: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: b}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
+    ));
+    let api = &c.api;
+    let ip_of = |name: &'static str| async move {
+        voiyd_tests::running_task(api, name).await.map(|(_, ip)| ip)
+    };
+    let web_ip = eventually(Duration::from_secs(60), "web Running", || ip_of("web")).await;
+    eventually(Duration::from_secs(60), "client Running", || {
+        ip_of("client")
+    })
+    .await;
+    // b reaches the task behind a's firewall, over the tunnel a opened.
+    let got = eventually(
+        Duration::from_secs(30),
+        "web behind the firewall",
+        || async {
+            let out = c.voiydctl(&[
+                "exec",
+                "client",
+                "--",
+                "sh",
+                "-c",
+                &format!("timeout 3 wget -q -O - http://{web_ip}:8080/"),
+            ]);
+            let out = stdout(&out);
+            out.contains("behind-nat").then_some(out)
+        },
+    )
+    .await;
+    assert_eq!(got.trim(), "behind-nat");
+    // The firewall is in force: a datagram b sends a on a new flow is dropped.
+    let dropped = || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &ha.netns, "iptables", "-L", "INPUT", "-v", "-n", "-x",
+            ])
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+        listing
+            .lines()
+            .find(|l| l.contains("DROP") && l.contains("NEW"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = dropped();
+    assert!(in_netns(
+        &hb.netns,
+        "bash",
+        &["-c", &format!("echo probe > /dev/udp/{}/51820", ha.addr)],
+    ));
+    let after = dropped();
+    assert!(
+        after > before,
+        "a new flow from b was not dropped ({before} -> {after})"
+    );
+    // And neither side asked for a relay: with two nodes there is none, and none is needed.
+    let nats = async_nats::connect(&c.server.url).await.unwrap();
+    let kv = async_nats::jetstream::new(nats)
+        .get_key_value(voiyd_nats::names::BUCKET_MESH)
+        .await
+        .unwrap();
+    let a = kv.get("nat-a").await.unwrap().expect("nat-a in voiyd_mesh");
+    let a = <MeshPeer as prost::Message>::decode(a).unwrap();
+    assert!(a.via.is_empty(), "{:?}", a.via);
+}
