@@ -130,6 +130,8 @@ pub struct Mesh {
     applied: Mutex<(String, BTreeMap<String, Applied>)>,
     /// What was heard from each peer, by hex key.
     heard: Mutex<BTreeMap<String, Heard>>,
+    /// The agent stopped: peers are no longer added.
+    closed: std::sync::atomic::AtomicBool,
     /// Peer subnets routed without the node's own source address (not there yet).
     unsourced: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -180,6 +182,7 @@ impl Mesh {
             applied: Mutex::new((String::new(), BTreeMap::new())),
             unsourced: Mutex::new(Default::default()),
             heard: Mutex::new(BTreeMap::new()),
+            closed: Default::default(),
             cfg,
         };
         mesh.set(&[
@@ -334,6 +337,10 @@ impl Mesh {
             })
             .collect();
         let mut guard = self.applied.lock().expect("mesh lock");
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            // The agent is stopping: an apply already on its way adds nothing back.
+            return;
+        }
         let (applied_own, applied) = &mut *guard;
         if *applied_own != own {
             // The subnet arrived (or changed): every peer's rules are made again.
@@ -453,6 +460,7 @@ impl Mesh {
     /// stops; the device goes with the process).
     pub fn remove_rules(&self) {
         let mut guard = self.applied.lock().expect("mesh lock");
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let (own, applied) = &mut *guard;
         for a in applied.values() {
             self.remove_peer(&a.peer, own);

@@ -200,6 +200,8 @@ pub struct Traffic {
     mesh: Option<String>,
     /// The script last loaded (nothing is reloaded while it does not change).
     loaded: Mutex<Option<String>>,
+    /// The agent stopped: nothing is loaded any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Traffic {
@@ -210,8 +212,9 @@ impl Traffic {
             network,
             mesh,
             loaded: Mutex::new(None),
+            closed: Default::default(),
         });
-        t.remove();
+        t.clear();
         t
     }
 
@@ -226,16 +229,18 @@ impl Traffic {
     /// Loads the rules `records` imply, unless they are loaded already.
     pub fn apply(&self, records: &BTreeMap<String, ServiceRecord>) {
         let scope = self.scope();
+        let mut loaded = self.loaded.lock().expect("traffic lock");
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if records.is_empty() {
             // No set needs a rule: no chain, no jump (most clusters, most tests).
-            let had = self.loaded.lock().expect("traffic lock").is_some();
-            if had {
-                self.remove();
+            if loaded.take().is_some() {
+                self.clear();
             }
             return;
         }
         let script = render(&scope, records);
-        let mut loaded = self.loaded.lock().expect("traffic lock");
         if loaded.as_deref() != Some(script.as_str()) {
             if records.values().any(|r| r.isolated) {
                 bridge_netfilter();
@@ -255,7 +260,19 @@ impl Traffic {
     }
 
     /// Takes this agent's chains and the jumps to them away (the agent stops).
+    ///
+    /// Waits for a load in progress and stops later ones: a load already on its way when
+    /// the agent stops would otherwise bring the rules back.
     pub fn remove(&self) {
+        let mut loaded = self.loaded.lock().expect("traffic lock");
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.clear();
+        *loaded = None;
+    }
+
+    /// Takes the chains and the jumps away (the caller holds the `loaded` lock or is
+    /// alone).
+    fn clear(&self) {
         let scope = self.scope();
         let c = Chains::of(&scope.bridge);
         for (table, builtin, matches, chain) in c.jumps(&scope.bridge) {
@@ -286,7 +303,6 @@ impl Traffic {
                 ]);
             }
         }
-        *self.loaded.lock().expect("traffic lock") = None;
     }
 
     /// Follows `voiyd_services` until the connection closes, keeping the rules current.
