@@ -573,19 +573,7 @@ fn ensure_rule(table: &str, insert: &[&str]) -> Result<(), MeshError> {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), MeshError> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| MeshError::Command(format!("{program}: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(MeshError::Command(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    crate::network::command::run(program, args).map_err(MeshError::Command)
 }
 
 fn hex(bytes: [u8; 32]) -> String {

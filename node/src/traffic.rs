@@ -458,19 +458,7 @@ fn restore(script: &str) -> Result<(), String> {
 }
 
 fn iptables(args: &[String]) -> Result<(), String> {
-    let out = std::process::Command::new("iptables")
-        .args(args)
-        .output()
-        .map_err(|e| format!("iptables: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "iptables {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    crate::network::command::run("iptables", args)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! runs), so a tear-down after a crash or an agent restart can undo it: DEL runs with the
 //! same config, port mappings and the saved result. Everything is idempotent.
 
+pub mod command;
 pub mod conf;
 
 use conf::HostPort;
