@@ -47,6 +47,8 @@ pub fn node_permissions(node: &str) -> Permissions {
         "_INBOX.>".to_string(),
         // The output of its own tasks, into the logs stream.
         names::node_logs(node),
+        // Mesh datagrams to other nodes, when the servers relay a pair through NATS.
+        names::node::mesh_relay_out(node),
     ];
     // Its own work, its own subnet, the volume purges meant for it.
     publish.extend(own_kv_read(names::BUCKET_WORK, &names::work_filter(node)));
@@ -300,6 +302,11 @@ mod tests {
         assert!(!a.may_subscribe("voiyd.node.>"));
         assert!(!a.may_subscribe("$KV.voiyd_work.b.>"));
         assert!(!a.may_subscribe(">"));
+        // Mesh datagrams: to any node as itself, never as another.
+        assert!(a.may_publish(&names::node::mesh_relay("b", "a")));
+        assert!(!a.may_publish(&names::node::mesh_relay("c", "b")));
+        assert!(a.may_subscribe(&names::node::mesh_relay_in("a")));
+        assert!(!a.may_subscribe(&names::node::mesh_relay_in("b")));
     }
 
     #[test]

@@ -347,6 +347,35 @@ pub mod node {
     pub fn events(node: &str) -> String {
         format!("{}.events", prefix(node))
     }
+    /// Mesh datagrams relayed through NATS from node `from` to node `to`:
+    /// `voiyd.node.<to>.mesh.<from>` (only `from` may publish on it).
+    pub fn mesh_relay(to: &str, from: &str) -> String {
+        format!("{}.mesh.{}", prefix(to), token(from))
+    }
+    /// Header of a relayed mesh datagram: the UDP port of the sender's relay socket, to
+    /// which the receiver also sends its datagrams directly, to see whether the direct
+    /// path works again.
+    pub const MESH_PORT_HEADER: &str = "Voiyd-Mesh-Port";
+    /// Every relayed mesh datagram for one node (the node subscribes).
+    pub fn mesh_relay_in(node: &str) -> String {
+        format!("{}.mesh.*", prefix(node))
+    }
+    /// Every subject one node may relay mesh datagrams on: `voiyd.node.*.mesh.<node>`.
+    pub fn mesh_relay_out(node: &str) -> String {
+        format!("voiyd.node.*.mesh.{}", token(node))
+    }
+    /// The sending node of a [`mesh_relay`] subject.
+    pub fn mesh_relay_sender(subject: &str) -> Option<String> {
+        let mut parts = subject.split('.');
+        let (_, _, _, kind, from) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+        );
+        (kind == "mesh" && !from.is_empty() && parts.next().is_none()).then(|| super::untoken(from))
+    }
     /// Extracts the task name from a `voiyd.node.<node>.<logs|exec>.<task>` subject.
     pub fn task_of(subject: &str) -> Option<String> {
         let tok = subject.split('.').nth(4)?;
@@ -397,6 +426,12 @@ mod tests {
             Some("web.a")
         );
         assert_eq!(node::exec_input("n1", "t", "s1"), "voiyd.node.n1.exec.t.s1");
+        assert_eq!(node::mesh_relay("a", "b.c"), "voiyd.node.a.mesh.b=2Ec");
+        assert_eq!(
+            node::mesh_relay_sender(&node::mesh_relay("a", "b.c")).as_deref(),
+            Some("b.c")
+        );
+        assert_eq!(node::mesh_relay_sender("voiyd.node.a.logs.b"), None);
         assert_eq!(logs_subject("n.1", "web.a"), "voiyd.logs.n=2E1.web=2Ea");
         assert_eq!(
             node_of_logs_subject(&logs_subject("n.1", "web.a")).as_deref(),

@@ -184,11 +184,21 @@ fn host_iptables(netns: &str, args: &[&str]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root + containerd: scripts/test.sh runs it"]
-async fn two_hosts_that_cannot_reach_each_other_talk_through_a_third() {
+/// How a cut pair is expected to be relayed.
+#[derive(Clone, Copy)]
+enum Relayed {
+    /// Through this third node.
+    Via(&'static str),
+    /// Through NATS.
+    Nats,
+}
+
+/// Hosts a and b of `hosts` cannot exchange UDP; a task on a still fetches from one on b,
+/// unmasqueraded, through the relay the servers give them; when the firewall goes, they
+/// go direct again.
+async fn a_cut_pair_talks(hosts: usize, prefix: &'static str, relayed: Relayed) {
     let c = ContainerdCluster::start_with(&[]).await;
-    let u = Underlay::new(3);
+    let u = Underlay::new(hosts);
     let (ha, hb) = (u.hosts[0].clone(), u.hosts[1].clone());
     // A firewall between a and b: no UDP either way (NATS reaches both through loopback).
     host_iptables(
@@ -199,10 +209,12 @@ async fn two_hosts_that_cannot_reach_each_other_talk_through_a_third() {
         &ha.netns,
         &["-I", "OUTPUT", "-d", &hb.addr, "-p", "udp", "-j", "DROP"],
     );
-    let _agents = voiyd_tests::hosts::mesh_agents(&c, &u, "relay");
+    let _agents = voiyd_tests::hosts::mesh_agents(&c, &u, prefix);
+    let (node_a, node_b): (&'static str, &'static str) =
+        (format!("{prefix}-a").leak(), format!("{prefix}-b").leak());
     let image = c.registry.image("busybox");
     c.apply(&format!(
-        "version: task/v1\nmeta: {{name: web}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: b}}\n  stopGracePeriod: 1s\n  args: [sh, -c, 'mkdir -p /www/cgi-bin && echo relayed > /www/index.html && printf \"#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \\$REMOTE_ADDR\\n\" > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www']\n---\nversion: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: a}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
+        "version: task/v1\nmeta: {{name: web}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: b}}\n  stopGracePeriod: 1s\n  args: [sh, -c, 'mkdir -p /www/cgi-bin && echo relayed-marker-7f3a > /www/index.html && printf \"#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \\$REMOTE_ADDR\\n\" > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www']\n---\nversion: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: a}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
     ));
     let api = &c.api;
     let ip_of = |name: &'static str| async move {
@@ -213,30 +225,34 @@ async fn two_hosts_that_cannot_reach_each_other_talk_through_a_third() {
         ip_of("client")
     })
     .await;
-    // The servers see a and b report each other unreachable and route them through c.
+    // The servers see a and b report each other unreachable and give them a relay.
     let nats = async_nats::connect(&c.server.url).await.unwrap();
-    let kv = async_nats::jetstream::new(nats)
+    let kv = async_nats::jetstream::new(nats.clone())
         .get_key_value(voiyd_nats::names::BUCKET_MESH)
         .await
         .unwrap();
-    let via = |node: &'static str| {
+    let peer = |node: &'static str| {
         let kv = kv.clone();
         async move {
             let p = kv.get(node).await.ok()??;
-            Some(<MeshPeer as prost::Message>::decode(p).ok()?.via)
+            <MeshPeer as prost::Message>::decode(p).ok()
         }
     };
-    eventually(
-        Duration::from_secs(40),
-        "a and b relayed through c",
-        || async {
-            let (a, b) = (via("relay-a").await?, via("relay-b").await?);
-            (a.get("relay-b").map(String::as_str) == Some("relay-c")
-                && b.get("relay-a").map(String::as_str) == Some("relay-c"))
-            .then_some(())
-        },
-    )
+    let relayed_to = |p: &MeshPeer, other: &str| match relayed {
+        Relayed::Via(r) => p.via.get(other).map(String::as_str) == Some(r),
+        Relayed::Nats => p.over_nats.iter().any(|n| n == other) && p.via.is_empty(),
+    };
+    eventually(Duration::from_secs(40), "a and b relayed", || async {
+        let (a, b) = (peer(node_a).await?, peer(node_b).await?);
+        (relayed_to(&a, node_b) && relayed_to(&b, node_a)).then_some(())
+    })
     .await;
+    // Through NATS, only WireGuard's ciphertext: the page never shows in a datagram.
+    let mut datagrams = nats
+        .subscribe(voiyd_nats::names::node::mesh_relay_in(node_a))
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
     let fetch = |url: String| {
         let out = c.voiydctl(&[
             "exec",
@@ -248,12 +264,12 @@ async fn two_hosts_that_cannot_reach_each_other_talk_through_a_third() {
         ]);
         stdout(&out)
     };
-    let got = eventually(Duration::from_secs(20), "web through the relay", || async {
+    let got = eventually(Duration::from_secs(30), "web through the relay", || async {
         let out = fetch(format!("http://{web_ip}:8080/"));
-        out.contains("relayed").then_some(out)
+        out.contains("relayed-marker").then_some(out)
     })
     .await;
-    assert_eq!(got.trim(), "relayed");
+    assert_eq!(got.trim(), "relayed-marker-7f3a");
     // Relayed, not masqueraded either.
     let seen = fetch(format!("http://{web_ip}:8080/cgi-bin/ip"));
     let seen = seen
@@ -261,6 +277,22 @@ async fn two_hosts_that_cannot_reach_each_other_talk_through_a_third() {
         .trim_start_matches("[::ffff:")
         .trim_end_matches(']');
     assert_eq!(seen, client_ip, "the address web saw through the relay");
+    if let Relayed::Nats = relayed {
+        let mut count = 0;
+        while let Ok(Some(m)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            futures::StreamExt::next(&mut datagrams),
+        )
+        .await
+        {
+            count += 1;
+            assert!(
+                !m.payload.windows(14).any(|w| w == b"relayed-marker"),
+                "plaintext in a relayed datagram"
+            );
+        }
+        assert!(count > 0, "nothing came to a through NATS");
+    }
 
     // The firewall goes: the pair finds its direct path again and the relay is dropped.
     host_iptables(
@@ -272,16 +304,29 @@ async fn two_hosts_that_cannot_reach_each_other_talk_through_a_third() {
         &["-D", "OUTPUT", "-d", &hb.addr, "-p", "udp", "-j", "DROP"],
     );
     eventually(Duration::from_secs(60), "a and b direct again", || async {
-        let (a, b) = (via("relay-a").await?, via("relay-b").await?);
-        (a.is_empty() && b.is_empty()).then_some(())
+        let (a, b) = (peer(node_a).await?, peer(node_b).await?);
+        (a.via.is_empty() && b.via.is_empty() && a.over_nats.is_empty() && b.over_nats.is_empty())
+            .then_some(())
     })
     .await;
     let got = eventually(Duration::from_secs(20), "web directly", || async {
         let out = fetch(format!("http://{web_ip}:8080/"));
-        out.contains("relayed").then_some(out)
+        out.contains("relayed-marker").then_some(out)
     })
     .await;
-    assert_eq!(got.trim(), "relayed");
+    assert_eq!(got.trim(), "relayed-marker-7f3a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn two_hosts_that_cannot_reach_each_other_talk_through_a_third() {
+    a_cut_pair_talks(3, "relay", Relayed::Via("relay-c")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + containerd: scripts/test.sh runs it"]
+async fn two_hosts_alone_that_cannot_reach_each_other_talk_through_nats() {
+    a_cut_pair_talks(2, "natsrelay", Relayed::Nats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,4 +420,5 @@ async fn a_host_that_only_dials_out_is_reached_through_its_own_tunnel() {
     let a = kv.get("nat-a").await.unwrap().expect("nat-a in voiyd_mesh");
     let a = <MeshPeer as prost::Message>::decode(a).unwrap();
     assert!(a.via.is_empty(), "{:?}", a.via);
+    assert!(a.over_nats.is_empty(), "{:?}", a.over_nats);
 }

@@ -385,6 +385,32 @@ async fn node_identity_is_confined_to_its_own_names() {
     .is_err());
     let tasks = js.get_key_value(names::BUCKET_TASKS).await.unwrap();
     assert!(tasks.get("evil").await.unwrap().is_none());
+    // Mesh datagrams relayed through NATS: to b as itself, never in another's name.
+    let mut b_mesh = server
+        .subscribe(names::node::mesh_relay_in("b"))
+        .await
+        .unwrap();
+    server.flush().await.unwrap();
+    a.publish(
+        names::node::mesh_relay("b", "c"),
+        Bytes::from_static(b"forged"),
+    )
+    .await
+    .unwrap();
+    violation(&mut errors, "voiyd.node.b.mesh.c").await;
+    a.publish(names::node::mesh_relay("b", "a"), Bytes::from_static(b"wg"))
+        .await
+        .unwrap();
+    a.flush().await.unwrap();
+    let got = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut b_mesh),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(got.subject.as_str(), "voiyd.node.b.mesh.a");
+    assert_eq!(&got.payload[..], b"wg");
 }
 
 #[tokio::test]

@@ -80,8 +80,7 @@ pub async fn start(cfg: ServicesConfig) -> anyhow::Result<Services> {
         tasks.push(tokio::spawn(secrets.follow(js)));
     }
     if let Some(mesh) = cfg.mesh.clone() {
-        let js = async_nats::jetstream::new(client.clone());
-        tasks.push(tokio::spawn(mesh.follow(js, cfg.node.clone())));
+        tasks.push(tokio::spawn(mesh.follow(client.clone(), cfg.node.clone())));
     }
     if let Some(traffic) = cfg.traffic.clone() {
         let js = async_nats::jetstream::new(client.clone());

@@ -25,10 +25,21 @@ pub fn peers(nodes: impl IntoIterator<Item = (String, NodeStatus)>) -> BTreeMap<
     members
         .into_iter()
         .map(|(node, st, mesh)| {
+            let mut peer_via = BTreeMap::new();
+            let mut over_nats = Vec::new();
+            for (other, relay) in via.remove(&node).unwrap_or_default() {
+                match relay {
+                    Relay::Node(r) => {
+                        peer_via.insert(other, r);
+                    }
+                    Relay::Nats => over_nats.push(other),
+                }
+            }
             (
                 voiyd_nats::names::spec_key(&node),
                 MeshPeer {
-                    via: via.remove(&node).unwrap_or_default(),
+                    via: peer_via,
+                    over_nats,
                     node,
                     subnet: st.subnet,
                     public_key: mesh.public_key,
@@ -39,20 +50,29 @@ pub fn peers(nodes: impl IntoIterator<Item = (String, NodeStatus)>) -> BTreeMap<
         .collect()
 }
 
-/// Which node relays for which pair: two members of which either reports the other
+/// How one end of a cut pair reaches the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relay {
+    /// Through this third node of the mesh.
+    Node(String),
+    /// Through NATS: no third node reaches both.
+    Nats,
+}
+
+/// Which relay serves which pair: two members of which either reports the other
 /// unreachable go through the first member (by name) that both reach and that reaches
 /// both, in both directions (the relay forwards each way, and each end must accept the
-/// other's subnet from it). A pair no third member serves stays without a relay. Result:
-/// node -> (other node -> relay).
+/// other's subnet from it). A pair no third member serves goes through NATS, the last
+/// resort. Result: node -> (other node -> relay).
 pub fn relays<'a>(
     members: impl IntoIterator<Item = (&'a str, &'a [String])>,
-) -> BTreeMap<String, BTreeMap<String, String>> {
+) -> BTreeMap<String, BTreeMap<String, Relay>> {
     let members: BTreeMap<&str, &[String]> = members.into_iter().collect();
     let cut = |a: &str, b: &str| {
         members.get(a).is_some_and(|u| u.iter().any(|n| n == b))
             || members.get(b).is_some_and(|u| u.iter().any(|n| n == a))
     };
-    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut out: BTreeMap<String, BTreeMap<String, Relay>> = BTreeMap::new();
     let names: Vec<&str> = members.keys().copied().collect();
     for (i, a) in names.iter().enumerate() {
         for b in &names[i + 1..] {
@@ -61,15 +81,14 @@ pub fn relays<'a>(
             }
             let relay = names
                 .iter()
-                .find(|r| *r != a && *r != b && !cut(a, r) && !cut(b, r));
-            if let Some(r) = relay {
-                out.entry(a.to_string())
-                    .or_default()
-                    .insert(b.to_string(), r.to_string());
-                out.entry(b.to_string())
-                    .or_default()
-                    .insert(a.to_string(), r.to_string());
-            }
+                .find(|r| *r != a && *r != b && !cut(a, r) && !cut(b, r))
+                .map_or(Relay::Nats, |r| Relay::Node(r.to_string()));
+            out.entry(a.to_string())
+                .or_default()
+                .insert(b.to_string(), relay.clone());
+            out.entry(b.to_string())
+                .or_default()
+                .insert(a.to_string(), relay);
         }
     }
     out
@@ -126,14 +145,19 @@ mod tests {
             ("c", c.as_slice()),
             ("d", d.as_slice()),
         ]);
-        assert_eq!(r["a"]["b"], "c");
-        assert_eq!(r["b"]["a"], "c");
+        let node = |n: &str| Relay::Node(n.to_string());
+        assert_eq!(r["a"]["b"], node("c"));
+        assert_eq!(r["b"]["a"], node("c"));
         // c-d: a is the first that reaches both.
-        assert_eq!(r["c"]["d"], "a");
-        assert_eq!(r["d"]["c"], "a");
+        assert_eq!(r["c"]["d"], node("a"));
+        assert_eq!(r["d"]["c"], node("a"));
         assert_eq!(r["a"].len(), 1);
-        // Two nodes alone: no one to relay.
+        // Two nodes alone: no one to relay but NATS.
         let r = relays([("a", a.as_slice()), ("b", b.as_slice())]);
+        assert_eq!(r["a"]["b"], Relay::Nats);
+        assert_eq!(r["b"]["a"], Relay::Nats);
+        // Nothing cut: no relay at all.
+        let r = relays([("a", b.as_slice()), ("b", b.as_slice())]);
         assert!(r.is_empty());
     }
 }

@@ -11,6 +11,11 @@
 //! The device is configured over WireGuard's text protocol (UAPI) on a socket pair
 //! handed to boringtun, so nothing is left in `/var/run/wireguard`; the device goes
 //! away with the process, and its routes with it.
+//!
+//! Two nodes that cannot reach each other directly go through a third that reaches both
+//! (the servers pick it: `via`), or, when there is none, through NATS ([`nats_relay`]).
+
+pub mod nats_relay;
 
 use crate::network::Network;
 use base64::Engine as _;
@@ -73,6 +78,9 @@ struct Heard {
     first: std::time::Instant,
     /// Its received-bytes counter at the last look.
     rx: u64,
+    /// Whether that counter was the NATS relay's (bytes that came directly while
+    /// relayed) rather than the device's.
+    relayed: bool,
     /// When the counter last grew.
     alive: Option<std::time::Instant>,
 }
@@ -134,6 +142,8 @@ pub struct Mesh {
     closed: std::sync::atomic::AtomicBool,
     /// Peer subnets routed without the node's own source address (not there yet).
     unsourced: Mutex<std::collections::BTreeSet<String>>,
+    /// Relays through NATS, once connected.
+    nats: std::sync::OnceLock<Arc<nats_relay::NatsRelay>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -183,6 +193,7 @@ impl Mesh {
             unsourced: Mutex::new(Default::default()),
             heard: Mutex::new(BTreeMap::new()),
             closed: Default::default(),
+            nats: Default::default(),
             cfg,
         };
         mesh.set(&[
@@ -214,10 +225,11 @@ impl Mesh {
         }
     }
 
-    /// Peers configured for [`UNREACHABLE_AFTER`] without a handshake in the last
-    /// [`HANDSHAKE_FRESH`]. A datagram to each one's gateway (a route through the tunnel
-    /// that always leads to the peer itself, relayed or not) makes the device try a
-    /// handshake now, so that a path that opens again is seen within a heartbeat or two.
+    /// Peers configured for [`UNREACHABLE_AFTER`] from which nothing came directly in the
+    /// last [`SILENT_AFTER`] (through NATS does not count). A datagram to each one's
+    /// gateway (a route through the tunnel that always leads to the peer itself, relayed
+    /// or not) makes the device try a handshake now, so that a path that opens again is
+    /// seen within a heartbeat or two.
     fn unreachable(&self) -> Vec<String> {
         let received = match self.received() {
             Ok(r) => r,
@@ -240,15 +252,20 @@ impl Mesh {
             let Some(key) = key_hex(&a.peer.public_key) else {
                 continue;
             };
-            let rx = received.get(&key).copied().unwrap_or(0);
+            let relayed = self.nats.get().and_then(|r| r.direct_rx(node));
+            let rx = relayed.unwrap_or_else(|| received.get(&key).copied().unwrap_or(0));
             let h = heard.entry(key).or_insert(Heard {
                 first: now,
                 rx,
+                relayed: relayed.is_some(),
                 alive: None,
             });
             // More bytes than last time is a sign of life; fewer, a counter that restarted
-            // with the peer (re-added for a relay change), which is no sign either way.
-            if rx > h.rx {
+            // with the peer (re-added for a relay change), which is no sign either way; a
+            // counter of the other kind, neither.
+            if h.relayed != relayed.is_some() {
+                h.relayed = relayed.is_some();
+            } else if rx > h.rx {
                 h.alive = Some(now);
             }
             h.rx = rx;
@@ -327,12 +344,27 @@ impl Mesh {
     pub fn apply(&self, node: &str, peers: &BTreeMap<String, MeshPeer>) {
         let own = self.network.subnet().unwrap_or_default();
         let mut allowed = allowed_ips(node, peers);
+        let over_nats: Vec<&str> = match self.nats.get() {
+            Some(_) => peers
+                .values()
+                .find(|p| p.node == node)
+                .map(|p| p.over_nats.iter().map(String::as_str).collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         let wanted: BTreeMap<String, MeshPeer> = peers
             .values()
             .filter(|p| p.node != node && p.subnet != own && !p.subnet.is_empty())
             .map(|p| {
                 let mut p = p.clone();
                 p.via.clear();
+                p.over_nats.clear();
+                if let (true, Some(relay)) = (over_nats.contains(&p.node.as_str()), self.nats.get()) {
+                    match relay.endpoint(&p.node, p.endpoints.first().map(String::as_str)) {
+                        Ok(addr) => p.endpoints = vec![addr.to_string()],
+                        Err(e) => tracing::warn!(peer = %p.node, error = %e, "cannot relay mesh peer through NATS"),
+                    }
+                }
                 (p.node.clone(), p)
             })
             .collect();
@@ -395,6 +427,14 @@ impl Mesh {
                 }
                 Err(e) => tracing::warn!(peer = %name, error = %e, "cannot add mesh peer"),
             }
+        }
+        if let Some(relay) = self.nats.get() {
+            let keep: Vec<&str> = over_nats
+                .iter()
+                .copied()
+                .filter(|n| applied.contains_key(*n))
+                .collect();
+            relay.retain(&keep);
         }
     }
 
@@ -466,6 +506,9 @@ impl Mesh {
             self.remove_peer(&a.peer, own);
         }
         applied.clear();
+        if let Some(relay) = self.nats.get() {
+            relay.retain(&[]);
+        }
         let dev = self.cfg.interface.clone();
         for (i, o) in [(dev.as_str(), "!lo"), ("!lo", dev.as_str())] {
             let mut args = vec!["-w", "-D", "FORWARD"];
@@ -476,10 +519,24 @@ impl Mesh {
         }
     }
 
-    /// Follows `voiyd_mesh` until the connection closes, keeping the peers current.
-    pub async fn follow(self: Arc<Self>, js: async_nats::jetstream::Context, node: String) {
+    /// Follows `voiyd_mesh` until the connection closes, keeping the peers current, and
+    /// relays datagrams through NATS for the peers the servers say need it.
+    pub async fn follow(self: Arc<Self>, client: async_nats::Client, node: String) {
         use futures::StreamExt;
         use voiyd_nats::watch::{WatchEvent, Watcher};
+        let relay = Arc::new(nats_relay::NatsRelay::new(
+            client.clone(),
+            node.clone(),
+            self.cfg.port,
+        ));
+        // The receiver stops with this loop (its task is aborted when the agent's
+        // services are dropped).
+        let _receiving = self
+            .nats
+            .set(relay.clone())
+            .is_ok()
+            .then(|| Aborting(tokio::spawn(relay.receive())));
+        let js = async_nats::jetstream::new(client);
         let mut peers: BTreeMap<String, MeshPeer> = BTreeMap::new();
         let mut current = false;
         let mut events = Watcher::new(js, names::BUCKET_MESH, ">", "mesh peer").typed::<MeshPeer>();
@@ -504,6 +561,15 @@ impl Mesh {
                 let _ = tokio::task::spawn_blocking(move || this.apply(&node, &peers)).await;
             }
         }
+    }
+}
+
+/// A task aborted when this is dropped.
+struct Aborting(tokio::task::JoinHandle<()>);
+
+impl Drop for Aborting {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
