@@ -29,6 +29,10 @@ pub struct Underlay {
     /// The hosts.
     pub hosts: Vec<Host>,
     stop: Arc<AtomicBool>,
+    tag: String,
+    third: usize,
+    /// NAT routers' namespaces (see [`Underlay::put_behind_nat`]).
+    routers: Vec<String>,
 }
 
 fn ip(args: &[&str]) {
@@ -94,7 +98,99 @@ impl Underlay {
             netns,
             hosts,
             stop: Arc::new(AtomicBool::new(false)),
+            tag,
+            third,
+            routers: Vec::new(),
         }
+    }
+
+    /// Moves host `i` behind a NAT router of its own, as a machine on a home or office
+    /// network: the host gets `192.168.<i+1>.2` on a private link to the router, whose
+    /// other side is on the underlay (`10.<..>.<101+i>`) and masquerades what the host
+    /// sends. Nothing on the underlay can open a connection to the host; the host's own
+    /// address (`Host::addr`, what its agent advertises) is the private one.
+    pub fn put_behind_nat(&mut self, i: usize) {
+        let router = format!("vr{}-{i}", self.tag);
+        let (lan, wan, wan_peer) = (
+            format!("vb{}{i}", self.tag),
+            format!("vw{}{i}", self.tag),
+            format!("vx{}{i}", self.tag),
+        );
+        let host = self.hosts[i].netns.clone();
+        let private = format!("192.168.{}.2", i + 1);
+        let gateway = format!("192.168.{}.1", i + 1);
+        let public = format!("10.250.{}.{}", self.third, 101 + i);
+        ip(&["netns", "add", &router]);
+        self.routers.push(router.clone());
+        ip(&["-n", &router, "link", "set", "lo", "up"]);
+        // The host's link now ends in the router, not on the underlay bridge.
+        ip(&["-n", &self.netns, "link", "set", &lan, "netns", &router]);
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{gateway}/24"),
+            "dev",
+            &lan,
+        ]);
+        ip(&["-n", &router, "link", "set", &lan, "up"]);
+        ip(&[
+            "link", "add", &wan, "type", "veth", "peer", "name", &wan_peer,
+        ]);
+        ip(&["link", "set", &wan, "netns", &router]);
+        ip(&["link", "set", &wan_peer, "netns", &self.netns]);
+        ip(&[
+            "-n",
+            &self.netns,
+            "link",
+            "set",
+            &wan_peer,
+            "master",
+            "br0",
+            "up",
+        ]);
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{public}/24"),
+            "dev",
+            &wan,
+        ]);
+        ip(&["-n", &router, "link", "set", &wan, "up"]);
+        assert!(in_netns(
+            &router,
+            "sysctl",
+            &["-qw", "net.ipv4.ip_forward=1"]
+        ));
+        assert!(in_netns(
+            &router,
+            "iptables",
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                &wan,
+                "-j",
+                "MASQUERADE"
+            ],
+        ));
+        ip(&["-n", &host, "addr", "flush", "dev", "eth0"]);
+        ip(&[
+            "-n",
+            &host,
+            "addr",
+            "add",
+            &format!("{private}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &host, "route", "add", "default", "via", &gateway]);
+        self.hosts[i].addr = private;
     }
 
     /// Makes the host's `127.0.0.1:port` reachable as `127.0.0.1:port` inside every host.
@@ -108,9 +204,9 @@ impl Underlay {
 impl Drop for Underlay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for h in &self.hosts {
+        for ns in self.hosts.iter().map(|h| &h.netns).chain(&self.routers) {
             let _ = std::process::Command::new("ip")
-                .args(["netns", "delete", &h.netns])
+                .args(["netns", "delete", ns])
                 .output();
         }
         let _ = std::process::Command::new("ip")
