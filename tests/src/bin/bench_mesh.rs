@@ -4,7 +4,9 @@
 //! - host to host on the bare underlay (no tunnel): the floor of the wire;
 //! - task to task on one node (through the node's bridge): the floor of a task's path;
 //! - task to task across two nodes (through the userspace WireGuard tunnel);
-//! - the same once UDP between those two hosts is dropped, through the third (relayed).
+//! - the same once UDP between those two hosts is dropped, through the third (relayed);
+//! - the same once UDP from the first host to the third is dropped too: no node relays,
+//!   so the pair goes through NATS (smaller streams: `NATS_MIB`).
 //!
 //! Each stream sends `MIB` MiB with busybox `dd | nc`, timed in the sending shell (from
 //! before dd starts until nc has handed the last byte to the socket); round trips are
@@ -19,11 +21,12 @@ use voiyd_tests::hosts::Underlay;
 use voiyd_tests::{eventually, stderr, ContainerdCluster};
 
 const MIB: usize = 512;
+const NATS_MIB: usize = 64;
 const RUNS: usize = 3;
 
 /// MB/s from the `elapsed START END` line the stream script prints (seconds of
 /// /proc/uptime, which busybox shells can read: their `date` has no sub-seconds).
-fn rate(out: &str) -> f64 {
+fn rate(out: &str, mib: usize) -> f64 {
     assert!(out.contains("rc=0"), "the stream failed: {out}");
     let line = out
         .lines()
@@ -35,18 +38,18 @@ fn rate(out: &str) -> f64 {
         .filter_map(|x| x.parse().ok())
         .collect();
     match t.as_slice() {
-        [start, end] if end > start => (MIB * 1024 * 1024) as f64 / (end - start) / 1e6,
+        [start, end] if end > start => (mib * 1024 * 1024) as f64 / (end - start) / 1e6,
         _ => panic!("no timing in the stream's output: {out}"),
     }
 }
 
-/// Sends MIB MiB to `target:port` from a shell that `run` runs; MB/s.
-fn stream(run: &dyn Fn(&str) -> String, target: &str, port: u16) -> f64 {
+/// Sends `mib` MiB to `target:port` from a shell that `run` runs; MB/s.
+fn stream(run: &dyn Fn(&str) -> String, target: &str, port: u16, mib: usize) -> f64 {
     let out = run(&format!(
         "a=$(cut -d\" \" -f1 /proc/uptime); dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc {target} {port} 2>&1; echo rc=$?; b=$(cut -d\" \" -f1 /proc/uptime); echo elapsed $a $b",
-        MIB * 16
+        mib * 16
     ));
-    rate(&out)
+    rate(&out, mib)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -108,6 +111,7 @@ async fn main() {
 
     // The wire itself: a sink on host b's own address, a sender in host a's namespace.
     let ha = u.hosts[0].clone();
+    let hc = u.hosts[2].clone();
     let _host_sink = Child(
         std::process::Command::new("ip")
             .args([
@@ -150,9 +154,9 @@ async fn main() {
 
     let (mut wire, mut near, mut far) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        wire.push(stream(&in_host_a, &hb.addr, 9100));
-        near.push(stream(&in_near, &sink_ip, 9000));
-        far.push(stream(&in_far, &sink_ip, 9000));
+        wire.push(stream(&in_host_a, &hb.addr, 9100, MIB));
+        near.push(stream(&in_near, &sink_ip, 9000, MIB));
+        far.push(stream(&in_far, &sink_ip, 9000, MIB));
     }
     let rtt = |run: &dyn Fn(&str) -> String, target: &str| ping(run, target);
     let (rtt_wire, rtt_near, rtt_far) = (
@@ -196,9 +200,49 @@ async fn main() {
     .await;
     let mut relayed = Vec::new();
     for _ in 0..RUNS {
-        relayed.push(stream(&in_far, &sink_ip, 9000));
+        relayed.push(stream(&in_far, &sink_ip, 9000, MIB));
     }
     let rtt_relayed = rtt(&in_far, &sink_ip);
+
+    // Through NATS: a cannot reach c either, so no node relays a and b.
+    let drop_udp_c = |verb: &str| {
+        for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+            assert!(voiyd_tests::hosts::in_netns(
+                &ha.netns,
+                "iptables",
+                &[verb, chain, dir, &hc.addr, "-p", "udp", "-j", "DROP"],
+            ));
+        }
+    };
+    drop_udp_c("-I");
+    eventually(Duration::from_secs(60), "a to b through NATS", || async {
+        let nats = async_nats::connect(&c.server.url).await.ok()?;
+        let kv = async_nats::jetstream::new(nats)
+            .get_key_value(voiyd_nats::names::BUCKET_MESH)
+            .await
+            .ok()?;
+        let p = kv.get("bench-a").await.ok()??;
+        let p = <voiyd_messages::v1::MeshPeer as prost::Message>::decode(p).ok()?;
+        p.over_nats.iter().any(|n| n == "bench-b").then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "far reaches sink through NATS",
+        || async {
+            let out = in_far(&format!(
+                "echo x | timeout 5 nc -w 3 {sink_ip} 9000 && echo sent"
+            ));
+            out.contains("sent").then_some(())
+        },
+    )
+    .await;
+    let mut over_nats = Vec::new();
+    for _ in 0..RUNS {
+        over_nats.push(stream(&in_far, &sink_ip, 9000, NATS_MIB));
+    }
+    let rtt_nats = rtt(&in_far, &sink_ip);
+    drop_udp_c("-D");
     drop_udp("-D");
 
     println!("throughput, {MIB} MiB per stream, median of {RUNS} (MB/s), and ping average:");
@@ -218,6 +262,11 @@ async fn main() {
     println!(
         "  task to task, relayed by a third  {r:8.1}   {relayed:.1?}   rtt {rtt_relayed:.3} ms  = {:.2}x direct",
         r / m
+    );
+    let o = median(over_nats.clone());
+    println!(
+        "  task to task, through NATS ({NATS_MIB} MiB) {o:6.1}   {over_nats:.1?}   rtt {rtt_nats:.3} ms  = {:.2}x direct",
+        o / m
     );
 }
 
