@@ -284,6 +284,61 @@ async fn a_set_answers_by_virtual_ip_from_every_host_and_isolation_keeps_others_
         "two mesh forward rules:\n{r}"
     );
 
+    // The set's virtual IP goes with `vip: false`: its claim is released, no host keeps
+    // rules for it; back on, it gets one again, and deleting the set releases that too.
+    let web_set = |vip: bool| {
+        format!("version: containerset/v1\nmeta: {{name: web}}\nmode: global\nvip: {vip}\ntemplate:\n  image: {image}\n  stopGracePeriod: 1s\n  args: [sh, -c, {HTTPD}]\n")
+    };
+    let nats = async_nats::connect(&c.server.url).await.unwrap();
+    let subnets = async_nats::jetstream::new(nats)
+        .get_key_value(voiyd_nats::names::BUCKET_SUBNETS)
+        .await
+        .unwrap();
+    let claimed_by_web = || {
+        let subnets = subnets.clone();
+        async move {
+            let keys: Vec<String> =
+                futures::TryStreamExt::try_collect(subnets.keys().await.unwrap())
+                    .await
+                    .unwrap();
+            let mut n = 0;
+            for k in keys {
+                if subnets.get(&k).await.unwrap().as_deref() == Some(b"vip=web".as_slice()) {
+                    n += 1;
+                }
+            }
+            n
+        }
+    };
+    assert_eq!(claimed_by_web().await, 1, "web's claim before vip: false");
+    c.apply(&web_set(false));
+    eventually(Duration::from_secs(20), "web's VIP released", || async {
+        let s: ContainerSet = c.api.get("web").await.ok()?;
+        (s.status?.vip.is_empty() && claimed_by_web().await == 0).then_some(())
+    })
+    .await;
+    for h in [ha, hb, hc] {
+        eventually(
+            Duration::from_secs(15),
+            &format!("{}: no rule for the old VIP", h.netns),
+            || async { (!rules(&h.netns).contains(&format!("-d {vip}/32"))).then_some(()) },
+        )
+        .await;
+    }
+    c.apply(&web_set(true));
+    eventually(Duration::from_secs(20), "web's VIP again", || async {
+        let s: ContainerSet = c.api.get("web").await.ok()?;
+        (!s.status?.vip.is_empty() && claimed_by_web().await == 1).then_some(())
+    })
+    .await;
+    c.ok(&["delete", "set", "web"]);
+    eventually(
+        Duration::from_secs(20),
+        "the deleted set's VIP released",
+        || async { (claimed_by_web().await == 0).then_some(()) },
+    )
+    .await;
+
     // Agents that stop leave none of their rules behind (containers keep running).
     for h in [ha, hb, hc] {
         assert!(

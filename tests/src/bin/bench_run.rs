@@ -3,7 +3,8 @@
 //! network, task start, the status report) against a bare `ctr run -d` of the same image
 //! on the same containerd (the floor), alternating, in the same run. The image is in
 //! containerd before anything is measured. Docker is measured too when a Docker daemon
-//! answers (`docker run -d`, its own image store: pulled first).
+//! answers (`docker run -d`, its own image store: pulled first; scripts/bench-docker.sh
+//! runs one beside the benchmark).
 //!
 //! Usage: `cargo build --release --bins && VOIYD_BIN_DIR=target/release
 //! target/release/bench_run [RUNS]` (root; real containerd).
@@ -63,50 +64,61 @@ async fn main() {
     }
     let (mut voiyd, mut ctr, mut dockers) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
-        let task = format!("r{i}");
-        let s = Instant::now();
-        c.ok(&[
-            "run",
-            &task,
-            "--image",
-            &image,
-            "--stop-grace",
-            "1s",
-            "--cpu",
-            "10m",
-            "--",
-            "sleep",
-            "600",
-        ]);
-        voiyd.push(s.elapsed());
-
-        let id = format!("ctr{i}");
-        let s = Instant::now();
-        let out = run(
-            "ctr",
-            &[
-                "--address",
-                &socket,
-                "-n",
-                &ns,
-                "run",
-                "-d",
-                &name,
-                &id,
-                "sleep",
-                "600",
-            ],
-        );
-        ctr.push(s.elapsed());
-        assert!(out.status.success(), "ctr run: {}", stderr(&out));
-
-        if docker {
-            let s = Instant::now();
-            let out = run("docker", &["run", "-d", "--rm", &image, "sleep", "600"]);
-            dockers.push(s.elapsed());
-            assert!(out.status.success(), "docker run: {}", stderr(&out));
-            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let _ = run("docker", &["kill", &id]);
+        // The order rotates: what one tool leaves behind (a network namespace the kernel
+        // tears down after `docker rm`) falls on each tool in turn.
+        for step in 0..3 {
+            match (i + step) % 3 {
+                0 => {
+                    let task = format!("r{i}");
+                    let s = Instant::now();
+                    c.ok(&[
+                        "run",
+                        &task,
+                        "--image",
+                        &image,
+                        "--stop-grace",
+                        "1s",
+                        "--cpu",
+                        "10m",
+                        "--",
+                        "sleep",
+                        "600",
+                    ]);
+                    voiyd.push(s.elapsed());
+                }
+                1 => {
+                    let id = format!("ctr{i}");
+                    let s = Instant::now();
+                    let out = run(
+                        "ctr",
+                        &[
+                            "--address",
+                            &socket,
+                            "-n",
+                            &ns,
+                            "run",
+                            "-d",
+                            &name,
+                            &id,
+                            "sleep",
+                            "600",
+                        ],
+                    );
+                    ctr.push(s.elapsed());
+                    assert!(out.status.success(), "ctr run: {}", stderr(&out));
+                }
+                _ if docker => {
+                    let s = Instant::now();
+                    let out = run("docker", &["run", "-d", &image, "sleep", "600"]);
+                    dockers.push(s.elapsed());
+                    assert!(out.status.success(), "docker run: {}", stderr(&out));
+                    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                    // Removed now (synchronously: a `--rm` clean-up would run during the
+                    // next measurements).
+                    let _ = run("docker", &["rm", "-f", &id]);
+                }
+                _ => {}
+            }
         }
     }
     println!("== Run a container to Running (image present, {runs} runs each, alternating)");
