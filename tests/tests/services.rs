@@ -368,3 +368,31 @@ async fn a_set_answers_by_virtual_ip_from_every_host_and_isolation_keeps_others_
         );
     }
 }
+
+#[test]
+fn a_virtual_ip_range_over_the_node_subnets_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // Refused before connecting: no NATS answers on this port. `timeout`: a server that
+    // did not refuse would retry on; the test fails then too.
+    let out = std::process::Command::new("timeout")
+        .arg("30")
+        .arg(voiyd_tests::bin("voiyd-server"))
+        .args(["--nats-url", "nats://127.0.0.1:1", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--cluster-cidr",
+            "10.69.0.0/16",
+            "--vip-cidr",
+            "10.69.200.0/24",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("10.69.200.0/24 overlaps the cluster CIDR 10.69.0.0/16")
+            && last.contains("--vip-cidr"),
+        "{err}"
+    );
+}

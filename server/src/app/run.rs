@@ -76,6 +76,18 @@ pub struct Security {
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     connect::install_crypto_provider();
+    // Address ranges are checked before anything connects: a bad flag fails at once.
+    let cluster_cidr: crate::store::subnets::Cidr = cfg
+        .cluster_cidr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    let vip_cidr: crate::store::subnets::Cidr = cfg
+        .vip_cidr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--vip-cidr: {e}"))?;
+    crate::store::subnets::check_node_prefix(cluster_cidr, cfg.node_subnet_prefix)
+        .map_err(anyhow::Error::msg)?;
+    crate::store::subnets::check_vip_range(vip_cidr, cluster_cidr).map_err(anyhow::Error::msg)?;
     let mut embedded: Option<EmbeddedNats> = None;
     let auth: Option<Arc<crate::security::identities::AuthManager>> = if cfg.security.auth {
         let secret = cfg
@@ -157,21 +169,15 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     // Bootstrap opened every bucket (riding out a cluster still electing its leader).
     let status_kv = cluster.status.inner().clone();
     let work = cluster.work.inner().clone();
-    let cluster_cidr: crate::store::subnets::Cidr = cfg.cluster_cidr.parse()?;
     let subnets = crate::store::subnets::Subnets::new(
         cluster.subnets.clone(),
         cluster_cidr,
         cfg.node_subnet_prefix,
     )
     .map_err(anyhow::Error::msg)?;
-    let vips = crate::store::subnets::Subnets::addresses(
-        cluster.subnets.clone(),
-        cfg.vip_cidr
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--vip-cidr: {e}"))?,
-        cluster_cidr,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let vips =
+        crate::store::subnets::Subnets::addresses(cluster.subnets.clone(), vip_cidr, cluster_cidr)
+            .map_err(anyhow::Error::msg)?;
     failover::set_lease_ttl(cfg.bootstrap.lease_ttl);
     let view = crate::cache::view::View::start(
         crate::cache::view::Buckets {

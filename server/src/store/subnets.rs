@@ -117,12 +117,7 @@ pub struct Subnets {
 impl Subnets {
     /// Allocates `/prefix` blocks of `cluster` in `kv`.
     pub fn new(kv: kv::Store, cluster: Cidr, prefix: u8) -> Result<Self, String> {
-        if cluster.blocks(prefix) == 0 || prefix > 30 {
-            return Err(format!(
-                "node subnets of /{prefix} do not fit in the cluster CIDR {cluster}: use a prefix between {} and 30",
-                cluster.len
-            ));
-        }
+        check_node_prefix(cluster, prefix)?;
         Ok(Subnets {
             kv,
             cluster,
@@ -135,18 +130,7 @@ impl Subnets {
     /// `vip=<set>` (no node name holds `=`), so that no owner is ever mistaken for a node. The range must not
     /// overlap `cluster` (the node subnets).
     pub fn addresses(kv: kv::Store, range: Cidr, cluster: Cidr) -> Result<Self, String> {
-        let overlap = range.base & mask(range.len.min(cluster.len))
-            == cluster.base & mask(range.len.min(cluster.len));
-        if overlap {
-            return Err(format!(
-                "the virtual IP range {range} overlaps the cluster CIDR {cluster}: choose another --vip-cidr"
-            ));
-        }
-        if range.len > 30 {
-            return Err(format!(
-                "the virtual IP range {range} is too small: use a prefix of 30 or less"
-            ));
-        }
+        check_vip_range(range, cluster)?;
         Ok(Subnets {
             kv,
             cluster: range,
@@ -274,6 +258,34 @@ impl Subnets {
         }
         Ok(out)
     }
+}
+
+/// Whether node subnets of `/prefix` fit in `cluster` (checked before anything starts).
+pub fn check_node_prefix(cluster: Cidr, prefix: u8) -> Result<(), String> {
+    if cluster.blocks(prefix) == 0 || prefix > 30 {
+        return Err(format!(
+            "node subnets of /{prefix} do not fit in the cluster CIDR {cluster}: use a prefix between {} and 30",
+            cluster.len
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `range` can hold sets' virtual IPs beside node subnets of `cluster`.
+pub fn check_vip_range(range: Cidr, cluster: Cidr) -> Result<(), String> {
+    let overlap = range.base & mask(range.len.min(cluster.len))
+        == cluster.base & mask(range.len.min(cluster.len));
+    if overlap {
+        return Err(format!(
+            "the virtual IP range {range} overlaps the cluster CIDR {cluster}: choose another --vip-cidr"
+        ));
+    }
+    if range.len > 30 {
+        return Err(format!(
+            "the virtual IP range {range} is too small: use a prefix of 30 or less"
+        ));
+    }
+    Ok(())
 }
 
 fn internal(e: impl Into<BoxError>) -> ServerError {
