@@ -449,11 +449,14 @@ impl Mesh {
 
     fn add_peer(&self, p: &MeshPeer, allowed: &[String], own: &str) -> Result<(), MeshError> {
         self.set(&peer_lines(p, allowed)?)?;
-        self.route(&p.subnet, own);
         if !own.is_empty() {
-            // Before the CNI masquerade rules: the peer sees the task's own address.
+            // Before the CNI masquerade rules: the peer sees the task's own address. And
+            // before the route: a connection opened between the two would be masqueraded,
+            // its conntrack entry would keep it so for every retry, and the peer drops
+            // sources outside this node's subnet (the connection stalled for minutes).
             ensure_rule("nat", &nat_exempt(own, &p.subnet))?;
         }
+        self.route(&p.subnet, own);
         Ok(())
     }
 
