@@ -5,8 +5,16 @@ set -uo pipefail
 VOIYD_HOME=${VOIYD_HOME:-/var/lib/voiyd}
 RUN="$VOIYD_HOME/run"
 if command -v voiydctl >/dev/null; then
-  for t in $(voiydctl get tasks -o name 2>/dev/null | sed 's#.*/##'); do
-    voiydctl delete task "$t" --timeout 30s >/dev/null 2>&1 || true
+  # `stop` returns once the node reports the container stopped (within the task's grace
+  # period); `delete` alone returns when the spec is gone, before the node has stopped it,
+  # and the node is stopped next: its containers would be left running.
+  tasks=$(voiydctl get tasks -o name 2>/dev/null | sed 's#.*/##')
+  for t in $tasks; do
+    voiydctl stop task "$t" >/dev/null 2>&1 &
+  done
+  wait
+  for t in $tasks; do
+    voiydctl delete task "$t" >/dev/null 2>&1 || true
   done
 fi
 for p in node server registry containerd; do
