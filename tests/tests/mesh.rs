@@ -29,6 +29,54 @@ fn routes(netns: &str, subnet: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A busybox httpd `web` on host `web_on` serving `page` at `/` and the client's address
+/// at `/cgi-bin/ip`, and an idle `client` on host `client_on`; once both are Running,
+/// their addresses (web, client).
+async fn web_and_client(
+    c: &ContainerdCluster,
+    web_on: &str,
+    client_on: &str,
+    page: &str,
+) -> (String, String) {
+    let image = c.registry.image("busybox");
+    c.apply(&format!(
+        "version: task/v1\nmeta: {{name: web}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: {web_on}}}\n  stopGracePeriod: 1s\n  args: [sh, -c, 'mkdir -p /www/cgi-bin && echo {page} > /www/index.html && printf \"#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \\$REMOTE_ADDR\\n\" > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www']\n---\nversion: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: {client_on}}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
+    ));
+    let ip_of = |name: &'static str| async move {
+        voiyd_tests::running_task(&c.api, name)
+            .await
+            .map(|(_, ip)| ip)
+    };
+    let web = eventually(Duration::from_secs(60), "web Running", || ip_of("web")).await;
+    let client = eventually(Duration::from_secs(60), "client Running", || {
+        ip_of("client")
+    })
+    .await;
+    (web, client)
+}
+
+/// What task `client` gets from `url` (each attempt at most 3 s).
+fn fetch(c: &ContainerdCluster, url: &str) -> String {
+    let out = c.voiydctl(&[
+        "exec",
+        "client",
+        "--",
+        "sh",
+        "-c",
+        &format!("timeout 3 wget -q -O - {url}"),
+    ]);
+    stdout(&out)
+}
+
+/// The address web at `web_ip` sees the client connect from.
+fn seen_by_web(c: &ContainerdCluster, web_ip: &str) -> String {
+    let seen = fetch(c, &format!("http://{web_ip}:8080/cgi-bin/ip"));
+    seen.trim()
+        .trim_start_matches("[::ffff:")
+        .trim_end_matches(']')
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root + containerd: scripts/test.sh runs it"]
 async fn tasks_on_two_hosts_talk_through_the_encrypted_mesh() {
@@ -87,21 +135,7 @@ async fn tasks_on_two_hosts_talk_through_the_encrypted_mesh() {
 
     // A web server on b that answers with a known payload and the client's address.
     let payload = format!("mesh-payload-{}", std::process::id());
-    let image = c.registry.image("busybox");
-    c.apply(&format!(
-        "version: task/v1\nmeta: {{name: web}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: b}}\n  stopGracePeriod: 1s\n  args: [sh, -c, 'mkdir -p /www/cgi-bin && echo {payload} > /www/index.html && printf \"#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \\$REMOTE_ADDR\\n\" > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www']\n"
-    ));
-    c.apply(&format!(
-        "version: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: a}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
-    ));
-    let ip_of = |name: &'static str| voiyd_tests::running_task(&c.api, name);
-    let (node, web_ip) = eventually(Duration::from_secs(60), "web Running", || ip_of("web")).await;
-    assert_eq!(node, "mesh-b");
-    let (node, client_ip) = eventually(Duration::from_secs(60), "client Running", || {
-        ip_of("client")
-    })
-    .await;
-    assert_eq!(node, "mesh-a");
+    let (web_ip, client_ip) = web_and_client(&c, "b", "a", &payload).await;
 
     // Capture the underlay while the client fetches, by address and by name.
     let pcap = c.dir.path().join("underlay.pcap");
@@ -120,30 +154,21 @@ async fn tasks_on_two_hosts_talk_through_the_encrypted_mesh() {
         (std::fs::metadata(&pcap).ok()?.len() >= 24).then_some(())
     })
     .await;
-    let fetch = |url: String| {
-        let out = c.voiydctl(&["exec", "client", "--", "wget", "-q", "-O", "-", &url]);
-        stdout(&out)
-    };
     let by_ip = eventually(Duration::from_secs(20), "web by address", || async {
-        let out = fetch(format!("http://{web_ip}:8080/"));
+        let out = fetch(&c, &format!("http://{web_ip}:8080/"));
         out.contains(&payload).then_some(out)
     })
     .await;
     assert_eq!(by_ip.trim(), payload);
     let by_name = eventually(Duration::from_secs(20), "web by name", || async {
-        let out = fetch("http://web:8080/".to_string());
+        let out = fetch(&c, "http://web:8080/");
         out.contains(&payload).then_some(out)
     })
     .await;
     assert_eq!(by_name.trim(), payload);
     // Not masqueraded: the server sees the client's own address.
-    let seen = fetch(format!("http://{web_ip}:8080/cgi-bin/ip"));
     // (busybox httpd listens on IPv6 and writes IPv4 peers mapped: [::ffff:a.b.c.d])
-    let seen = seen
-        .trim()
-        .trim_start_matches("[::ffff:")
-        .trim_end_matches(']');
-    assert_eq!(seen, client_ip, "the address web saw");
+    assert_eq!(seen_by_web(&c, &web_ip), client_ip, "the address web saw");
     let captured = eventually(
         Duration::from_secs(10),
         "the capture saw the traffic",
@@ -227,19 +252,7 @@ async fn a_cut_pair_talks(hosts: usize, prefix: &'static str, cut: Cut, relayed:
     let _agents = voiyd_tests::hosts::mesh_agents(&c, &u, prefix);
     let (node_a, node_b): (&'static str, &'static str) =
         (format!("{prefix}-a").leak(), format!("{prefix}-b").leak());
-    let image = c.registry.image("busybox");
-    c.apply(&format!(
-        "version: task/v1\nmeta: {{name: web}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: b}}\n  stopGracePeriod: 1s\n  args: [sh, -c, 'mkdir -p /www/cgi-bin && echo relayed-marker-7f3a > /www/index.html && printf \"#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \\$REMOTE_ADDR\\n\" > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www']\n---\nversion: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: a}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
-    ));
-    let api = &c.api;
-    let ip_of = |name: &'static str| async move {
-        voiyd_tests::running_task(api, name).await.map(|(_, ip)| ip)
-    };
-    let web_ip = eventually(Duration::from_secs(60), "web Running", || ip_of("web")).await;
-    let client_ip = eventually(Duration::from_secs(60), "client Running", || {
-        ip_of("client")
-    })
-    .await;
+    let (web_ip, client_ip) = web_and_client(&c, "b", "a", "relayed-marker-7f3a").await;
     // The servers see a and b report each other unreachable and give them a relay.
     let nats = async_nats::connect(&c.server.url).await.unwrap();
     let kv = async_nats::jetstream::new(nats.clone())
@@ -268,30 +281,18 @@ async fn a_cut_pair_talks(hosts: usize, prefix: &'static str, cut: Cut, relayed:
         .await
         .unwrap();
     nats.flush().await.unwrap();
-    let fetch = |url: String| {
-        let out = c.voiydctl(&[
-            "exec",
-            "client",
-            "--",
-            "sh",
-            "-c",
-            &format!("timeout 3 wget -q -O - {url}"),
-        ]);
-        stdout(&out)
-    };
     let got = eventually(Duration::from_secs(30), "web through the relay", || async {
-        let out = fetch(format!("http://{web_ip}:8080/"));
+        let out = fetch(&c, &format!("http://{web_ip}:8080/"));
         out.contains("relayed-marker").then_some(out)
     })
     .await;
     assert_eq!(got.trim(), "relayed-marker-7f3a");
     // Relayed, not masqueraded either.
-    let seen = fetch(format!("http://{web_ip}:8080/cgi-bin/ip"));
-    let seen = seen
-        .trim()
-        .trim_start_matches("[::ffff:")
-        .trim_end_matches(']');
-    assert_eq!(seen, client_ip, "the address web saw through the relay");
+    assert_eq!(
+        seen_by_web(&c, &web_ip),
+        client_ip,
+        "the address web saw through the relay"
+    );
     if let Relayed::Nats = relayed {
         let mut count = 0;
         while let Ok(Some(m)) = tokio::time::timeout(
@@ -328,7 +329,7 @@ async fn a_cut_pair_talks(hosts: usize, prefix: &'static str, cut: Cut, relayed:
     })
     .await;
     let got = eventually(Duration::from_secs(20), "web directly", || async {
-        let out = fetch(format!("http://{web_ip}:8080/"));
+        let out = fetch(&c, &format!("http://{web_ip}:8080/"));
         out.contains("relayed-marker").then_some(out)
     })
     .await;
@@ -367,44 +368,20 @@ async fn a_host_behind_nat_is_reached_through_the_tunnel_it_dials() {
         "b reaches a's private address: a is not behind the NAT"
     );
     let _agents = voiyd_tests::hosts::mesh_agents(&c, &u, "nat");
-    let image = c.registry.image("busybox");
-    c.apply(&format!(
-        "version: task/v1\nmeta: {{name: web}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: a}}\n  stopGracePeriod: 1s\n  args: [sh, -c, 'mkdir -p /www/cgi-bin && echo behind-nat > /www/index.html && printf \"#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \\$REMOTE_ADDR\\n\" > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www']\n---\nversion: task/v1\nmeta: {{name: client}}\nconfig:\n  image: {image}\n  nodeSelector: {{host: b}}\n  stopGracePeriod: 1s\n  args: [sleep, '3600']\n"
-    ));
-    let api = &c.api;
-    let ip_of = |name: &'static str| async move {
-        voiyd_tests::running_task(api, name).await.map(|(_, ip)| ip)
-    };
-    let web_ip = eventually(Duration::from_secs(60), "web Running", || ip_of("web")).await;
-    let client_ip = eventually(Duration::from_secs(60), "client Running", || {
-        ip_of("client")
-    })
-    .await;
-    let fetch = |url: String| {
-        let out = c.voiydctl(&[
-            "exec",
-            "client",
-            "--",
-            "sh",
-            "-c",
-            &format!("timeout 3 wget -q -O - {url}"),
-        ]);
-        stdout(&out)
-    };
+    let (web_ip, client_ip) = web_and_client(&c, "a", "b", "behind-nat").await;
     // b reaches the task behind a's NAT, over the tunnel a opened.
     let got = eventually(Duration::from_secs(30), "web behind the NAT", || async {
-        let out = fetch(format!("http://{web_ip}:8080/"));
+        let out = fetch(&c, &format!("http://{web_ip}:8080/"));
         out.contains("behind-nat").then_some(out)
     })
     .await;
     assert_eq!(got.trim(), "behind-nat");
     // The NAT rewrote the tunnel's datagrams, not the tasks' packets inside them.
-    let seen = fetch(format!("http://{web_ip}:8080/cgi-bin/ip"));
-    let seen = seen
-        .trim()
-        .trim_start_matches("[::ffff:")
-        .trim_end_matches(']');
-    assert_eq!(seen, client_ip, "the address web saw behind the NAT");
+    assert_eq!(
+        seen_by_web(&c, &web_ip),
+        client_ip,
+        "the address web saw behind the NAT"
+    );
     // Directly, not relayed: with two nodes only NATS could relay, and none is needed.
     let nats = async_nats::connect(&c.server.url).await.unwrap();
     let kv = async_nats::jetstream::new(nats)

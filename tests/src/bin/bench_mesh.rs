@@ -166,24 +166,28 @@ async fn main() {
     );
 
     // Relayed: UDP between hosts a and b dropped, so a reaches b through c.
-    let drop_udp = |verb: &str| {
+    let drop_udp = |verb: &str, peer: &str| {
         for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
             assert!(voiyd_tests::hosts::in_netns(
                 &ha.netns,
                 "iptables",
-                &[verb, chain, dir, &hb.addr, "-p", "udp", "-j", "DROP"],
+                &[verb, chain, dir, peer, "-p", "udp", "-j", "DROP"],
             ));
         }
     };
-    drop_udp("-I");
-    eventually(Duration::from_secs(60), "a relayed to b", || async {
+    // bench-a as the servers publish it in voiyd_mesh.
+    let mesh_a = || async {
         let nats = async_nats::connect(&c.server.url).await.ok()?;
         let kv = async_nats::jetstream::new(nats)
             .get_key_value(voiyd_nats::names::BUCKET_MESH)
             .await
             .ok()?;
         let p = kv.get("bench-a").await.ok()??;
-        let p = <voiyd_messages::v1::MeshPeer as prost::Message>::decode(p).ok()?;
+        <voiyd_messages::v1::MeshPeer as prost::Message>::decode(p).ok()
+    };
+    drop_udp("-I", &hb.addr);
+    eventually(Duration::from_secs(60), "a relayed to b", || async {
+        let p = mesh_a().await?;
         (p.via.get("bench-b").map(String::as_str) == Some("bench-c")).then_some(())
     })
     .await;
@@ -205,24 +209,9 @@ async fn main() {
     let rtt_relayed = rtt(&in_far, &sink_ip);
 
     // Through NATS: a cannot reach c either, so no node relays a and b.
-    let drop_udp_c = |verb: &str| {
-        for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
-            assert!(voiyd_tests::hosts::in_netns(
-                &ha.netns,
-                "iptables",
-                &[verb, chain, dir, &hc.addr, "-p", "udp", "-j", "DROP"],
-            ));
-        }
-    };
-    drop_udp_c("-I");
+    drop_udp("-I", &hc.addr);
     eventually(Duration::from_secs(60), "a to b through NATS", || async {
-        let nats = async_nats::connect(&c.server.url).await.ok()?;
-        let kv = async_nats::jetstream::new(nats)
-            .get_key_value(voiyd_nats::names::BUCKET_MESH)
-            .await
-            .ok()?;
-        let p = kv.get("bench-a").await.ok()??;
-        let p = <voiyd_messages::v1::MeshPeer as prost::Message>::decode(p).ok()?;
+        let p = mesh_a().await?;
         p.over_nats.iter().any(|n| n == "bench-b").then_some(())
     })
     .await;
@@ -242,8 +231,8 @@ async fn main() {
         over_nats.push(stream(&in_far, &sink_ip, 9000, NATS_MIB));
     }
     let rtt_nats = rtt(&in_far, &sink_ip);
-    drop_udp_c("-D");
-    drop_udp("-D");
+    drop_udp("-D", &hc.addr);
+    drop_udp("-D", &hb.addr);
 
     println!("throughput, {MIB} MiB per stream, median of {RUNS} (MB/s), and ping average:");
     let (w, n, m, r) = (
