@@ -200,10 +200,36 @@ impl Subnets {
             },
         };
         let subnet = chosen.to_string();
-        self.kv
-            .put(&node_key, subnet.clone().into())
-            .await
-            .map_err(internal)?;
+        // The owner's key is created, not overwritten: servers that raced for the same
+        // owner each won a different claim, and only one may stand; the others give theirs
+        // back and take the winner's.
+        match self.kv.create(&node_key, subnet.clone().into()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let theirs = self
+                    .kv
+                    .get(&node_key)
+                    .await
+                    .map_err(internal)?
+                    .map(|v| String::from_utf8_lossy(&v).to_string())
+                    .unwrap_or_default();
+                if theirs.is_empty() {
+                    self.kv
+                        .put(&node_key, subnet.clone().into())
+                        .await
+                        .map_err(internal)?;
+                } else {
+                    if theirs != subnet {
+                        self.kv
+                            .delete(names::subnet_claim_key(&subnet))
+                            .await
+                            .map_err(internal)?;
+                    }
+                    return Ok(theirs);
+                }
+            }
+            Err(e) => return Err(internal(e)),
+        }
         tracing::info!(owner = %node, %subnet, what = self.what, "allocated");
         Ok(subnet)
     }
@@ -296,6 +322,54 @@ fn internal(e: impl Into<BoxError>) -> ServerError {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Servers run the set controller side by side: two allocators on their own
+    /// connections, asked at once for the same owners, end with one address per owner.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_servers_leave_one_claim_per_owner() {
+        let nats = voiyd_testkit::nats::TestNats::start().await;
+        let mut stores = Vec::new();
+        for _ in 0..2 {
+            let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+            let kv = js
+                .create_key_value(kv::Config {
+                    bucket: names::BUCKET_SUBNETS.to_string(),
+                    history: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let range: Cidr = "10.68.0.0/24".parse().unwrap();
+            let cluster: Cidr = "10.69.0.0/16".parse().unwrap();
+            stores.push(std::sync::Arc::new(
+                Subnets::addresses(kv, range, cluster).unwrap(),
+            ));
+        }
+        for round in 0..20 {
+            let owner = Subnets::vip_owner(&format!("set{round}"));
+            let calls: Vec<_> = (0..6)
+                .map(|i| {
+                    let (store, owner) = (stores[i % 2].clone(), owner.clone());
+                    tokio::spawn(async move { store.ensure(&owner).await.unwrap() })
+                })
+                .collect();
+            let mut got = HashSet::new();
+            for c in calls {
+                got.insert(c.await.unwrap());
+            }
+            assert_eq!(got.len(), 1, "{owner}: {got:?}");
+            let claims: Vec<Cidr> = stores[0]
+                .claims()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|(_, o)| *o == owner)
+                .map(|(c, _)| c)
+                .collect();
+            assert_eq!(claims.len(), 1, "{owner}: {claims:?}");
+            assert_eq!(claims[0].to_string(), *got.iter().next().unwrap());
+        }
+    }
 
     #[test]
     fn parses_and_shows() {
