@@ -15,6 +15,23 @@ pub fn parse_kind(text: &str) -> Result<Kind> {
     })
 }
 
+/// Asks `node` for its usage now (`voiyd.node.<node>.stats`): its running containers
+/// among them. None when it does not answer within `timeout`.
+pub async fn node_stats(
+    nats: &async_nats::Client,
+    node: &str,
+    timeout: std::time::Duration,
+) -> Option<voiyd_messages::v1::NodeStats> {
+    use prost::Message;
+    let req = voiyd_messages::v1::StatsRequest {};
+    let fut = nats.request(
+        voiyd_nats::names::node::stats(node),
+        req.encode_to_vec().into(),
+    );
+    let msg = tokio::time::timeout(timeout, fut).await.ok()?.ok()?;
+    voiyd_messages::v1::NodeStats::decode(msg.payload).ok()
+}
+
 /// Reads one resource of any kind; `Ok(None)` when it does not exist.
 pub async fn get_any(api: &ApiClient, kind: Kind, name: &str) -> Result<Option<AnyResource>> {
     let r = match kind {

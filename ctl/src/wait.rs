@@ -292,6 +292,37 @@ pub async fn wait_task_showing(
     }
 }
 
+/// Waits until `node` no longer runs `task`'s container: a deleted task's spec goes at
+/// once, its container within the task's grace period. A node that does not answer is not
+/// waited for (it stops the container when it is back).
+pub async fn container_gone(
+    nats: &async_nats::Client,
+    node: &str,
+    task: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = FIRST_POLL;
+    loop {
+        let ask = (deadline - Instant::now().min(deadline))
+            .clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let Some(stats) = crate::ops::node_stats(nats, node, ask).await else {
+            return Ok(());
+        };
+        if !stats.tasks.iter().any(|t| t.task == task) {
+            return Ok(());
+        }
+        if Instant::now() + pause > deadline {
+            return Err(CtlError::Wait(format!(
+                "task {task} is deleted, but its container still runs on node {node} after {}: the node stops it within its grace period (or at once with --force)",
+                format_duration(timeout)
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        pause = next_poll(pause);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

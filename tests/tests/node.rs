@@ -100,7 +100,11 @@ async fn run_stop_start_delete_on_real_containerd() {
         .await;
     assert_ne!(st(&t).pid, pid);
 
+    // delete returns once the node stopped the container (sleep ignores SIGTERM: this
+    // waits out the 1 s grace), not as soon as the spec is gone.
+    let pid = st(&t).pid;
     c.ok(&["delete", "task", "web", "--timeout", "30s"]);
+    assert!(!pid_alive(pid), "delete returned while the container still ran");
     // nothing left in containerd for this node's namespace
     let ns = format!("voiyd-n1-{}", std::process::id());
     eventually(Duration::from_secs(20), "container removed", || async {

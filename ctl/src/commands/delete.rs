@@ -6,7 +6,8 @@ use crate::connection::{self, Globals};
 use crate::error::{CtlError, Result};
 use crate::manifests;
 use crate::ops;
-use crate::wait::{wait_task, Goal};
+use crate::wait::{container_gone, wait_task_showing, Goal};
+use voiyd_messages::v1::Task;
 use voiyd_messages::Kind;
 
 /// `delete`.
@@ -45,6 +46,18 @@ pub async fn run(globals: &Globals, args: &DeleteArgs) -> Result<()> {
     let session = connection::session(globals).await?;
     let mut missing = Vec::new();
     for (kind, name) in &targets {
+        // Where a task runs, read before its status goes with it.
+        let node = match (kind, timeout) {
+            (Kind::Task, Some(_)) => session
+                .api
+                .get::<Task>(name)
+                .await
+                .ok()
+                .and_then(|t| t.status)
+                .map(|s| s.node)
+                .filter(|n| !n.is_empty()),
+            _ => None,
+        };
         if !ops::delete(&session.api, *kind, name, args.purge, args.force).await? {
             missing.push(format!("{}/{name}", kind.singular()));
             continue;
@@ -53,7 +66,13 @@ pub async fn run(globals: &Globals, args: &DeleteArgs) -> Result<()> {
         match (kind, timeout) {
             (Kind::Task, Some(t)) => {
                 outln!("task/{name} deleting");
-                wait_task(&session.api, name, Goal::Gone, 0, t).await?;
+                let started = std::time::Instant::now();
+                wait_task_showing(&session.api, name, Goal::Gone, 0, t, false).await?;
+                if let Some(node) = node {
+                    let left = t.saturating_sub(started.elapsed());
+                    container_gone(session.api.nats(), &node, name, left).await?;
+                }
+                outln!("task/{name} deleted");
             }
             _ => outln!("{}/{name} deleted", kind.singular()),
         }

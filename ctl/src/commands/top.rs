@@ -5,12 +5,10 @@ use crate::cli::TopArgs;
 use crate::connection::{self, Globals};
 use crate::error::{CtlError, Result};
 use crate::table;
-use prost::Message;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use voiyd_messages::v1::{Node, NodeStats, StatsRequest, Task};
+use voiyd_messages::v1::{Node, NodeStats, Task};
 use voiyd_messages::Resource;
-use voiyd_nats::names;
 
 /// Bytes for people: `512Ki`, `12.5Mi`, `1.2Gi`.
 pub fn bytes(n: u64) -> String {
@@ -39,13 +37,6 @@ pub fn percent(used: u64, capacity: u64) -> String {
     )
 }
 
-async fn ask(nats: &async_nats::Client, node: &str, timeout: Duration) -> Option<NodeStats> {
-    let req = StatsRequest {};
-    let fut = nats.request(names::node::stats(node), req.encode_to_vec().into());
-    let msg = tokio::time::timeout(timeout, fut).await.ok()?.ok()?;
-    NodeStats::decode(msg.payload).ok()
-}
-
 /// `top`.
 pub async fn run(globals: &Globals, args: &TopArgs) -> Result<()> {
     let session = connection::session(globals).await?;
@@ -60,7 +51,7 @@ pub async fn run(globals: &Globals, args: &TopArgs) -> Result<()> {
     for n in &names {
         let (nats, n) = (nats.clone(), n.clone());
         asks.push(tokio::spawn(async move {
-            let s = ask(&nats, &n, timeout).await;
+            let s = crate::ops::node_stats(&nats, &n, timeout).await;
             (n, s)
         }));
     }
