@@ -104,7 +104,10 @@ async fn run_stop_start_delete_on_real_containerd() {
     // waits out the 1 s grace), not as soon as the spec is gone.
     let pid = st(&t).pid;
     c.ok(&["delete", "task", "web", "--timeout", "30s"]);
-    assert!(!pid_alive(pid), "delete returned while the container still ran");
+    assert!(
+        !pid_alive(pid),
+        "delete returned while the container still ran"
+    );
     // nothing left in containerd for this node's namespace
     let ns = format!("voiyd-n1-{}", std::process::id());
     eventually(Duration::from_secs(20), "container removed", || async {
