@@ -463,12 +463,14 @@ impl Network {
         // A set-up still running finishes first: its plugins and these must not cross.
         let pending = self.pending.lock().expect("pending lock").remove(task);
         if let Some(plugins) = pending {
+            tracing::debug!(%task, "waiting for a set-up still running before the tear-down");
             let _ = plugins.await;
         }
         let netns = self.netns_path(task);
         if let Some(state) = self.load(task) {
             let count = state.conflist["plugins"].as_array().map_or(0, |p| p.len());
             for i in (0..count).rev() {
+                tracing::debug!(%task, plugin = i, "CNI DEL");
                 let nc =
                     conf::plugin_netconf(&state.conflist, i, state.result.as_ref(), &state.ports);
                 if let Err(e) = self.exec("DEL", &state.container_id, &netns, &nc).await {

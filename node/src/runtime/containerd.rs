@@ -708,9 +708,11 @@ impl Runtime for ContainerdRuntime {
 
     async fn delete_task(&self, task: &str) -> Result<(), RuntimeError> {
         self.delete_process(task).await?;
+        tracing::debug!(%task, "process deleted");
         // The namespace goes with the process: a stopped task holds no IP or host port.
         if let Some(n) = &self.cfg.network {
             n.teardown(task).await;
+            tracing::debug!(%task, "network torn down");
         }
         Ok(())
     }
@@ -718,12 +720,14 @@ impl Runtime for ContainerdRuntime {
     async fn delete(&self, task: &str) -> Result<(), RuntimeError> {
         self.delete_task(task).await?;
         self.remove_container(task).await?;
+        tracing::debug!(%task, "container removed");
         if let Some(n) = &self.cfg.network {
             n.forget(task).await;
         }
         if let Some(cap) = self.captures.lock().await.remove(task) {
             cap.finish().await;
         }
+        tracing::debug!(%task, "output capture finished");
         logs::remove(&self.paths(task), false);
         if let Some(s) = &self.cfg.secrets {
             s.remove(task);
