@@ -174,20 +174,26 @@ impl ContainerdRuntime {
         let state = match p {
             None => ContainerState::Created,
             Some(p) => match ProcStatus::try_from(p.status).unwrap_or(ProcStatus::Unknown) {
-                ProcStatus::Running | ProcStatus::Paused | ProcStatus::Pausing => {
-                    ContainerState::Running {
-                        pid: p.pid,
-                        since: label(LABEL_STARTED)
-                            .parse::<u64>()
-                            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
-                            .unwrap_or_else(|_| SystemTime::now()),
-                    }
-                }
                 ProcStatus::Stopped => ContainerState::Exited {
                     code: p.exit_status as i32,
                     at: ts_to_time(p.exited_at.as_ref()),
                 },
-                ProcStatus::Created | ProcStatus::Unknown => ContainerState::Created,
+                // Unknown: the shim did not answer containerd in time (a busy host). A
+                // process that was started is taken to run still: seen as merely created,
+                // it was deleted while running, which containerd refused after half a
+                // minute, and its replacement waited that long.
+                ProcStatus::Created => ContainerState::Created,
+                ProcStatus::Unknown if p.pid == 0 => ContainerState::Created,
+                ProcStatus::Running
+                | ProcStatus::Paused
+                | ProcStatus::Pausing
+                | ProcStatus::Unknown => ContainerState::Running {
+                    pid: p.pid,
+                    since: label(LABEL_STARTED)
+                        .parse::<u64>()
+                        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+                        .unwrap_or_else(|_| SystemTime::now()),
+                },
             },
         };
         ContainerView {
@@ -822,7 +828,12 @@ impl ContainerdRuntime {
         match self.cd.tasks().delete(self.cd.request(req.clone())).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == Code::NotFound => Ok(()),
-            Err(s) if s.code() == Code::FailedPrecondition => {
+            // containerd says "cannot delete a running process" with code Unknown when
+            // the shim answers late.
+            Err(s)
+                if s.code() == Code::FailedPrecondition
+                    || s.message().contains("running process") =>
+            {
                 // Still running or only created: kill it, then delete.
                 self.signal(task, true).await?;
                 for _ in 0..50 {
@@ -845,4 +856,34 @@ impl ContainerdRuntime {
 /// The log directory of a task under a data directory.
 pub fn log_dir(data_dir: &Path, task: &str) -> PathBuf {
     TaskPaths::new(data_dir, task).log_dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_whose_state_containerd_could_not_read_is_taken_to_run() {
+        let c = Container {
+            id: "web".into(),
+            ..Default::default()
+        };
+        let p = |status: ProcStatus, pid: u32| Process {
+            status: status as i32,
+            pid,
+            ..Default::default()
+        };
+        let state = |p: Option<&Process>| ContainerdRuntime::view(&c, p).state;
+        assert!(state(Some(&p(ProcStatus::Unknown, 42))).is_running());
+        assert!(state(Some(&p(ProcStatus::Running, 42))).is_running());
+        assert!(matches!(
+            state(Some(&p(ProcStatus::Unknown, 0))),
+            ContainerState::Created
+        ));
+        assert!(matches!(
+            state(Some(&p(ProcStatus::Created, 42))),
+            ContainerState::Created
+        ));
+        assert!(matches!(state(None), ContainerState::Created));
+    }
 }
