@@ -221,7 +221,7 @@ pub(super) async fn execute<R: Runtime>(
 ) -> Result<(), RuntimeError> {
     let restarts = obs.map(|o| o.restart_count).unwrap_or(0);
     for action in actions {
-        tracing::debug!(%task, ?action, "executing");
+        tracing::debug!(%task, ?action, observed = ?obs.map(|o| &o.state), "executing");
         let span = traced_span(desired, action.name());
         let step =
             async { execute_one(s, task, desired, obs, action, mem, progress, restarts).await };
