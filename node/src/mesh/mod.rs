@@ -344,7 +344,8 @@ impl Mesh {
     pub fn apply(&self, node: &str, peers: &BTreeMap<String, MeshPeer>) {
         let own = self.network.subnet().unwrap_or_default();
         let mut allowed = allowed_ips(node, peers);
-        let over_nats: Vec<&str> = match self.nats.get() {
+        let relay = self.nats.get();
+        let over_nats: Vec<&str> = match relay {
             Some(_) => peers
                 .values()
                 .find(|p| p.node == node)
@@ -359,7 +360,7 @@ impl Mesh {
                 let mut p = p.clone();
                 p.via.clear();
                 p.over_nats.clear();
-                if let (true, Some(relay)) = (over_nats.contains(&p.node.as_str()), self.nats.get()) {
+                if let (true, Some(relay)) = (over_nats.contains(&p.node.as_str()), relay) {
                     match relay.endpoint(&p.node, p.endpoints.first().map(String::as_str)) {
                         Ok(addr) => p.endpoints = vec![addr.to_string()],
                         Err(e) => tracing::warn!(peer = %p.node, error = %e, "cannot relay mesh peer through NATS"),
@@ -428,7 +429,7 @@ impl Mesh {
                 Err(e) => tracing::warn!(peer = %name, error = %e, "cannot add mesh peer"),
             }
         }
-        if let Some(relay) = self.nats.get() {
+        if let Some(relay) = relay {
             let keep: Vec<&str> = over_nats
                 .iter()
                 .copied()

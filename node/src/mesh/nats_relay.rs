@@ -125,7 +125,7 @@ impl NatsRelay {
         let pump = self.runtime.spawn(pump(Pump {
             sock: sock.clone(),
             client: self.client.clone(),
-            subject: node::mesh_relay(peer, &self.node),
+            subject: node::mesh_relay(peer, &self.node).into(),
             device: self.device,
             peer_ip,
             peer_port: peer_port.clone(),
@@ -172,7 +172,7 @@ impl NatsRelay {
 struct Pump {
     sock: Arc<tokio::net::UdpSocket>,
     client: async_nats::Client,
-    subject: String,
+    subject: async_nats::Subject,
     device: SocketAddr,
     peer_ip: Option<IpAddr>,
     peer_port: Arc<AtomicU16>,
@@ -182,7 +182,12 @@ struct Pump {
 /// Moves datagrams of one proxy: from the device to NATS (and straight to the peer's
 /// proxy, to try the direct path), from the network to the device.
 async fn pump(p: Pump) {
-    let own_port = p.sock.local_addr().map(|a| a.port()).unwrap_or(0);
+    let own_port = p
+        .sock
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(0)
+        .to_string();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, from) = match p.sock.recv_from(&mut buf).await {
@@ -195,7 +200,7 @@ async fn pump(p: Pump) {
         let datagram = &buf[..n];
         if from == p.device {
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert(MESH_PORT_HEADER, own_port.to_string().as_str());
+            headers.insert(MESH_PORT_HEADER, own_port.as_str());
             if let Err(e) = p
                 .client
                 .publish_with_headers(p.subject.clone(), headers, datagram.to_vec().into())

@@ -180,8 +180,7 @@ impl ContainerdRuntime {
                 },
                 // Unknown: the shim did not answer containerd in time (a busy host). A
                 // process that was started is taken to run still: seen as merely created,
-                // it was deleted while running, which containerd refused after half a
-                // minute, and its replacement waited that long.
+                // the rule table would delete it while it runs.
                 ProcStatus::Created => ContainerState::Created,
                 ProcStatus::Unknown if p.pid == 0 => ContainerState::Created,
                 ProcStatus::Running
